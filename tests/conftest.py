@@ -1,0 +1,10 @@
+"""Pytest set-up shared by every test: two logical CPUs, quiet TF logs."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from tfgraft.testing import devices  # noqa: E402
+
+devices.configure_logical_cpus(2)

@@ -1,0 +1,69 @@
+"""Standardize: per-channel (x / 255 - mean) / std inside the model."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfgraft")
+class Standardize(keras.layers.Layer):
+    """Maps raw 0-255 RGB images to per-channel standardised values.
+
+    Every tfgraft model starts with this layer, so the pipelines feed raw
+    pixel values (augmented, zero-padded in pixel space as torchvision does)
+    and an exported SavedModel serves raw images without tfgraft. The layer
+    has no weights: grafting, pruning and surgery never see it.
+
+    Args:
+        mean: per-channel mean on the 0-1 scale, e.g. CIFAR's
+            `(0.4914, 0.4822, 0.4465)`.
+        std: per-channel standard deviation on the 0-1 scale.
+        **kwargs: base layer keyword arguments.
+
+    Call arguments:
+        inputs: float or integer tensor `(batch, height, width, channels)`
+            on the 0-255 scale.
+
+    Returns:
+        `(inputs / 255 - mean) / std` in the layer's compute dtype.
+
+    Example:
+
+    >>> layer = Standardize(mean=(0.5, 0.5, 0.5, 0.5), std=(0.25,) * 4)
+    >>> tuple(layer(keras.ops.zeros((2, 8, 8, 4))).shape)
+    (2, 8, 8, 4)
+    """
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        mean = tuple(float(m) for m in mean)
+        std = tuple(float(s) for s in std)
+        if len(mean) != len(std):
+            raise ValueError(
+                "Standardize needs one std per mean. "
+                f"Received: mean={mean}, std={std}"
+            )
+        if any(s <= 0 for s in std):
+            raise ValueError(
+                f"Standardize std must be > 0. Received: std={std}"
+            )
+        self.mean = mean
+        self.std = std
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        # One multiply-add: x * scale + shift == (x / 255 - mean) / std.
+        scale = ops.convert_to_tensor(
+            [1.0 / (255.0 * s) for s in self.std], self.compute_dtype
+        )
+        shift = ops.convert_to_tensor(
+            [-m / s for m, s in zip(self.mean, self.std)], self.compute_dtype
+        )
+        return x * scale + shift
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mean": list(self.mean), "std": list(self.std)})
+        return config
