@@ -1,0 +1,21 @@
+"""Model zoo on explicit per-layer channel configs (see `registry.py`)."""
+
+from tfgraft.models.channel_config import ChannelConfig
+from tfgraft.models.channel_config import ChannelConfigError
+from tfgraft.models.common import OptionAShortcut
+from tfgraft.models.registry import UnknownModelError
+from tfgraft.models.registry import available_models
+from tfgraft.models.registry import build_model
+from tfgraft.models.registry import default_channel_config
+from tfgraft.models.registry import layer_slots
+
+__all__ = [
+    "ChannelConfig",
+    "ChannelConfigError",
+    "OptionAShortcut",
+    "UnknownModelError",
+    "available_models",
+    "build_model",
+    "default_channel_config",
+    "layer_slots",
+]

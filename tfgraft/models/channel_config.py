@@ -1,0 +1,204 @@
+"""ChannelConfig: the per-layer widths of one zoo network, as a JSON file.
+
+A channel config names the registry model it belongs to and gives one output
+width per *width slot*. A slot is one independently choosable width: every
+conv whose output channels must agree (all convs writing one residual stream)
+shares a slot, every other conv has its own. Pruned, searched and derived
+networks are nothing more than new configs for the same model, so they rebuild
+with `tfgraft.models.build_model(name, channel_config=config)` and keep every
+layer name.
+
+The file format is plain JSON:
+
+    {"model": "resnet20", "widths": {"stage1": 16, "stage1/block0/conv1": 16,
+     ...}}
+
+Slot names per model are documented in `tfgraft/models/registry.py`; use
+`default_channel_config(name).widths` to list them.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+
+_KEYS = ("model", "widths")
+
+
+class ChannelConfigError(ValueError):
+    """A channel config (file) does not fit its model; names file and slot."""
+
+
+def describe_source(source):
+    """Returns how error messages name a config: its file or "(in memory)"."""
+    if source:
+        return f"channel config {source}"
+    return "channel config (in memory)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelConfig:
+    """Output width of every width slot of one registry model.
+
+    Instances are immutable values: `widths` is copied into a new dict in
+    insertion order (the order of the default config, so files read
+    top-down through the network). Each width must be a positive `int`.
+
+    Args:
+        model: registry name the config belongs to, e.g. `"resnet56"`.
+        widths: mapping from slot name to output channels.
+        source: where the config came from (a file path) for error
+            messages; not part of equality and not written to JSON.
+
+    Example:
+
+    >>> config = ChannelConfig("resnet20", {"stage1": 16, "stage2": 32})
+    >>> config.scaled(0.5).widths["stage2"]
+    16
+    """
+
+    model: str
+    widths: Mapping[str, int]
+    source: str | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
+
+    def __post_init__(self):
+        where = describe_source(self.source)
+        if not isinstance(self.model, str) or not self.model:
+            raise ChannelConfigError(
+                f"{where}: 'model' must be a non-empty registry name. "
+                f"Received: model={self.model!r}"
+            )
+        if not isinstance(self.widths, Mapping):
+            raise ChannelConfigError(
+                f"{where}: 'widths' must map slot names to ints. "
+                f"Received: widths={self.widths!r}"
+            )
+        widths = {}
+        for slot, width in self.widths.items():
+            if not isinstance(slot, str) or not slot:
+                raise ChannelConfigError(
+                    f"{where}: slot names must be non-empty strings. "
+                    f"Received: slot={slot!r}"
+                )
+            # bool is an int subclass; `true` in a JSON file is a mistake.
+            if isinstance(width, bool) or not isinstance(width, int):
+                raise ChannelConfigError(
+                    f"{where}: slot '{slot}' width must be an int. "
+                    f"Received: {width!r}"
+                )
+            if width < 1:
+                raise ChannelConfigError(
+                    f"{where}: slot '{slot}' width must be >= 1. "
+                    f"Received: {width}"
+                )
+            widths[slot] = int(width)
+        object.__setattr__(self, "widths", widths)
+
+    def __hash__(self):
+        # The generated hash would fail on the dict; hash its items instead.
+        return hash((self.model, tuple(self.widths.items())))
+
+    # === Checks against a model ===
+
+    def check_slots(self, model, expected_slots):
+        """Raises `ChannelConfigError` unless this config fits `model`.
+
+        Args:
+            model: registry name the config must belong to.
+            expected_slots: every slot name the model needs.
+        """
+        where = describe_source(self.source)
+        if self.model != model:
+            raise ChannelConfigError(
+                f"{where} is for model '{self.model}', not '{model}'."
+            )
+        expected = list(expected_slots)
+        missing = [slot for slot in expected if slot not in self.widths]
+        if missing:
+            raise ChannelConfigError(
+                f"{where}: missing slot '{missing[0]}' for model '{model}' "
+                f"({len(missing)} missing in all)."
+            )
+        known = set(expected)
+        extra = [slot for slot in self.widths if slot not in known]
+        if extra:
+            raise ChannelConfigError(
+                f"{where}: unknown slot '{extra[0]}' for model '{model}' "
+                f"({len(extra)} unknown in all)."
+            )
+
+    # === Derived configs ===
+
+    def scaled(self, width_mult):
+        """Returns a config with every width multiplied by `width_mult`.
+
+        Widths are rounded half up and kept >= 1. The RGB input is not a
+        slot, so it is never scaled.
+        """
+        width_mult = float(width_mult)
+        if not math.isfinite(width_mult) or width_mult <= 0:
+            raise ValueError(
+                f"width_mult must be a finite number > 0. "
+                f"Received: width_mult={width_mult}"
+            )
+        widths = {
+            slot: max(1, int(math.floor(width * width_mult + 0.5)))
+            for slot, width in self.widths.items()
+        }
+        return ChannelConfig(self.model, widths, source=self.source)
+
+    # === JSON ===
+
+    def to_json(self):
+        """Returns the config as indented JSON text (slot order kept)."""
+        return json.dumps(
+            {"model": self.model, "widths": dict(self.widths)}, indent=2
+        )
+
+    @classmethod
+    def from_json(cls, text, source=None):
+        """Parses `to_json` output; `source` names the text in errors."""
+        where = describe_source(source)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ChannelConfigError(f"{where} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ChannelConfigError(
+                f"{where} must hold a JSON object with keys {list(_KEYS)}."
+            )
+        for key in _KEYS:
+            if key not in data:
+                raise ChannelConfigError(f"{where} lacks the key '{key}'.")
+        extra = sorted(set(data) - set(_KEYS))
+        if extra:
+            raise ChannelConfigError(
+                f"{where} has unknown key '{extra[0]}'; "
+                f"expected only {list(_KEYS)}."
+            )
+        return cls(data["model"], data["widths"], source=source)
+
+    @classmethod
+    def load(cls, path):
+        """Reads a config file written by `save`."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ChannelConfigError(
+                f"channel config {path} cannot be read: {e.strerror}"
+            ) from e
+        return cls.from_json(text, source=path)
+
+    def save(self, path):
+        """Writes the config atomically (temporary file, then rename)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")
+        # os.replace is atomic on POSIX: readers never see half a file.
+        os.replace(tmp, path)

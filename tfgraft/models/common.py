@@ -1,0 +1,421 @@
+"""Shared pieces of the model zoo: presets, the conv+BN builder, option A.
+
+Every zoo network is assembled by a `LayerBuilder`, which owns the choices
+that differ between the four reference implementations (METHODS.md §0, §1.4,
+§2.3, §3.6, §4.4) so that the architecture files only describe topology:
+
+* `grafting` (default): symmetric `k // 2` padding (PyTorch); init per
+  family, see below; conv bias on VGG only; BN gamma 1.
+* `pff`: symmetric padding; PyTorch default conv init, no conv bias; every BN
+  gamma 0.5; FC weight N(0, 0.01), PyTorch default FC bias.
+* `ekg`: TF native `"same"` padding; convs VarianceScaling(2, fan_out,
+  truncated normal), no bias; BN gamma 1 except the BN closing each residual
+  branch (gamma 0); FC weight N(0, 0.01), zero bias.
+* `dhp`: symmetric padding; He normal fan_out convs (torchvision), no bias;
+  BN gamma 1; PyTorch default FC.
+
+Under `grafting` the init follows each reference model file: CIFAR ResNets
+use He normal fan_in for conv and FC weights (PyTorch default FC bias), VGG16
+and MobileNetV2 keep PyTorch's default U(±1/sqrt(fan_in)) for weights and
+biases, ImageNet ResNets use torchvision's He normal fan_out. Every BN is
+`BatchNormalization(momentum=0.9, epsilon=1e-5)` (PyTorch momentum 0.1).
+
+PyTorch pads `k // 2` on every side. TF's `"same"` equals that at stride 1
+for odd kernels but pads only bottom/right at stride 2, shifting the
+sampling grid by one pixel; the symmetric presets therefore put an explicit
+`ZeroPadding2D(k // 2)` (named `<conv>_pad`) before a `"valid"` strided conv.
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+PRESETS = ("grafting", "pff", "ekg", "dhp")
+SHORTCUTS = ("A", "projection")
+
+# Architecture families: presets resolve differently per family.
+RESNET_CIFAR = "resnet_cifar"
+VGG = "vgg"
+MOBILENET_V2 = "mobilenetv2"
+RESNET_IMAGENET = "resnet_imagenet"
+FAMILIES = (RESNET_CIFAR, VGG, MOBILENET_V2, RESNET_IMAGENET)
+
+# Initializer kinds (see `make_kernel_initializer`).
+HE_FAN_IN = "he_normal_fan_in"
+HE_FAN_OUT = "he_normal_fan_out"
+TORCH_DEFAULT = "torch_default"
+EKG_CONV = "ekg_conv"
+NORMAL_001 = "normal_0.01"
+ZEROS = "zeros"
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSettings:
+    """Per-preset, per-family layer choices (see the module docstring).
+
+    Args:
+        preset: preset name, one of `PRESETS`.
+        symmetric_padding: PyTorch-style `k // 2` padding at stride > 1.
+        conv_init: kernel initializer kind of convs (also depthwise).
+        conv_bias: whether convs have a bias.
+        conv_bias_init: bias initializer kind when `conv_bias`.
+        bn_gamma: initial BN gamma.
+        zero_init_last_bn: start the BN closing a residual branch at 0.
+        fc_init: classifier kernel initializer kind.
+        fc_bias_init: classifier bias initializer kind.
+        torch_fans: initializer fans follow PyTorch's layout; matters only
+            for depthwise kernels, whose Keras fans are swapped.
+    """
+
+    preset: str
+    symmetric_padding: bool
+    conv_init: str
+    conv_bias: bool
+    conv_bias_init: str
+    bn_gamma: float
+    zero_init_last_bn: bool
+    fc_init: str
+    fc_bias_init: str
+    torch_fans: bool
+
+
+def check_preset(preset):
+    """Returns `preset` (None means "grafting") or raises ValueError."""
+    if preset is None:
+        return "grafting"
+    if preset not in PRESETS:
+        raise ValueError(
+            f"Unknown --preset '{preset}'. Choose one of: {', '.join(PRESETS)}."
+        )
+    return preset
+
+
+def resolve_settings(preset, family):
+    """Returns the `LayerSettings` of `preset` for an architecture family."""
+    preset = check_preset(preset)
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family. Received: family={family}")
+    if preset == "ekg":
+        return LayerSettings(
+            preset=preset,
+            symmetric_padding=False,
+            conv_init=EKG_CONV,
+            conv_bias=False,
+            conv_bias_init=ZEROS,
+            bn_gamma=1.0,
+            zero_init_last_bn=True,
+            fc_init=NORMAL_001,
+            fc_bias_init=ZEROS,
+            torch_fans=False,
+        )
+    if preset == "pff":
+        return LayerSettings(
+            preset=preset,
+            symmetric_padding=True,
+            conv_init=TORCH_DEFAULT,
+            conv_bias=False,
+            conv_bias_init=ZEROS,
+            bn_gamma=0.5,
+            zero_init_last_bn=False,
+            fc_init=NORMAL_001,
+            fc_bias_init=TORCH_DEFAULT,
+            torch_fans=True,
+        )
+    if preset == "dhp":
+        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
+    elif family == RESNET_CIFAR:
+        conv_init, fc_init, conv_bias = HE_FAN_IN, HE_FAN_IN, False
+    elif family == RESNET_IMAGENET:
+        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
+    else:
+        # VGG16 / MobileNetV2 in the grafting repo keep PyTorch's defaults;
+        # only the VGG convs carry a bias.
+        conv_init, fc_init = TORCH_DEFAULT, TORCH_DEFAULT
+        conv_bias = family == VGG
+    return LayerSettings(
+        preset=preset,
+        symmetric_padding=True,
+        conv_init=conv_init,
+        conv_bias=conv_bias,
+        conv_bias_init=TORCH_DEFAULT,
+        bn_gamma=1.0,
+        zero_init_last_bn=False,
+        fc_init=fc_init,
+        fc_bias_init=TORCH_DEFAULT,
+        torch_fans=True,
+    )
+
+
+def default_shortcut(preset, family):
+    """Returns the reference shortcut of a ResNet family under `preset`."""
+    if family == RESNET_CIFAR and check_preset(preset) == "grafting":
+        return "A"
+    return "projection"
+
+
+# === Initializers ===
+
+
+def make_kernel_initializer(kind, depthwise=False, torch_fans=True):
+    """Returns a fresh kernel initializer of the given kind.
+
+    PyTorch computes a depthwise kernel's fans from its (C, 1, k, k) weight
+    (fan_in = k*k), Keras from its (k, k, C, 1) kernel (fan_in = k*k*C): the
+    two are swapped, so for PyTorch-derived presets the mode is swapped too.
+    """
+    fan_in, fan_out = "fan_in", "fan_out"
+    if depthwise and torch_fans:
+        fan_in, fan_out = fan_out, fan_in
+    if kind == HE_FAN_IN:
+        return keras.initializers.VarianceScaling(
+            2.0, fan_in, "untruncated_normal"
+        )
+    if kind == HE_FAN_OUT:
+        return keras.initializers.VarianceScaling(
+            2.0, fan_out, "untruncated_normal"
+        )
+    if kind == TORCH_DEFAULT:
+        # U(±sqrt(3 * scale / fan_in)) = U(±1/sqrt(fan_in)) for scale 1/3,
+        # which is what kaiming_uniform_(a=sqrt(5)) works out to.
+        return keras.initializers.VarianceScaling(1.0 / 3.0, fan_in, "uniform")
+    if kind == EKG_CONV:
+        return keras.initializers.VarianceScaling(
+            2.0, "fan_out", "truncated_normal"
+        )
+    if kind == NORMAL_001:
+        return keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+    raise ValueError(f"Unknown kernel initializer. Received: kind={kind}")
+
+
+def make_bias_initializer(kind, fan_in):
+    """Returns a bias initializer; `TORCH_DEFAULT` is U(±1/sqrt(fan_in))."""
+    if kind == ZEROS:
+        return keras.initializers.Zeros()
+    if kind == TORCH_DEFAULT:
+        bound = 1.0 / float(fan_in) ** 0.5
+        return keras.initializers.RandomUniform(minval=-bound, maxval=bound)
+    raise ValueError(f"Unknown bias initializer. Received: kind={kind}")
+
+
+# === Option-A shortcut ===
+
+
+@keras.saving.register_keras_serializable(package="tfgraft")
+class OptionAShortcut(keras.layers.Layer):
+    """Parameter-free ResNet shortcut: subsample, then zero-pad channels.
+
+    Option A of He et al. for CIFAR: `x[:, ::s, ::s, :]` followed by zero
+    channels so the output has `filters` channels. The reference pads
+    `planes // 4` channels on each side of a stream that doubles; for any
+    `filters >= in_channels` this layer pads `(filters - in) // 2` channels
+    in front and the rest behind, which is the same thing when the width
+    doubles and still adds up for other (pruned or scaled) widths.
+
+    Args:
+        filters: output channels, at least the input channels.
+        strides: spatial subsampling step (the block's conv stride).
+        **kwargs: base layer keyword arguments.
+
+    Call arguments:
+        inputs: tensor `(batch, height, width, in_channels)`.
+
+    Returns:
+        Tensor `(batch, ceil(height / strides), ceil(width / strides),
+        filters)`.
+
+    Example:
+
+    >>> layer = OptionAShortcut(filters=8, strides=2)
+    >>> tuple(layer(keras.ops.ones((2, 8, 8, 4))).shape)
+    (2, 4, 4, 8)
+
+    Reference:
+        He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
+    """
+
+    def __init__(self, filters, strides=2, **kwargs):
+        super().__init__(**kwargs)
+        if int(filters) != filters or filters < 1:
+            raise ValueError(
+                f"OptionAShortcut filters must be a positive int. "
+                f"Received: filters={filters}"
+            )
+        if int(strides) != strides or strides < 1:
+            raise ValueError(
+                f"OptionAShortcut strides must be a positive int. "
+                f"Received: strides={strides}"
+            )
+        self.filters = int(filters)
+        self.strides = int(strides)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels > self.filters:
+            raise ValueError(
+                f"OptionAShortcut '{self.name}' cannot zero-pad {channels} "
+                f"channels down to {self.filters}. "
+                f"Received: filters={self.filters}"
+            )
+
+    def call(self, inputs):
+        s = self.strides
+        x = inputs[:, ::s, ::s, :]
+        extra = self.filters - inputs.shape[-1]
+        before = extra // 2
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra - before]])
+
+    def compute_output_shape(self, input_shape):
+        def sub(size):
+            return None if size is None else -(-size // self.strides)
+
+        return (
+            input_shape[0],
+            sub(input_shape[1]),
+            sub(input_shape[2]),
+            self.filters,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "strides": self.strides})
+        return config
+
+
+# === Builder ===
+
+
+class LayerBuilder:
+    """Creates the zoo's layers with one preset's choices and records slots.
+
+    Args:
+        settings: the `LayerSettings` to build with.
+        conv_layer: optional factory for regular (non-depthwise) convs,
+            called as `conv_layer(filters=, kernel_size=, strides=,
+            padding=, use_bias=, kernel_initializer=, name=)` plus
+            `bias_initializer=` when `use_bias` is true; it must return a
+            Keras layer. Defaults to `keras.layers.Conv2D`.
+
+    Attributes:
+        slots: dict from the name of every conv, depthwise conv and BN to
+            the width slot of its output channels, filled while building.
+    """
+
+    def __init__(self, settings, conv_layer=None):
+        self.settings = settings
+        self.conv_layer = conv_layer or keras.layers.Conv2D
+        self.slots = {}
+
+    def _padding(self, x, kernel_size, strides, name):
+        if self.settings.symmetric_padding and strides > 1:
+            if kernel_size // 2:
+                x = keras.layers.ZeroPadding2D(
+                    kernel_size // 2, name=f"{name}_pad"
+                )(x)
+            return x, "valid"
+        return x, "same"
+
+    def conv(self, x, filters, kernel_size, strides, *, name, slot):
+        """Applies (padding +) a regular conv writing `filters` channels."""
+        x, padding = self._padding(x, kernel_size, strides, name)
+        s = self.settings
+        kwargs = dict(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=s.conv_bias,
+            kernel_initializer=make_kernel_initializer(s.conv_init),
+            name=name,
+        )
+        if s.conv_bias:
+            fan_in = kernel_size * kernel_size * x.shape[-1]
+            kwargs["bias_initializer"] = make_bias_initializer(
+                s.conv_bias_init, fan_in
+            )
+        self.slots[name] = slot
+        return self.conv_layer(**kwargs)(x)
+
+    def depthwise_conv(self, x, kernel_size, strides, *, name, slot):
+        """Applies (padding +) a depthwise conv with depth multiplier 1."""
+        x, padding = self._padding(x, kernel_size, strides, name)
+        s = self.settings
+        kwargs = dict(
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            depth_multiplier=1,
+            use_bias=s.conv_bias,
+            depthwise_initializer=make_kernel_initializer(
+                s.conv_init, depthwise=True, torch_fans=s.torch_fans
+            ),
+            name=name,
+        )
+        if s.conv_bias:
+            kwargs["bias_initializer"] = make_bias_initializer(
+                s.conv_bias_init, kernel_size * kernel_size
+            )
+        self.slots[name] = slot
+        return keras.layers.DepthwiseConv2D(**kwargs)(x)
+
+    def batch_norm(self, x, *, name, slot, last=False):
+        """Applies BN; `last` marks the BN closing a residual branch."""
+        s = self.settings
+        gamma = 0.0 if (last and s.zero_init_last_bn) else s.bn_gamma
+        self.slots[name] = slot
+        return keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            gamma_initializer=keras.initializers.Constant(gamma),
+            name=name,
+        )(x)
+
+    def conv_bn(
+        self,
+        x,
+        filters,
+        kernel_size,
+        strides,
+        *,
+        conv_name,
+        bn_name,
+        slot,
+        relu_name=None,
+        last=False,
+    ):
+        """Conv -> BN (-> ReLU when `relu_name` is given)."""
+        x = self.conv(
+            x, filters, kernel_size, strides, name=conv_name, slot=slot
+        )
+        x = self.batch_norm(x, name=bn_name, slot=slot, last=last)
+        if relu_name:
+            x = keras.layers.ReLU(name=relu_name)(x)
+        return x
+
+    def max_pool(self, x, pool_size, strides, *, name):
+        """Max-pool with PyTorch's `padding=pool_size // 2` when symmetric."""
+        if self.settings.symmetric_padding:
+            # Zero padding stands in for PyTorch's -inf padding: the input
+            # follows a ReLU, so a zero never exceeds a real value.
+            x = keras.layers.ZeroPadding2D(pool_size // 2, name=f"{name}_pad")(
+                x
+            )
+            padding = "valid"
+        else:
+            padding = "same"
+        return keras.layers.MaxPooling2D(
+            pool_size, strides, padding=padding, name=name
+        )(x)
+
+    def classifier(self, x, units, *, name="fc"):
+        """The final Dense layer with the preset's init."""
+        s = self.settings
+        return keras.layers.Dense(
+            units,
+            kernel_initializer=make_kernel_initializer(s.fc_init),
+            bias_initializer=make_bias_initializer(s.fc_bias_init, x.shape[-1]),
+            name=name,
+        )(x)
