@@ -1,0 +1,675 @@
+"""Channel-dependency graph of a functional Keras model.
+
+`analyze(model)` walks the layer graph of any functional (or built
+`Sequential`) Keras model and answers the questions that all four methods
+ask before they touch a channel:
+
+* which channels must be pruned together (**channel groups**): every
+  conv/dense output starts a group; BN, activations, pooling, padding and
+  other channel-wise layers pass it on; an `Add` (residual stream) ties
+  all its inputs into one group; a `DepthwiseConv2D` (depth multiplier 1)
+  writes into its input's group; a `Flatten` keeps the group and records
+  how many features each channel became;
+* which conv/dense layers write the channels a layer reads (producers),
+  which BN normalises each conv, and which convs are projection shortcuts;
+* grafting's alpha-inheritance map (`ChannelGraph.alpha_sources`).
+
+Layers are identified by type and graph position, never by name, so user
+models work as long as they are channels-last.
+
+Rules for layers that do not map channels one to one (documented because
+they decide what can be pruned):
+
+* the model input (RGB) is group 0 and never prunable;
+* `Concatenate` along the channel axis starts a new, non-prunable group
+  (its channels come from several groups; prune those instead);
+* an unknown single-input layer that keeps the channel count (last axis)
+  is assumed to be channel-wise and passes the group on (e.g.
+  `Standardize`, gates, `Reshape` to `(H*W, C)`); one that changes it
+  (e.g. the option-A shortcut, which pads zero channels) starts a new,
+  non-prunable group; unknown multi-input layers do the same;
+* a depthwise conv with `depth_multiplier > 1` starts a new, non-prunable
+  group (its outputs are tied to its input channels);
+* an element-wise merge only ties inputs whose channel count equals the
+  output's (a broadcast `(..., 1)` input is left alone); `Add`,
+  `Subtract` and `Average` mark the group `residual`; a keras op on
+  several same-shape tensors (`x + y` in a functional model) counts as an
+  element-wise merge;
+* a group fed by anything other than conv/dense outputs (model input,
+  concatenation, unknown layer) or holding a model output (the logits) is
+  `prunable=False`.
+
+Producers pass through every layer, unknown ones included: they answer
+"whose outputs reach this input", not "whose channels are aligned with it"
+(use the groups for that).
+"""
+
+import collections
+import dataclasses
+
+import keras
+
+# Layers that apply an element-wise function and therefore keep "the output
+# of conv X" intact for BN binding and shortcut detection.
+_IDENTITY_LIKE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_SUMMING = (keras.layers.Add, keras.layers.Subtract, keras.layers.Average)
+_ELEMENTWISE = _SUMMING + (
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Multiply,
+)
+
+
+class GraphError(ValueError):
+    """The model cannot be analysed (nested model, channels-first, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNode:
+    """A conv, depthwise conv or dense layer in the channel graph.
+
+    Attributes:
+        name: layer name.
+        kind: `"conv"`, `"depthwise"` or `"dense"`.
+        bn: name of the `BatchNormalization` applied to this layer's output
+            through nothing but element-wise layers (activations, dropout),
+            or `None`.
+        in_group: channel group of the input channels.
+        out_group: channel group of the output channels (depthwise: equal to
+            `in_group`).
+        producers: conv/dense layers whose outputs reach this layer's input
+            without passing through another conv/dense, in topological
+            order.
+        is_shortcut: whether this conv ends the shorter branch of a
+            two-input `Add` whose other branch also ends in a conv
+            (projection shortcut).
+        block_last_conv: for a shortcut conv, the conv ending the other
+            (main) branch of that `Add`; otherwise `None`.
+        in_spatial: features per input channel; 1 except for a dense layer
+            after `Flatten` of an `H x W` map (`H * W`, channel fastest, as
+            NHWC flattens).
+    """
+
+    name: str
+    kind: str
+    bn: str | None
+    in_group: int
+    out_group: int
+    producers: tuple[str, ...]
+    is_shortcut: bool = False
+    block_last_conv: str | None = None
+    in_spatial: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be pruned together.
+
+    Attributes:
+        id: group id; 0 is the (first) model input.
+        size: number of channels.
+        producers: conv/dense layers writing these channels, in topological
+            order (depthwise convs included).
+        consumers: conv/dense layers reading these channels.
+        residual: whether an `Add`/`Subtract`/`Average` sums several
+            layers' outputs into this group (a residual stream).
+        prunable: `False` for model outputs and when some channels come
+            from the model input, a concatenation or an unknown layer, so no
+            mask on the producers alone can remove them.
+    """
+
+    id: int
+    size: int | None
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    residual: bool
+    prunable: bool
+
+
+class ChannelGraph:
+    """Result of `analyze`: conv nodes, channel groups and layer order.
+
+    Attributes:
+        nodes: `{name: ConvNode}` for conv, depthwise and dense layers, in
+            topological order (PyTorch state-dict order for the usual
+            residual models: a block's main-branch convs, then its
+            shortcut).
+        groups: `{id: ChannelGroup}` by id.
+        layer_groups: `{name: (in_group, out_group)}` for every layer with a
+            single channel-carrying input and output, in topological order
+            (e.g. a BN's channels are `layer_groups[bn][1]`); `None` where a
+            side has no group (several inputs).
+        order: every layer name (InputLayer excluded) in topological order.
+        weighted: names of the layers that own weights, in `order`.
+    """
+
+    def __init__(self, nodes, groups, layer_groups, order, weighted):
+        self.nodes = nodes
+        self.groups = groups
+        self.layer_groups = layer_groups
+        self.order = order
+        self.weighted = weighted
+
+    def convs(self):
+        """Conv and depthwise nodes in topological order."""
+        return [n for n in self.nodes.values() if n.kind != "dense"]
+
+    def dense(self):
+        """Dense nodes in topological order."""
+        return [n for n in self.nodes.values() if n.kind == "dense"]
+
+    def alpha_sources(self):
+        """Grafting's alpha-inheritance map (METHODS §1.2 step 3, §1.6).
+
+        The reference recomputes alpha for every tensor named `conv` and
+        reuses the last such alpha for the following tensors in state-dict
+        order. Built from the graph instead of names:
+
+        * every conv / depthwise conv uses its own alpha, except a
+          projection-shortcut conv, which uses its block's last conv's
+          alpha (torchvision `downsample`, MobileNetV2 `shortcut`);
+        * a BN uses the alpha of the conv it normalises;
+        * every dense layer uses the alpha of the last conv;
+        * any other weighted layer uses that of the most recent conv
+          before it (the first conv if none precedes it).
+
+        In a model without convs the dense layers play the role of convs
+        (each computes its own alpha).
+
+        Returns:
+            `{weighted layer name: name of the conv whose alpha it uses}`.
+        """
+        sources = {}
+        convs = self.convs()
+        if not convs:
+            convs = self.dense()
+        for node in convs:
+            sources[node.name] = (
+                node.block_last_conv if node.is_shortcut else node.name
+            )
+        if not convs:
+            return sources
+        bn_owner = {n.bn: n.name for n in self.nodes.values() if n.bn}
+        last_conv = sources[convs[-1].name]
+        recent = sources[convs[0].name]
+        for name in self.order:
+            if name in sources:
+                recent = sources[name]
+                continue
+            if name not in self.weighted:
+                continue
+            node = self.nodes.get(name)
+            if node is not None and node.kind == "dense":
+                sources[name] = last_conv
+            elif name in bn_owner:
+                sources[name] = sources[bn_owner[name]]
+            else:
+                sources[name] = recent
+        return {n: sources[n] for n in self.order if n in sources}
+
+    def __repr__(self):
+        return (
+            f"ChannelGraph({len(self.nodes)} nodes, {len(self.groups)} groups)"
+        )
+
+
+# === Traversal shared with tfgraft.complexity ===
+
+
+def functional_of(model):
+    """Returns the functional graph behind `model` or raises `GraphError`."""
+    if isinstance(model, keras.Sequential):
+        # A built Sequential keeps an internal Functional (Keras 3).
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise GraphError(
+                f"Sequential model '{model.name}' is not built; call it on "
+                "an input or give it an Input layer first."
+            )
+        return functional
+    if not hasattr(model, "_nodes_by_depth"):
+        raise GraphError(
+            f"Model '{getattr(model, 'name', model)}' is not a functional "
+            "Keras model; subclassed models have no layer graph to analyse."
+        )
+    return model
+
+
+def ordered_nodes(model):
+    """Nodes of `model`'s graph in PyTorch-like topological order.
+
+    A post-order depth-first walk from the outputs that, at every merge,
+    visits the input with the most convs behind it first. A residual block
+    therefore lists its main branch (conv1, bn1, conv2, bn2) before its
+    shortcut, as PyTorch modules declare them.
+
+    Args:
+        model: functional or built Sequential Keras model.
+
+    Returns:
+        list of `keras` graph nodes (input nodes included).
+    """
+    functional = functional_of(model)
+    by_depth = functional._nodes_by_depth
+    # Keras' own order (decreasing depth) is topological; use it to compute
+    # the conv depth of every node before the ordered walk.
+    keras_order = [
+        node
+        for depth in sorted(by_depth, reverse=True)
+        for node in by_depth[depth]
+    ]
+    in_graph = set(keras_order)
+    for node in keras_order:
+        if isinstance(node.operation, keras.Model):
+            raise GraphError(
+                f"Layer '{node.operation.name}' is a nested model; build "
+                "the model flat (call the inner layers directly)."
+            )
+    conv_depth, depth = {}, {}
+    for node in keras_order:
+        parents = [p for p in node.parent_nodes if p in in_graph]
+        cd = max((conv_depth[p] for p in parents), default=0)
+        conv_depth[node] = cd + int(_is_conv_like(node.operation))
+        depth[node] = 1 + max((depth[p] for p in parents), default=0)
+
+    output_nodes = []
+    for tensor in functional.outputs:
+        op, index, _ = tensor._keras_history
+        output_nodes.append(op._inbound_nodes[index])
+    # Unused inputs are part of the graph too (Keras keeps them).
+    roots = output_nodes + [n for n in keras_order if n.is_input]
+
+    def sorted_parents(node):
+        parents = [p for p in node.parent_nodes if p in in_graph]
+        indexed = list(enumerate(parents))
+        indexed.sort(key=lambda ip: (-conv_depth[ip[1]], -depth[ip[1]], ip[0]))
+        return [p for _, p in indexed]
+
+    order, done = [], set()
+    for root in roots:
+        if root in done:
+            continue
+        stack = [(root, iter(sorted_parents(root)))]
+        on_stack = {root}
+        while stack:
+            node, parents = stack[-1]
+            for parent in parents:
+                if parent not in done and parent not in on_stack:
+                    stack.append((parent, iter(sorted_parents(parent))))
+                    on_stack.add(parent)
+                    break
+            else:
+                stack.pop()
+                on_stack.discard(node)
+                done.add(node)
+                order.append(node)
+    return order
+
+
+def _is_conv_like(op):
+    return isinstance(op, _DEPTHWISE + _CONV + (keras.layers.Dense,))
+
+
+def _is_elementwise(op, node):
+    """Element-wise merge layers, and keras ops such as `x + y` whose
+    inputs all have the output's shape."""
+    if isinstance(op, _ELEMENTWISE):
+        return True
+    if isinstance(op, keras.layers.Layer) or len(node.input_tensors) < 2:
+        return False
+    shape = tuple(node.outputs[0].shape)
+    return len(node.outputs) == 1 and all(
+        tuple(t.shape) == shape for t in node.input_tensors
+    )
+
+
+def _is_summing(op):
+    if isinstance(op, keras.layers.Layer):
+        return isinstance(op, _SUMMING)
+    # `x + y` / `x - y` on symbolic tensors record keras ops, not layers.
+    return type(op).__name__ in ("Add", "Subtract")
+
+
+def _last_dim(tensor):
+    shape = tensor.shape
+    return shape[-1] if len(shape) else None
+
+
+def _check_channels_last(layer, node):
+    data_format = getattr(layer, "data_format", None)
+    if data_format == "channels_first":
+        raise GraphError(
+            f"Layer '{layer.name}' is channels_first; tfgraft analyses "
+            "channels_last models only."
+        )
+    if isinstance(layer, keras.layers.BatchNormalization):
+        rank = len(node.input_tensors[0].shape)
+        if layer.axis not in (-1, rank - 1):
+            raise GraphError(
+                f"BatchNormalization '{layer.name}' normalises axis "
+                f"{layer.axis}; tfgraft analyses channels_last models only."
+            )
+
+
+# === Analysis ===
+
+
+class _Groups:
+    """Union-find over channel groups with merged attributes."""
+
+    def __init__(self):
+        self.parent = []
+        self.size = []
+        self.prunable = []
+        self.residual = []
+
+    def new(self, size, prunable):
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.prunable.append(prunable)
+        self.residual.append(False)
+        return len(self.parent) - 1
+
+    def find(self, g):
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
+        # Keep the older id as root so ids follow first appearance.
+        a, b = min(a, b), max(a, b)
+        self.parent[b] = a
+        self.prunable[a] = self.prunable[a] and self.prunable[b]
+        self.residual[a] = self.residual[a] or self.residual[b]
+        if self.size[a] is None:
+            self.size[a] = self.size[b]
+        return a
+
+
+@dataclasses.dataclass
+class _TensorInfo:
+    group: int | None
+    producers: frozenset
+    spatial: int = 1
+    # Conv/dense whose output reaches this tensor through element-wise
+    # layers and BN only (for BN binding and shortcut detection).
+    direct: str | None = None
+    conv_depth: int = 0
+    # Every conv/dense upstream of this tensor.
+    ancestors: frozenset = frozenset()
+
+
+def analyze(model):
+    """Builds the channel-dependency graph of a functional Keras model.
+
+    Args:
+        model: a functional Keras model (or a built `keras.Sequential`),
+            channels-last, without nested models.
+
+    Returns:
+        A `ChannelGraph`.
+
+    Raises:
+        GraphError: for subclassed or nested models and channels-first
+            layers.
+
+    Example:
+
+    >>> x = keras.Input((8, 8, 4))
+    >>> y = keras.layers.Conv2D(8, 3, name="c1")(x)
+    >>> y = keras.layers.BatchNormalization(name="b1")(y)
+    >>> y = keras.layers.Dense(2, name="fc")(
+    ...     keras.layers.GlobalAveragePooling2D()(y))
+    >>> graph = analyze(keras.Model(x, y))
+    >>> graph.nodes["c1"].bn, graph.alpha_sources()["fc"]
+    ('b1', 'c1')
+    """
+    nodes = ordered_nodes(model)
+    groups = _Groups()
+    info = {}  # id(KerasTensor) -> _TensorInfo
+    records = collections.OrderedDict()  # conv name -> dict of fields
+    layer_groups = collections.OrderedDict()
+    order, weighted = [], []
+    seen_ops = set()
+    # Model inputs first, so that the (first) input is group 0.
+    for t in functional_of(model).inputs:
+        info[id(t)] = _TensorInfo(
+            groups.new(_last_dim(t), prunable=False), frozenset()
+        )
+
+    for node in nodes:
+        op = node.operation
+        ins = [info[id(t)] for t in node.input_tensors if id(t) in info]
+        outs = node.outputs
+        if node.is_input:
+            for t in outs:
+                if id(t) not in info:
+                    info[id(t)] = _TensorInfo(
+                        groups.new(_last_dim(t), prunable=False), frozenset()
+                    )
+            continue
+        if id(op) not in seen_ops:
+            seen_ops.add(id(op))
+            order.append(op.name)
+            if getattr(op, "weights", None):
+                weighted.append(op.name)
+        if isinstance(op, keras.layers.Layer):
+            _check_channels_last(op, node)
+        single = len(ins) == 1 and len(outs) == 1
+        x = ins[0] if ins else None
+        producers = frozenset().union(*(i.producers for i in ins))
+        ancestors = frozenset().union(*(i.ancestors for i in ins))
+        conv_depth = max((i.conv_depth for i in ins), default=0)
+
+        if single and _is_conv_like(op):
+            kind = (
+                "depthwise"
+                if isinstance(op, _DEPTHWISE)
+                else "dense"
+                if isinstance(op, keras.layers.Dense)
+                else "conv"
+            )
+            rec = records.get(op.name)
+            if kind == "depthwise" and op.depth_multiplier == 1:
+                out_group = x.group
+            elif rec is not None:
+                out_group = rec["out_group"]  # shared layer: same channels
+            else:
+                out_group = groups.new(
+                    _last_dim(outs[0]), prunable=kind != "depthwise"
+                )
+            if rec is None:
+                rec = records[op.name] = dict(
+                    name=op.name,
+                    kind=kind,
+                    bn=None,
+                    in_group=x.group,
+                    out_group=out_group,
+                    producers=set(),
+                    in_spatial=x.spatial if kind == "dense" else 1,
+                )
+            else:
+                rec["in_group"] = groups.union(rec["in_group"], x.group)
+                rec["out_group"] = groups.union(rec["out_group"], out_group)
+            rec["producers"] |= x.producers
+            info[id(outs[0])] = _TensorInfo(
+                out_group,
+                frozenset([op.name]),
+                direct=op.name,
+                conv_depth=conv_depth + 1,
+                ancestors=ancestors | {op.name},
+            )
+            layer_groups.setdefault(op.name, (x.group, out_group))
+            continue
+
+        if single and isinstance(op, keras.layers.BatchNormalization):
+            owner = records.get(x.direct) if x.direct else None
+            if owner is not None and owner["bn"] is None:
+                owner["bn"] = op.name
+            info[id(outs[0])] = dataclasses.replace(x)
+            layer_groups.setdefault(op.name, (x.group, x.group))
+            continue
+
+        if single and isinstance(op, _IDENTITY_LIKE):
+            info[id(outs[0])] = dataclasses.replace(x)
+            layer_groups.setdefault(op.name, (x.group, x.group))
+            continue
+
+        if single and isinstance(op, keras.layers.Flatten):
+            spatial = 1
+            for d in node.input_tensors[0].shape[1:-1]:
+                spatial *= d if d is not None else 1
+            info[id(outs[0])] = dataclasses.replace(
+                x, spatial=x.spatial * spatial, direct=None
+            )
+            layer_groups.setdefault(op.name, (x.group, x.group))
+            continue
+
+        if _is_elementwise(op, node) and ins:
+            summing = _is_summing(op)
+            out_dim = _last_dim(outs[0])
+            tied = [
+                i.group
+                for i, t in zip(ins, node.input_tensors)
+                if _last_dim(t) == out_dim
+            ]
+            if tied:
+                group = tied[0]
+                for g in tied[1:]:
+                    group = groups.union(group, g)
+                if summing and len(tied) > 1:
+                    groups.residual[groups.find(group)] = True
+            else:
+                group = groups.new(out_dim, prunable=False)
+            if summing and len(ins) == 2:
+                _mark_shortcut(records, ins)
+            info[id(outs[0])] = _TensorInfo(
+                group,
+                producers,
+                spatial=max(i.spatial for i in ins),
+                conv_depth=conv_depth,
+                ancestors=ancestors,
+            )
+            continue
+
+        if isinstance(op, keras.layers.Concatenate) and ins:
+            rank = len(outs[0].shape)
+            along_channels = op.axis in (-1, rank - 1)
+            dims = {_last_dim(t) for t in node.input_tensors}
+            if not along_channels and len(dims) == 1:
+                group = ins[0].group
+                for i in ins[1:]:
+                    group = groups.union(group, i.group)
+            else:
+                group = groups.new(_last_dim(outs[0]), prunable=False)
+            info[id(outs[0])] = _TensorInfo(
+                group, producers, conv_depth=conv_depth, ancestors=ancestors
+            )
+            continue
+
+        # Unknown layer or keras op.
+        if single and _last_dim(node.input_tensors[0]) == _last_dim(outs[0]):
+            info[id(outs[0])] = dataclasses.replace(x, direct=None)
+            layer_groups.setdefault(op.name, (x.group, x.group))
+            continue
+        for t in outs:
+            info[id(t)] = _TensorInfo(
+                groups.new(_last_dim(t), prunable=False),
+                producers,
+                conv_depth=conv_depth,
+                ancestors=ancestors,
+            )
+        if single:
+            layer_groups.setdefault(op.name, (x.group, info[id(outs[0])].group))
+
+    # The model's outputs (logits) are its interface: never prunable.
+    for t in functional_of(model).outputs:
+        if id(t) in info:
+            groups.prunable[groups.find(info[id(t)].group)] = False
+    return _finish(groups, records, layer_groups, order, weighted)
+
+
+def _mark_shortcut(records, ins):
+    a, b = ins
+    if a.direct is None or b.direct is None or a.conv_depth == b.conv_depth:
+        return
+    short, main = (a, b) if a.conv_depth < b.conv_depth else (b, a)
+    if short.direct in main.ancestors:
+        return  # identity shortcut from a conv that also feeds the block
+    rec = records[short.direct]
+    if rec["kind"] == "dense" or rec.get("is_shortcut"):
+        return
+    rec["is_shortcut"] = True
+    rec["block_last_conv"] = main.direct
+
+
+def _finish(groups, records, layer_groups, order, weighted):
+    position = {name: i for i, name in enumerate(order)}
+    used = set()
+    for rec in records.values():
+        used.add(groups.find(rec["in_group"]))
+        used.add(groups.find(rec["out_group"]))
+    for pair in layer_groups.values():
+        used.update(groups.find(g) for g in pair if g is not None)
+    # Renumber roots by first appearance; the first input stays group 0.
+    if groups.parent:
+        used.add(groups.find(0))
+    roots = sorted(used)
+    new_id = {root: i for i, root in enumerate(roots)}
+
+    def gid(g):
+        return None if g is None else new_id[groups.find(g)]
+
+    nodes = {}
+    for name in sorted(records, key=position.__getitem__):
+        rec = records[name]
+        nodes[name] = ConvNode(
+            name=name,
+            kind=rec["kind"],
+            bn=rec["bn"],
+            in_group=gid(rec["in_group"]),
+            out_group=gid(rec["out_group"]),
+            producers=tuple(sorted(rec["producers"], key=position.get)),
+            is_shortcut=rec.get("is_shortcut", False),
+            block_last_conv=rec.get("block_last_conv"),
+            in_spatial=rec["in_spatial"],
+        )
+    result = {}
+    for root in roots:
+        i = new_id[root]
+        result[i] = ChannelGroup(
+            id=i,
+            size=groups.size[root],
+            producers=tuple(n.name for n in nodes.values() if n.out_group == i),
+            consumers=tuple(n.name for n in nodes.values() if n.in_group == i),
+            residual=groups.residual[root],
+            prunable=groups.prunable[root],
+        )
+    lg = collections.OrderedDict(
+        (name, (gid(a), gid(b)))
+        for name, (a, b) in sorted(
+            layer_groups.items(), key=lambda kv: position[kv[0]]
+        )
+    )
+    return ChannelGraph(nodes, result, lg, order, weighted)
