@@ -1,0 +1,89 @@
+"""Crash-safe writes: everything lands at a temporary path, then is renamed.
+
+A crash (or `kill -9`) in the middle of a write leaves the final path either
+absent or holding the previous complete version, never a half-written file.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+
+def atomic_write_text(path, text):
+    """Writes `text` to `path` through a temp file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    """Writes `obj` as indented JSON to `path`, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_bytes(path, data):
+    """Writes raw bytes (a PNG, say) to `path`, atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class atomic_directory:
+    """Context manager yielding a temp folder that becomes `path` on success.
+
+    `path` must not exist unless `overwrite` is set; an existing folder is
+    then swapped out only after the new one is complete.
+
+    Example:
+
+    >>> with atomic_directory("/tmp/x_export", overwrite=True) as tmp:
+    ...     open(os.path.join(tmp, "a.txt"), "w").close()
+    """
+
+    def __init__(self, path, overwrite=False):
+        self.path = os.path.abspath(path)
+        self.overwrite = overwrite
+
+    def __enter__(self):
+        if os.path.exists(self.path) and not self.overwrite:
+            raise FileExistsError(
+                f"{self.path} exists; choose another path or remove it first"
+            )
+        parent = os.path.dirname(self.path)
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(
+            prefix=f".tmp-{os.path.basename(self.path)}-", dir=parent
+        )
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        old = None
+        if os.path.exists(self.path):
+            old = self.tmp + ".old"
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        return False

@@ -1,0 +1,410 @@
+"""One training job and its workdir contract.
+
+A job writes into its workdir:
+
+* `flags.cfg` — the resolved flags (itself a valid flagfile), when run from
+  the command line; `config.json` — the resolved `JobConfig`;
+* `checkpoints/` — `tf.train.CheckpointManager` checkpoints (automatic
+  resume: running the same command again continues from the newest one);
+* `summaries/` — TensorBoard scalars; `history.json` — per-epoch logs;
+* `report.json` — per net: final and best test top-1, params, FLOPs,
+  epochs, wall seconds, train img/s (plus each method's extras);
+* `export/` — the SavedModel of the final net (one net), or
+  `export/net_<i>/` and `export/best/` (several nets).
+
+Every file is written to a temporary path and renamed into place.
+`Job` is the baseline (one net); methods subclass it and override the
+hooks `num_nets`, `lr_scales`, `build_net`, `make_trainer`, `hooks` and
+`report_extras`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import data as data_lib
+from tfgraft import export as export_lib
+from tfgraft import io
+from tfgraft import models
+from tfgraft.config import JobConfig
+from tfgraft.training import distribute
+from tfgraft.training import loop
+from tfgraft.training import optimizers as optimizers_lib
+from tfgraft.training import schedules
+from tfgraft.training import trainer as trainer_lib
+
+
+def count_params(net):
+    """Trainable parameters (PyTorch's `numel` over `parameters()`)."""
+    return int(sum(math.prod(w.shape) for w in net.trainable_weights))
+
+
+def net_seed(base_seed, index):
+    """Initialisation seed of net `index` (different for every net)."""
+    return base_seed * 1000 + index
+
+
+def data_seed(base_seed, index):
+    """Data-stream seed of net `index` (own shuffle and augmentation)."""
+    return base_seed * 1000 + 500 + index
+
+
+class BestNetTracker(loop.Hook):
+    """Keeps a copy of the best-test-accuracy net (before any graft).
+
+    The copy is a second model of the same architecture living in the
+    strategy, checkpointed with the run, so `export/best/` survives resume.
+    """
+
+    def __init__(self, trainer, best_net):
+        self.trainer = trainer
+        self.best_net = best_net
+        self.best = tf.Variable(-1.0, trainable=False, name="best_top1")
+        self.best_index = tf.Variable(-1, trainable=False, name="best_net")
+        self.best_epoch = tf.Variable(-1, trainable=False, name="best_epoch")
+
+    def on_epoch_end(self, epoch, logs, last):
+        if "test" not in logs:
+            return
+        accs = [r["top1"] for r in logs["test"]["nets"]]
+        i = max(range(len(accs)), key=accs.__getitem__)
+        if accs[i] > float(self.best.numpy()):
+            for dst, src in zip(
+                self.best_net.weights, self.trainer.nets[i].weights
+            ):
+                dst.assign(src)
+            self.best.assign(accs[i])
+            self.best_index.assign(i)
+            self.best_epoch.assign(epoch + 1)
+
+    def checkpoint_items(self):
+        return {
+            "best_net": self.best_net,
+            "best_top1": self.best,
+            "best_index": self.best_index,
+            "best_epoch": self.best_epoch,
+        }
+
+
+class Job:
+    """Baseline training of one net; the base of every method's job.
+
+    Args:
+        config: the resolved `JobConfig`.
+        workdir: the run folder (created if needed).
+        flags_text: the resolved flags as flagfile text, written to
+            `flags.cfg` (entry points pass it; library users may not).
+        strategy: a ready strategy (tests pass logical-CPU mirrored ones);
+            default: the one `config.run.strategy` names.
+    """
+
+    name = "baseline"
+
+    def __init__(
+        self, config: JobConfig, workdir, *, flags_text=None, strategy=None
+    ):
+        self.config = config
+        self.workdir = os.path.abspath(workdir)
+        self.flags_text = flags_text
+        self._strategy = strategy
+
+    # === Hooks for methods ===
+
+    def num_nets(self):
+        return 1
+
+    def lr_scales(self):
+        return [1.0] * self.num_nets()
+
+    def build_net(self, index, info):
+        """Builds net `index` with its own initialisation seed."""
+        m = self.config.model
+        channel_config = None
+        if m.channel_config:
+            channel_config = models.ChannelConfig.load(m.channel_config)
+        keras.utils.set_random_seed(net_seed(self.config.run.seed, index))
+        return models.build_model(
+            m.name,
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            mean=info.mean,
+            std=info.std,
+            width_mult=m.width_mult,
+            channel_config=channel_config,
+            preset=m.preset,
+            shortcut=m.shortcut,
+            model_name=f"net_{index}",
+        )
+
+    def make_trainer(self, nets, optimizers, strategy):
+        r = self.config.run
+        return trainer_lib.Trainer(
+            nets,
+            optimizers,
+            strategy,
+            global_batch_size=self.config.data.batch_size,
+            jit=r.jit,
+            accum_steps=r.accum_steps,
+        )
+
+    def hooks(self, trainer):
+        return []
+
+    def report_extras(self, trainer, history):
+        return {}
+
+    # === The run ===
+
+    def setup(self):
+        """Workdir, flags/config records, precision, determinism, strategy."""
+        os.makedirs(self.workdir, exist_ok=True)
+        if not os.access(self.workdir, os.W_OK):
+            raise PermissionError(f"--workdir={self.workdir} is not writable")
+        r = self.config.run
+        distribute.set_precision(r.precision)
+        if r.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.strategy = self._strategy or distribute.make_strategy(r.strategy)
+        self.is_chief = distribute.is_chief(self.strategy)
+        if self.is_chief:
+            if self.flags_text is not None:
+                io.atomic_write_text(
+                    os.path.join(self.workdir, "flags.cfg"), self.flags_text
+                )
+            io.atomic_write_json(
+                os.path.join(self.workdir, "config.json"),
+                dataclasses.asdict(self.config),
+            )
+            io.atomic_write_json(
+                os.path.join(self.workdir, "job.json"), {"job": self.name}
+            )
+        logging.info("Config: %s", json.dumps(dataclasses.asdict(self.config)))
+
+    def load_data(self):
+        d = self.config.data
+        logging.info("Loading data %s…", d.dataset)
+        self.source = data_lib.load_source(
+            d.dataset,
+            data_dir=d.data_dir,
+            synthetic_train_size=d.synthetic_train_size,
+            synthetic_test_size=d.synthetic_test_size,
+            seed=self.config.run.seed,
+        )
+        self.info = self.source.info
+        if self.is_chief:
+            io.atomic_write_json(
+                os.path.join(self.workdir, "data_info.json"),
+                dataclasses.asdict(self.info),
+            )
+        self.augment = data_lib.AugmentConfig(
+            recipe=d.augment,
+            randaugment=d.randaugment,
+            mixup_alpha=d.mixup_alpha,
+            cutmix_alpha=d.cutmix_alpha,
+        )
+        self.steps_per_epoch = data_lib.steps_per_epoch(
+            self.source, d.batch_size
+        )
+        r = self.config.run
+        self.total_steps = r.epochs * self.steps_per_epoch
+        if r.max_steps:
+            self.total_steps = min(self.total_steps, r.max_steps)
+
+    def build(self):
+        """Nets, optimizers and trainer, inside the strategy scope."""
+        o = self.config.optim
+        n = self.num_nets()
+        scales = self.lr_scales()
+        logging.info("Building %d net(s) %s…", n, self.config.model.name)
+        with self.strategy.scope():
+            nets = [self.build_net(i, self.info) for i in range(n)]
+            opts = []
+            for i in range(n):
+                schedule = schedules.make_schedule(
+                    o,
+                    self.steps_per_epoch,
+                    self.config.run.epochs * self.steps_per_epoch,
+                    scale=scales[i],
+                )
+                opt = optimizers_lib.TorchSGD(
+                    schedule,
+                    momentum=o.momentum,
+                    nesterov=o.nesterov,
+                    weight_decay=o.weight_decay,
+                    name=f"optimizer_{i}",
+                )
+                if self.config.run.precision == "mixed_float16":
+                    opt = keras.optimizers.LossScaleOptimizer(opt)
+                opts.append(opt)
+            self.trainer = self.make_trainer(nets, opts, self.strategy)
+        return self.trainer
+
+    def make_iterators(self, start_step):
+        d = self.config.data
+        iterators = []
+        for i in range(self.trainer.num_nets):
+            ds = data_lib.train_dataset(
+                self.source,
+                batch_size=d.batch_size,
+                seed=data_seed(self.config.run.seed, i),
+                start_step=start_step,
+                augment=self.augment,
+            )
+            dist = self.strategy.experimental_distribute_dataset(ds)
+            iterators.append(iter(dist))
+        return iterators
+
+    def loop_options(self):
+        r = self.config.run
+        spl = r.steps_per_loop or min(self.steps_per_epoch, 100)
+        return loop.LoopOptions(
+            epochs=r.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            steps_per_loop=spl,
+            checkpoint_every=r.checkpoint_every,
+            keep_checkpoints=r.keep_checkpoints,
+            eval_every=r.eval_every,
+            progress=r.progress,
+            is_chief=self.is_chief,
+            examples_per_step=self.config.data.batch_size,
+        )
+
+    def run(self):
+        """Trains, evaluates, exports and reports; returns the report dict."""
+        t0 = time.perf_counter()
+        self.setup()
+        self.load_data()
+        trainer = self.build()
+        self.eval_dataset = data_lib.eval_dataset(
+            self.source, batch_size=self.config.data.eval_batch_size
+        )
+        hooks = list(self.hooks(trainer))
+        self.best_tracker = None
+        if trainer.num_nets > 1:
+            with self.strategy.scope():
+                best_net = self.build_net(0, self.info)
+            self.best_tracker = BestNetTracker(trainer, best_net)
+            hooks.insert(0, self.best_tracker)
+        history = loop.fit(
+            trainer,
+            make_iterators=self.make_iterators,
+            eval_dataset=self.eval_dataset,
+            options=self.loop_options(),
+            workdir=self.workdir,
+            hooks=hooks,
+        )
+        report = self.make_report(trainer, history, time.perf_counter() - t0)
+        if self.is_chief:
+            self.export(trainer)
+            io.atomic_write_json(
+                os.path.join(self.workdir, "report.json"), report
+            )
+        logging.info("Report: %s", os.path.join(self.workdir, "report.json"))
+        return report
+
+    # === Outputs ===
+
+    def export(self, trainer):
+        export_dir = os.path.join(self.workdir, "export")
+        if trainer.num_nets == 1:
+            export_lib.export_saved_model(
+                trainer.nets[0], export_dir, overwrite=True
+            )
+            return
+        for i, net in enumerate(trainer.nets):
+            export_lib.export_saved_model(
+                net, os.path.join(export_dir, f"net_{i}"), overwrite=True
+            )
+        if self.best_tracker is not None and self.best_tracker.best_epoch > 0:
+            export_lib.export_saved_model(
+                self.best_tracker.best_net,
+                os.path.join(export_dir, "best"),
+                overwrite=True,
+            )
+
+    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
+        """Exports net `net_index` of the newest checkpoint in the workdir.
+
+        Used by `train.export`; needs no data, only `config.json` and
+        `data_info.json` written by the run.
+        """
+        with open(os.path.join(self.workdir, "data_info.json")) as f:
+            info = data_lib.DatasetInfo(**json.load(f))
+        n = self.num_nets()
+        if not 0 <= net_index < n:
+            raise ValueError(
+                f"--net={net_index}: this run has {n} net(s) (0..{n - 1})"
+            )
+        distribute.set_precision(self.config.run.precision)
+        net = self.build_net(net_index, info)
+        ckpt_dir = os.path.join(self.workdir, "checkpoints")
+        path = tf.train.latest_checkpoint(ckpt_dir)
+        if path is None:
+            raise loop.CheckpointError(f"no checkpoint in {ckpt_dir}")
+        status = tf.train.Checkpoint(**{f"net_{net_index}": net}).restore(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+        return export_lib.export_saved_model(net, export_dir, overwrite=overwrite)
+
+    def make_report(self, trainer, history, seconds):
+        from tfgraft import complexity
+
+        evals = [h for h in history if "test" in h]
+        nets = []
+        for i, net in enumerate(trainer.nets):
+            accs = [h["test"]["nets"][i]["top1"] for h in evals]
+            best = max(range(len(accs)), key=accs.__getitem__) if accs else None
+            cost = complexity.count(net, "macs")
+            nets.append(
+                {
+                    "final_top1": accs[-1] if accs else None,
+                    "final_top5": evals[-1]["test"]["nets"][i]["top5"]
+                    if evals
+                    else None,
+                    "best_top1": accs[best] if accs else None,
+                    "best_epoch": evals[best]["epoch"] if accs else None,
+                    "params": count_params(net),
+                    "flops": int(cost.flops),
+                }
+            )
+        train_seconds = sum(h["seconds"] for h in history)
+        steps = sum(
+            h["step"] - (history[k - 1]["step"] if k else 0)
+            for k, h in enumerate(history)
+        )
+        report = {
+            "job": self.name,
+            "model": self.config.model.name,
+            "dataset": self.info.name,
+            "num_nets": trainer.num_nets,
+            "epochs": len(history),
+            "steps": int(trainer.global_step.numpy()),
+            "wall_seconds": seconds,
+            "train_seconds": train_seconds,
+            "train_images_per_sec": (
+                steps
+                * self.config.data.batch_size
+                * trainer.num_nets
+                / max(train_seconds, 1e-9)
+            ),
+            "flops_convention": "macs",
+            "nets": nets,
+        }
+        if trainer.num_nets > 1 and evals:
+            ens = [h["test"]["ensemble"]["top1"] for h in evals]
+            report["ensemble"] = {"final_top1": ens[-1], "best_top1": max(ens)}
+        if self.best_tracker is not None:
+            report["best"] = {
+                "net": int(self.best_tracker.best_index.numpy()),
+                "epoch": int(self.best_tracker.best_epoch.numpy()),
+                "top1": float(self.best_tracker.best.numpy()),
+            }
+        report.update(self.report_extras(trainer, history))
+        return report

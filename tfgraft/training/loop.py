@@ -1,0 +1,269 @@
+"""The outer loop: epochs, inner step loops, eval, hooks, checkpoints, logs.
+
+`fit` owns everything around the trainer's steps (Orbit's Controller split):
+it splits each epoch into inner loops of `steps_per_loop` steps (one
+`tf.function` call each, one host sync each), breaks loops where a hook asks
+for a step interval, evaluates every `eval_every` epochs and at the end,
+runs the epoch hooks (grafting), saves a checkpoint, writes TensorBoard
+summaries and keeps a per-epoch history.
+
+The history is stored *inside* the checkpoint (a string variable), so a
+crash can never leave history and weights out of step; resuming from the
+workdir restores both.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import io
+from tfgraft.training import summaries
+
+
+class Hook:
+    """Something the loop calls at step intervals and epoch ends.
+
+    `every_steps > 0` makes the loop stop an inner loop at each multiple of
+    it and call `on_steps(step)`. `on_epoch_end(epoch, logs)` runs after
+    the epoch's evaluation and before its checkpoint; it may add entries to
+    `logs` (they go into the history and summaries).
+    `checkpoint_items()` adds trackables to the run's checkpoint.
+    """
+
+    every_steps = 0
+
+    def on_steps(self, step):
+        del step
+
+    def on_epoch_end(self, epoch, logs, last):
+        del epoch, logs, last
+
+    def checkpoint_items(self):
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """Lengths and cadences of one run, in steps and epochs."""
+
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    steps_per_loop: int
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
+    eval_every: int = 1
+    progress: bool = True
+    is_chief: bool = True
+    examples_per_step: int = 0
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read; the message names it."""
+
+
+def restore(checkpoint, manager):
+    """Restores the newest readable checkpoint; returns its path or None.
+
+    A corrupt or truncated newest checkpoint is reported and the previous
+    one is tried, so one bad write never loses the whole run.
+    """
+    candidates = list(reversed(manager.checkpoints))
+    errors = []
+    for path in candidates:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e) else type(e)
+            logging.warning("Checkpoint %s unreadable: %s", path, first)
+            errors.append(f"{path}: {first}")
+    if errors:
+        raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
+    return None
+
+
+def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
+    """Trains `trainer` for `options.epochs`, resuming from `workdir`.
+
+    Args:
+        trainer: a `tfgraft.training.trainer.Trainer`.
+        make_iterators: `f(start_step) -> list of distributed iterators`,
+            one per net, positioned at global step `start_step` (the
+            pipelines are pure functions of (seed, step), so this is exact).
+        eval_dataset: a finite `tf.data.Dataset` for per-epoch evaluation.
+        options: `LoopOptions`.
+        workdir: run folder (`checkpoints/`, `summaries/` are written here).
+        hooks: `Hook`s, called in order.
+
+    Returns:
+        The list of per-epoch log dicts (the full history, restored part
+        included).
+    """
+    strategy = trainer.strategy
+    history_var = tf.Variable("[]", dtype=tf.string, trainable=False)
+    items = dict(trainer.checkpoint_items())
+    items["history"] = history_var
+    for hook in hooks:
+        items.update(hook.checkpoint_items())
+    checkpoint = tf.train.Checkpoint(**items)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not options.is_chief:
+        # Non-chief workers save to a scratch folder (required by
+        # MultiWorkerMirroredStrategy: every worker must call save).
+        ckpt_dir = os.path.join(
+            workdir, "tmp_worker", str(strategy.cluster_resolver.task_id)
+        )
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        ckpt_dir,
+        max_to_keep=options.keep_checkpoints,
+        step_counter=trainer.global_step,
+    )
+    restored = restore(checkpoint, manager)
+    history = json.loads(history_var.numpy().decode())
+    start_step = int(trainer.global_step.numpy())
+    if restored:
+        logging.info("Restored %s at step %d", restored, start_step)
+
+    writer = (
+        tf.summary.create_file_writer(os.path.join(workdir, "summaries"))
+        if options.is_chief
+        else tf.summary.create_noop_writer()
+    )
+    iterators = make_iterators(start_step)
+    spe = options.steps_per_epoch
+    step_hooks = [h for h in hooks if h.every_steps > 0]
+    first_epoch = start_step // spe
+
+    for epoch in range(first_epoch, options.epochs):
+        epoch_end = min((epoch + 1) * spe, options.total_steps)
+        step = int(trainer.global_step.numpy())
+        if step >= epoch_end:
+            break
+        bar = _progress_bar(epoch, options, epoch_end - step)
+        sums = None
+        steps_done = 0
+        t0 = time.perf_counter()
+        while step < epoch_end:
+            n = _loop_length(
+                step, epoch_end, options.steps_per_loop, step_hooks
+            )
+            t_loop = time.perf_counter()
+            stats = trainer.train_loop(iterators, n)
+            dt = time.perf_counter() - t_loop
+            step += n
+            steps_done += n
+            sums = _accumulate(sums, stats, n)
+            _log_loop(step, n, dt, stats, options, bar)
+            for hook in step_hooks:
+                if step % hook.every_steps == 0:
+                    hook.on_steps(step)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        logs = {
+            "epoch": epoch + 1,
+            "step": step,
+            "seconds": seconds,
+            "train_images_per_sec": steps_done
+            * options.examples_per_step
+            / max(seconds, 1e-9),
+            "learning_rate": trainer.learning_rates(),
+            "train": [{k: v / steps_done for k, v in s.items()} for s in sums],
+        }
+        last = step >= options.total_steps or epoch + 1 == options.epochs
+        if (epoch + 1) % options.eval_every == 0 or last:
+            logs["test"] = trainer.evaluate(eval_dataset)
+            logging.info("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
+        for hook in hooks:
+            hook.on_epoch_end(epoch, logs, last)
+        history.append(logs)
+        history_var.assign(json.dumps(history))
+        if (epoch + 1) % options.checkpoint_every == 0 or last:
+            manager.save(checkpoint_number=trainer.global_step)
+        with writer.as_default(step=step):
+            _write_summaries(logs)
+        if options.is_chief:
+            io.atomic_write_json(os.path.join(workdir, "history.json"), history)
+    writer.flush()
+    return history
+
+
+def _loop_length(step, epoch_end, steps_per_loop, step_hooks):
+    n = epoch_end - step
+    if steps_per_loop:
+        n = min(n, steps_per_loop)
+    for hook in step_hooks:
+        n = min(n, hook.every_steps - step % hook.every_steps)
+    return max(n, 1)
+
+
+def _accumulate(sums, stats, n):
+    if sums is None:
+        sums = [{"loss": 0.0, "accuracy": 0.0} for _ in stats]
+    for s, st in zip(sums, stats):
+        s["loss"] += st["loss"] * n
+        s["accuracy"] += st["accuracy"] * n
+    return sums
+
+
+def _progress_bar(epoch, options, total):
+    if not options.progress or not options.is_chief:
+        return None
+    import tqdm
+
+    return tqdm.tqdm(
+        total=total,
+        desc=f"epoch {epoch + 1}/{options.epochs}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def _log_loop(step, n, dt, stats, options, bar):
+    ips = n * options.examples_per_step / max(dt, 1e-9)
+    parts = [f"train | step: {step:6d} | steps/sec: {n / max(dt, 1e-9):6.1f}"]
+    for i, st in enumerate(stats):
+        parts.append(f"net_{i}/loss: {st['loss']:.4f}")
+    logging.info(" | ".join(parts))
+    if bar is not None:
+        bar.update(n)
+        bar.set_postfix(
+            loss=f"{stats[0]['loss']:.3f}",
+            acc=f"{stats[0]['accuracy']:.3f}",
+            img_s=f"{ips:.0f}",
+        )
+
+
+def _fmt_eval(logs):
+    test = logs["test"]
+    parts = [
+        f"net_{i}/top1: {r['top1']:.4f}" for i, r in enumerate(test["nets"])
+    ]
+    if len(test["nets"]) > 1:
+        parts.append(f"ensemble/top1: {test['ensemble']['top1']:.4f}")
+    return " | ".join(parts)
+
+
+def _write_summaries(logs):
+    for i, tr in enumerate(logs["train"]):
+        summaries.scalar(f"net_{i}/train_loss", tr["loss"])
+        summaries.scalar(f"net_{i}/train_accuracy", tr["accuracy"])
+        summaries.scalar(f"net_{i}/learning_rate", logs["learning_rate"][i])
+    if "test" in logs:
+        for i, r in enumerate(logs["test"]["nets"]):
+            summaries.scalar(f"net_{i}/test_top1", r["top1"])
+            summaries.scalar(f"net_{i}/test_loss", r["loss"])
+        if len(logs["test"]["nets"]) > 1:
+            summaries.scalar(
+                "ensemble/test_top1", logs["test"]["ensemble"]["top1"]
+            )
+    summaries.scalar("train_images_per_sec", logs["train_images_per_sec"])
+    for key, value in logs.get("scalars", {}).items():
+        summaries.scalar(key, value)

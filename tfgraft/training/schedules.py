@@ -1,0 +1,144 @@
+"""Learning-rate schedules stepped per optimizer iteration.
+
+Epoch-based PyTorch schedules (StepLR, MultiStepLR stepped once per epoch)
+are expressed in steps with `steps_per_epoch`, so the rate is constant within
+an epoch exactly as in the reference scripts.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tfgraft.config import OptimConfig
+
+
+@keras.saving.register_keras_serializable(package="tfgraft")
+class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * gamma ** (number of boundaries passed), boundaries in steps.
+
+    Args:
+        learning_rate: initial rate.
+        boundaries: increasing step counts at which the rate is multiplied
+            by `gamma` (MultiStepLR milestones times steps per epoch).
+        gamma: multiplicative factor.
+        warmup_steps: linear warm-up from lr/warmup_steps to lr first.
+    """
+
+    def __init__(self, learning_rate, boundaries, gamma=0.1, warmup_steps=0):
+        self.learning_rate = float(learning_rate)
+        self.boundaries = [int(b) for b in boundaries]
+        self.gamma = float(gamma)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        passed = ops.zeros((), "float32")
+        for b in self.boundaries:
+            passed = passed + ops.cast(step >= b, "float32")
+        lr = self.learning_rate * ops.power(self.gamma, passed)
+        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "boundaries": self.boundaries,
+            "gamma": self.gamma,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfgraft")
+class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """PyTorch StepLR: lr * gamma ** (step // step_size), no upper bound."""
+
+    def __init__(self, learning_rate, step_size, gamma=0.1, warmup_steps=0):
+        if step_size <= 0:
+            raise ValueError(
+                f"StepDecay step_size must be > 0. Received: "
+                f"step_size={step_size}"
+            )
+        self.learning_rate = float(learning_rate)
+        self.step_size = int(step_size)
+        self.gamma = float(gamma)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        k = ops.floor(step / self.step_size)
+        lr = self.learning_rate * ops.power(self.gamma, k)
+        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfgraft")
+class CosineToZero(keras.optimizers.schedules.LearningRateSchedule):
+    """Per-step cosine annealing lr * (1 + cos(pi * t / T)) / 2, eta_min 0.
+
+    Matches `CosineAnnealingLR(T_max=total_steps)` stepped every iteration:
+    the rate at step T (after the last update) is exactly 0 and stays 0.
+    """
+
+    def __init__(self, learning_rate, total_steps, warmup_steps=0):
+        if total_steps <= 0:
+            raise ValueError(
+                f"CosineToZero total_steps must be > 0. Received: "
+                f"total_steps={total_steps}"
+            )
+        self.learning_rate = float(learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        t = ops.minimum(step, float(self.total_steps))
+        lr = (
+            self.learning_rate
+            * 0.5
+            * (1.0 + ops.cos(math.pi * t / self.total_steps))
+        )
+        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+def _warmup(lr, step, peak, warmup_steps):
+    if not warmup_steps:
+        return lr
+    ramp = peak * (step + 1.0) / float(warmup_steps)
+    return ops.where(step < warmup_steps, ops.minimum(ramp, lr), lr)
+
+
+def make_schedule(optim: OptimConfig, steps_per_epoch, total_steps, scale=1.0):
+    """Builds the schedule an `OptimConfig` describes, in optimizer steps.
+
+    Args:
+        optim: the optimizer configuration.
+        steps_per_epoch: optimizer steps per epoch.
+        total_steps: optimizer steps of the whole run (cosine's T).
+        scale: factor on the initial rate (grafting's different LRs).
+    """
+    lr = optim.learning_rate * scale
+    warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+    if optim.schedule == "constant":
+        return EpochDecay(lr, [], 1.0, warmup)
+    if optim.schedule == "step":
+        return StepDecay(
+            lr, optim.step_epochs * steps_per_epoch, optim.gamma, warmup
+        )
+    if optim.schedule == "multistep":
+        bounds = [int(round(m * steps_per_epoch)) for m in optim.milestones]
+        return EpochDecay(lr, bounds, optim.gamma, warmup)
+    return CosineToZero(lr, total_steps, warmup)

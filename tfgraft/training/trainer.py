@@ -1,0 +1,301 @@
+"""Trainer: N nets trained side by side in one `tf.function` step."""
+
+import keras
+import tensorflow as tf
+
+
+class Trainer(tf.Module):
+    """Owns N nets, their optimizers and one global step; runs their steps.
+
+    Every net has its own optimizer (and so its own LR schedule) and reads
+    its own data stream. One call of `train_loop` runs `num_steps` steps of
+    all nets inside a single `tf.function`; each step is one `strategy.run`
+    whose replica function updates every net. Only the pure forward/backward
+    (`_compute_grads`) is compiled with XLA when `jit` is on:
+    `apply_gradients` and assignments stay outside XLA because XLA cannot
+    reach mirrored variables of other replicas (STYLE.md §1.2).
+
+    Gradient accumulation splits each per-replica batch into `accum_steps`
+    micro-batches inside the step and applies the summed gradients once, so
+    the update equals the large-batch update for models without batch
+    statistics (BN sees micro-batch statistics, as in PyTorch accumulation).
+    The loss is always scaled by the *global* batch size.
+
+    Subclasses change the method through three hooks: `compute_loss` (KD
+    losses), `transform_gradients` (gradient surgery, e.g. stripe pruning)
+    and `after_apply` (assignments after the update).
+
+    Args:
+        nets: list of N Keras models built inside `strategy.scope()`.
+        optimizers: list of N optimizers, one per net.
+        strategy: the `tf.distribute.Strategy` the nets live in.
+        global_batch_size: examples per net per step over all replicas.
+        jit: XLA-compile the per-replica forward/backward.
+        accum_steps: micro-batches per step.
+
+    The constructor must run inside `strategy.scope()`.
+    """
+
+    def __init__(
+        self,
+        nets,
+        optimizers,
+        strategy,
+        *,
+        global_batch_size,
+        jit=False,
+        accum_steps=1,
+    ):
+        super().__init__(name="trainer")
+        if len(nets) != len(optimizers) or not nets:
+            raise ValueError(
+                "Trainer needs one optimizer per net. Received: "
+                f"{len(nets)} nets, {len(optimizers)} optimizers"
+            )
+        replicas = strategy.num_replicas_in_sync
+        if global_batch_size % (replicas * accum_steps):
+            raise ValueError(
+                f"--batch_size={global_batch_size} must be divisible by "
+                f"replicas ({replicas}) x --accum_steps ({accum_steps})"
+            )
+        self.nets = list(nets)
+        self.optimizers = list(optimizers)
+        self.strategy = strategy
+        self.global_batch_size = int(global_batch_size)
+        self.accum_steps = int(accum_steps)
+        self.jit = bool(jit)
+        self.global_step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        for net, opt in zip(self.nets, self.optimizers):
+            opt.build(net.trainable_variables)
+        self._grad_fns = [
+            tf.function(self._make_grad_fn(i), jit_compile=True)
+            if self.jit
+            else self._make_grad_fn(i)
+            for i in range(len(self.nets))
+        ]
+        self._train_loop = tf.function(self._train_loop_impl)
+        self._eval_fn = tf.function(self._eval_impl)
+
+    @property
+    def num_nets(self):
+        return len(self.nets)
+
+    # === Hooks ===
+
+    def compute_loss(self, net_index, logits, labels, images):
+        """Per-replica loss: summed cross-entropy over the global batch."""
+        del net_index, images
+        logits = tf.cast(logits, tf.float32)
+        if labels.shape.rank == 2:
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+        else:
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.cast(labels, tf.int32), logits
+            )
+        return tf.reduce_sum(ce) / self.global_batch_size
+
+    def transform_gradients(self, net_index, grads):
+        """Hook between backward and apply (gradient surgery)."""
+        del net_index
+        return grads
+
+    def after_apply(self, net_index):
+        """Hook after the optimizer step of one net (replica context)."""
+        del net_index
+
+    # === Steps ===
+
+    def _make_grad_fn(self, i):
+        net = self.nets[i]
+        opt = self.optimizers[i]
+
+        def one_batch(images, labels):
+            with tf.GradientTape() as tape:
+                logits = net(images, training=True)
+                loss = self.compute_loss(i, logits, labels, images)
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, net.trainable_variables)
+            correct = _count_correct(logits, labels)
+            return loss, correct, grads
+
+        def grad_fn(images, labels):
+            if self.accum_steps == 1:
+                return one_batch(images, labels)
+            k = self.accum_steps
+            micro = _split(images, k)
+            micro_labels = _split(labels, k)
+            loss = tf.zeros([], tf.float32)
+            correct = tf.zeros([], tf.float32)
+            grads = [tf.zeros_like(v) for v in net.trainable_variables]
+            for j in tf.range(k):
+                mloss, mcorrect, mgrads = one_batch(micro[j], micro_labels[j])
+                loss += mloss
+                correct += mcorrect
+                grads = [g + mg for g, mg in zip(grads, mgrads)]
+            return loss, correct, grads
+
+        return grad_fn
+
+    def _replica_step(self, batches):
+        stats = []
+        for i, (net, opt) in enumerate(zip(self.nets, self.optimizers)):
+            images, labels = batches[i]
+            loss, correct, grads = self._grad_fns[i](images, labels)
+            grads = self.transform_gradients(i, grads)
+            opt.apply_gradients(zip(grads, net.trainable_variables))
+            self._sync_statistics(net)
+            self.after_apply(i)
+            count = tf.cast(tf.shape(images)[0], tf.float32)
+            stats.append(tf.stack([loss, correct, count]))
+        return tf.stack(stats)
+
+    def _sync_statistics(self, net):
+        # Keras 3 creates BN moving statistics as mirrored variables with
+        # aggregation NONE, so each replica would keep its own EMA. Average
+        # them (one packed all-reduce per net) so every replica holds the
+        # same value, as a global-batch EMA of the mean would.
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        stats = [
+            v
+            for v in net.non_trainable_variables
+            if keras.backend.is_float_dtype(v.dtype)
+        ]
+        if not stats:
+            return
+        ctx = tf.distribute.get_replica_context()
+        means = ctx.all_reduce(
+            tf.distribute.ReduceOp.MEAN, [v.value for v in stats]
+        )
+        for v, m in zip(stats, means):
+            v.assign(m)
+
+    def _train_loop_impl(self, iterators, num_steps):
+        totals = tf.zeros([self.num_nets, 3], tf.float32)
+        for _ in tf.range(num_steps):
+            batches = tuple(next(it) for it in iterators)
+            per_replica = self.strategy.run(self._replica_step, args=(batches,))
+            totals += self.strategy.reduce(
+                tf.distribute.ReduceOp.SUM, per_replica, axis=None
+            )
+            self.global_step.assign_add(1)
+        return totals
+
+    def train_loop(self, iterators, num_steps):
+        """Runs `num_steps` steps of every net; returns host-side stats.
+
+        Args:
+            iterators: one distributed iterator per net.
+            num_steps: steps to run (a tensor, so no retracing).
+
+        Returns:
+            A list of dicts per net: mean `loss` and train `accuracy`.
+        """
+        totals = self._train_loop(
+            tuple(iterators), tf.constant(num_steps, tf.int32)
+        ).numpy()
+        return [
+            {
+                "loss": float(t[0] / max(num_steps, 1)),
+                "accuracy": float(t[1] / max(t[2], 1.0)),
+            }
+            for t in totals
+        ]
+
+    # === Evaluation ===
+
+    def _eval_replica(self, images, labels):
+        labels = tf.cast(labels, tf.int32)
+        probs_sum = None
+        rows = []
+        for net in self.nets:
+            logits = tf.cast(net(images, training=False), tf.float32)
+            rows.append(_eval_row(logits, labels))
+            probs = tf.nn.softmax(logits)
+            probs_sum = probs if probs_sum is None else probs_sum + probs
+        rows.append(_eval_row(tf.math.log(probs_sum / self.num_nets), labels))
+        return tf.stack(rows)
+
+    def _eval_impl(self, dist_dataset):
+        totals = tf.zeros([self.num_nets + 1, 4], tf.float32)
+        for images, labels in dist_dataset:
+            per_replica = self.strategy.run(
+                self._eval_replica, args=(images, labels)
+            )
+            totals += self.strategy.reduce(
+                tf.distribute.ReduceOp.SUM, per_replica, axis=None
+            )
+        return totals
+
+    def evaluate(self, dataset):
+        """Top-1/top-5/loss of every net and of their ensemble on `dataset`.
+
+        The ensemble averages the nets' softmax probabilities.
+
+        Returns:
+            `{"nets": [{"top1", "top5", "loss"}, ...], "ensemble": {...}}`.
+        """
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        totals = self._eval_fn(dist).numpy()
+        results = [
+            {
+                "top1": float(t[0] / t[3]),
+                "top5": float(t[1] / t[3]),
+                "loss": float(t[2] / t[3]),
+            }
+            for t in totals
+        ]
+        return {"nets": results[:-1], "ensemble": results[-1]}
+
+    # === State ===
+
+    def checkpoint_items(self):
+        """Everything that changes in training, for one tf.train.Checkpoint."""
+        items = {"global_step": self.global_step}
+        for i, (net, opt) in enumerate(zip(self.nets, self.optimizers)):
+            items[f"net_{i}"] = net
+            items[f"optimizer_{i}"] = opt
+        return items
+
+    def learning_rates(self):
+        """Current learning rate of each net (host floats)."""
+        rates = []
+        for opt in self.optimizers:
+            lr = opt.learning_rate
+            rates.append(float(keras.ops.convert_to_numpy(lr)))
+        return rates
+
+
+def _split(x, k):
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.concat([[k, shape[0] // k], shape[1:]], axis=0))
+
+
+def _count_correct(logits, labels):
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    if labels.shape.rank == 2:
+        labels = tf.argmax(labels, axis=-1, output_type=tf.int32)
+    labels = tf.cast(labels, tf.int32)
+    return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
+
+
+def _eval_row(logits, labels):
+    classes = logits.shape[-1]
+    k = min(5, classes) if classes else 5
+    top1 = tf.reduce_sum(
+        tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)
+    )
+    top5 = tf.reduce_sum(
+        tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)
+    )
+    loss = tf.reduce_sum(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    )
+    count = tf.cast(tf.shape(labels)[0], tf.float32)
+    return tf.stack([top1, top5, loss, count])
