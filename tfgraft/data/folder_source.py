@@ -1,0 +1,276 @@
+"""Image-folder sources: `<root>/train/<class>/*` and `<root>/test|val/...`.
+
+The class index is the position of the class folder in sorted order, as in
+`torchvision.datasets.ImageFolder` and
+`keras.utils.image_dataset_from_directory`. Small images (longer side
+<= 64 px) are decoded into memory at load time and get the CIFAR recipe;
+larger ones are decoded on the fly inside tf.data and get the ImageNet
+recipe. Every problem found while loading raises a one-line `DataError` that
+names the folder or file at fault.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfgraft.data import sources
+
+# Header checks of a streaming tree read a few bytes of every file; beyond
+# this many files that costs more than it saves and decode-time asserts
+# (which also name the file) take over.
+MAX_HEADER_CHECKS = 50_000
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+
+
+def load(path):
+    """Opens `path` as an image-folder tree; see the module docstring."""
+    root = sources.resolve_path(path)
+    flag = f"--dataset=folder:{path}"
+    if not os.path.isdir(root):
+        raise sources.DataError(f"{flag}: folder {root} does not exist.")
+    train_dir = os.path.join(root, "train")
+    if not os.path.isdir(train_dir):
+        raise sources.DataError(f"{flag}: {root} has no train/ folder.")
+    test_dir = None
+    for candidate in ("test", "val"):
+        if os.path.isdir(os.path.join(root, candidate)):
+            test_dir = os.path.join(root, candidate)
+            break
+    if test_dir is None:
+        raise sources.DataError(f"{flag}: {root} has no test/ or val/ folder.")
+
+    class_names = _class_folders(train_dir)
+    if not class_names:
+        raise sources.DataError(f"{flag}: {train_dir} has no class folders.")
+    test_classes = _class_folders(test_dir)
+    if test_classes != class_names:
+        only_train = sorted(set(class_names) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(class_names))
+        raise sources.DataError(
+            f"{flag}: class folders of train/ and "
+            f"{os.path.basename(test_dir)}/ differ: only in train: "
+            f"{only_train or 'none'}; only in "
+            f"{os.path.basename(test_dir)}: {only_test or 'none'}."
+        )
+    files = {
+        "train": _list_images(train_dir, class_names, flag),
+        "test": _list_images(test_dir, class_names, flag),
+    }
+
+    first = files["train"][0][0]
+    height, width = _decode_file(first, flag).shape[:2]
+    num_pixels = sum(len(paths) for paths, _ in files.values())
+    small = max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
+    name = f"folder:{root}"
+    common = dict(
+        name=name,
+        num_classes=len(class_names),
+        num_train=len(files["train"][0]),
+        num_test=len(files["test"][0]),
+        class_names=tuple(class_names),
+    )
+    if small and num_pixels * height * width * 3 <= (
+        sources.MAX_IN_MEMORY_BYTES
+    ):
+        splits = {
+            split: (_decode_all(paths, (height, width, 3), flag), labels)
+            for split, (paths, labels) in files.items()
+        }
+        mean, std = sources.channel_stats(splits["train"][0])
+        info = sources.DatasetInfo(
+            image_shape=(height, width, 3),
+            mean=mean,
+            std=std,
+            recipe="cifar",
+            **common,
+        )
+        return sources.ArraySource(info, splits)
+
+    if num_pixels <= MAX_HEADER_CHECKS:
+        for paths, _ in files.values():
+            for file in paths:
+                _check_header(file, flag)
+    if small:
+        # Too many small images to hold in memory: stream them with the
+        # CIFAR recipe and the ImageNet statistics as a neutral default.
+        info = sources.DatasetInfo(
+            image_shape=(height, width, 3),
+            mean=sources.IMAGENET_MEAN,
+            std=sources.IMAGENET_STD,
+            recipe="cifar",
+            **common,
+        )
+        return FolderStreamSource(info, files, fixed_shape=(height, width))
+    size = sources.IMAGENET_SIZE
+    info = sources.DatasetInfo(
+        image_shape=(size, size, 3),
+        mean=sources.IMAGENET_MEAN,
+        std=sources.IMAGENET_STD,
+        recipe="imagenet",
+        **common,
+    )
+    return FolderStreamSource(info, files)
+
+
+class FolderStreamSource(sources.Source):
+    """An image-folder tree decoded on the fly inside tf.data."""
+
+    in_memory = False
+
+    def __init__(self, info, files, fixed_shape=None):
+        self.info = info
+        self._files = {
+            split: (
+                tf.constant(paths, tf.string),
+                tf.constant(np.asarray(labels, np.int32)),
+            )
+            for split, (paths, labels) in files.items()
+        }
+        self._fixed_shape = fixed_shape
+
+    def dataset(self, split):
+        sources._check_split(split)
+        paths, labels = self._files[split]
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def stream(self, split, *, seed, start=0):
+        sources._check_split(split)
+        paths, labels = self._files[split]
+        num = int(labels.shape[0])
+
+        def fetch(index):
+            return paths[index], labels[index]
+
+        # Shuffle and skip file names; only the images we keep get decoded.
+        ds = sources._epoch_indices(num, seed, start).map(fetch)
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _decode(self, path, label):
+        image = decode_image(tf.io.read_file(path), path)
+        if self._fixed_shape is not None:
+            expected = list(self._fixed_shape) + [3]
+            check = tf.debugging.Assert(
+                tf.reduce_all(tf.equal(tf.shape(image), expected)),
+                ["Image size differs from", expected, "in file", path],
+            )
+            with tf.control_dependencies([check]):
+                image = tf.identity(image)
+            image = tf.ensure_shape(image, expected)
+        return image, label
+
+
+def decode_image(contents, path):
+    """Decodes JPEG/PNG/GIF/BMP/WebP bytes to uint8 `[h, w, 3]` inside tf.data.
+
+    A file that is not one of these formats fails with an error that names
+    `path`, rather than TensorFlow's anonymous "Unknown image file format".
+    """
+    prefix = tf.strings.substr(contents, 0, 4)
+    known = tf.reduce_any(
+        [tf.strings.substr(prefix, 0, len(m)) == m for m in _MAGIC]
+    )
+    check = tf.debugging.Assert(known, ["Undecodable image file:", path])
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(
+            contents, channels=3, expand_animations=False
+        )
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _class_folders(split_dir):
+    return sorted(
+        entry.name
+        for entry in os.scandir(split_dir)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _list_images(split_dir, class_names, flag):
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(split_dir, class_name)
+        images = sorted(
+            entry.name
+            for entry in os.scandir(class_dir)
+            if entry.is_file()
+            and not entry.name.startswith(".")
+            and entry.name.lower().endswith(sources.IMAGE_EXTENSIONS)
+        )
+        if not images:
+            raise sources.DataError(
+                f"{flag}: class folder {class_dir} has no images "
+                f"({'/'.join(sources.IMAGE_EXTENSIONS)})."
+            )
+        paths.extend(os.path.join(class_dir, name) for name in images)
+        labels.extend([label] * len(images))
+    return paths, labels
+
+
+def _decode_file(path, flag):
+    """Eagerly decodes one file, naming it if it is broken."""
+    try:
+        with open(path, "rb") as f:
+            contents = f.read()
+        if not contents.startswith(_MAGIC):
+            raise ValueError("unknown format")
+        image = tf.io.decode_image(
+            contents, channels=3, expand_animations=False
+        )
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise sources.DataError(
+            f"{flag}: cannot decode image file {path} ({reason})."
+        ) from None
+    return image.numpy()
+
+
+def _check_header(path, flag):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise sources.DataError(
+            f"{flag}: cannot read image file {path} ({e.strerror})."
+        ) from None
+    if not head.startswith(_MAGIC):
+        raise sources.DataError(
+            f"{flag}: cannot decode image file {path} (not a JPEG, PNG, "
+            "GIF, BMP or WebP file)."
+        )
+
+
+def _decode_all(paths, shape, flag):
+    """Decodes every file to one uint8 array of `shape` images.
+
+    The fast path decodes in parallel inside tf.data. If anything fails, the
+    files are decoded again one by one so the error can name the file.
+    """
+    expected = tf.constant(shape, tf.int32)
+
+    def decode(path):
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False
+        )
+        check = tf.debugging.assert_equal(tf.shape(image), expected)
+        with tf.control_dependencies([check]):
+            return tf.ensure_shape(tf.identity(image), shape)
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+    try:
+        return np.concatenate([batch.numpy() for batch in ds], axis=0)
+    except tf.errors.OpError:
+        pass
+    for path in paths:
+        image = _decode_file(path, flag)
+        if image.shape != tuple(shape):
+            raise sources.DataError(
+                f"{flag}: image file {path} is {image.shape[1]}x"
+                f"{image.shape[0]}, but the other images are "
+                f"{shape[1]}x{shape[0]}; all must have one size."
+            )
+    raise sources.DataError(
+        f"{flag}: decoding the images failed, but none failed on its own."
+    )

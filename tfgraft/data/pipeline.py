@@ -1,0 +1,293 @@
+"""Training and evaluation input pipelines.
+
+Both pipelines yield raw pixel values: float32 images on the 0-255 scale
+(models standardise them with `tfgraft.layers.Standardize`) and int32
+labels, or float32 mixed one-hot labels when MixUp/CutMix is on.
+
+The training stream is infinite and a pure function of `(seed, step)`:
+
+* epoch `e` visits the training set in its own permutation, seeded by
+  `(seed, e)`; each epoch has `steps_per_epoch` full batches and drops the
+  remainder;
+* the random augmentation of the batch of global step `s` is seeded by
+  `(seed, s)` (per image `(seed, element index)` for streaming sources).
+
+So `train_dataset(start_step=k)` yields exactly what
+`train_dataset(start_step=0)` yields from its k-th batch on, which is how a
+run resumes, and two seeds give two independent streams (each grafted net
+gets its own).
+
+In-memory sources never map per element: the uint8 arrays stay one tensor,
+tf.data produces per-step index batches, and each batch is gathered and
+augmented with vectorised stateless ops.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfgraft.data import augment as augment_lib
+from tfgraft.data import sources
+
+AugmentConfig = augment_lib.AugmentConfig
+
+# Seed domains, so that epoch permutations and batch augmentations drawn
+# from the same user seed are independent.
+_PERMUTATION_TAG = 0x9E12
+_AUGMENT_TAG = 0xA06E
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _info(info_or_source):
+    if isinstance(info_or_source, sources.DatasetInfo):
+        return info_or_source
+    return info_or_source.info
+
+
+def steps_per_epoch(info_or_source, batch_size):
+    """Full training batches per epoch (the remainder is dropped).
+
+    Args:
+        info_or_source: a `DatasetInfo` or a `Source`.
+        batch_size: global batch size.
+
+    Returns:
+        `num_train // batch_size`.
+
+    Raises:
+        DataError: naming `--batch_size` if that is less than one batch.
+    """
+    info = _info(info_or_source)
+    if int(batch_size) < 1:
+        raise sources.DataError(f"--batch_size must be >= 1; got {batch_size}.")
+    steps = info.num_train // int(batch_size)
+    if steps < 1:
+        raise sources.DataError(
+            f"--batch_size={batch_size} is larger than the {info.num_train} "
+            f"training images of {info.name}."
+        )
+    return steps
+
+
+def _seed_pair(seed, tag):
+    return tf.constant([int(seed), tag], tf.int64)
+
+
+def train_dataset(
+    source,
+    *,
+    batch_size,
+    seed,
+    start_step=0,
+    augment=AugmentConfig(),
+):
+    """The infinite training stream of global batches.
+
+    Args:
+        source: a `Source` from `load_source`.
+        batch_size: global batch size.
+        seed: integer seed of the data order and the augmentation.
+        start_step: global step of the first batch (for resuming).
+        augment: an `AugmentConfig`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 `[B, H, W, 3]` on
+        the 0-255 scale and int32 `[B]` labels, or float32 `[B, K]` mixed
+        one-hot labels when MixUp or CutMix is on.
+
+    Example:
+
+    >>> from tfgraft.data import load_source
+    >>> source = load_source("synthetic", synthetic_train_size=64,
+    ...                      synthetic_test_size=8)
+    >>> images, labels = next(iter(train_dataset(source, batch_size=16,
+    ...                                          seed=0)))
+    >>> images.shape, labels.dtype.name
+    (TensorShape([16, 32, 32, 3]), 'int32')
+    """
+    if int(start_step) < 0:
+        raise ValueError(f"start_step must be >= 0. Received: {start_step}")
+    info = source.info
+    recipe = augment.resolve_recipe(info)
+    _check_recipe(info, recipe)
+    steps = steps_per_epoch(info, batch_size)
+    if source.in_memory:
+        ds = _in_memory_train(source, batch_size, seed, start_step, recipe)
+    else:
+        ds = _streaming_train(
+            source, batch_size, seed, start_step, recipe, steps
+        )
+    # From here on elements are (step, images, labels) batches.
+    if augment.randaugment:
+        augmenter = augment_lib.RandAugmenter(
+            augment.randaugment_magnitude, augment.randaugment_layers
+        )
+
+        def rand_augment(step, images, labels):
+            step_seed = _step_seed(seed, step, 1)
+            return step, augmenter(images, step_seed), labels
+
+        # Sequential on purpose: RandAugmenter reseeds shared generators.
+        ds = ds.map(rand_augment, num_parallel_calls=None)
+    if augment.mixes:
+
+        def mix(step, images, labels):
+            images, labels = augment_lib.mix_batch(
+                images,
+                labels,
+                _step_seed(seed, step, 2),
+                info.num_classes,
+                augment,
+            )
+            return step, images, labels
+
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda step, images, labels: (images, labels))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _step_seed(seed, step, stage):
+    """Seed of one pipeline stage (crop/flip, RandAugment, mix) of a step."""
+    step_seed = tf.random.experimental.stateless_fold_in(
+        _seed_pair(seed, _AUGMENT_TAG), step
+    )
+    return tf.random.experimental.stateless_fold_in(step_seed, stage)
+
+
+def _check_recipe(info, recipe):
+    if recipe == "cifar" and info.recipe == "imagenet":
+        raise sources.DataError(
+            f"augmentation recipe 'cifar' needs fixed-size images, but "
+            f"{info.name} has images of varying size; use 'imagenet' or "
+            "'auto'."
+        )
+
+
+def _batch_augment(images, seed, recipe, out_size):
+    if recipe == "cifar":
+        return augment_lib.pad_crop_flip(images, seed)
+    if recipe == "imagenet":
+        return augment_lib.random_resized_crop_flip(images, seed, out_size)
+    return tf.cast(images, tf.float32)
+
+
+def _in_memory_train(source, batch_size, seed, start_step, recipe):
+    images, labels = source.arrays("train")
+    num = labels.shape[0]
+    steps = steps_per_epoch(source.info, batch_size)
+    used = steps * batch_size
+    start_epoch, skip = divmod(int(start_step), steps)
+    out_size = tuple(source.info.image_shape[:2])
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+    permutation_seed = _seed_pair(seed, _PERMUTATION_TAG)
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.random.experimental.stateless_fold_in(
+            permutation_seed, epoch
+        )
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num, dtype=tf.int64), seed=epoch_seed
+        )
+        index_batches = tf.reshape(order[:used], [steps, batch_size])
+        step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((step_ids, index_batches))
+
+    def make_batch(step, index):
+        batch = _batch_augment(
+            tf.gather(images, index),
+            _step_seed(seed, step, 0),
+            recipe,
+            out_size,
+        )
+        return step, batch, tf.gather(labels, index)
+
+    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
+    # Skipping index batches is free: nothing has been gathered yet.
+    ds = ds.flat_map(epoch_batches).skip(skip)
+    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streaming_train(source, batch_size, seed, start_step, recipe, steps):
+    info = source.info
+    num = info.num_train
+    used = steps * batch_size
+    start_epoch, skip = divmod(int(start_step), steps)
+    start = start_epoch * num + skip * batch_size
+    out_size = tuple(info.image_shape[:2])
+    element_seed = _seed_pair(seed, _AUGMENT_TAG + 1)
+
+    elements = tf.data.Dataset.zip(
+        tf.data.Dataset.range(start, _INT64_MAX),
+        source.stream("train", seed=seed, start=start),
+    )
+    # Each epoch keeps its first `used` elements so batches never straddle
+    # two epochs, exactly as the in-memory path drops the remainder.
+    elements = elements.filter(lambda index, example: index % num < used)
+
+    def augment_one(index, example):
+        image, label = example
+        key = tf.random.experimental.stateless_fold_in(element_seed, index)
+        if recipe == "cifar":
+            out = augment_lib.pad_crop_flip(image[None], key)[0]
+        elif recipe == "imagenet":
+            out = augment_lib.random_resized_crop_flip_image(
+                image, key, out_size
+            )
+        else:
+            out = _eval_transform(image, info)
+        return out, label
+
+    ds = elements.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    steps_ds = tf.data.Dataset.range(start_step, _INT64_MAX)
+    return tf.data.Dataset.zip(steps_ds, ds).map(
+        lambda step, batch: (step, batch[0], batch[1])
+    )
+
+
+def _eval_transform(image, info):
+    if info.recipe == "imagenet":
+        return augment_lib.resize_center_crop(image, info.image_shape[:2])
+    return tf.cast(image, tf.float32)
+
+
+def eval_dataset(source, *, batch_size, split="test"):
+    """The finite evaluation stream in fixed order.
+
+    Args:
+        source: a `Source`.
+        batch_size: batch size; the last partial batch is kept.
+        split: `"test"` or `"train"`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 `[B, H, W, 3]` on
+        the 0-255 scale and int32 `[B]`. CIFAR recipe: the images as they
+        are; ImageNet recipe: shorter side resized to 256, centre crop 224.
+    """
+    if int(batch_size) < 1:
+        raise sources.DataError(f"--batch_size must be >= 1; got {batch_size}.")
+    info = source.info
+    if source.in_memory:
+        images, labels = source.arrays(split)
+        num = labels.shape[0]
+        images = tf.constant(images)
+        labels = tf.constant(labels)
+
+        def make_batch(begin):
+            end = tf.minimum(begin + batch_size, num)
+            batch = images[begin:end]
+            if info.recipe == "imagenet":
+                batch = augment_lib.resize_center_crop(
+                    batch, info.image_shape[:2]
+                )
+            return tf.cast(batch, tf.float32), labels[begin:end]
+
+        ds = tf.data.Dataset.range(0, num, batch_size)
+        ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = source.dataset(split).map(
+            lambda image, label: (_eval_transform(image, info), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,259 @@
+"""TensorFlow Datasets sources (`--dataset=tfds:<name>`).
+
+Nothing is downloaded: the dataset must already be prepared under
+`--data_dir` (or the TFDS default directory). Small image sets (CIFAR-10/100
+and anything else of <= 64 px that fits in memory) are read once into numpy
+arrays; large ones such as `imagenet2012` stream from their TFRecord files,
+with the file order and a shuffle buffer reseeded every epoch.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfgraft.data import sources
+from tfgraft.data.folder_source import decode_image
+
+# Encoded images held by the streaming shuffle buffer (ImageNet JPEGs are
+# ~110 KB each, so this is about 1 GB).
+SHUFFLE_BUFFER = 10_000
+# Files read at once while streaming; also what mixes the file order.
+INTERLEAVE_FILES = 16
+_CIFAR_NAMES = ("cifar10", "cifar100")
+
+
+def load(name, *, data_dir=None):
+    """Opens the prepared TFDS dataset `name`; see the module docstring."""
+    import tensorflow_datasets as tfds
+
+    flag = f"--dataset=tfds:{name}"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        base = name.split(":")[0].split("/")[0]
+        matches = sources.close_matches(base, tfds.list_builders())
+        hint = f"; did you mean {', '.join(matches)}?" if matches else "."
+        raise sources.DataError(
+            f"{flag}: TFDS has no dataset named {base!r}{hint}"
+        ) from None
+    except Exception as e:  # Bad version or config: TFDS says which.
+        raise sources.DataError(f"{flag}: {_first_line(e)}") from None
+    if not builder.is_prepared():
+        where = data_dir if data_dir else "the TFDS default directory"
+        raise sources.DataError(
+            f"{flag} is not prepared under --data_dir={where} (looked for "
+            f"{builder.data_dir}) and cannot be downloaded here; run `tfds "
+            f"build {name} --data_dir=DIR` where there is network access and "
+            "pass --data_dir=DIR."
+        )
+
+    info = builder.info
+    image_key, label_key = _feature_keys(info, flag)
+    label_feature = info.features[label_key]
+    split_names = {"train": "train", "test": None}
+    for candidate in ("test", "validation"):
+        if candidate in info.splits:
+            split_names["test"] = candidate
+            break
+    if "train" not in info.splits or split_names["test"] is None:
+        raise sources.DataError(
+            f"{flag} needs a 'train' and a 'test' or 'validation' split; it "
+            f"has {sorted(info.splits.keys())}."
+        )
+    num_train = info.splits["train"].num_examples
+    num_test = info.splits[split_names["test"]].num_examples
+    shape = tuple(info.features[image_key].shape)
+    height, width = shape[0], shape[1]
+    fixed = height is not None and width is not None
+    small = fixed and max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
+    common = dict(
+        name=f"tfds:{name}",
+        num_classes=int(label_feature.num_classes),
+        num_train=int(num_train),
+        num_test=int(num_test),
+        class_names=tuple(label_feature.names),
+    )
+    cifar_stats = name.split(":")[0] in _CIFAR_NAMES
+    in_memory_bytes = (num_train + num_test) * (height or 0) * (width or 0) * 3
+    if small and in_memory_bytes <= sources.MAX_IN_MEMORY_BYTES:
+        splits = {
+            split: _read_arrays(builder, tfds_split, image_key, label_key)
+            for split, tfds_split in split_names.items()
+        }
+        if cifar_stats:
+            mean, std = sources.CIFAR_MEAN, sources.CIFAR_STD
+        else:
+            mean, std = sources.channel_stats(splits["train"][0])
+        info = sources.DatasetInfo(
+            image_shape=(height, width, 3),
+            mean=mean,
+            std=std,
+            recipe="cifar",
+            **common,
+        )
+        return sources.ArraySource(info, splits)
+
+    if small:
+        mean, std = (
+            (sources.CIFAR_MEAN, sources.CIFAR_STD)
+            if cifar_stats
+            else (sources.IMAGENET_MEAN, sources.IMAGENET_STD)
+        )
+        info = sources.DatasetInfo(
+            image_shape=(height, width, 3),
+            mean=mean,
+            std=std,
+            recipe="cifar",
+            **common,
+        )
+    else:
+        size = sources.IMAGENET_SIZE
+        info = sources.DatasetInfo(
+            image_shape=(size, size, 3),
+            mean=sources.IMAGENET_MEAN,
+            std=sources.IMAGENET_STD,
+            recipe="imagenet",
+            **common,
+        )
+    return TfdsStreamSource(
+        info, builder, split_names, image_key, label_key, fixed_shape=small
+    )
+
+
+class TfdsStreamSource(sources.Source):
+    """A prepared TFDS dataset read from its files inside tf.data."""
+
+    in_memory = False
+
+    def __init__(
+        self, info, builder, split_names, image_key, label_key, fixed_shape
+    ):
+        import tensorflow_datasets as tfds
+
+        self.info = info
+        self._tfds = tfds
+        self._builder = builder
+        self._split_names = split_names
+        self._image_key = image_key
+        self._label_key = label_key
+        self._fixed_shape = fixed_shape
+
+    def dataset(self, split):
+        sources._check_split(split)
+        ds = self._builder.as_dataset(
+            split=self._split_names[split],
+            shuffle_files=False,
+            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
+        )
+        ds = ds.map(self._pick)
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def stream(self, split, *, seed, start=0):
+        sources._check_split(split)
+        split_info = self._builder.info.splits[self._split_names[split]]
+        if self._builder.info.file_format.value != "tfrecord":
+            return self._stream_as_dataset(split, seed, start)
+        files = tf.constant([str(p) for p in split_info.filepaths])
+        num_examples = split_info.num_examples
+        start_epoch, offset = divmod(int(start), num_examples)
+        base = tf.constant([int(seed), 0xF11E], tf.int64)
+        features = self._builder.info.features
+        decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
+
+        def epoch(index):
+            epoch_seed = tf.random.experimental.stateless_fold_in(base, index)
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.size(files)), seed=epoch_seed
+            )
+            records = tf.data.Dataset.from_tensor_slices(
+                tf.gather(files, order)
+            ).interleave(
+                tf.data.TFRecordDataset,
+                cycle_length=INTERLEAVE_FILES,
+                block_length=1,
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+            buffer_seed = tf.random.stateless_uniform(
+                [], epoch_seed, minval=None, maxval=None, dtype=tf.int64
+            )
+            return records.shuffle(SHUFFLE_BUFFER, seed=buffer_seed)
+
+        ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+        # Skipping serialized records is cheap: nothing is decoded yet.
+        ds = ds.flat_map(epoch).skip(offset)
+
+        def parse(record):
+            return self._pick(
+                features.deserialize_example(record, decoders=decoders)
+            )
+
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _stream_as_dataset(self, split, seed, start):
+        # Non-TFRecord formats: let TFDS shuffle the files; the sequence of
+        # epochs is still a pure function of the seed.
+        read_config = self._tfds.ReadConfig(
+            shuffle_seed=int(seed), shuffle_reshuffle_each_iteration=True
+        )
+        ds = self._builder.as_dataset(
+            split=self._split_names[split],
+            shuffle_files=True,
+            read_config=read_config,
+            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
+        ).map(self._pick)
+        ds = ds.shuffle(
+            SHUFFLE_BUFFER, seed=int(seed), reshuffle_each_iteration=True
+        )
+        ds = ds.repeat().skip(int(start))
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _pick(self, example):
+        return example[self._image_key], example[self._label_key]
+
+    def _decode(self, encoded, label):
+        image = decode_image(encoded, tf.constant(self.info.name))
+        if self._fixed_shape:
+            image = tf.ensure_shape(image, self.info.image_shape)
+        return image, tf.cast(label, tf.int32)
+
+
+def _feature_keys(info, flag):
+    import tensorflow_datasets as tfds
+
+    keys = info.supervised_keys
+    if keys and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+        image_key, label_key = keys
+    else:
+        image_key, label_key = "image", "label"
+    features = info.features
+    if not (
+        image_key in features
+        and isinstance(features[image_key], tfds.features.Image)
+        and label_key in features
+        and isinstance(features[label_key], tfds.features.ClassLabel)
+    ):
+        raise sources.DataError(
+            f"{flag} is not an image classification dataset (needs an Image "
+            "feature and a ClassLabel feature)."
+        )
+    return image_key, label_key
+
+
+def _read_arrays(builder, split, image_key, label_key):
+    # batch_size=-1 gives the whole split as one dict of tensors.
+    example = builder.as_dataset(
+        split=split, shuffle_files=False, batch_size=-1
+    )
+    images = example[image_key].numpy()
+    labels = example[label_key].numpy().astype(np.int32)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    elif images.shape[-1] == 4:
+        images = images[..., :3]
+    return images.astype(np.uint8), labels
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
