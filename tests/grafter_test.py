@@ -1,0 +1,243 @@
+"""Filter Grafting wired to live nets: METHODS.md §1.7 acceptance checks."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tfgraft import models
+from tfgraft.config import OptimConfig
+from tfgraft.grafting import criteria
+from tfgraft.grafting import grafter as grafter_lib
+from tfgraft.grafting import job as graft_job
+from tfgraft.testing import devices
+from tfgraft.training import optimizers
+from tfgraft.training import schedules
+from tfgraft.training import trainer as trainer_lib
+
+
+def _net(seed, name="resnet20", width=0.25, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return models.build_model(
+        name, width_mult=width, model_name=f"n{seed}", **kwargs
+    )
+
+
+def _perturb_bn(net, seed):
+    """Gives BN moving stats distinct values so their blend is visible."""
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for v in (layer.moving_mean, layer.moving_variance, layer.gamma):
+                v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+
+
+def _values(net):
+    return [w.numpy().copy() for w in net.weights]
+
+
+class GrafterTest(tf.test.TestCase, parameterized.TestCase):
+    def test_identical_nets_are_unchanged(self):
+        a, b = _net(1), _net(1)
+        _perturb_bn(a, 0)
+        _perturb_bn(b, 0)
+        before = _values(a)
+        grafter_lib.Grafter([a, b]).graft_step()
+        for x, y, z in zip(before, _values(a), _values(b)):
+            self.assertAllClose(x, y, atol=0, rtol=0)
+            self.assertAllClose(x, z, atol=0, rtol=0)
+
+    def test_two_nets_become_equal(self):
+        a, b = _net(1), _net(2)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        grafter_lib.Grafter([a, b]).graft_step()
+        for x, y in zip(_values(a), _values(b)):
+            self.assertAllClose(x, y, atol=1e-6)
+
+    def test_three_nets_ring_uses_own_and_previous_only(self):
+        nets = [_net(s) for s in (1, 2, 3)]
+        other = [_net(s) for s in (1, 2, 4)]  # only net 2 differs
+        for n in nets + other:
+            _perturb_bn(n, 5)
+        grafter_lib.Grafter(nets).graft_step()
+        grafter_lib.Grafter(other).graft_step()
+        # Net 1 receives from net 0: unaffected by net 2's change.
+        for x, y in zip(_values(nets[1]), _values(other[1])):
+            self.assertAllClose(x, y, atol=0, rtol=0)
+        # Net 0 receives from net 2: affected.
+        diffs = [
+            np.abs(x - y).max()
+            for x, y in zip(_values(nets[0]), _values(other[0]))
+        ]
+        self.assertGreater(max(diffs), 1e-3)
+
+    def test_blend_matches_formula_with_inherited_alphas(self):
+        a, b = _net(1), _net(2)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        grafter = grafter_lib.Grafter([a, b])
+        plan = grafter.plan
+        va, vb = _values(a), _values(b)
+        h = {
+            0: [float(x) for x in grafter.information(0)],
+            1: [float(x) for x in grafter.information(1)],
+        }
+        grafter.graft_step()
+        new_a = _values(a)
+        for t, src in enumerate(plan.tensor_source):
+            d = h[0][src] - h[1][src]
+            alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
+            expected = alpha * va[t] + (1 - alpha) * vb[t]
+            self.assertAllClose(new_a[t], expected, atol=1e-6)
+
+    def test_alpha_map_follows_the_graph(self):
+        net = _net(1)
+        plan = grafter_lib.make_plan(net)
+        source_of = {}
+        for layer, src in zip(plan.tensor_layer, plan.tensor_source):
+            source_of[layer] = plan.sources[src]
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                conv = layer.name.replace("_bn", "_conv")
+                self.assertEqual(source_of[layer.name], conv)
+        self.assertEqual(source_of["fc"], "stage3_block2_conv2")
+        self.assertEqual(len(plan.tensor_layer), len(net.weights))
+
+    def test_mobilenet_shortcut_uses_project_conv_alpha(self):
+        net = _net(1, name="mobilenetv2", width=0.25)
+        plan = grafter_lib.make_plan(net)
+        source_of = {
+            layer: plan.sources[src]
+            for layer, src in zip(plan.tensor_layer, plan.tensor_source)
+        }
+        shortcuts = [n for n in source_of if "shortcut_conv" in n]
+        self.assertNotEmpty(shortcuts)
+        for name in shortcuts:
+            self.assertNotEqual(source_of[name], name)
+            self.assertTrue(source_of[name].endswith("project_conv"), name)
+        self.assertNotIn(shortcuts[0], plan.convs)
+
+    def test_filter_level_identical_nets_unchanged(self):
+        a, b = (
+            _net(3, name="vgg16", width=0.125),
+            _net(3, name="vgg16", width=0.125),
+        )
+        before = _values(a)
+        grafter_lib.Grafter([a, b], level="filter").graft_step()
+        for x, y in zip(before, _values(a)):
+            self.assertAllClose(x, y, atol=0, rtol=0)
+
+    def test_filter_level_uses_gamma_ratio(self):
+        a = _net(3, name="vgg16", width=0.125)
+        b = _net(4, name="vgg16", width=0.125)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        ga = a.get_layer("bn0").gamma.numpy()
+        gb = b.get_layer("bn0").gamma.numpy()
+        beta_a = a.get_layer("bn0").beta.numpy()
+        beta_b = b.get_layer("bn0").beta.numpy()
+        fc_before = a.get_layer("fc").kernel.numpy()
+        grafter_lib.Grafter([a, b], level="filter").graft_step()
+        w = np.abs(ga) / (np.abs(ga) + np.abs(gb))
+        self.assertAllClose(
+            a.get_layer("bn0").beta.numpy(),
+            w * beta_a + (1 - w) * beta_b,
+            atol=1e-6,
+        )
+        self.assertAllClose(a.get_layer("fc").kernel.numpy(), fc_before)
+
+    def test_optimizer_slots_untouched_and_difflr(self):
+        self.assertAllClose(graft_job.difflr_scales(2), [0.5, 1.0])
+        self.assertAllClose(graft_job.difflr_scales(3), [0.25, 0.75, 1.0])
+        self.assertAllClose(
+            graft_job.difflr_scales(4), [0.1464, 0.5, 0.8536, 1.0], atol=1e-4
+        )
+        self.assertAllClose(
+            graft_job.difflr_scales(6),
+            [0.067, 0.25, 0.5, 0.75, 0.933, 1.0],
+            atol=1e-3,
+        )
+        cos = schedules.make_schedule(
+            OptimConfig(schedule="cosine"), steps_per_epoch=5, total_steps=50
+        )
+        self.assertAllClose(float(cos(50)), 0.0, atol=1e-9)
+        self.assertAllClose(float(cos(0)), 0.1)
+        strategy = tf.distribute.get_strategy()
+        nets = [_net(1), _net(2)]
+        opts = [optimizers.TorchSGD(0.1, momentum=0.9) for _ in nets]
+        trainer = trainer_lib.Trainer(nets, opts, strategy, global_batch_size=4)
+        images = tf.random.uniform((4, 32, 32, 3), 0, 255, seed=1)
+        labels = tf.constant([0, 1, 2, 3])
+        ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        trainer.train_loop([iter(ds), iter(ds)], 1)
+        slots = [v.numpy().copy() for v in opts[0].variables]
+        grafter_lib.Grafter(nets).graft_step()
+        for x, v in zip(slots, opts[0].variables):
+            self.assertAllClose(x, v.numpy(), atol=0, rtol=0)
+
+    def test_invalid_filter_counts(self):
+        net = _net(1)
+        conv = net.get_layer("stem_conv")
+        kernel = conv.kernel.numpy()
+        kernel[..., 0] = 0.001 / kernel[..., 0].size  # L1 = 0.001
+        kernel[..., 1] = 0.05 / kernel[..., 1].size  # L1 = 0.05
+        conv.kernel.assign(kernel)
+        grafter = grafter_lib.Grafter([net, _net(2)])
+        counts = grafter.invalid_filters(0)
+        self.assertEqual(counts["below"]["0.01"], 1)
+        self.assertEqual(counts["below"]["0.1"], 2)
+        widths = [net.get_layer(n).kernel.shape[-1] for n in grafter.plan.convs]
+        self.assertEqual(counts["total_filters"], sum(widths))
+
+    def test_resnet32_filter_total_matches_reference(self):
+        grafter = grafter_lib.Grafter(
+            [_net(1, "resnet32", 1.0), _net(2, "resnet32", 1.0)]
+        )
+        self.assertEqual(grafter.invalid_filters(0)["total_filters"], 1136)
+
+    def test_bad_arguments(self):
+        nets = [_net(1), _net(2)]
+        with self.assertRaisesRegex(ValueError, "criterion"):
+            grafter_lib.Grafter(nets, criterion="kl")
+        with self.assertRaisesRegex(ValueError, "level"):
+            grafter_lib.Grafter(nets, level="block")
+        with self.assertRaisesRegex(ValueError, "a"):
+            grafter_lib.Grafter(nets, a=2.0)
+        with self.assertRaisesRegex(ValueError, "at least 2"):
+            grafter_lib.Grafter(nets[:1])
+
+    def test_l1_criterion_uses_layer_l1(self):
+        a, b = _net(1), _net(2)
+        grafter = grafter_lib.Grafter([a, b], criterion="l1")
+        info = grafter.information(0)
+        k = a.get_layer(grafter.plan.sources[0]).kernel
+        self.assertAllClose(info[0], criteria.l1(k.value), rtol=1e-6)
+
+
+class MirroredGraftTest(tf.test.TestCase):
+    def test_graft_keeps_replicas_identical(self):
+        strategy = devices.mirrored_strategy()
+        with strategy.scope():
+            a, b = _net(1), _net(2)
+        expected_a = None
+        va, vb = _values(a), _values(b)
+        grafter = grafter_lib.Grafter([a, b])
+        expected_a = va
+        grafter.graft_step()
+        for net in (a, b):
+            for v in net.weights:
+                copies = strategy.experimental_local_results(v.value)
+                self.assertAllClose(copies[0], copies[1], atol=0, rtol=0)
+        # N = 2: both nets end equal; the blend moved net 0 off its start.
+        moved = max(np.abs(x - y).max() for x, y in zip(expected_a, _values(a)))
+        self.assertGreater(moved, 0)
+        for x, y in zip(_values(a), _values(b)):
+            self.assertAllClose(x, y, atol=1e-6)
+        del vb
+
+
+if __name__ == "__main__":
+    tf.test.main()

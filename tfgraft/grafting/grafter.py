@@ -1,0 +1,244 @@
+"""Grafter: wires the pure graft math of `blend.py` to N live Keras nets."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tfgraft import graph as graph_lib
+from tfgraft.grafting import blend
+from tfgraft.grafting import criteria
+
+
+@dataclasses.dataclass(frozen=True)
+class GraftPlan:
+    """Where every grafted tensor of a net is and which alpha it uses.
+
+    Attributes:
+        layers: weighted layer names in topological order.
+        tensor_layer: for each grafted tensor, the layer owning it.
+        sources: convs whose information gives an alpha, in order.
+        tensor_source: for each tensor, the index into `sources` of the conv
+            whose alpha it uses (the graph's alpha-inheritance map).
+        convs: conv/depthwise layers that are not projection shortcuts
+            (entropy and invalid-filter statistics).
+        units: filter-level units (conv -> BN chains).
+    """
+
+    layers: tuple
+    tensor_layer: tuple
+    sources: tuple
+    tensor_source: tuple
+    convs: tuple
+    units: tuple
+
+
+def make_plan(net):
+    """Builds the `GraftPlan` of a functional Keras model from its graph.
+
+    Every weight of every weighted layer is grafted, BN moving statistics
+    included; optimizer slots are not (they are not model weights).
+    """
+    graph = graph_lib.analyze(net)
+    alpha_of = graph.alpha_sources()
+    sources = []
+    for name in alpha_of.values():
+        if name not in sources:
+            sources.append(name)
+    tensor_layer, tensor_source, layers = [], [], []
+    first_index = {}
+    for name in graph.order:
+        if name not in alpha_of:
+            continue
+        layer = net.get_layer(name)
+        layers.append(name)
+        first_index[name] = len(tensor_layer)
+        for _ in layer.weights:
+            tensor_layer.append(name)
+            tensor_source.append(sources.index(alpha_of[name]))
+    # Projection shortcuts are left out of the filter statistics, as the
+    # reference counts only tensors named `conv` (not `downsample`/
+    # `shortcut`).
+    convs = tuple(n.name for n in graph.convs() if not n.is_shortcut)
+    units = _filter_units(net, graph, first_index)
+    return GraftPlan(
+        layers=tuple(layers),
+        tensor_layer=tuple(tensor_layer),
+        sources=tuple(sources),
+        tensor_source=tuple(tensor_source),
+        convs=convs,
+        units=tuple(units),
+    )
+
+
+def _filter_units(net, graph, first_index):
+    units = []
+    unit_of_conv = {}
+    for node in graph.convs():
+        if node.bn is None:
+            continue
+        conv = net.get_layer(node.name)
+        bn = net.get_layer(node.bn)
+        if not (bn.scale and bn.center):
+            continue
+        k0 = first_index[node.name]
+        b0 = first_index[node.bn]
+        # Keras BN weight order: gamma, beta, moving_mean, moving_variance.
+        bn_idx = tuple(range(b0, b0 + len(bn.weights)))
+        bias = k0 + 1 if getattr(conv, "use_bias", False) else None
+        prev = None
+        if len(node.producers) == 1 and node.producers[0] in unit_of_conv:
+            producer = graph.nodes[node.producers[0]]
+            if producer.out_group == node.in_group:
+                prev = unit_of_conv[node.producers[0]]
+        unit_of_conv[node.name] = len(units)
+        units.append(
+            blend.FilterGraftUnit(
+                kernel=k0,
+                bn=bn_idx,
+                bias=bias,
+                prev=prev,
+                out_axis=2 if node.kind == "depthwise" else -1,
+            )
+        )
+    return units
+
+
+class Grafter(tf.Module):
+    """Computes every net's grafted weights from pre-graft snapshots.
+
+    `graft_step()` is a `tf.function` meant for cross-replica context (never
+    inside `strategy.run`): it reads each net's weights once, computes the
+    information of every alpha-source conv, the ring alphas (net i receives
+    from net i-1) and all new values from those snapshots, then assigns
+    them; assignment to mirrored variables in cross-replica context updates
+    every replica identically.
+
+    Args:
+        nets: N structurally identical functional Keras models.
+        criterion: `entropy` or `l1` (layer level).
+        level: `layer` (arctan alpha per conv) or `filter` (per-channel BN
+            gamma weights, METHODS §1.3 intent).
+        a: amplitude A of the alpha formula.
+        c: steepness c of the alpha formula.
+    """
+
+    def __init__(
+        self, nets, *, criterion="entropy", level="layer", a=0.4, c=500.0
+    ):
+        super().__init__(name="grafter")
+        if len(nets) < 2:
+            raise ValueError(
+                f"Grafting needs at least 2 nets. Received: {len(nets)}"
+            )
+        if criterion not in ("entropy", "l1"):
+            raise ValueError(
+                "Grafter criterion must be 'entropy' or 'l1'. Received: "
+                f"criterion={criterion}"
+            )
+        if level not in ("layer", "filter"):
+            raise ValueError(
+                "Grafter level must be 'layer' or 'filter'. Received: "
+                f"level={level}"
+            )
+        criteria.alpha(0.0, 0.0, a, c)  # validates a and c
+        self.nets = list(nets)
+        self.criterion = criterion
+        self.level = level
+        self.a = float(a)
+        self.c = float(c)
+        self.plan = make_plan(self.nets[0])
+        self._variables = [self._net_variables(n) for n in self.nets]
+        sizes = {len(v) for v in self._variables}
+        if len(sizes) != 1:
+            raise ValueError(
+                "Grafted nets must have the same layers and weights. "
+                f"Received: tensor counts {sorted(sizes)}"
+            )
+        if level == "filter" and not self.plan.units:
+            raise ValueError(
+                "Filter-level grafting needs conv -> BatchNormalization "
+                f"pairs; {self.nets[0].name} has none"
+            )
+        # No data-dependent control flow here: autograph is not needed (and
+        # mis-converts bound methods called from comprehensions).
+        self.graft_step = tf.function(self._graft_step, autograph=False)
+
+    def _net_variables(self, net):
+        out = []
+        for name in self.plan.layers:
+            out.extend(net.get_layer(name).weights)
+        return out
+
+    def information(self, net_index):
+        """Per-source-conv information (entropy or L1) of one net (a list)."""
+        net = self.nets[net_index]
+        values = []
+        for name in self.plan.sources:
+            kernel = net.get_layer(name).kernel
+            w = tf.cast(kernel.value, tf.float32)
+            if self.criterion == "entropy":
+                values.append(criteria.entropy(w))
+            else:
+                values.append(criteria.l1(w))
+        return values
+
+    def _graft_step(self):
+        snapshots = [
+            [tf.identity(v.value) for v in net_vars]
+            for net_vars in self._variables
+        ]
+        if self.level == "layer":
+            info = [self.information(i) for i in range(len(self.nets))]
+            conv_alphas = blend.ring_alphas(info, self.a, self.c)
+            # Lists of scalars (not gathered vectors) keep blend's Python
+            # length checks valid inside the graph.
+            alphas = [
+                [a[k] for k in self.plan.tensor_source] for a in conv_alphas
+            ]
+            new = blend.graft_layer_level(snapshots, alphas)
+            summary = tf.stack([tf.reduce_mean(x) for x in conv_alphas])
+        else:
+            new = blend.graft_filter_level(snapshots, self.plan.units)
+            summary = tf.stack(
+                [
+                    tf.reduce_mean(
+                        criteria.bn_gamma_weights(
+                            snapshots[i][self.plan.units[0].bn[0]],
+                            snapshots[p][self.plan.units[0].bn[0]],
+                        )
+                    )
+                    for i, p in enumerate(blend.ring_peers(len(self.nets)))
+                ]
+            )
+        for net_vars, values in zip(self._variables, new):
+            for v, value in zip(net_vars, values):
+                v.assign(tf.cast(value, v.dtype))
+        return summary
+
+    # === Statistics for reports and pictures ===
+
+    def layer_entropies(self, net_index):
+        """`{conv name: entropy of its kernel}` for every conv of a net."""
+        net = self.nets[net_index]
+        return {
+            name: float(criteria.entropy(net.get_layer(name).kernel.value))
+            for name in self.plan.convs
+        }
+
+    def invalid_filters(self, net_index, thresholds=(0.1, 0.01)):
+        """Filters whose L1 norm is below each threshold (METHODS §1.2.7)."""
+        net = self.nets[net_index]
+        counts = {str(t): 0 for t in thresholds}
+        total = 0
+        for name in self.plan.convs:
+            layer = net.get_layer(name)
+            kernel = layer.kernel.value
+            axis = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
+            norms = criteria.filter_l1(kernel, axis=axis)
+            total += int(norms.shape[0])
+            for t in thresholds:
+                counts[str(t)] += int(
+                    tf.reduce_sum(tf.cast(norms < t, tf.int32))
+                )
+        return {"total_filters": total, "below": counts}

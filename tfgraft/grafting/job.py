@@ -1,0 +1,227 @@
+"""The Filter Grafting job: N nets, one process, graft steps on a ring.
+
+Differences from the reference scripts, all documented in README.md:
+
+* the graft after the *last* epoch is skipped: the reference grafts after
+  the final test too, which changes the saved weights after their accuracy
+  was measured; skipping it keeps `export/net_<i>/` equal to the reported
+  final accuracy and changes nothing reported;
+* `--difflr` and `--cos` have the paper's meaning (on when given), not the
+  reference code's inverted `--difflr`;
+* filter-level grafting follows the paper's intent (per-channel BN-gamma
+  weights), not the shipped script's whole-vector BN loop.
+"""
+
+import json
+import math
+import os
+import time
+
+from absl import logging
+
+from tfgraft import io
+from tfgraft.grafting import grafter as grafter_lib
+from tfgraft.training import job as job_lib
+from tfgraft.training import loop
+
+
+def difflr_scales(num_nets):
+    """Initial-LR factors of the paper's dlr: (1 + cos(pi (N - i) / N)) / 2.
+
+    Net index k (0-based) is the paper's replica i = k + 1, so the last net
+    keeps the full rate.
+    """
+    n = num_nets
+    return [(1 + math.cos(math.pi * (n - (k + 1)) / n)) / 2 for k in range(n)]
+
+
+class GraftHook(loop.Hook):
+    """Calls the graft step once per epoch (or every `every_steps` steps)."""
+
+    def __init__(self, grafter, every_steps=0):
+        self.grafter = grafter
+        self.every_steps = int(every_steps)
+        self.seconds = []
+        self.alphas = None
+
+    def _graft(self):
+        t0 = time.perf_counter()
+        self.alphas = self.grafter.graft_step().numpy().tolist()
+        self.seconds.append(time.perf_counter() - t0)
+
+    def on_steps(self, step):
+        self._graft()
+
+    def on_epoch_end(self, epoch, logs, last):
+        if not self.every_steps and not last:
+            self._graft()
+        if self.alphas is not None:
+            logs["graft"] = {
+                "mean_alpha": self.alphas,
+                "graft_seconds": self.seconds[-1] if self.seconds else 0.0,
+            }
+            scalars = logs.setdefault("scalars", {})
+            for i, a in enumerate(self.alphas):
+                scalars[f"net_{i}/graft_alpha"] = a
+            for i in range(len(self.grafter.nets)):
+                scalars[f"net_{i}/mean_entropy"] = _mean(
+                    self.grafter.layer_entropies(i)
+                )
+
+
+def _mean(d):
+    return sum(d.values()) / max(len(d), 1)
+
+
+class GraftingJob(job_lib.Job):
+    """Trains `config.graft.num_nets` nets with Filter Grafting."""
+
+    name = "grafting"
+
+    def __init__(self, config, workdir, **kwargs):
+        if config.graft is None:
+            raise ValueError("GraftingJob needs config.graft (a GraftConfig)")
+        super().__init__(config, workdir, **kwargs)
+
+    def num_nets(self):
+        return self.config.graft.num_nets
+
+    def lr_scales(self):
+        if self.config.graft.difflr:
+            return difflr_scales(self.num_nets())
+        return [1.0] * self.num_nets()
+
+    def hooks(self, trainer):
+        g = self.config.graft
+        with self.strategy.scope():
+            self.grafter = grafter_lib.Grafter(
+                trainer.nets, criterion=g.criterion, level=g.level, a=g.a, c=g.c
+            )
+        self.start_stats = self._start_stats(trainer)
+        self.graft_hook = GraftHook(self.grafter, g.graft_every)
+        return [self.graft_hook]
+
+    def _start_stats(self, trainer):
+        # Statistics of the freshly initialised nets, kept in the workdir so
+        # a resumed run still reports the true start.
+        path = os.path.join(self.workdir, "graft_start.json")
+        if int(trainer.global_step.numpy()) > 0 and os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        stats = self._net_stats()
+        if self.is_chief:
+            io.atomic_write_json(path, stats)
+        return stats
+
+    def _net_stats(self):
+        return [
+            {
+                "invalid_filters": self.grafter.invalid_filters(i),
+                "entropy": self.grafter.layer_entropies(i),
+            }
+            for i in range(len(self.grafter.nets))
+        ]
+
+    def report_extras(self, trainer, history):
+        end = self._net_stats()
+        g = self.config.graft
+        seconds = self.graft_hook.seconds
+        epoch_seconds = [h["seconds"] for h in history]
+        extras = {
+            "grafting": {
+                "num_nets": g.num_nets,
+                "criterion": g.criterion,
+                "level": g.level,
+                "a": g.a,
+                "c": g.c,
+                "graft_every": "epoch" if not g.graft_every else g.graft_every,
+                "difflr": g.difflr,
+                "initial_lr": [
+                    self.config.optim.learning_rate * s
+                    for s in self.lr_scales()
+                ],
+                "grafts_this_session": len(seconds),
+                "graft_seconds_median": _median(seconds),
+                "epoch_seconds_median": _median(epoch_seconds),
+            },
+            "invalid_filters": {
+                "start": [s["invalid_filters"] for s in self.start_stats],
+                "end": [s["invalid_filters"] for s in end],
+            },
+        }
+        if self.is_chief:
+            _plot(
+                os.path.join(self.workdir, "grafting.png"),
+                self.start_stats,
+                end,
+            )
+        return extras
+
+
+def _median(values):
+    if not values:
+        return None
+    s = sorted(values)
+    return s[len(s) // 2]
+
+
+def _plot(path, start, end):
+    """Per-layer entropy of each net before/after, and invalid filters."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:  # pictures are optional
+        logging.warning("matplotlib missing; %s not written", path)
+        return
+    import io as pyio
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4), width_ratios=[3, 1])
+    for i, (s, e) in enumerate(zip(start, end)):
+        names = list(s["entropy"])
+        x = range(len(names))
+        ax0.plot(
+            x,
+            [s["entropy"][n] for n in names],
+            "--",
+            color=f"C{i}",
+            label=f"net_{i} start",
+        )
+        ax0.plot(
+            x,
+            [e["entropy"][n] for n in names],
+            "-",
+            color=f"C{i}",
+            label=f"net_{i} end",
+        )
+    ax0.set_xlabel("conv layer (topological order)")
+    ax0.set_ylabel("weight entropy (10 bins, nats)")
+    ax0.set_title("Per-layer entropy")
+    ax0.legend(fontsize=7)
+    thresholds = list(start[0]["invalid_filters"]["below"])
+    width = 0.8 / (2 * len(start))
+    for i, (s, e) in enumerate(zip(start, end)):
+        for j, t in enumerate(thresholds):
+            base = j + i * 2 * width
+            ax1.bar(
+                base,
+                s["invalid_filters"]["below"][t],
+                width,
+                color=f"C{i}",
+                alpha=0.4,
+            )
+            ax1.bar(
+                base + width,
+                e["invalid_filters"]["below"][t],
+                width,
+                color=f"C{i}",
+            )
+    ax1.set_xticks(range(len(thresholds)), [f"L1<{t}" for t in thresholds])
+    total = start[0]["invalid_filters"]["total_filters"]
+    ax1.set_title(f"Invalid filters of {total} (light: start)")
+    fig.tight_layout()
+    buf = pyio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    io.atomic_write_bytes(path, buf.getvalue())
