@@ -8,3 +8,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from tfgraft.testing import devices  # noqa: E402
 
 devices.configure_logical_cpus(2)
+
+# tf.test.TestCase helpers (create_tempdir, get_temp_dir) read absl flags,
+# which pytest never parses.
+from absl import flags  # noqa: E402
+
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()

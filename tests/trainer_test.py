@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tfgraft.testing import devices
 from tfgraft.training import optimizers
 from tfgraft.training import trainer as trainer_lib
 
@@ -59,15 +60,8 @@ def _make(strategy, num_nets=2, batch=8, jit=False, accum=1, bn=True):
     return trainer, iterators
 
 
-_MIRRORED = []
-
-
 def _mirrored():
-    # One strategy per process: several MirroredStrategy objects over the
-    # same devices can clash on collective instance keys.
-    if not _MIRRORED:
-        _MIRRORED.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    return _MIRRORED[0]
+    return devices.mirrored_strategy()
 
 
 class TrainerTest(tf.test.TestCase, parameterized.TestCase):

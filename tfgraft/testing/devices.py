@@ -21,3 +21,18 @@ def configure_logical_cpus(count=2):
         # Devices were initialised already; keep whatever is there.
         pass
     return len(tf.config.list_logical_devices("CPU"))
+
+
+_MIRRORED = []
+
+
+def mirrored_strategy():
+    """One `MirroredStrategy` over two logical CPUs, shared per process.
+
+    Several MirroredStrategy objects over the same devices in one process
+    can clash on collective instance keys, so tests share this one.
+    """
+    if not _MIRRORED:
+        configure_logical_cpus(2)
+        _MIRRORED.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    return _MIRRORED[0]

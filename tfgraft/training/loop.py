@@ -176,15 +176,18 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             "learning_rate": trainer.learning_rates(),
             "train": [{k: v / steps_done for k, v in s.items()} for s in sums],
         }
-        last = step >= options.total_steps or epoch + 1 == options.epochs
-        if (epoch + 1) % options.eval_every == 0 or last:
+        # `last`: the schedule's final epoch (grafting skips its graft);
+        # `stop`: this session ends here (--max_steps), so evaluate and save.
+        last = epoch + 1 == options.epochs
+        stop = last or step >= options.total_steps
+        if (epoch + 1) % options.eval_every == 0 or stop:
             logs["test"] = trainer.evaluate(eval_dataset)
             logging.info("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
         for hook in hooks:
             hook.on_epoch_end(epoch, logs, last)
         history.append(logs)
         history_var.assign(json.dumps(history))
-        if (epoch + 1) % options.checkpoint_every == 0 or last:
+        if (epoch + 1) % options.checkpoint_every == 0 or stop:
             manager.save(checkpoint_number=trainer.global_step)
         with writer.as_default(step=step):
             _write_summaries(logs)

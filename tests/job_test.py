@@ -1,0 +1,200 @@
+"""End-to-end jobs on tiny synthetic runs: workdir contract, export, resume."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgraft import config as cfg
+from tfgraft.grafting import job as graft_job
+from tfgraft.training import job as job_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(epochs=2, max_steps=0, graft=None, **run):
+    return cfg.JobConfig(
+        data=cfg.DataConfig(
+            batch_size=32,
+            eval_batch_size=50,
+            synthetic_train_size=128,
+            synthetic_test_size=64,
+        ),
+        model=cfg.ModelConfig(name="resnet20", width_mult=0.25),
+        optim=cfg.OptimConfig(learning_rate=0.05, schedule="cosine"),
+        run=cfg.RunConfig(
+            epochs=epochs,
+            max_steps=max_steps,
+            progress=False,
+            strategy="default",
+            **run,
+        ),
+        graft=graft,
+    )
+
+
+def _weights(job):
+    return [[w.numpy() for w in net.weights] for net in job.trainer.nets]
+
+
+def _assert_same(test, a, b, atol=1e-6):
+    for net_a, net_b in zip(a, b):
+        for x, y in zip(net_a, net_b):
+            test.assertAllClose(x, y, atol=atol)
+
+
+@pytest.mark.large
+class BaselineJobTest(tf.test.TestCase):
+    def test_workdir_contract_and_export_round_trip(self):
+        workdir = self.create_tempdir().full_path
+        job = job_lib.Job(_config(), workdir, flags_text="--epochs=2\n")
+        report = job.run()
+        for name in (
+            "flags.cfg",
+            "config.json",
+            "data_info.json",
+            "history.json",
+            "report.json",
+            "checkpoints",
+            "summaries",
+            "export/saved_model.pb",
+        ):
+            self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+        net = report["nets"][0]
+        self.assertEqual(report["epochs"], 2)
+        self.assertEqual(report["steps"], 8)
+        self.assertBetween(net["final_top1"], 0.0, 1.0)
+        self.assertEqual(
+            net["params"], job_lib.count_params(job.trainer.nets[0])
+        )
+        self.assertGreater(net["flops"], 0)
+        self.assertNotEmpty(os.listdir(os.path.join(workdir, "summaries")))
+
+        # The export serves raw images in a process that never imports
+        # tfgraft, and matches the Keras model.
+        images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3))
+        images = images.astype("float32")
+        np.save(os.path.join(workdir, "x.npy"), images)
+        script = textwrap.dedent(
+            f"""
+            import sys, numpy as np, tensorflow as tf
+            m = tf.saved_model.load({os.path.join(workdir, "export")!r})
+            x = np.load({os.path.join(workdir, "x.npy")!r})
+            np.save({os.path.join(workdir, "y.npy")!r}, m.serve(x).numpy())
+            np.save({os.path.join(workdir, "y8.npy")!r},
+                    m.serve_uint8(x.astype("uint8")).numpy())
+            assert "tfgraft" not in sys.modules
+            """
+        )
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+        subprocess.run(
+            [sys.executable, "-c", script], check=True, env=env, cwd="/"
+        )
+        served = np.load(os.path.join(workdir, "y.npy"))
+        keras_logits = job.trainer.nets[0](images, training=False).numpy()
+        self.assertAllClose(served, keras_logits, atol=1e-5)
+        served8 = np.load(os.path.join(workdir, "y8.npy"))
+        uint8 = images.astype("uint8").astype("float32")
+        self.assertAllClose(
+            served8, job.trainer.nets[0](uint8, training=False), atol=1e-5
+        )
+
+    def test_resume_continues_at_the_right_step_with_same_lr(self):
+        full_dir = self.create_tempdir().full_path
+        full = job_lib.Job(_config(epochs=3), full_dir)
+        full.run()
+
+        split_dir = self.create_tempdir().full_path
+        first = job_lib.Job(_config(epochs=3, max_steps=4), split_dir)
+        first.run()
+        self.assertEqual(int(first.trainer.global_step.numpy()), 4)
+        lr_after_first = first.trainer.learning_rates()
+        second = job_lib.Job(_config(epochs=3), split_dir)
+        second.setup()
+        second.load_data()
+        second.build()
+        from tfgraft.training import loop
+
+        items = dict(second.trainer.checkpoint_items())
+        items["history"] = tf.Variable("[]")
+        ckpt = tf.train.Checkpoint(**items)
+        manager = tf.train.CheckpointManager(
+            ckpt, os.path.join(split_dir, "checkpoints"), 3
+        )
+        loop.restore(ckpt, manager)
+        self.assertEqual(int(second.trainer.global_step.numpy()), 4)
+        self.assertAllClose(second.trainer.learning_rates(), lr_after_first)
+
+        resumed = job_lib.Job(_config(epochs=3), split_dir)
+        report = resumed.run()
+        self.assertEqual(report["steps"], 12)
+        self.assertEqual(report["epochs"], 3)
+        _assert_same(self, _weights(full), _weights(resumed), atol=1e-5)
+
+
+@pytest.mark.large
+class GraftingJobTest(tf.test.TestCase):
+    def test_two_nets_report_exports_and_resume(self):
+        graft = cfg.GraftConfig(num_nets=2, difflr=True)
+        full_dir = self.create_tempdir().full_path
+        full = graft_job.GraftingJob(_config(epochs=3, graft=graft), full_dir)
+        report = full.run()
+        self.assertEqual(report["num_nets"], 2)
+        self.assertLen(report["nets"], 2)
+        self.assertIn("ensemble", report)
+        self.assertEqual(report["grafting"]["grafts_this_session"], 2)
+        self.assertAllClose(report["grafting"]["initial_lr"], [0.025, 0.05])
+        for key in ("start", "end"):
+            self.assertLen(report["invalid_filters"][key], 2)
+        for sub in ("net_0", "net_1", "best"):
+            path = os.path.join(full_dir, "export", sub, "saved_model.pb")
+            self.assertTrue(os.path.exists(path), sub)
+        self.assertTrue(os.path.exists(os.path.join(full_dir, "grafting.png")))
+        with open(os.path.join(full_dir, "history.json")) as f:
+            history = json.load(f)
+        self.assertIn("graft", history[0])
+        # The best export is the best pre-graft net of the history.
+        best = report["best"]
+        accs = [h["test"]["nets"][best["net"]]["top1"] for h in history]
+        self.assertAllClose(best["top1"], max(accs))
+
+        split_dir = self.create_tempdir().full_path
+        graft_job.GraftingJob(
+            _config(epochs=3, max_steps=4, graft=graft), split_dir
+        ).run()
+        resumed = graft_job.GraftingJob(
+            _config(epochs=3, graft=graft), split_dir
+        )
+        resumed.run()
+        _assert_same(self, _weights(full), _weights(resumed), atol=1e-5)
+
+
+class ConfigValidationTest(tf.test.TestCase):
+    def test_bad_graft_values_name_the_flag(self):
+        cases = [
+            (dict(num_nets=1), "--num_nets=1"),
+            (dict(num_nets=9), "--num_nets=9"),
+            (dict(criterion="kl"), "--criterion=kl"),
+            (dict(level="block"), "--level=block"),
+            (dict(a=1.5), "--graft_a=1.5"),
+            (dict(c=0.0), "--graft_c=0.0"),
+        ]
+        for kwargs, message in cases:
+            with self.assertRaisesRegex(cfg.ConfigError, message):
+                cfg.GraftConfig(**kwargs)
+
+    def test_round_trip_through_dict(self):
+        config = _config(graft=cfg.GraftConfig(num_nets=3))
+        again = cfg.JobConfig.from_dict(
+            json.loads(json.dumps(config.to_dict()))
+        )
+        self.assertEqual(again, config)
+
+
+if __name__ == "__main__":
+    tf.test.main()
