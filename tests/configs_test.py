@@ -1,0 +1,126 @@
+"""Every configs/*.cfg parses with its own job's flags and valid values."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import parameterized
+
+from tfgraft import config as cfg
+from train import flags as flags_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
+
+
+def _job_of(path):
+    with open(path) as f:
+        header = "".join(line for line in f if line.startswith("#"))
+    match = re.search(r"python -m train\.(\w+)", header)
+    return match.group(1) if match else None
+
+
+def _parse(path, job):
+    fv = flags.FlagValues()
+    flags_lib.define(*flags_lib.JOB_GROUPS[job], flag_values=fv)
+    rel = os.path.relpath(path, ROOT)
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # nested flagfile paths resolve against the CWD
+    try:
+        fv(["prog", f"--flagfile={rel}"])
+    finally:
+        os.chdir(cwd)
+    return fv
+
+
+class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
+    def test_there_are_configs(self):
+        names = {os.path.basename(p) for p in CONFIGS}
+        self.assertIn("quickstart.cfg", names)
+        self.assertIn("baseline_cifar10_resnet56.cfg", names)
+
+    @parameterized.named_parameters(
+        (os.path.basename(p)[:-4], p) for p in CONFIGS
+    )
+    def test_config_parses(self, path):
+        job = _job_of(path)
+        self.assertIsNotNone(job, f"{path}: header names no command")
+        self.assertIn(job, flags_lib.JOB_GROUPS)
+        flags_lib.check_flagfiles([f"--flagfile={path}"])
+        fv = _parse(path, job)
+        config = flags_lib.job_config(fv)
+        self.assertIsInstance(config, cfg.JobConfig)
+        if job == "grafting":
+            self.assertIsNotNone(config.graft)
+
+    def test_resolved_flags_are_a_valid_flagfile(self):
+        path = os.path.join(ROOT, "configs", "quickstart.cfg")
+        fv = _parse(path, "grafting")
+        text = flags_lib.flags_text(fv)
+        out = os.path.join(self.get_temp_dir(), "flags.cfg")
+        with open(out, "w") as f:
+            f.write(text)
+        again = flags.FlagValues()
+        flags_lib.define("common", "grafting", flag_values=again)
+        again(["prog", f"--flagfile={out}"])
+        self.assertEqual(flags_lib.job_config(again), flags_lib.job_config(fv))
+
+    def test_trailing_comment_is_rejected(self):
+        path = os.path.join(self.get_temp_dir(), "bad.cfg")
+        with open(path, "w") as f:
+            f.write("# fine\n--epochs=3\n--workdir=/tmp/x  # where\n")
+        with self.assertRaisesRegex(cfg.ConfigError, r"bad.cfg:3: trailing"):
+            flags_lib.check_flagfiles([f"--flagfile={path}"])
+
+    def test_missing_flagfile_is_named(self):
+        with self.assertRaisesRegex(cfg.ConfigError, "no_such.cfg"):
+            flags_lib.check_flagfiles(["--flagfile=/nonexistent/no_such.cfg"])
+
+
+def _cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.large
+class CommandLineErrorsTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("one_net", ["--num_nets=1"], "--num_nets=1"),
+        ("criterion", ["--criterion=kl"], "--criterion=kl"),
+        ("graft_a", ["--graft_a=2"], "--graft_a=2.0"),
+        ("graft_c", ["--graft_c=-1"], "--graft_c=-1.0"),
+        ("unknown_flag", ["--no_such_flag=1"], "no_such_flag"),
+        ("float_type", ["--learning_rate=fast"], "learning_rate"),
+        ("missing_folder", ["--dataset=folder:/nonexistent"], "/nonexistent"),
+    )
+    def test_one_line_error(self, extra, culprit):
+        tmp = self.create_tempdir().full_path
+        workdir = os.path.join(tmp, "run")
+        result = _cli(
+            "train.grafting",
+            "--flagfile=configs/smoke.cfg",
+            f"--workdir={workdir}",
+            *extra,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        lines = [x for x in result.stderr.splitlines() if x.strip()]
+        errors = [x for x in lines if culprit in x]
+        self.assertNotEmpty(errors, result.stderr[-2000:])
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(workdir, "report.json")))
+
+
+if __name__ == "__main__":
+    tf.test.main()
