@@ -60,6 +60,6 @@ def export_saved_model(model, path, *, overwrite=False):
             archive.write_out(tmp, verbose=False)
     except FileExistsError:
         raise ExportError(
-            f"export path {path} exists; pass overwrite or choose another"
+            f"export path {path} exists; remove it or choose another"
         ) from None
     return path

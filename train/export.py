@@ -52,8 +52,16 @@ def main(argv):
         config = cfg.JobConfig.from_dict(json.load(f))
     name = _JOB.value
     if name is None:
-        with open(os.path.join(workdir, "job.json")) as f:
-            name = json.load(f)["job"]
+        for record in ("job.json", "report.json"):
+            path = os.path.join(workdir, record)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    name = json.load(f).get("job")
+                break
+    if name is None:
+        raise cfg.ConfigError(
+            f"--workdir={workdir}: no job.json or report.json; pass --job"
+        )
     job = job_class(name)(config, workdir)
     out = job.export_from_checkpoint(_NET.value, _EXPORT_DIR.value)
     print(f"exported net {_NET.value} of {workdir} to {out}")

@@ -32,6 +32,7 @@ from tfgraft import data as data_lib
 from tfgraft import export as export_lib
 from tfgraft import io
 from tfgraft import models
+from tfgraft.config import ConfigError
 from tfgraft.config import JobConfig
 from tfgraft.training import distribute
 from tfgraft.training import loop
@@ -339,7 +340,7 @@ class Job:
             info = data_lib.DatasetInfo(**json.load(f))
         n = self.num_nets()
         if not 0 <= net_index < n:
-            raise ValueError(
+            raise ConfigError(
                 f"--net={net_index}: this run has {n} net(s) (0..{n - 1})"
             )
         distribute.set_precision(self.config.run.precision)
