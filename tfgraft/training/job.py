@@ -352,7 +352,9 @@ class Job:
         status = tf.train.Checkpoint(**{f"net_{net_index}": net}).restore(path)
         status.expect_partial()
         status.assert_existing_objects_matched()
-        return export_lib.export_saved_model(net, export_dir, overwrite=overwrite)
+        return export_lib.export_saved_model(
+            net, export_dir, overwrite=overwrite
+        )
 
     def make_report(self, trainer, history, seconds):
         from tfgraft import complexity
