@@ -217,6 +217,41 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(info[0], criteria.l1(k.value), rtol=1e-6)
 
 
+def _user_model(seed):
+    """A user's own model: plain Keras layers, names of its own choosing."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    x = keras.layers.BatchNormalization(name="b")(x)
+    y = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="c")(y)
+    y = keras.layers.BatchNormalization(name="d")(y)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, name="e")(x)
+    return keras.Model(inputs, outputs)
+
+
+class UserModelGraftTest(tf.test.TestCase):
+    def test_plain_keras_model(self):
+        a, b = _user_model(1), _user_model(2)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        grafter = grafter_lib.Grafter([a, b])
+        source_of = {
+            layer: grafter.plan.sources[src]
+            for layer, src in zip(
+                grafter.plan.tensor_layer, grafter.plan.tensor_source
+            )
+        }
+        self.assertEqual(
+            source_of, {"a": "a", "b": "a", "c": "c", "d": "c", "e": "c"}
+        )
+        grafter.graft_step()
+        for x, y in zip(_values(a), _values(b)):
+            self.assertAllClose(x, y, atol=1e-6)
+
+
 class MirroredGraftTest(tf.test.TestCase):
     def test_graft_keeps_replicas_identical(self):
         strategy = devices.mirrored_strategy()

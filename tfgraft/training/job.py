@@ -382,6 +382,14 @@ class Job:
             h["step"] - (history[k - 1]["step"] if k else 0)
             for k, h in enumerate(history)
         )
+        per_net_ips = (
+            steps * self.config.data.batch_size / max(train_seconds, 1e-9)
+        )
+        for entry in nets:
+            # All nets train in the same steps, so they share these figures.
+            entry["epochs"] = len(history)
+            entry["wall_seconds"] = seconds
+            entry["train_images_per_sec"] = per_net_ips
         report = {
             "job": self.name,
             "model": self.config.model.name,
