@@ -1,0 +1,516 @@
+"""Tests for tfgraft.lwdna (METHODS.md §4.6 checks 3-6, derive, the job)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tfgraft import complexity
+from tfgraft import config as cfg
+from tfgraft import data as data_lib
+from tfgraft import lwdna
+from tfgraft import models
+from tfgraft.layers.hyper_conv import HyperConv2D
+from tfgraft.lwdna import job as job_lib
+from tfgraft.training import job as base_job
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _hypernet(name="resnet20", width_mult=0.5, input_shape=(32, 32, 3)):
+    keras.utils.set_random_seed(0)
+    config = models.default_channel_config(name).scaled(width_mult)
+    return lwdna.build_hypernet(
+        name,
+        channel_config=config,
+        embedding_dim=2,
+        input_shape=input_shape,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+
+
+def _random_scores(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.random(n) for k, n in sizes.items()}
+
+
+def _randomize_bn(model, seed=0):
+    # Fresh BNs are the identity in inference mode; random statistics make
+    # every sliced tensor matter.
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            layer.beta.assign(rng.normal(0.0, 0.3, n))
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+
+
+class LatentPlanTest(tf.test.TestCase, parameterized.TestCase):
+    def test_resnet20_shares_streams(self):
+        plan = lwdna.latent_plan("resnet20", preset="dhp")
+        convs = plan.conv_latents
+        self.assertEqual(convs["stem_conv"], (lwdna.RGB, "stage1"))
+        self.assertEqual(
+            convs["stage2_block0_conv1"], ("stage1", "stage2/block0/conv1")
+        )
+        self.assertEqual(
+            convs["stage2_block0_conv2"], ("stage2/block0/conv1", "stage2")
+        )
+        self.assertEqual(
+            convs["stage2_block0_shortcut_conv"], ("stage1", "stage2")
+        )
+        self.assertEqual(convs["stage3_block2_conv2"][1], "stage3")
+        self.assertEqual(plan.classifier, "fc")
+        self.assertEqual(plan.classifier_latent, "stage3")
+        self.assertEqual(plan.bn_latents["stage2_block0_shortcut_bn"], "stage2")
+        self.assertEqual(
+            plan.bn_latents["stage1_block1_bn1"], "stage1/block1/conv1"
+        )
+        # RGB + 3 streams + 9 block-internal latents.
+        self.assertLen(plan.keys(), 13)
+
+    @parameterized.named_parameters(
+        ("resnet18", "resnet18", "stage1"), ("resnet50", "resnet50", "stem")
+    )
+    def test_imagenet_stem(self, name, stem_latent):
+        plan = lwdna.latent_plan(name, preset="dhp")
+        self.assertEqual(
+            plan.conv_latents["stem_conv"], (lwdna.RGB, stem_latent)
+        )
+        self.assertEqual(plan.classifier_latent, "stage4")
+        if name == "resnet50":
+            self.assertEqual(
+                plan.conv_latents["stage1_block0_shortcut_conv"],
+                ("stem", "stage1"),
+            )
+
+    def test_hypernet_shares_variables(self):
+        net = _hypernet()
+        a = net.model.get_layer("stage1_block0_conv2")
+        b = net.model.get_layer("stage1_block1_conv1")
+        self.assertIsInstance(a, HyperConv2D)
+        self.assertIs(a.latent_out, b.latent_in)
+        self.assertIs(a.latent_out, net.latents["stage1"])
+        self.assertIs(
+            net.model.get_layer("stem_conv").latent_in, net.latents["rgb"]
+        )
+        ids = [id(v) for v in net.model.trainable_variables]
+        self.assertLen(set(ids), len(ids))
+        self.assertEqual(net.latent_sizes()["stage3"], 32)
+
+    @parameterized.named_parameters(
+        ("option_a", "resnet20", dict(preset="grafting"), "projection"),
+        ("depthwise", "mobilenetv2", {}, "depthwise"),
+    )
+    def test_unsupported_models(self, name, kwargs, message):
+        with self.assertRaisesRegex(lwdna.LWDNAError, message):
+            lwdna.latent_plan(name, **kwargs)
+
+
+class MaskTest(tf.test.TestCase, parameterized.TestCase):
+    def test_importance(self):
+        v = np.array([-2.0, 0.5, 1.0])
+        g = np.array([0.1, -0.4, 0.2])
+        self.assertAllClose(lwdna.importance(v, g, "value"), [2.0, 0.5, 1.0])
+        self.assertAllClose(lwdna.importance(v, g, "grad"), [0.1, 0.4, 0.2])
+        # The reference divides by the signed max (0.2), not the abs-max.
+        self.assertAllClose(
+            lwdna.importance(v, g, "grad", grad_normalize=True),
+            [0.5, 2.0, 1.0],
+        )
+        with self.assertRaisesRegex(ValueError, "importance"):
+            lwdna.importance(v, g, "norm")
+
+    def test_keep_floor(self):
+        self.assertEqual(lwdna.keep_floor(64, 0.4), 25)
+        self.assertEqual(lwdna.keep_floor(2, 0.4), 1)
+        self.assertEqual(lwdna.keep_floor(64, -1), 4)
+        self.assertEqual(lwdna.keep_floor(3, -1, min_channels=4), 3)
+
+    @parameterized.named_parameters(
+        ("imagenet", "resnet18", "auto", True),
+        ("cifar_auto", "resnet20", "auto", False),
+        ("cifar_linear", "resnet20", "linear", True),
+    )
+    def test_floors_and_monotone(self, name, classifier_input, prunes_fc):
+        # §4.6 check 3.
+        plan = lwdna.latent_plan(name, preset="dhp")
+        config = models.default_channel_config(name).scaled(0.25)
+        sizes = dict(config.widths, rgb=3)
+        scores = _random_scores(sizes, seed=1)
+        floors = lwdna.mask_floors(
+            plan,
+            sizes,
+            remain_percentage=0.4,
+            linear_percentage=0.45,
+            classifier_input=classifier_input,
+        )
+        previous = None
+        for pt in [0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0, 2.0]:
+            masks = lwdna.compute_masks(scores, floors, pt)
+            self.assertTrue(masks["rgb"].all())
+            for key, mask in masks.items():
+                size = sizes[key]
+                if key == plan.classifier_latent:
+                    if prunes_fc:
+                        self.assertGreaterEqual(mask.sum(), int(size * 0.45))
+                    else:
+                        self.assertTrue(mask.all())
+                elif key != "rgb":
+                    self.assertGreaterEqual(mask.sum(), int(size * 0.4))
+                if previous is not None:
+                    # Non-increasing in pt: kept sets are nested.
+                    self.assertFalse(np.any(mask & ~previous[key]))
+            previous = masks
+        # Above every score only the floors remain.
+        for key, mask in previous.items():
+            if floors[key] is not None:
+                self.assertEqual(mask.sum(), floors[key])
+
+    def test_channel_mask_rule(self):
+        scores = np.array([0.9, 0.1, 0.5, 0.3, 0.7])
+        # k = 2 -> s_(2) = 0.7; threshold below it keeps all >= threshold.
+        self.assertAllEqual(lwdna.channel_mask(scores, 0.4, 2), [1, 0, 1, 0, 1])
+        self.assertAllEqual(lwdna.channel_mask(scores, 0.8, 2), [1, 0, 0, 0, 1])
+
+
+class ThresholdSearchTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("target_0.3", 0.3), ("target_0.55", 0.55), ("target_0.9", 0.9)
+    )
+    def test_reaches_target(self, target):
+        # §4.6 check 4 on a fine-grained monotone staircase.
+        rng = np.random.default_rng(2)
+        scores = np.sort(rng.random(5000))
+
+        def ratio_at(pt):
+            return float(np.mean(scores >= pt))
+
+        result = lwdna.search_threshold(ratio_at, target)
+        self.assertTrue(result.converged)
+        self.assertLessEqual(abs(result.ratio - target), 1e-3)
+        self.assertLessEqual(result.iterations, 100)
+        self.assertEqual(result.trace[0][0], 5e-3)
+        self.assertAllClose(ratio_at(result.threshold), result.ratio)
+
+    def test_unreachable_target_stops_after_100(self):
+        result = lwdna.search_threshold(lambda pt: 0.5 if pt < 1 else 0.4, 0.1)
+        self.assertFalse(result.converged)
+        self.assertEqual(result.iterations, 100)
+        self.assertLen(result.trace, 100)
+
+    def test_shrink_meets_budget_on_real_table(self):
+        net = _hypernet()
+        table = lwdna.FlopsTable(net.model, net.plan)
+        scores = _random_scores(net.latent_sizes(), seed=3)
+        result = lwdna.shrink_masks(
+            table,
+            net.plan,
+            scores,
+            ratio=0.4,
+            remain_percentage=0.4,
+            linear_percentage=0.45,
+        )
+        search = result.search
+        # §4.6 check 4: within 0.001 of the target, or 100 iterations (this
+        # narrow net's FLOPs move in coarse steps).
+        if search.converged:
+            self.assertLessEqual(abs(search.ratio - 0.4), 1e-3)
+        else:
+            self.assertEqual(search.iterations, 100)
+        self.assertEqual(table.ratio(result.masks), search.ratio)
+        self.assertLess(abs(search.ratio - 0.4), 0.05)
+        with self.assertRaisesRegex(ValueError, "ratio"):
+            lwdna.shrink_masks(
+                table,
+                net.plan,
+                scores,
+                ratio=1.5,
+                remain_percentage=0.4,
+                linear_percentage=0.45,
+            )
+
+
+class DeriveTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("resnet20", "resnet20", 0.5, 0.45),
+        ("resnet18", "resnet18", 0.125, 0.35),
+        ("resnet50", "resnet50", 0.0625, 0.3),
+    )
+    def test_derived_equals_zeroed_widened(self, name, width_mult, ratio):
+        # §4.6 check 5 (inference mode, tol 1e-4), and the derived net's
+        # FLOPs counted by tfgraft.complexity equal the table's.
+        net = _hypernet(name, width_mult)
+        _randomize_bn(net.model, seed=4)
+        table = lwdna.FlopsTable(net.model, net.plan)
+        scores = _random_scores(net.latent_sizes(), seed=5)
+        result = lwdna.shrink_masks(
+            table,
+            net.plan,
+            scores,
+            ratio=ratio,
+            remain_percentage=0.4,
+            linear_percentage=0.45,
+        )
+        config = lwdna.derived_config(net, result.masks)
+        derived = lwdna.build_derived(net, config)
+        self.assertFalse(
+            any(isinstance(layer, HyperConv2D) for layer in derived.layers)
+        )
+        lwdna.assign_weights(derived, lwdna.derive_weights(net, result.masks))
+        self.assertEqual(
+            complexity.count(derived, "dhp").flops,
+            table.flops(config.widths | {"rgb": 3}),
+        )
+        x = np.random.default_rng(6).uniform(0, 255, (3, 32, 32, 3))
+        x = x.astype("float32")
+        unpruned = net.model(x, training=False).numpy()
+        lwdna.zero_pruned_channels(net, result.masks)
+        expected = net.model(x, training=False).numpy()
+        got = derived(x, training=False).numpy()
+        self.assertAllClose(got, expected, atol=1e-4, rtol=0)
+        # Pruning really changed the function (so the check can fail).
+        self.assertGreater(np.abs(unpruned - expected).max(), 1e-3)
+
+    def test_table_matches_counter_with_active_channels(self):
+        net = _hypernet()
+        table = lwdna.FlopsTable(net.model, net.plan)
+        self.assertEqual(table.total, complexity.count(net.model, "dhp").flops)
+        masks = lwdna.compute_masks(
+            _random_scores(net.latent_sizes(), seed=7),
+            lwdna.mask_floors(
+                net.plan,
+                net.latent_sizes(),
+                remain_percentage=0.4,
+                linear_percentage=0.45,
+            ),
+            0.5,
+        )
+        active = {
+            conv: (None, int(masks[out].sum()))
+            for conv, (_, out) in net.plan.conv_latents.items()
+        }
+        counted = complexity.count(
+            net.model, "dhp", active_channels=active
+        ).flops
+        self.assertEqual(table.ratio(masks) * table.total, counted)
+
+    def test_search_steps_and_latent_gradients(self):
+        # §4.6 check 6 (step count) and the grad importance is dL/dv of
+        # the last batch. One batch repeats and the learning rate is tiny,
+        # so every step's gradient equals the one computed here up front.
+        self.assertEqual(lwdna.search_steps(1, 100), 2)
+        self.assertEqual(lwdna.search_steps(3, 10), 22)
+        net = _hypernet(width_mult=0.25)
+        rng = np.random.default_rng(8)
+        images = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+        labels = rng.integers(0, 10, 16).astype("int32")
+        batch = tf.data.Dataset.from_tensors((images, labels))
+        with tf.GradientTape() as tape:
+            logits = net.model(images, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            )
+        keys = ["stage2", "stage3/block1/conv1", "rgb"]
+        expected = tape.gradient(loss, [net.latents[k] for k in keys])
+        state = lwdna.run_search(
+            net,
+            iter(batch.repeat()),
+            strategy=tf.distribute.get_strategy(),
+            steps=lwdna.search_steps(2, 2),
+            global_batch_size=16,
+            learning_rate=1e-9,
+        )
+        self.assertEqual(state.steps, 4)
+        self.assertAllClose(state.loss, float(loss), atol=1e-4)
+        for key, grad in zip(keys, expected):
+            self.assertGreater(np.abs(grad.numpy()).max(), 0.0)
+            self.assertAllClose(state.grads[key], grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.large
+class ImageNetCounterTest(tf.test.TestCase, parameterized.TestCase):
+    """§4.6 check 6: the DHP GMACs, and a derived ResNet-50 x2 config."""
+
+    @parameterized.named_parameters(
+        ("resnet18", "resnet18", 1.0, 1.814),
+        ("resnet34", "resnet34", 1.0, 3.664),
+        ("resnet50", "resnet50", 1.0, 4.089),
+        ("resnet50x2", "resnet50", 2.0, 16.117),
+    )
+    def test_table_gmacs(self, name, width_mult, gmacs):
+        kwargs = dict(preset="dhp", input_shape=(224, 224, 3), num_classes=1000)
+        model = models.build_model(name, width_mult=width_mult, **kwargs)
+        plan = lwdna.latent_plan(name, preset="dhp", input_shape=(224, 224, 3))
+        table = lwdna.FlopsTable(model, plan)
+        self.assertEqual(round(table.total / 1e9, 3), gmacs)
+        if width_mult == 1.0:
+            return
+        # The README run: ratio 0.23 of ResNet-50 x2 is about 3.71 GMACs.
+        sizes = dict(
+            models.default_channel_config(name).scaled(2.0).widths, rgb=3
+        )
+        result = lwdna.shrink_masks(
+            table,
+            plan,
+            _random_scores(sizes, seed=9),
+            ratio=0.23,
+            remain_percentage=0.4,
+            linear_percentage=0.45,
+        )
+        widths = {k: int(m.sum()) for k, m in result.masks.items()}
+        derived = models.build_model(
+            name,
+            channel_config=models.ChannelConfig(
+                name, {k: v for k, v in widths.items() if k != "rgb"}
+            ),
+            **kwargs,
+        )
+        flops = complexity.count(derived, "dhp").flops
+        self.assertEqual(flops, table.flops(widths))
+        self.assertLessEqual(abs(flops / table.total - 0.23), 1e-3)
+        self.assertAllClose(flops / 1e9, 3.71, atol=0.02)
+
+
+class BadInputTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("ratio_zero", dict(ratio=0.0), "--ratio=0.0: must be in (0, 1]"),
+        ("ratio_big", dict(ratio=1.5), "--ratio=1.5: must be in (0, 1]"),
+        (
+            "remain_big",
+            dict(remain_percentage=1.2),
+            "--remain_percentage=1.2: must be in (0, 1]",
+        ),
+        (
+            "linear_zero",
+            dict(linear_percentage=0.0),
+            "--linear_percentage=0.0",
+        ),
+        ("importance", dict(importance="norm"), "--importance=norm"),
+        ("init", dict(init="copy"), "--init=copy"),
+    )
+    def test_config_errors(self, kwargs, message):
+        with self.assertRaises(cfg.ConfigError) as ctx:
+            cfg.LWDNAConfig(**kwargs)
+        text = str(ctx.exception)
+        self.assertStartsWith(text, message)
+        self.assertNotIn("\n", text)
+
+    def test_job_needs_lwdna_section(self):
+        with self.assertRaisesRegex(ValueError, "config.lwdna"):
+            job_lib.LWDNAJob(cfg.JobConfig(), self.get_temp_dir())
+
+    def test_cli_prints_one_line(self):
+        env = dict(
+            os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""
+        )
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "train.lwdna",
+                f"--workdir={self.get_temp_dir()}/cli",
+                "--remain_percentage=1.2",
+            ],
+            cwd=_REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        self.assertNotIn("Traceback", proc.stderr)
+        errors = [
+            line
+            for line in proc.stderr.splitlines()
+            if line.startswith("error:")
+        ]
+        self.assertEqual(
+            errors,
+            [
+                "error: --remain_percentage=1.2: must be in (0, 1] "
+                "(or -1 for --min_channels)"
+            ],
+        )
+
+
+@pytest.mark.large
+class LWDNAJobTest(tf.test.TestCase):
+    def test_tiny_end_to_end(self):
+        workdir = os.path.join(self.get_temp_dir(), "lwdna")
+        os.makedirs(workdir)
+        base = models.default_channel_config("resnet20").scaled(0.25)
+        base_path = os.path.join(workdir, "base.json")
+        base.save(base_path)
+        config = cfg.JobConfig(
+            data=cfg.DataConfig(
+                batch_size=32,
+                eval_batch_size=64,
+                synthetic_train_size=128,
+                synthetic_test_size=64,
+            ),
+            model=cfg.ModelConfig(
+                name="resnet20", width_mult=2.0, channel_config=base_path
+            ),
+            optim=cfg.OptimConfig(schedule="constant"),
+            run=cfg.RunConfig(epochs=1, progress=False, strategy="default"),
+            lwdna=cfg.LWDNAConfig(
+                ratio=0.3,
+                embedding_dim=2,
+                search_batch_size=32,
+                importance="grad",
+                grad_normalize=True,
+                classifier_input="linear",
+            ),
+        )
+        report = job_lib.LWDNAJob(config, workdir).run()
+        with open(os.path.join(workdir, "report.json")) as f:
+            self.assertEqual(json.load(f)["job"], "lwdna")
+        search = report["search"]
+        self.assertEqual(search["steps"], 2)
+        costs = report["complexity"]
+        self.assertAllClose(
+            costs["derived"]["ratio_to_widened"], search["ratio"], atol=1e-12
+        )
+        if search["converged"]:
+            self.assertLessEqual(abs(search["ratio"] - 0.3), 1e-3)
+        self.assertEqual(costs["widened"]["flops"], search["widened_flops"])
+        self.assertGreater(
+            costs["widened"]["flops"], costs["original"]["flops"]
+        )
+        derived = models.ChannelConfig.load(
+            os.path.join(workdir, "channel_config.json")
+        )
+        for slot, w in report["widths"].items():
+            self.assertEqual(w["derived"], derived.widths[slot])
+            self.assertEqual(w["widened"], 2 * w["original"])
+            self.assertLessEqual(w["derived"], w["widened"])
+        self.assertIsNotNone(report["derived"]["final_top1"])
+        self.assertIsNone(report["uniform"])
+        self.assertTrue(os.path.exists(os.path.join(workdir, "widths.png")))
+        export = os.path.join(workdir, "derived", "export", "saved_model.pb")
+        self.assertTrue(os.path.exists(export))
+        # The derived config drives a plain baseline job's net unchanged.
+        info = data_lib.load_source(
+            "synthetic", synthetic_train_size=8, synthetic_test_size=8
+        ).info
+        with open(os.path.join(workdir, "derived", "config.json")) as f:
+            sub = cfg.JobConfig.from_dict(json.load(f))
+        net = base_job.Job(sub, workdir).build_net(0, info)
+        self.assertEqual(
+            net.get_layer("stage2_block0_conv1").filters,
+            derived.widths["stage2/block0/conv1"],
+        )
+
+
+if __name__ == "__main__":
+    tf.test.main()

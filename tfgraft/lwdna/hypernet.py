@@ -1,0 +1,270 @@
+"""The widened zoo network with hypernetwork convs and shared latents.
+
+LW-DNA (METHODS.md §4.2) gives every channel group one latent vector: all
+convs writing a group (every conv of a residual stream: stem, block-output
+convs, projections) share it as their output latent, every conv reading the
+group uses it as its input latent, and the model input has a length-3 RGB
+vector that is never pruned. The groups come from the channel-dependency
+graph (`tfgraft.graph.analyze`) and are named by the zoo's width slots
+(`tfgraft.models.layer_slots`), so one latent per `ChannelConfig` slot plus
+`"rgb"`. For the zoo ResNets this is the reference's sharing: one vector per
+stage stream, ResNet-18/34's stem on the stage-1 vector, ResNet-50's stem on
+its own (`stem` slot), one per block-internal conv.
+"""
+
+import dataclasses
+import functools
+
+import keras
+
+from tfgraft import graph as graph_lib
+from tfgraft import models
+from tfgraft.layers.hyper_conv import HyperConv2D
+
+RGB = "rgb"
+
+
+class LWDNAError(ValueError):
+    """The model or a setting does not suit LW-DNA; one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentPlan:
+    """Which latent vector every layer of a zoo network reads and writes.
+
+    Latent keys are width-slot names plus `RGB` for the model input.
+
+    Attributes:
+        model: registry name.
+        conv_latents: `{conv name: (input latent, output latent)}` in
+            topological order.
+        bn_latents: `{BN name: latent of its channels}`.
+        classifier: name of the Dense layer producing the logits.
+        classifier_latent: latent of the classifier's input channels (the
+            last stage's stream in a ResNet).
+    """
+
+    model: str
+    conv_latents: dict
+    bn_latents: dict
+    classifier: str
+    classifier_latent: str
+
+    def keys(self):
+        """Every latent key, `RGB` first, then in topological order."""
+        keys = [RGB]
+        for pair in self.conv_latents.values():
+            for key in pair:
+                if key not in keys:
+                    keys.append(key)
+        return keys
+
+
+def latent_plan(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
+    """Derives the latent sharing of zoo model `name` from its graph.
+
+    Args:
+        name: registry name.
+        preset: zoo preset (picks the default shortcut).
+        shortcut: as in `tfgraft.models.build_model`.
+        input_shape: `(height, width, channels)`.
+
+    Returns:
+        A `LatentPlan`.
+
+    Raises:
+        LWDNAError: the model has depthwise convs, option-A shortcuts or
+            another group no mask can prune.
+    """
+    return _latent_plan(name, preset, shortcut, tuple(input_shape))
+
+
+@functools.lru_cache(maxsize=None)
+def _latent_plan(name, preset, shortcut, input_shape):
+    slots = models.layer_slots(
+        name, preset=preset, shortcut=shortcut, input_shape=input_shape
+    )
+    mean = (0.5,) * input_shape[-1]
+    # Groups do not depend on widths; a very narrow copy analyses fast.
+    tiny = models.build_model(
+        name,
+        input_shape=input_shape,
+        mean=mean,
+        std=mean,
+        width_mult=1.0 / 64.0,
+        preset=preset,
+        shortcut=shortcut,
+    )
+    graph = graph_lib.analyze(tiny)
+    for layer in tiny.layers:
+        if isinstance(layer, models.OptionAShortcut):
+            raise LWDNAError(
+                f"LW-DNA needs projection shortcuts: --model={name} with "
+                "option-A shortcuts cannot prune its streams (pass "
+                "--shortcut=projection or --preset=dhp)."
+            )
+    group_slot = {}
+    for node in graph.convs():
+        if node.kind != "conv":
+            raise LWDNAError(
+                f"LW-DNA supports regular convs only; --model={name} has the "
+                f"depthwise conv '{node.name}' (use a ResNet or vgg16)."
+            )
+        slot = slots[node.name]
+        if group_slot.setdefault(node.out_group, slot) != slot:
+            raise LWDNAError(
+                f"--model={name}: slots '{slot}' and "
+                f"'{group_slot[node.out_group]}' write the same channels."
+            )
+        if not graph.groups[node.out_group].prunable:
+            raise LWDNAError(
+                f"--model={name}: the channels of '{node.name}' cannot be "
+                "pruned (they mix with unprunable channels)."
+            )
+    if len(set(group_slot.values())) != len(group_slot):
+        raise LWDNAError(
+            f"--model={name}: one width slot spans several channel groups."
+        )
+
+    def key(group):
+        # Group 0 is the model input (`Standardize` keeps its channels).
+        return RGB if group == 0 else group_slot[group]
+
+    conv_latents = {
+        n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
+    }
+    bn_latents = {
+        n.bn: key(n.out_group) for n in graph.convs() if n.bn is not None
+    }
+    dense = graph.dense()
+    if len(dense) != 1 or dense[0].in_spatial != 1:
+        raise LWDNAError(
+            f"--model={name}: LW-DNA expects one classifier after global "
+            "pooling."
+        )
+    return LatentPlan(
+        model=name,
+        conv_latents=conv_latents,
+        bn_latents=bn_latents,
+        classifier=dense[0].name,
+        classifier_latent=key(dense[0].in_group),
+    )
+
+
+@dataclasses.dataclass
+class HyperNet:
+    """A widened zoo network whose convs are `HyperConv2D` layers.
+
+    Attributes:
+        model: the functional Keras model (raw images -> logits).
+        latents: `{latent key: keras.Variable}`; `RGB` included.
+        plan: the `LatentPlan`.
+        config: the widened `ChannelConfig` the model was built from.
+        build_kwargs: the `build_model` arguments shared with the derived
+            plain network (`num_classes`, `input_shape`, `mean`, `std`,
+            `preset`, `shortcut`).
+    """
+
+    model: keras.Model
+    latents: dict
+    plan: LatentPlan
+    config: models.ChannelConfig
+    build_kwargs: dict
+
+    def latent_sizes(self):
+        """`{latent key: length}`."""
+        return {k: int(v.shape[0]) for k, v in self.latents.items()}
+
+    def hyper_convs(self):
+        """The model's `HyperConv2D` layers in plan order."""
+        return [self.model.get_layer(n) for n in self.plan.conv_latents]
+
+
+def build_hypernet(
+    name,
+    *,
+    channel_config,
+    embedding_dim=8,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2023, 0.1994, 0.2010),
+    preset="dhp",
+    shortcut=None,
+    model_name="hypernet",
+):
+    """Builds the (widened) zoo network `name` with hypernetwork convs.
+
+    Every conv becomes a `HyperConv2D` fed by the plan's shared latents
+    (N(0, 1) `keras.Variable`s created here, so call this inside the
+    strategy scope that trains the network). BN, pooling and the classifier
+    are the zoo's own layers.
+
+    Args:
+        name: registry name.
+        channel_config: the widened `ChannelConfig` (e.g.
+            `default_channel_config(name).scaled(2)`).
+        embedding_dim: hypernetwork embedding dimension.
+        num_classes: classifier outputs.
+        input_shape: `(height, width, channels)`.
+        mean: per-channel mean for `Standardize`.
+        std: per-channel std for `Standardize`.
+        preset: zoo preset (padding, BN and classifier init); `"dhp"` is
+            the reference's.
+        shortcut: as in `build_model`; must not be `"A"`.
+        model_name: Keras model name.
+
+    Returns:
+        A `HyperNet`.
+
+    Example:
+
+    >>> config = models.default_channel_config("resnet20").scaled(0.5)
+    >>> net = build_hypernet("resnet20", channel_config=config)
+    >>> net.latent_sizes()["stage3"], net.plan.classifier_latent
+    (32, 'stage3')
+    """
+    plan = latent_plan(
+        name, preset=preset, shortcut=shortcut, input_shape=input_shape
+    )
+    widths = dict(channel_config.widths)
+    widths[RGB] = int(input_shape[-1])
+    latents = {}
+    for key in plan.keys():
+        latents[key] = keras.Variable(
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+            shape=(widths[key],),
+            dtype="float32",
+            trainable=True,
+            name="latent_" + key.replace("/", "_"),
+        )
+
+    def conv_layer(*, filters, kernel_size, name, **kwargs):
+        kwargs.pop("kernel_initializer", None)
+        latent_in, latent_out = plan.conv_latents[name]
+        return HyperConv2D(
+            filters,
+            kernel_size,
+            embedding_dim=embedding_dim,
+            latent_in=latents[latent_in],
+            latent_out=latents[latent_out],
+            name=name,
+            **kwargs,
+        )
+
+    build_kwargs = dict(
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        mean=tuple(mean),
+        std=tuple(std),
+        preset=preset,
+        shortcut=shortcut,
+    )
+    model = models.build_model(
+        name,
+        channel_config=channel_config,
+        conv_layer=conv_layer,
+        model_name=model_name,
+        **build_kwargs,
+    )
+    return HyperNet(model, latents, plan, channel_config, build_kwargs)

@@ -1,0 +1,410 @@
+"""The LW-DNA job: widen, search, derive, train (and compare with uniform).
+
+Workdir layout (METHODS.md §4.3):
+
+* `flags.cfg`, `config.json`, `job.json`, `data_info.json` — as every job;
+* `channel_config.json` — the derived per-layer widths; any job accepts it
+  (`python -m train.baseline --model=<m> --preset=dhp
+  --channel_config=<workdir>/channel_config.json`);
+* `search.json` — search steps and loss, the threshold search, the masks;
+* `derived/` — a complete `tfgraft.training.job.Job` workdir training the
+  derived net with the unchanged protocol (checkpoints, history, report,
+  `export/`);
+* `uniform/` — the same for the uniform-width original (`train_uniform`);
+* `report.json` — widths per slot, DHP FLOPs/params of original, widened
+  and derived nets, the search, both accuracies; `widths.png` — per-layer
+  widths, original vs widened vs derived.
+
+Resuming: when `derived/` already holds a checkpoint, the saved
+`channel_config.json` is reused and the search is not run again (the
+checkpoint holds the trained weights); otherwise the search reruns, which
+is deterministic for a given seed.
+
+The widening factor is `config.model.width_mult` (the entry point defaults
+it to 2); `config.model.channel_config`, if set, is the original network's
+config. Without `--preset` the DHP preset is used (symmetric padding,
+projection shortcuts for CIFAR ResNets).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import complexity
+from tfgraft import data as data_lib
+from tfgraft import io
+from tfgraft import models
+from tfgraft.lwdna import hypernet as hypernet_lib
+from tfgraft.lwdna import shrink as shrink_lib
+from tfgraft.training import distribute
+from tfgraft.training import job as job_lib
+
+DEFAULT_PRESET = "dhp"
+
+
+class DerivedJob(job_lib.Job):
+    """Trains a derived net, starting from inherited weights if given.
+
+    Args:
+        config: `JobConfig` whose model names the derived channel config.
+        workdir: run folder.
+        weights: optional `shrink.derive_weights` output, assigned after
+            the net is built (ignored once a checkpoint is restored).
+        **kwargs: `Job` keyword arguments.
+    """
+
+    name = "lwdna_derived"
+
+    def __init__(self, config, workdir, *, weights=None, **kwargs):
+        super().__init__(config, workdir, **kwargs)
+        self.weights = weights
+
+    def build_net(self, index, info):
+        net = super().build_net(index, info)
+        if self.weights is not None:
+            shrink_lib.assign_weights(net, self.weights)
+        return net
+
+
+class LWDNAJob(job_lib.Job):
+    """Widen -> two-step hypernetwork search -> derive -> train.
+
+    Args:
+        config: `JobConfig` with `lwdna` set.
+        workdir: run folder.
+        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
+    """
+
+    name = "lwdna"
+
+    def __init__(self, config, workdir, **kwargs):
+        if config.lwdna is None:
+            raise ValueError("LWDNAJob needs config.lwdna (an LWDNAConfig)")
+        super().__init__(config, workdir, **kwargs)
+
+    # === Configs ===
+
+    @property
+    def preset(self):
+        return self.config.model.preset or DEFAULT_PRESET
+
+    def original_config(self):
+        """The uniform original's `ChannelConfig` (before widening)."""
+        m = self.config.model
+        if m.channel_config:
+            return models.ChannelConfig.load(m.channel_config)
+        return models.default_channel_config(m.name)
+
+    def widened_config(self):
+        width_mult = self.config.model.width_mult
+        config = self.original_config()
+        return config if width_mult == 1.0 else config.scaled(width_mult)
+
+    def sub_config(self, channel_config):
+        """The `JobConfig` of a plain training run on `channel_config`."""
+        model = dataclasses.replace(
+            self.config.model,
+            width_mult=1.0,
+            channel_config=channel_config,
+            preset=self.preset,
+        )
+        return dataclasses.replace(self.config, model=model, lwdna=None)
+
+    def _build_kwargs(self):
+        m, info = self.config.model, self.info
+        return dict(
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            mean=info.mean,
+            std=info.std,
+            preset=self.preset,
+            shortcut=m.shortcut,
+        )
+
+    # === Search and derivation ===
+
+    def search_and_derive(self, widened):
+        """Runs the search; returns (derived config, search record, weights).
+
+        `weights` is None for `init="reinit"`.
+        """
+        lw, o, r = self.config.lwdna, self.config.optim, self.config.run
+        name = self.config.model.name
+        logging.info("Building the widened hypernetwork %s…", name)
+        keras.utils.set_random_seed(job_lib.net_seed(r.seed, 0))
+        # The two search steps run in float32 whatever --precision says:
+        # without loss scaling, float16 latent gradients could underflow.
+        distribute.set_precision("float32")
+        with self.strategy.scope():
+            hypernet = hypernet_lib.build_hypernet(
+                name,
+                channel_config=widened,
+                embedding_dim=lw.embedding_dim,
+                model_name="hypernet",
+                **self._build_kwargs(),
+            )
+        spe = data_lib.steps_per_epoch(self.source, lw.search_batch_size)
+        steps = shrink_lib.search_steps(lw.epochs_grad, spe)
+        dataset = data_lib.train_dataset(
+            self.source,
+            batch_size=lw.search_batch_size,
+            seed=job_lib.data_seed(r.seed, 0),
+            augment=self.augment,
+        )
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        logging.info(
+            "Search: %d step(s) of batch %d…", steps, lw.search_batch_size
+        )
+        state = shrink_lib.run_search(
+            hypernet,
+            iterator,
+            strategy=self.strategy,
+            steps=steps,
+            global_batch_size=lw.search_batch_size,
+            learning_rate=o.learning_rate,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            jit=r.jit,
+        )
+        distribute.set_precision(r.precision)
+        scores = {
+            key: shrink_lib.importance(
+                state.values[key],
+                state.grads[key],
+                kind=lw.importance,
+                grad_normalize=lw.grad_normalize,
+            )
+            for key in hypernet.latents
+        }
+        table = shrink_lib.FlopsTable(hypernet.model, hypernet.plan)
+        result = shrink_lib.shrink_masks(
+            table,
+            hypernet.plan,
+            scores,
+            ratio=lw.ratio,
+            remain_percentage=lw.remain_percentage,
+            linear_percentage=lw.linear_percentage,
+            min_channels=lw.min_channels,
+            classifier_input=lw.classifier_input,
+            prune_threshold=lw.prune_threshold,
+        )
+        t = result.search
+        logging.info(
+            "Threshold search: pt %.6g after %d iteration(s), FLOPs ratio "
+            "%.4f (target %.4f)",
+            t.threshold,
+            t.iterations,
+            t.ratio,
+            lw.ratio,
+        )
+        derived = shrink_lib.derived_config(hypernet, result.masks)
+        weights = None
+        if lw.init == "inherit":
+            weights = shrink_lib.derive_weights(hypernet, result.masks)
+        record = {
+            "steps": state.steps,
+            "batch_size": lw.search_batch_size,
+            "loss": state.loss,
+            "seconds": state.seconds,
+            "importance": lw.importance,
+            "grad_normalize": lw.grad_normalize,
+            "classifier_input": shrink_lib.classifier_policy(
+                name, lw.classifier_input
+            ),
+            "threshold": t.threshold,
+            "iterations": t.iterations,
+            "converged": t.converged,
+            "target_ratio": lw.ratio,
+            "ratio": t.ratio,
+            "widened_flops": table.total,
+            "floors": result.floors,
+            "masks": {
+                key: "".join("1" if b else "0" for b in mask)
+                for key, mask in result.masks.items()
+            },
+        }
+        return derived, record, weights
+
+    # === The run ===
+
+    def run(self):
+        """Search, derive, train (and compare); returns the report dict."""
+        t0 = time.perf_counter()
+        self.setup()
+        self.load_data()
+        lw = self.config.lwdna
+        original = self.original_config()
+        widened = self.widened_config()
+        config_path = os.path.join(self.workdir, "channel_config.json")
+        search_path = os.path.join(self.workdir, "search.json")
+        derived_dir = os.path.join(self.workdir, "derived")
+        weights = None
+        resumed = (
+            os.path.exists(config_path)
+            and os.path.exists(search_path)
+            and tf.train.latest_checkpoint(
+                os.path.join(derived_dir, "checkpoints")
+            )
+        )
+        if resumed:
+            logging.info(
+                "Reusing %s (derived run has checkpoints)", config_path
+            )
+            derived = models.ChannelConfig.load(config_path)
+            with open(search_path) as f:
+                record = json.load(f)
+        else:
+            derived, record, weights = self.search_and_derive(widened)
+            # Every worker writes the (identical) config it trains from, so
+            # multi-worker runs need no shared file system for it.
+            derived.save(config_path)
+            if self.is_chief:
+                io.atomic_write_json(search_path, record)
+        search_phase_seconds = time.perf_counter() - t0
+
+        logging.info("Training the derived net in %s…", derived_dir)
+        derived_report = DerivedJob(
+            self.sub_config(config_path),
+            derived_dir,
+            weights=weights,
+            strategy=self.strategy,
+        ).run()
+        uniform_report = None
+        if lw.train_uniform:
+            uniform_dir = os.path.join(self.workdir, "uniform")
+            logging.info("Training the uniform original in %s…", uniform_dir)
+            uniform_report = job_lib.Job(
+                self.sub_config(self.config.model.channel_config),
+                uniform_dir,
+                strategy=self.strategy,
+            ).run()
+
+        report = self.lwdna_report(
+            original, widened, derived, record, derived_report, uniform_report
+        )
+        report["search_phase_seconds"] = search_phase_seconds
+        report["wall_seconds"] = time.perf_counter() - t0
+        if self.is_chief:
+            io.atomic_write_json(
+                os.path.join(self.workdir, "report.json"), report
+            )
+            plot_widths(
+                os.path.join(self.workdir, "widths.png"),
+                original,
+                widened,
+                derived,
+                title=f"{self.config.model.name}: LW-DNA widths",
+            )
+        logging.info("Report: %s", os.path.join(self.workdir, "report.json"))
+        return report
+
+    # === Report ===
+
+    def _cost(self, channel_config):
+        net = models.build_model(
+            self.config.model.name,
+            channel_config=channel_config,
+            model_name="count",
+            **self._build_kwargs(),
+        )
+        cost = complexity.count(net, "dhp")
+        return {"flops": int(cost.flops), "params": int(cost.params)}
+
+    def lwdna_report(
+        self, original, widened, derived, record, derived_report, uniform
+    ):
+        def accuracy(report):
+            if report is None:
+                return None
+            net = report["nets"][0]
+            keys = ("final_top1", "final_top5", "best_top1", "best_epoch")
+            return {k: net[k] for k in keys}
+
+        costs = {
+            "original": self._cost(original),
+            "widened": self._cost(widened),
+            "derived": self._cost(derived),
+        }
+        widened_flops = costs["widened"]["flops"]
+        for entry in costs.values():
+            entry["ratio_to_widened"] = entry["flops"] / widened_flops
+        costs["derived"]["ratio_to_original"] = (
+            costs["derived"]["flops"] / costs["original"]["flops"]
+        )
+        search = {k: v for k, v in record.items() if k not in ("masks",)}
+        return {
+            "job": self.name,
+            "model": self.config.model.name,
+            "dataset": self.info.name,
+            "preset": self.preset,
+            "width_mult": self.config.model.width_mult,
+            "lwdna": dataclasses.asdict(self.config.lwdna),
+            "complexity_convention": "dhp",
+            "complexity": costs,
+            "widths": {
+                slot: {
+                    "original": original.widths[slot],
+                    "widened": widened.widths[slot],
+                    "derived": derived.widths[slot],
+                }
+                for slot in original.widths
+            },
+            "search": search,
+            "derived": accuracy(derived_report),
+            "uniform": accuracy(uniform),
+            "epochs": derived_report["epochs"],
+        }
+
+
+def plot_widths(path, original, widened, derived, title="LW-DNA widths"):
+    """Writes a PNG of the per-slot widths of the three configs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:  # pictures are optional
+        logging.warning("matplotlib missing; %s not written", path)
+        return
+    import io as pyio
+
+    slots = list(original.widths)
+    x = range(len(slots))
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(slots) + 2), 4))
+    ax.plot(
+        x,
+        [widened.widths[s] for s in slots],
+        ":",
+        color="gray",
+        label="widened",
+    )
+    ax.plot(
+        x,
+        [original.widths[s] for s in slots],
+        "s--",
+        color="C0",
+        markersize=3,
+        label="original (uniform)",
+    )
+    ax.plot(
+        x,
+        [derived.widths[s] for s in slots],
+        "o-",
+        color="C3",
+        markersize=3,
+        label="LW-DNA (derived)",
+    )
+    ax.set_xticks(list(x), slots, rotation=90, fontsize=6)
+    ax.set_ylabel("output channels")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = pyio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    io.atomic_write_bytes(path, buf.getvalue())
