@@ -1,0 +1,189 @@
+"""End-to-end tests of the stripe job, its flags and configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import parameterized
+
+from tfgraft import config as cfg
+from tfgraft import data as data_lib
+from tfgraft.stripe import job as job_lib
+from tfgraft.testing import devices
+from train import flags as flags_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _mirrored():
+    # One strategy per process, shared with the other test files.
+    return devices.mirrored_strategy()
+
+
+def _config(**stripe):
+    return cfg.JobConfig(
+        data=cfg.DataConfig(
+            dataset="synthetic",
+            batch_size=32,
+            eval_batch_size=64,
+            synthetic_train_size=128,
+            synthetic_test_size=64,
+        ),
+        model=cfg.ModelConfig(name="resnet20", width_mult=0.25),
+        optim=cfg.OptimConfig(
+            learning_rate=0.1, weight_decay=1e-4, schedule="constant"
+        ),
+        run=cfg.RunConfig(epochs=2, seed=1, progress=False),
+        stripe=cfg.StripeConfig(**stripe),
+    )
+
+
+class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("threshold", dict(threshold=-0.01), "--threshold=-0.01: must be >= 0"),
+        ("sr", dict(sr=-1.0), "--sr=-1.0: must be >= 0"),
+        ("formulation", dict(formulation="fft"), "--formulation=fft"),
+    )
+    def test_bad_values(self, kwargs, message):
+        with self.assertRaisesRegex(cfg.ConfigError, message):
+            cfg.StripeConfig(**kwargs)
+
+    def test_round_trip(self):
+        config = _config(sr=1e-5, threshold=0.01, shape_only=True)
+        back = cfg.JobConfig.from_dict(config.to_dict())
+        self.assertEqual(back.stripe, config.stripe)
+
+    def test_job_needs_stripe_config(self):
+        with self.assertRaisesRegex(ValueError, "config.stripe"):
+            job_lib.StripeJob(cfg.JobConfig(), self.get_temp_dir())
+
+    @parameterized.named_parameters(
+        ("resnet56", "stripe_cifar10_resnet56.cfg", "resnet56", False),
+        ("vgg16", "stripe_cifar10_vgg16.cfg", "vgg16", False),
+        (
+            "shape_only",
+            "stripe_cifar10_resnet56_shape_only.cfg",
+            "resnet56",
+            True,
+        ),
+    )
+    def test_paper_recipes(self, name, model, shape_only):
+        fv = flags.FlagValues()
+        flags_lib.define("common", "stripe", flag_values=fv)
+        cwd = os.getcwd()
+        os.chdir(ROOT)  # nested flagfile paths resolve against the CWD
+        try:
+            fv(["prog", f"--flagfile=configs/{name}"])
+        finally:
+            os.chdir(cwd)
+        c = flags_lib.job_config(fv)
+        self.assertEqual(c.model.name, model)
+        self.assertEqual(c.model.preset, "pff")
+        self.assertEqual(
+            (c.data.batch_size, c.run.epochs, c.run.seed), (64, 160, 1)
+        )
+        self.assertEqual(c.optim.learning_rate, 0.1)
+        self.assertEqual(c.optim.weight_decay, 1e-4)
+        self.assertEqual(c.optim.schedule, "multistep")
+        self.assertEqual(c.optim.milestones, (80.0, 120.0))
+        self.assertEqual(c.stripe.shape_only, shape_only)
+        if shape_only:
+            self.assertEqual((c.stripe.sr, c.stripe.threshold), (0.0, 0.0))
+        else:
+            self.assertEqual((c.stripe.sr, c.stripe.threshold), (1e-5, 0.01))
+
+
+class StripeJobTest(tf.test.TestCase):
+    @pytest.mark.large
+    def test_train_prune_compact_export(self):
+        workdir = self.get_temp_dir()
+        job = job_lib.StripeJob(
+            _config(sr=0.05, threshold=0.02),
+            workdir,
+            strategy=_mirrored(),
+        )
+        report = job.run()
+        s = report["stripe"]
+        self.assertTrue(s["pruned"])
+        self.assertTrue(s["update_active"])
+        self.assertEqual(s["selection"], "best_test")
+        self.assertLess(s["kept_stripes"], s["stripes"])
+        pff = s["complexity"]["pff"]
+        self.assertEqual(pff["before"]["params"], 19106)
+        self.assertLess(pff["after"]["flops"], pff["before"]["flops"])
+        self.assertGreater(pff["flops_reduction_pct"], 0.0)
+        acc = s["accuracy"]
+        self.assertEqual(acc["hard_masked_top1"], acc["compact_top1"])
+        for name in ("stripes.png", "filters.png", "compact.keras"):
+            self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+        with open(os.path.join(workdir, "report.json")) as f:
+            self.assertEqual(json.load(f)["stripe"]["pruned"], True)
+        # The export is the compact model and scores what the report says.
+        loaded = tf.saved_model.load(os.path.join(workdir, "export"))
+        source = data_lib.load_source(
+            "synthetic",
+            synthetic_train_size=128,
+            synthetic_test_size=64,
+            seed=1,
+        )
+        correct = 0
+        for images, labels in data_lib.eval_dataset(source, batch_size=64):
+            pred = np.argmax(loaded.serve(images).numpy(), axis=-1)
+            correct += int(np.sum(pred == labels.numpy()))
+        self.assertAllClose(correct / 64, acc["compact_top1"])
+        masked = tf.saved_model.load(os.path.join(workdir, "export_masked"))
+        self.assertIsNotNone(masked.serve)
+
+    @pytest.mark.large
+    def test_shape_only_trains_skeletons_only(self):
+        workdir = self.get_temp_dir()
+        config = _config(shape_only=True)
+        job = job_lib.StripeJob(config, workdir)
+        job.setup()
+        job.load_data()
+        trainer = job.build()
+        net = trainer.nets[0]
+        names = {v.path.split("/")[-1] for v in net.trainable_variables}
+        self.assertEqual(names, {"filter_skeleton"})
+        before = [w.numpy().copy() for w in net.weights]
+        it = job.make_iterators(0)
+        trainer.train_loop(it, 2)
+        changed = [
+            w.path
+            for w, b in zip(net.weights, before)
+            if np.abs(w.numpy() - b).max() > 0
+        ]
+        self.assertTrue(
+            all("filter_skeleton" in p or "moving_" in p for p in changed),
+            changed,
+        )
+        self.assertTrue(any("filter_skeleton" in p for p in changed))
+
+    @pytest.mark.large
+    def test_command_line_errors_are_one_line(self):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "train.stripe",
+                f"--workdir={self.get_temp_dir()}",
+                "--threshold=-1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("error: --threshold=-1.0: must be >= 0", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,322 @@
+"""The stripe-wise pruning job: train -> best -> prune -> compact -> export.
+
+Phases (METHODS.md §2.2-2.3):
+
+1. train one net built from `StripeConv2D` (preset `pff` unless another is
+   given) with the per-step skeleton update (`StripeTrainer`), keeping a
+   copy of the best-test-accuracy net (checkpointed with the run, so a
+   resumed run prunes the same net);
+2. prune that copy once, without fine-tuning: hard-mask it
+   (re-threshold), evaluate it, compact it (`prune.compact`), evaluate
+   the compact model; the last epoch's net is pruned and evaluated too
+   ("always report both", METHODS §0);
+3. export the compact model to `export/` (SavedModel, runs without
+   tfgraft), the hard-masked net to `export_masked/`, the compact Keras
+   model to `compact.keras` (needs tfgraft to load);
+4. `report.json` gets a `stripe` section: FLOPs/params before and after
+   (reference `pff` convention and plain `macs`/weights-only), reductions
+   in %, accuracies, per-layer kept stripes and filters, removed blocks;
+   `stripes.png` and `filters.png` draw the kept stripes per layer.
+
+With `threshold == 0` nothing is pruned: the best net is exported as is.
+"""
+
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import complexity
+from tfgraft import export as export_lib
+from tfgraft import models
+from tfgraft.layers.stripe_conv import StripeConv2D
+from tfgraft.stripe import plot as plot_lib
+from tfgraft.stripe import prune as prune_lib
+from tfgraft.stripe import trainer as trainer_lib
+from tfgraft.training import job as job_lib
+from tfgraft.training import loop
+
+
+class StripeStatsHook(loop.Hook):
+    """Adds kept stripes/filters of net 0 to each epoch's log."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs, last):
+        kept = self.trainer.kept_stripes(0)
+        if not kept:
+            return
+        stripes = sum(k[0] for k in kept.values())
+        total = sum(k[1] for k in kept.values())
+        filters = sum(k[2] for k in kept.values())
+        logs["stripe"] = {
+            "kept_stripes": stripes,
+            "stripes": total,
+            "kept_filters": filters,
+            "filters": sum(k[3] for k in kept.values()),
+        }
+        scalars = logs.setdefault("scalars", {})
+        scalars["net_0/kept_stripe_fraction"] = stripes / max(total, 1)
+        logging.info(
+            "stripe | epoch: %d | kept stripes: %d/%d | kept filters: %d",
+            epoch + 1,
+            stripes,
+            total,
+            filters,
+        )
+
+
+def freeze_all_but_skeletons(net):
+    """Shape-only training: every variable but the skeletons is frozen.
+
+    Variables are frozen one by one (not `layer.trainable = False`), so BN
+    keeps normalising with batch statistics in training mode.
+    """
+    for layer in net.layers:
+        for var in layer.trainable_weights:
+            is_fs = isinstance(layer, StripeConv2D) and (
+                var is layer.filter_skeleton
+            )
+            if not is_fs:
+                var.trainable = False
+    return net
+
+
+def _plain_copy(model):
+    """A single-device copy of a (possibly mirrored) model."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _evaluate(model, dataset):
+    @tf.function
+    def step(images, labels):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        k = min(5, logits.shape[-1])
+        top1 = tf.reduce_sum(
+            tf.cast(tf.math.in_top_k(labels, logits, 1), tf.int32)
+        )
+        top5 = tf.reduce_sum(
+            tf.cast(tf.math.in_top_k(labels, logits, k), tf.int32)
+        )
+        return top1, top5
+
+    top1 = top5 = count = 0
+    for images, labels in dataset:
+        a, b = step(images, labels)
+        top1 += int(a)
+        top5 += int(b)
+        count += int(labels.shape[0])
+    return {"top1": top1 / max(count, 1), "top5": top5 / max(count, 1)}
+
+
+def _cost(model, convention):
+    c = complexity.count(model, convention)
+    return {"flops": int(c.flops), "params": int(c.params)}
+
+
+def _reduction(before, after):
+    return {
+        "before": before,
+        "after": after,
+        "flops_reduction_pct": 100.0 * (1 - after["flops"] / before["flops"]),
+        "params_reduction_pct": 100.0
+        * (1 - after["params"] / before["params"]),
+    }
+
+
+class StripeJob(job_lib.Job):
+    """Stripe-wise pruning with a Filter Skeleton (one net)."""
+
+    name = "stripe"
+
+    def __init__(self, config, workdir, **kwargs):
+        if config.stripe is None:
+            raise ValueError("StripeJob needs config.stripe (a StripeConfig)")
+        super().__init__(config, workdir, **kwargs)
+        self._compact = None
+        self._masked = None
+        self._dense = None
+
+    @property
+    def stripe(self):
+        return self.config.stripe
+
+    def build_net(self, index, info):
+        m = self.config.model
+        channel_config = None
+        if m.channel_config:
+            channel_config = models.ChannelConfig.load(m.channel_config)
+        keras.utils.set_random_seed(
+            job_lib.net_seed(self.config.run.seed, index)
+        )
+        net = models.build_model(
+            m.name,
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            mean=info.mean,
+            std=info.std,
+            width_mult=m.width_mult,
+            channel_config=channel_config,
+            preset=m.preset or "pff",
+            shortcut=m.shortcut,
+            conv_layer=StripeConv2D,
+            model_name=f"net_{index}",
+        )
+        if self.stripe.shape_only:
+            freeze_all_but_skeletons(net)
+        return net
+
+    def make_trainer(self, nets, optimizers, strategy):
+        r = self.config.run
+        return trainer_lib.StripeTrainer(
+            nets,
+            optimizers,
+            strategy,
+            sr=self.stripe.sr,
+            threshold=self.stripe.threshold,
+            global_batch_size=self.config.data.batch_size,
+            jit=r.jit,
+            accum_steps=r.accum_steps,
+        )
+
+    def hooks(self, trainer):
+        with self.strategy.scope():
+            best_net = self.build_net(0, self.info)
+        self.stripe_best = job_lib.BestNetTracker(trainer, best_net)
+        return [self.stripe_best, StripeStatsHook(trainer)]
+
+    # === Prune phase ===
+
+    def make_report(self, trainer, history, seconds):
+        t0 = time.perf_counter()
+        self._stripe_report = self.prune(trainer)
+        self._stripe_report["prune_seconds"] = time.perf_counter() - t0
+        return super().make_report(
+            trainer, history, seconds + self._stripe_report["prune_seconds"]
+        )
+
+    def report_extras(self, trainer, history):
+        return {"stripe": self._stripe_report}
+
+    def prune(self, trainer):
+        """Prunes and compacts the best (and the last) net; returns stats."""
+        s = self.stripe
+        best_epoch = int(self.stripe_best.best_epoch.numpy())
+        source = trainer.nets[0]
+        if best_epoch > 0:
+            source = self.stripe_best.best_net
+        report = {
+            "sr": s.sr,
+            "threshold": s.threshold,
+            "shape_only": s.shape_only,
+            "formulation": s.formulation,
+            "compact_jit": s.compact_jit,
+            "dead_branches": s.dead_branches,
+            "update_active": trainer.active,
+            "selection": "best_test" if best_epoch > 0 else "last",
+            "epoch": best_epoch if best_epoch > 0 else None,
+            "trained_top1": float(self.stripe_best.best.numpy())
+            if best_epoch > 0
+            else None,
+        }
+        dense = _plain_copy(source)
+        before = {c: _cost(dense, c) for c in ("pff", "macs")}
+        if s.threshold <= 0:
+            self._dense = dense
+            report["complexity"] = {
+                c: _reduction(before[c], before[c]) for c in before
+            }
+            report["pruned"] = False
+            return report
+        logging.info("Pruning the %s net…", report["selection"])
+        masked, result = self._prune_with(dense, s)
+        self._masked, self._compact = masked, result.model
+        masked_acc = _evaluate(masked, self.eval_dataset)
+        compact_acc = _evaluate(result.model, self.eval_dataset)
+        after = {c: _cost(result.model, c) for c in ("pff", "macs")}
+        layers = result.layers
+        report.update(
+            {
+                "pruned": True,
+                "accuracy": {
+                    "before_top1": report["trained_top1"],
+                    "hard_masked_top1": masked_acc["top1"],
+                    "compact_top1": compact_acc["top1"],
+                    "compact_top5": compact_acc["top5"],
+                },
+                "complexity": {
+                    c: _reduction(before[c], after[c]) for c in before
+                },
+                "kept_stripes": sum(x.kept_stripes for x in layers),
+                "stripes": sum(x.stripes for x in layers),
+                "kept_filters": sum(x.kept_filters for x in layers),
+                "filters": sum(x.filters for x in layers),
+                **result.as_dict(),
+            }
+        )
+        if best_epoch > 0:
+            report["last_epoch"] = self._last_epoch_stats(trainer, s)
+        logging.info(
+            "stripe | masked top1: %.4f | compact top1: %.4f | FLOPs -%.1f%% "
+            "| params -%.1f%% (pff)",
+            masked_acc["top1"],
+            compact_acc["top1"],
+            report["complexity"]["pff"]["flops_reduction_pct"],
+            report["complexity"]["pff"]["params_reduction_pct"],
+        )
+        if self.is_chief:
+            plot_lib.plot_stripes(
+                os.path.join(self.workdir, "stripes.png"), layers
+            )
+            plot_lib.plot_filters(
+                os.path.join(self.workdir, "filters.png"), layers
+            )
+        return report
+
+    def _prune_with(self, dense, s):
+        masked = prune_lib.apply_hard_mask(dense, s.threshold)
+        result = prune_lib.compact(
+            masked,
+            s.threshold,
+            formulation=s.formulation,
+            jit_compile=s.compact_jit,
+            dead_branches=s.dead_branches,
+        )
+        return masked, result
+
+    def _last_epoch_stats(self, trainer, s):
+        try:
+            masked, result = self._prune_with(_plain_copy(trainer.nets[0]), s)
+        except prune_lib.StripePruningError as e:
+            return {"error": str(e)}
+        return {
+            "hard_masked_top1": _evaluate(masked, self.eval_dataset)["top1"],
+            "compact_top1": _evaluate(result.model, self.eval_dataset)["top1"],
+            "pff": _cost(result.model, "pff"),
+            "removed_blocks": [list(b) for b in result.removed_blocks],
+        }
+
+    # === Outputs ===
+
+    def export(self, trainer):
+        export_dir = os.path.join(self.workdir, "export")
+        if self._compact is None:
+            net = trainer.nets[0] if self._dense is None else self._dense
+            export_lib.export_saved_model(net, export_dir, overwrite=True)
+            return
+        export_lib.export_saved_model(self._compact, export_dir, overwrite=True)
+        export_lib.export_saved_model(
+            self._masked,
+            os.path.join(self.workdir, "export_masked"),
+            overwrite=True,
+        )
+        path = os.path.join(self.workdir, "compact.keras")
+        tmp = os.path.join(self.workdir, ".compact.tmp.keras")
+        self._compact.save(tmp)
+        os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""Pictures of a stripe-pruned network: kept stripes and filters per layer."""
+
+import io as pyio
+import math
+
+import numpy as np
+from absl import logging
+
+from tfgraft import io
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:  # pictures are optional
+        return None
+    return plt
+
+
+def _save(fig, plt, path):
+    buf = pyio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    io.atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_stripes(path, layers, title="Kept stripes per kernel position"):
+    """One `k x k` grid per layer: how many filters keep each position.
+
+    Args:
+        path: PNG file to write.
+        layers: `prune.LayerStripes` sequence (topological order).
+        title: figure title.
+
+    Returns:
+        `path`, or None when matplotlib is missing or there are no layers.
+    """
+    plt = _pyplot()
+    if plt is None or not layers:
+        if plt is None:
+            logging.warning("matplotlib missing; %s not written", path)
+        return None
+    cols = min(len(layers), 10)
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.6), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers):
+        grid = np.asarray(layer.per_position, dtype=float)
+        ax.imshow(grid / max(layer.filters, 1), vmin=0, vmax=1, cmap="viridis")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(
+                j,
+                i,
+                str(int(v)),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v < 0.6 * layer.filters else "black",
+            )
+        ax.set_title(
+            f"{layer.name}\n{layer.kept_filters}/{layer.filters} filters",
+            fontsize=6,
+        )
+    fig.suptitle(f"{title} (cell: filters keeping it)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, plt, path)
+    return path
+
+
+def plot_filters(path, layers, title="Filters and stripes kept per layer"):
+    """Bars of kept/total filters and kept stripe share per layer.
+
+    Args:
+        path: PNG file to write.
+        layers: `prune.LayerStripes` sequence.
+        title: figure title.
+
+    Returns:
+        `path`, or None when matplotlib is missing or there are no layers.
+    """
+    plt = _pyplot()
+    if plt is None or not layers:
+        return None
+    x = np.arange(len(layers))
+    fig, (ax0, ax1) = plt.subplots(
+        2, 1, figsize=(max(6, 0.22 * len(layers) + 2), 5.5), sharex=True
+    )
+    ax0.bar(x, [s.filters for s in layers], color="0.8", label="filters")
+    ax0.bar(
+        x, [s.kept_filters for s in layers], color="C0", label="kept filters"
+    )
+    ax0.set_ylabel("filters")
+    ax0.legend(fontsize=7)
+    ax0.set_title(title, fontsize=9)
+    ax1.bar(
+        x,
+        [100.0 * s.kept_stripes / max(s.stripes, 1) for s in layers],
+        color="C1",
+    )
+    ax1.set_ylabel("kept stripes (%)")
+    ax1.set_xticks(x, [s.name for s in layers], rotation=90, fontsize=6)
+    fig.tight_layout()
+    _save(fig, plt, path)
+    return path
