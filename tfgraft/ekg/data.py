@@ -1,0 +1,215 @@
+"""EKG's data recipe on top of `tfgraft.data` in-memory sources.
+
+* `search_split`: the fixed search sets of METHODS §3.3, `train_sub` (the
+  first images of each class) and `val` (the last ones), each shuffled once
+  with its own seed and then kept in that order.
+* `ekg_augment`: the reference's CIFAR augmentation: optional colour jitter
+  (contrast and saturation factors in [0.8, 1.2], brightness +-0.2 on the
+  0-255 scale), horizontal flip per image, reflect-pad 4 and a crop whose
+  offset is drawn once per batch (the colour factors too).
+* `train_dataset`: the fine-tuning stream, a pure function of
+  `(seed, step)` like `tfgraft.data.train_dataset`, with one or two views
+  per image and, for knowledge distillation, each image's cached teacher
+  logits next to its label.
+
+Images stay on the 0-255 scale (the models standardise them); flip,
+padding and crop commute with that per-channel affine map.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tfgraft.data import augment as augment_lib
+from tfgraft.data import sources
+
+PADDING = 4
+_PERMUTATION_TAG = 0xE6A1
+_AUGMENT_TAG = 0xE6A2
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _arrays(source, split="train"):
+    if not source.in_memory:
+        raise sources.DataError(
+            f"--dataset={source.info.name}: EKG needs an in-memory dataset "
+            "(fixed search sets and per-image teacher logits)"
+        )
+    return source.arrays(split)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchData:
+    """The fixed search sets (uint8 images, int32 labels)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def search_split(source, *, train_per_class=256, val_per_class=32, seed=1):
+    """`train_sub` and `val` of the search (METHODS §3.3).
+
+    Per class, in the source's order: `val` takes the last
+    `val_per_class` images and `train_sub` the first `train_per_class` of
+    the others (fewer when the class is small). Each set is then shuffled
+    once with `seed`.
+
+    Raises:
+        DataError: a class has no image left for `train_sub`.
+    """
+    images, labels = _arrays(source)
+    train_idx, val_idx = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if idx.size <= val_per_class:
+            raise sources.DataError(
+                f"--search_val_per_class={val_per_class}: class {c} has only "
+                f"{idx.size} training images"
+            )
+        val_idx.append(idx[-val_per_class:])
+        train_idx.append(idx[: min(train_per_class, idx.size - val_per_class)])
+    rng = np.random.RandomState(seed)
+    train_idx = np.concatenate(train_idx)
+    val_idx = np.concatenate(val_idx)
+    train_idx = train_idx[rng.permutation(train_idx.size)]
+    val_idx = val_idx[rng.permutation(val_idx.size)]
+    return SearchData(
+        images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+    )
+
+
+def ekg_augment(images, seed, *, jitter=False, padding=PADDING):
+    """EKG's batch augmentation (see the module docstring).
+
+    Args:
+        images: `[B, H, W, 3]` pixels on the 0-255 scale (any dtype).
+        seed: int64 `[2]` stateless seed.
+        jitter: apply the colour jitter.
+        padding: reflect padding before the crop.
+
+    Returns:
+        float32 `[B, H, W, 3]`.
+    """
+    x = tf.cast(images, tf.float32)
+    shape = tf.shape(x)
+    batch, height, width = shape[0], shape[1], shape[2]
+    seeds = augment_lib.split_seed(seed, 5)
+    if jitter:
+        contrast = tf.random.stateless_uniform([], seeds[0], 0.8, 1.2)
+        x = tf.image.adjust_contrast(x, contrast)
+        saturation = tf.random.stateless_uniform([], seeds[1], 0.8, 1.2)
+        # HSV needs [0, 1]; contrast can leave the range, so clip first.
+        x = tf.clip_by_value(x / 255.0, 0.0, 1.0)
+        x = tf.image.adjust_saturation(x, saturation) * 255.0
+        x = x + tf.random.stateless_uniform([], seeds[2], -0.2, 0.2)
+    flip = tf.random.stateless_uniform([batch], seeds[3]) < 0.5
+    x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    x = tf.pad(
+        x,
+        [[0, 0], [padding, padding], [padding, padding], [0, 0]],
+        mode="REFLECT",
+    )
+    offset = tf.random.stateless_uniform(
+        [2], seeds[4], minval=0, maxval=2 * padding + 1, dtype=tf.int32
+    )
+    return x[
+        :,
+        offset[0] : offset[0] + height,
+        offset[1] : offset[1] + width,
+        :,
+    ]
+
+
+def steps_per_epoch(source, batch_size):
+    """Full batches per epoch (the remainder is dropped)."""
+    from tfgraft.data import pipeline
+
+    return pipeline.steps_per_epoch(source, batch_size)
+
+
+def train_dataset(
+    source,
+    *,
+    batch_size,
+    seed,
+    start_step=0,
+    views=1,
+    jitter=False,
+    knowledge=None,
+):
+    """The infinite EKG fine-tuning stream of global batches.
+
+    Epoch `e` visits the training set in a permutation seeded by
+    `(seed, e)`; view `v` of the batch of step `s` is augmented with a seed
+    derived from `(seed, s, v)`, so `start_step=k` resumes exactly.
+
+    Args:
+        source: an in-memory `tfgraft.data.Source`.
+        batch_size: global batch size.
+        seed: integer seed.
+        start_step: global step of the first batch.
+        views: augmented views per image (1 or 2).
+        jitter: colour jitter (the knowledge recipe uses it).
+        knowledge: optional float32 `[N, classes, T]` teacher logits,
+            aligned with the source's training images.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)` where `images` is float32
+        `[B, H, W, 3]` (one view) or `[B, views, H, W, 3]`, and `labels` is
+        int32 `[B]`, or `(labels, knowledge[B, classes, T])` when
+        `knowledge` is given.
+    """
+    if int(start_step) < 0:
+        raise ValueError(f"start_step must be >= 0. Received: {start_step}")
+    if views not in (1, 2):
+        raise ValueError(f"views must be 1 or 2. Received: views={views}")
+    images, labels = _arrays(source)
+    num = labels.shape[0]
+    if knowledge is not None and knowledge.shape[0] != num:
+        raise ValueError(
+            f"knowledge has {knowledge.shape[0]} rows for {num} training images"
+        )
+    steps = steps_per_epoch(source, batch_size)
+    used = steps * batch_size
+    start_epoch, skip = divmod(int(start_step), steps)
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+    knowledge = None if knowledge is None else tf.constant(knowledge)
+    permutation_seed = tf.constant([int(seed), _PERMUTATION_TAG], tf.int64)
+    augment_seed = tf.constant([int(seed), _AUGMENT_TAG], tf.int64)
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.random.experimental.stateless_fold_in(
+            permutation_seed, epoch
+        )
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num, dtype=tf.int64), seed=epoch_seed
+        )
+        index_batches = tf.reshape(order[:used], [steps, batch_size])
+        step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((step_ids, index_batches))
+
+    def make_batch(step, index):
+        raw = tf.gather(images, index)
+        step_seed = tf.random.experimental.stateless_fold_in(augment_seed, step)
+        out = [
+            ekg_augment(
+                raw,
+                tf.random.experimental.stateless_fold_in(step_seed, v),
+                jitter=jitter,
+            )
+            for v in range(views)
+        ]
+        batch = out[0] if views == 1 else tf.stack(out, axis=1)
+        y = tf.gather(labels, index)
+        if knowledge is None:
+            return batch, y
+        return batch, (y, tf.gather(knowledge, index))
+
+    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
+    ds = ds.flat_map(epoch_batches).skip(skip)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

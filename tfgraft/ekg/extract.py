@@ -1,0 +1,149 @@
+"""Extraction: the physically smaller network of a gated sub-network.
+
+The pruned network is built afresh from its channel config (Keras 3 cannot
+replace a built layer's variables) and receives sliced weights: conv
+kernels by their input and output masks, dense kernels by their input mask,
+BN gamma/beta/statistics by their channel mask. Kernels are sliced from the
+masked, norm-rescaled kernel the gated layer computes with, so the compact
+network's logits equal the masked network's in training and inference
+mode (METHODS.md §3.4, §3.8 check 3).
+"""
+
+import numpy as np
+
+from tfgraft import models
+from tfgraft.ekg import errors
+from tfgraft.layers import gate as gate_lib
+
+
+class ExtractionError(errors.EKGError):
+    """The compact network does not fit the gated one; names the layer."""
+
+
+def _indices(gated, group, masks, size):
+    g = gated.group_gate.get(group)
+    if g is None:
+        return np.arange(size)
+    return np.flatnonzero(masks[g] > 0.5)
+
+
+def copy_compact_weights(gated, compact):
+    """Copies `gated`'s current sub-network into `compact`, sliced.
+
+    Args:
+        gated: a `GatedNetwork` in the state to extract.
+        compact: a model with the same layer names whose widths are the
+            kept channel counts (e.g. built from `gated.channel_config`).
+    """
+    graph = gated.graph
+    masks = gated.masks()
+    sizes = {g.id: g.size for g in graph.groups.values()}
+    for name, layer in gated.layers.items():
+        if not getattr(layer, "weights", None):
+            continue
+        try:
+            target = compact.get_layer(name)
+        except ValueError:
+            raise ExtractionError(
+                f"layer '{name}' is missing from compact model '{compact.name}'"
+            ) from None
+        if isinstance(layer, (gate_lib.GatedConv2D, gate_lib.GatedDense)):
+            node = graph.nodes[name]
+            kernel = np.asarray(layer.masked_kernel())
+            idx_in = _indices(gated, node.in_group, masks, sizes[node.in_group])
+            if node.in_spatial > 1:
+                # Flatten of an H x W map: channel fastest (NHWC).
+                c = sizes[node.in_group]
+                idx_in = np.concatenate(
+                    [p * c + idx_in for p in range(node.in_spatial)]
+                )
+            kernel = np.take(kernel, idx_in, axis=-2)
+            values = [kernel]
+            if node.kind == "conv":
+                idx_out = _indices(
+                    gated, node.out_group, masks, sizes[node.out_group]
+                )
+                values[0] = np.take(kernel, idx_out, axis=-1)
+            else:
+                idx_out = np.arange(kernel.shape[-1])
+            if layer.use_bias:
+                values.append(np.asarray(layer.bias)[idx_out])
+        elif isinstance(layer, gate_lib.FrozenStatsBatchNormalization):
+            group = graph.layer_groups[name][1]
+            idx = _indices(gated, group, masks, sizes[group])
+            values = [
+                np.asarray(w)[idx]
+                for w in (
+                    layer.gamma if layer.scale else None,
+                    layer.beta if layer.center else None,
+                    layer.moving_mean,
+                    layer.moving_variance,
+                )
+                if w is not None
+            ]
+        else:
+            values = [np.asarray(w) for w in layer.weights]
+        targets = _target_weights(target)
+        if len(targets) != len(values):
+            raise ExtractionError(
+                f"layer '{name}': compact model has {len(targets)} weights, "
+                f"extraction produced {len(values)}"
+            )
+        for var, value in zip(targets, values):
+            if tuple(var.shape) != value.shape:
+                raise ExtractionError(
+                    f"layer '{name}': compact weight {var.path} has shape "
+                    f"{tuple(var.shape)}, extracted {value.shape}"
+                )
+            var.assign(value)
+
+
+def _target_weights(layer):
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [
+            w
+            for w in (
+                layer.gamma if layer.scale else None,
+                layer.beta if layer.center else None,
+                layer.moving_mean,
+                layer.moving_variance,
+            )
+            if w is not None
+        ]
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
+    return list(layer.weights)
+
+
+def extract(gated, full_config, *, model_name=None, **build_kwargs):
+    """Builds the compact network of `gated`'s current sub-network.
+
+    Args:
+        gated: a `GatedNetwork` built with `slots` (so every gate names its
+            channel-config slot).
+        full_config: the `ChannelConfig` the gated network was built from.
+        model_name: Keras name of the new model.
+        **build_kwargs: the other `tfgraft.models.build_model` arguments the
+            source model was built with (`num_classes`, `input_shape`,
+            `preset`, `shortcut`; `mean`/`std` default to the source's
+            `standardize` layer).
+
+    Returns:
+        `(model, channel_config)`.
+    """
+    config = gated.channel_config(full_config)
+    for key in ("mean", "std"):
+        if key not in build_kwargs:
+            # Standardize has no weights: take its constants from the source.
+            layer = gated.source.get_layer("standardize")
+            build_kwargs[key] = getattr(layer, key)
+    compact = models.build_model(
+        full_config.model,
+        channel_config=config,
+        model_name=model_name,
+        **build_kwargs,
+    )
+    copy_compact_weights(gated, compact)
+    return compact, config

@@ -1,0 +1,557 @@
+"""The EKG job: pretrained net -> search -> memory bank -> extract -> fine-tune.
+
+Phases, each leaving its results in the workdir so a rerun resumes:
+
+1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
+   checkpoint), or, with `--pretrain_epochs=N`, a baseline run of the same
+   model in `<workdir>/pretrain` (skipped once its `report.json` exists).
+2. **Search** (METHODS §3.3) on the fixed `train_sub`/`val` sets: the
+   warm-up pass, then the greedy pseudo-supernet search down to
+   `--target_flops_rate` (EKG FLOPs convention).
+3. **Memory bank** (§3.4): the search history as snapshots, the teachers
+   spread over its validation losses, and their logits for every training
+   image (`[N, classes, T]`).
+4. **Extraction**: the compact network of the final sub-network (sliced,
+   norm-rescaled weights). Phases 2-4 are saved in `<workdir>/search/`
+   (`result.json`, `channel_config.json`, a checkpoint of the compact
+   net's initial weights and the bank) and `<workdir>/ekg_search.png`.
+5. **Fine-tuning** of the compact net with the knowledge curriculum
+   (`KnowledgeTrainer`, two views, T = `--kd_temperature`) or plain CE
+   (`--knowledge=false`), under the job's strategy / XLA / accumulation
+   options, through `tfgraft.training.loop.fit` (checkpoints, resume,
+   history). The bank is part of the run's checkpoint.
+
+`report.json` adds an `ekg` section: FLOPs and params before/after (EKG
+convention and plain MACs), the accepted steps, the teachers, and the
+accuracy of the pretrained net, of the searched sub-network before
+fine-tuning and after. `export/` is the compact net.
+
+Differences from the reference are listed in `tfgraft/ekg/__init__.py`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import complexity
+from tfgraft import config as cfg
+from tfgraft import data as data_lib
+from tfgraft import io
+from tfgraft import models
+from tfgraft.ekg import data as ekg_data
+from tfgraft.ekg import errors
+from tfgraft.ekg import extract as extract_lib
+from tfgraft.ekg import gated as gated_lib
+from tfgraft.ekg import memory_bank as bank_lib
+from tfgraft.ekg import pretrained as pretrained_lib
+from tfgraft.ekg import search as search_lib
+from tfgraft.ekg import trainer as ekg_trainer
+from tfgraft.training import job as job_lib
+from tfgraft.training import loop
+from tfgraft.training import trainer as trainer_lib
+
+
+class BankHook(loop.Hook):
+    """Puts the memory bank into the run's checkpoint."""
+
+    def __init__(self, bank):
+        self.bank = bank
+
+    def checkpoint_items(self):
+        return {"memory_bank": self.bank}
+
+
+def evaluate_model(model, dataset, training=False):
+    """Top-1 accuracy and mean CE of one model on a finite dataset."""
+    image_shape = model.inputs[0].shape[1:]
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, *image_shape], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+        ]
+    )
+    def step(images, labels):
+        logits = tf.cast(model(images, training=training), tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        pred = tf.argmax(logits, -1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
+        loss = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        )
+        return correct, loss, tf.cast(tf.shape(labels)[0], tf.float32)
+
+    totals = np.zeros(3)
+    for images, labels in dataset:
+        totals += [float(v) for v in step(images, tf.cast(labels, tf.int32))]
+    return {
+        "top1": totals[0] / max(totals[2], 1.0),
+        "loss": totals[1] / max(totals[2], 1.0),
+    }
+
+
+class EKGJob(job_lib.Job):
+    """Searches, distils and fine-tunes an EKG sub-network (one net).
+
+    Args:
+        config: a `JobConfig` with `ekg` set; `model.preset` defaults to
+            `"ekg"`.
+        workdir: run folder.
+        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
+    """
+
+    name = "ekg"
+
+    def __init__(self, config, workdir, **kwargs):
+        if config.ekg is None:
+            raise ValueError("EKGJob needs config.ekg (an EKGConfig)")
+        if config.model.preset is None:
+            config = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, preset="ekg")
+            )
+        super().__init__(config, workdir, **kwargs)
+        self.search_dir = os.path.join(self.workdir, "search")
+
+    # === Models ===
+
+    def _full_config(self):
+        m = self.config.model
+        if m.channel_config:
+            config = models.ChannelConfig.load(m.channel_config)
+        else:
+            config = models.default_channel_config(m.name)
+        if m.width_mult != 1.0:
+            config = config.scaled(m.width_mult)
+        return config
+
+    def _build_kwargs(self):
+        info = self.info
+        return dict(
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            mean=info.mean,
+            std=info.std,
+            preset=self.config.model.preset,
+            shortcut=self.config.model.shortcut,
+        )
+
+    def _plain_net(self, channel_config, seed_index=0, name=None):
+        keras.utils.set_random_seed(
+            job_lib.net_seed(self.config.run.seed, seed_index)
+        )
+        return models.build_model(
+            self.config.model.name,
+            channel_config=channel_config,
+            model_name=name,
+            **self._build_kwargs(),
+        )
+
+    def build_net(self, index, info):
+        """The compact net, initialised with the extracted weights."""
+        del info
+        net = self._plain_net(self.pruned_config, index, f"net_{index}")
+        net.set_weights(self.compact.get_weights())
+        return net
+
+    def make_trainer(self, nets, optimizers, strategy):
+        r, e = self.config.run, self.config.ekg
+        kwargs = dict(
+            global_batch_size=self.config.data.batch_size,
+            jit=r.jit,
+            accum_steps=r.accum_steps,
+        )
+        if e.knowledge:
+            return ekg_trainer.KnowledgeTrainer(
+                nets,
+                optimizers,
+                strategy,
+                temperature=e.temperature,
+                **kwargs,
+            )
+        return trainer_lib.Trainer(nets, optimizers, strategy, **kwargs)
+
+    def make_iterators(self, start_step):
+        e = self.config.ekg
+        iterators = []
+        for i in range(self.trainer.num_nets):
+            ds = ekg_data.train_dataset(
+                self.source,
+                batch_size=self.config.data.batch_size,
+                seed=job_lib.data_seed(self.config.run.seed, i),
+                start_step=start_step,
+                views=2 if e.knowledge else 1,
+                jitter=e.knowledge,
+                knowledge=self.knowledge if e.knowledge else None,
+            )
+            dist = self.strategy.experimental_distribute_dataset(ds)
+            iterators.append(iter(dist))
+        return iterators
+
+    def hooks(self, trainer):
+        return [BankHook(self.bank)]
+
+    # === Phase 1: the pretrained net ===
+
+    def _pretrained_path(self):
+        e = self.config.ekg
+        if e.pretrained:
+            return e.pretrained
+        if e.pretrain_epochs <= 0:
+            raise cfg.ConfigError(
+                "--pretrained is required unless --pretrain_epochs > 0 "
+                "(pretrain in <workdir>/pretrain first)"
+            )
+        path = os.path.join(self.workdir, "pretrain")
+        if os.path.isfile(os.path.join(path, "report.json")):
+            logging.info("Pretrained net found in %s", path)
+            return path
+        n = e.pretrain_epochs
+        logging.info(
+            "Pretraining %s for %d epochs in %s…",
+            self.config.model.name,
+            n,
+            path,
+        )
+        config = cfg.JobConfig(
+            data=self.config.data,
+            model=self.config.model,
+            optim=cfg.OptimConfig(
+                learning_rate=e.pretrain_learning_rate,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=e.pretrain_weight_decay,
+                schedule="multistep",
+                milestones=(0.3 * n, 0.6 * n, 0.9 * n),
+                gamma=0.1,
+            ),
+            run=dataclasses.replace(self.config.run, epochs=n, max_steps=0),
+        )
+        job_lib.Job(config, path, strategy=self.strategy).run()
+        return path
+
+    # === Phases 2-4: search, bank, extraction ===
+
+    def _settings(self, pretrained):
+        e, m = self.config.ekg, self.config.model
+        return {
+            "pretrained": os.path.abspath(pretrained),
+            "model": dataclasses.asdict(m),
+            "dataset": self.info.name,
+            "target_flops_rate": e.target_flops_rate,
+            "search_step": e.search_step,
+            "cost_mode": e.cost_mode,
+            "batch_size": e.batch_size,
+            "train_per_class": e.train_per_class,
+            "val_per_class": e.val_per_class,
+            "search_seed": e.search_seed,
+            "warmup": e.warmup,
+            "num_teachers": e.num_teachers,
+        }
+
+    def _checkpoint(self):
+        return tf.train.Checkpoint(memory_bank=self.bank, compact=self.compact)
+
+    def _load_search(self, settings):
+        path = os.path.join(self.search_dir, "result.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            result = json.load(f)
+        saved = result["settings"]
+        for key, value in settings.items():
+            if saved.get(key) != value:
+                raise errors.EKGError(
+                    f"--workdir={self.workdir}: search/ was made with "
+                    f"{key}={saved.get(key)}, this run has {value}; use a "
+                    "new workdir"
+                )
+        logging.info("Restoring the search result from %s…", self.search_dir)
+        self.pruned_config = models.ChannelConfig(
+            self.config.model.name, result["channel_config"]
+        )
+        self.compact = self._plain_net(self.pruned_config, name="compact")
+        shapes = result["bank"]
+        self.bank = bank_lib.SubnetMemoryBank(
+            shapes["capacity"],
+            shapes["snapshot_size"],
+            shapes["num_gates"],
+            knowledge_shape=shapes["knowledge_shape"],
+        )
+        self._checkpoint().read(
+            os.path.join(self.search_dir, "checkpoint")
+        ).assert_existing_objects_matched()
+        return result
+
+    def _search(self, pretrained):
+        e = self.config.ekg
+        full_config = self._full_config()
+        logging.info("Loading the pretrained net from %s…", pretrained)
+        plain = self._plain_net(full_config, name="pretrained")
+        _, _, trained = pretrained_lib.resolve(pretrained)
+        pretrained_lib.check_config(pretrained, trained, self.config.model)
+        read = pretrained_lib.load(pretrained, plain, self.config.model.name)
+        test_ds = data_lib.eval_dataset(
+            self.source, batch_size=self.config.data.eval_batch_size
+        )
+        pretrained_acc = evaluate_model(plain, test_ds)
+        logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
+
+        sets = ekg_data.search_split(
+            self.source,
+            train_per_class=e.train_per_class,
+            val_per_class=e.val_per_class,
+            seed=e.search_seed,
+        )
+        t0 = time.perf_counter()
+        warmup_loss = None
+        if e.warmup:
+            logging.info(
+                "Search warm-up pass over %d images…", len(sets.train_labels)
+            )
+            warmup_loss = search_lib.warmup_pass(
+                plain,
+                sets.train_images,
+                sets.train_labels,
+                batch_size=e.batch_size,
+            )
+        slots = models.layer_slots(
+            self.config.model.name,
+            preset=self.config.model.preset,
+            shortcut=self.config.model.shortcut,
+            input_shape=self.info.image_shape,
+        )
+        gated = gated_lib.GatedNetwork(plain, slots=slots)
+        logging.info(
+            "Searching %d gates down to FLOPs rate %.3f on %d val images…",
+            gated.num_gates,
+            e.target_flops_rate,
+            len(sets.val_labels),
+        )
+        result = search_lib.search(
+            gated,
+            sets.val_images.astype(np.float32),
+            sets.val_labels,
+            search_lib.SearchConfig(
+                target_flops_rate=e.target_flops_rate,
+                search_step=e.search_step,
+                cost_mode=e.cost_mode,
+                batch_size=e.batch_size,
+            ),
+            log=search_lib.log_entry,
+        )
+        search_seconds = time.perf_counter() - t0
+
+        # === Memory bank and teachers ===
+        sizes = [info.channels for info in gated.info]
+        history = result.history
+        teachers = bank_lib.select_teachers(
+            [h.val_loss for h in history], e.num_teachers
+        )
+        images, labels = self.source.arrays("train")
+        self.bank = bank_lib.SubnetMemoryBank(
+            len(history),
+            sum(sizes),
+            gated.num_gates,
+            knowledge_shape=(len(labels), self.info.num_classes, len(teachers)),
+        )
+        for h in history:
+            self.bank.push(np.concatenate(h.orders), h.rates, h.val_loss)
+        logging.info(
+            "Teacher logits of %d teachers %s for %d images…",
+            len(teachers),
+            teachers,
+            len(labels),
+        )
+        t1 = time.perf_counter()
+        snapshots = [(history[t].orders, history[t].rates) for t in teachers]
+        knowledge = bank_lib.compute_knowledge(
+            gated, snapshots, images, e.batch_size
+        )
+        self.bank.set_knowledge(knowledge, teachers)
+        bank_seconds = time.perf_counter() - t1
+
+        # === Extraction ===
+        gated.set_state(result.final.orders, result.final.rates)
+        self.compact, self.pruned_config = extract_lib.extract(
+            gated, full_config, model_name="compact", **self._build_kwargs()
+        )
+        searched_acc = evaluate_model(self.compact, test_ds)
+        logging.info(
+            "Searched sub-network: top1 %.4f before fine-tuning",
+            searched_acc["top1"],
+        )
+        cost = {
+            conv: {
+                "before": complexity.count(plain, conv),
+                "after": complexity.count(self.compact, conv),
+            }
+            for conv in ("ekg", "macs")
+        }
+        ekg_full = cost["ekg"]["before"].flops
+        result_json = {
+            "settings": self._settings(pretrained),
+            "pretrained_checkpoint": read,
+            "channel_config": dict(self.pruned_config.widths),
+            "original_widths": dict(full_config.widths),
+            "gates": [dataclasses.asdict(i) for i in gated.info],
+            "history": [h.to_json() for h in history],
+            "final": result.final.to_json(),
+            "final_rates": result.final.rates,
+            "ensemble_size": result.ensemble_size,
+            "teachers": teachers,
+            "teacher_losses": [history[t].val_loss for t in teachers],
+            "warmup_loss": warmup_loss,
+            "accuracy": {
+                "pretrained": pretrained_acc["top1"],
+                "searched": searched_acc["top1"],
+            },
+            "flops": {
+                k: {"before": v["before"].flops, "after": v["after"].flops}
+                for k, v in cost.items()
+            },
+            "params": {
+                k: {"before": v["before"].params, "after": v["after"].params}
+                for k, v in cost.items()
+            },
+            "flops_rate": cost["ekg"]["after"].flops / ekg_full,
+            "search_seconds": search_seconds,
+            "bank_seconds": bank_seconds,
+            "bank": {
+                "capacity": self.bank.capacity,
+                "snapshot_size": self.bank.snapshot_size,
+                "num_gates": self.bank.num_gates,
+                "knowledge_shape": list(knowledge.shape),
+            },
+        }
+        if self.is_chief:
+            os.makedirs(self.search_dir, exist_ok=True)
+            self._checkpoint().write(
+                os.path.join(self.search_dir, "checkpoint")
+            )
+            self.pruned_config.save(
+                os.path.join(self.search_dir, "channel_config.json")
+            )
+            _plot_search(
+                os.path.join(self.workdir, "ekg_search.png"), result_json
+            )
+            # Written last: its presence marks the phase as complete.
+            io.atomic_write_json(
+                os.path.join(self.search_dir, "result.json"), result_json
+            )
+        return result_json
+
+    # === The run ===
+
+    def build(self):
+        """Phases 1-4 (they produce the compact net), then the trainer.
+
+        `Job.run` calls this after `setup` and `load_data`, so the EKG job
+        keeps the base run (fit, report, export) unchanged.
+        """
+        ekg_data._arrays(self.source)  # EKG needs an in-memory source
+        pretrained = self._pretrained_path()
+        settings = self._settings(pretrained)
+        self.search_result = self._load_search(settings) or self._search(
+            pretrained
+        )
+        self.knowledge = self.bank.knowledge.numpy()
+        return super().build()
+
+    def report_extras(self, trainer, history):
+        r = dict(self.search_result)
+        e = self.config.ekg
+        evals = [h for h in history if "test" in h]
+        accs = [h["test"]["nets"][0]["top1"] for h in evals]
+        accuracy = dict(r["accuracy"])
+        accuracy["finetuned_final"] = accs[-1] if accs else None
+        accuracy["finetuned_best"] = max(accs) if accs else None
+        return {
+            "ekg": {
+                "pretrained": r["settings"]["pretrained"],
+                "pretrained_checkpoint": r["pretrained_checkpoint"],
+                "target_flops_rate": e.target_flops_rate,
+                "cost_mode": e.cost_mode,
+                "knowledge": e.knowledge,
+                "temperature": e.temperature,
+                "flops": r["flops"],
+                "params": r["params"],
+                "flops_rate": r["flops_rate"],
+                "accuracy": accuracy,
+                "teachers": r["teachers"],
+                "teacher_losses": r["teacher_losses"],
+                "ensemble_size": r["ensemble_size"],
+                "steps": len(r["history"]),
+                "history": r["history"] + [r["final"]],
+                "channel_config": r["channel_config"],
+                "original_widths": r["original_widths"],
+                "search_seconds": r["search_seconds"],
+                "bank_seconds": r["bank_seconds"],
+            },
+        }
+
+
+def _plot_search(path, result):
+    """FLOPs rate vs val loss along the search; widths before/after."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:  # pictures are optional
+        logging.warning("matplotlib missing; %s not written", path)
+        return
+    import io as pyio
+
+    steps = result["history"] + [result["final"]]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.5))
+    rates = [s["flops_rate"] for s in steps]
+    losses = [s["val_loss"] for s in steps]
+    ax0.plot(rates, losses, "o-", ms=3, label="accepted sub-networks")
+    t = result["teachers"]
+    ax0.plot(
+        [rates[i] for i in t],
+        [losses[i] for i in t],
+        "s",
+        mfc="none",
+        ms=9,
+        label="teachers",
+    )
+    ax0.plot(rates[-1:], losses[-1:], "r*", ms=12, label="final")
+    ax0.axvline(
+        result["settings"]["target_flops_rate"], color="gray", ls="--", lw=1
+    )
+    ax0.invert_xaxis()
+    ax0.set_xlabel("FLOPs rate (EKG counter)")
+    ax0.set_ylabel("val loss (sum CE / batch size, training-mode BN)")
+    ax0.set_title("Search trajectory")
+    ax0.legend(fontsize=8)
+    slots = list(result["original_widths"])
+    x = np.arange(len(slots))
+    ax1.bar(
+        x,
+        [result["original_widths"][s] for s in slots],
+        color="lightgray",
+        label="original",
+    )
+    ax1.bar(
+        x,
+        [result["channel_config"][s] for s in slots],
+        width=0.5,
+        color="C0",
+        label="searched",
+    )
+    ax1.set_xticks(x, slots, rotation=90, fontsize=6)
+    ax1.set_ylabel("channels")
+    ax1.set_title(f"Widths (FLOPs rate {result['flops_rate']:.3f})")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    buf = pyio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    io.atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,157 @@
+"""Loading the pretrained network EKG starts from (`--pretrained`).
+
+Accepted forms:
+
+* a `train.baseline` workdir (its newest `checkpoints/` checkpoint; its
+  `config.json` is checked against this run's model);
+* a folder holding a TF checkpoint (`checkpoint` index file) or a
+  checkpoint prefix (`.../ckpt-12`), with the net under the key `net_0`
+  (tfgraft jobs) or `net`;
+* a Keras `.weights.h5` file.
+
+Every mismatch is an `PretrainedError` with one line naming the path.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfgraft.ekg import errors
+
+
+class PretrainedError(errors.EKGError):
+    """`--pretrained` cannot be used for this model; names the path."""
+
+
+def _fail(path, why):
+    raise PretrainedError(f"--pretrained={path}: {why}")
+
+
+def resolve(path):
+    """Returns `(kind, location, config_dict_or_None)` for `--pretrained`.
+
+    `kind` is `"checkpoint"` (a checkpoint prefix) or `"h5"`.
+    """
+    if not path:
+        raise PretrainedError("--pretrained is empty")
+    if path.endswith(".weights.h5"):
+        if not os.path.isfile(path):
+            _fail(path, "no such file")
+        return "h5", path, None
+    if os.path.isdir(path):
+        config = None
+        config_path = os.path.join(path, "config.json")
+        ckpt_dir = os.path.join(path, "checkpoints")
+        if os.path.isdir(ckpt_dir):
+            if os.path.isfile(config_path):
+                with open(config_path) as f:
+                    config = json.load(f)
+            prefix = tf.train.latest_checkpoint(ckpt_dir)
+            if prefix is None:
+                _fail(path, "the workdir has no checkpoint in checkpoints/")
+            return "checkpoint", prefix, config
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            _fail(path, "folder holds neither a workdir nor a checkpoint")
+        return "checkpoint", prefix, None
+    if os.path.isfile(path + ".index"):
+        return "checkpoint", path, None
+    _fail(path, "no such workdir, checkpoint or .weights.h5 file")
+
+
+def _resolved(model):
+    """Model settings with the registry defaults filled in."""
+    from tfgraft.models import common
+    from tfgraft.models import registry
+
+    out = dict(model)
+    out["preset"] = out.get("preset") or "grafting"
+    try:
+        family = registry._entry(out.get("name")).family
+    except registry.UnknownModelError:
+        return out
+    if out.get("shortcut") is None and family in (
+        common.RESNET_CIFAR,
+        common.RESNET_IMAGENET,
+    ):
+        out["shortcut"] = common.default_shortcut(out["preset"], family)
+    return out
+
+
+def check_config(path, trained, model_config):
+    """Raises unless a workdir's `config.json` describes this run's model.
+
+    Args:
+        path: the `--pretrained` value (for the message).
+        trained: the workdir's `config.json` dict (or None: no check).
+        model_config: this run's `ModelConfig`.
+    """
+    if not trained:
+        return
+    theirs = _resolved(trained.get("model", {}))
+    ours = _resolved(
+        {
+            "name": model_config.name,
+            "width_mult": model_config.width_mult,
+            "channel_config": model_config.channel_config,
+            "preset": model_config.preset,
+            "shortcut": model_config.shortcut,
+        }
+    )
+    for key in ("name", "width_mult", "channel_config", "preset", "shortcut"):
+        if theirs.get(key) != ours[key]:
+            flag = "model" if key == "name" else key
+            _fail(
+                path,
+                f"trained with --{flag}={theirs.get(key)}, this run has "
+                f"--{flag}={ours[key]}",
+            )
+
+
+def load(path, net, model_name):
+    """Loads the pretrained weights into `net` (built, same architecture).
+
+    Args:
+        path: the `--pretrained` value.
+        net: the built model to load into.
+        model_name: its registry name (for the message).
+
+    Returns:
+        The checkpoint prefix or file actually read.
+
+    Raises:
+        PretrainedError: the checkpoint does not match `net`.
+    """
+    kind, location, _ = resolve(path)
+    try:
+        if kind == "h5":
+            net.load_weights(location)
+            return location
+        keys = {
+            name.split("/")[0] for name, _ in tf.train.list_variables(location)
+        }
+        key = "net_0" if "net_0" in keys else "net" if "net" in keys else None
+        if key is None:
+            _fail(path, "checkpoint has no 'net_0' or 'net' entry")
+        # Restoring is lenient (a training checkpoint also holds optimizer
+        # slots, step counters, ...); mark every weight with NaN first so
+        # that one the checkpoint does not provide is caught afterwards.
+        for w in net.weights:
+            w.assign(np.full(w.shape, np.nan, w.dtype))
+        status = tf.train.Checkpoint(**{key: net}).restore(location)
+        status.expect_partial()
+        for w in net.weights:
+            if np.isnan(w.numpy()).all():
+                _fail(
+                    path,
+                    f"does not match --model={model_name}: the checkpoint "
+                    f"has no value for {w.path}",
+                )
+    except PretrainedError:
+        raise
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0] if str(e) else type(e).__name__
+        _fail(path, f"does not match --model={model_name}: {first}")
+    return location

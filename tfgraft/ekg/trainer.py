@@ -1,0 +1,94 @@
+"""KnowledgeTrainer: fine-tuning with EKG's two-view knowledge curriculum."""
+
+import tensorflow as tf
+
+from tfgraft.ekg import distill
+from tfgraft.training import trainer as trainer_lib
+
+
+class KnowledgeTrainer(trainer_lib.Trainer):
+    """A `Trainer` whose nets learn from two views and cached teachers.
+
+    Batches are `(images[B, V, H, W, 3], (labels[B], knowledge[B, classes,
+    T]))` from `tfgraft.ekg.data.train_dataset(views=2, knowledge=...)`. The
+    per-replica step runs the net once on the `V * B` view-major images and
+    `compute_loss` applies `distill.knowledge_loss`: the summed CE + KL_T
+    over views and images divided by `V * global_batch_size`, i.e. the
+    reference's per-view mean with gradients halved over the two views.
+    Train accuracy is averaged over the views. Teacher selection uses each
+    replica's share of the batch (identical to the reference on one
+    device).
+
+    Args:
+        *args: `Trainer` arguments.
+        temperature: KD temperature `T` (4 for CIFAR in the reference).
+        **kwargs: `Trainer` keyword arguments.
+    """
+
+    def __init__(self, *args, temperature=4.0, **kwargs):
+        if temperature <= 0:
+            raise ValueError(
+                "KnowledgeTrainer temperature must be > 0. "
+                f"Received: temperature={temperature}"
+            )
+        self.temperature = float(temperature)
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, net_index, logits, labels, images):
+        del net_index, images
+        labels, knowledge = labels
+        views = tf.reshape(
+            tf.cast(logits, tf.float32),
+            [-1, tf.shape(labels)[0], tf.shape(logits)[-1]],
+        )
+        total, _, _ = distill.knowledge_loss(
+            views, labels, knowledge, self.temperature
+        )
+        num_views = tf.cast(tf.shape(views)[0], tf.float32)
+        return total / (num_views * self.global_batch_size)
+
+    def _make_grad_fn(self, i):
+        net = self.nets[i]
+        opt = self.optimizers[i]
+
+        def one_batch(images, labels, knowledge):
+            shape = tf.shape(images)
+            # [B, V, ...] -> view-major [V * B, ...], one forward pass.
+            flat = tf.reshape(
+                tf.transpose(images, [1, 0, 2, 3, 4]),
+                tf.concat([[-1], shape[2:]], axis=0),
+            )
+            with tf.GradientTape() as tape:
+                logits = net(flat, training=True)
+                loss = self.compute_loss(i, logits, (labels, knowledge), flat)
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, net.trainable_variables)
+            num_views = shape[1]
+            tiled = tf.tile(tf.cast(labels, tf.int32), [num_views])
+            pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(pred, tiled), tf.float32)
+            ) / tf.cast(num_views, tf.float32)
+            return loss, correct, grads
+
+        def grad_fn(images, targets):
+            labels, knowledge = targets
+            if self.accum_steps == 1:
+                return one_batch(images, labels, knowledge)
+            k = self.accum_steps
+            micro = trainer_lib._split(images, k)
+            micro_labels = trainer_lib._split(labels, k)
+            micro_knowledge = trainer_lib._split(knowledge, k)
+            loss = tf.zeros([], tf.float32)
+            correct = tf.zeros([], tf.float32)
+            grads = [tf.zeros_like(v) for v in net.trainable_variables]
+            for j in tf.range(k):
+                mloss, mcorrect, mgrads = one_batch(
+                    micro[j], micro_labels[j], micro_knowledge[j]
+                )
+                loss += mloss
+                correct += mcorrect
+                grads = [g + mg for g, mg in zip(grads, mgrads)]
+            return loss, correct, grads
+
+        return grad_fn
