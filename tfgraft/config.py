@@ -164,6 +164,7 @@ class RunConfig:
     eval_every: int = 1
     progress: bool = True
     deterministic: bool = False
+    concurrent_nets: bool = False
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", self.epochs, "must be > 0")
@@ -268,6 +269,9 @@ class JobConfig:
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     graft: Optional[GraftConfig] = None
+    lwdna: Optional["LWDNAConfig"] = None
+    ekg: Optional["EKGConfig"] = None
+    stripe: Optional["StripeConfig"] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -305,3 +309,256 @@ _SECTION_TYPES = {
 def register_section(name, section_type):
     """Lets a method's config section round-trip through `from_dict`."""
     _SECTION_TYPES[name] = section_type
+
+
+IMPORTANCES = ("value", "grad")
+CLASSIFIER_INPUTS = ("auto", "linear", "keep")
+INITS = ("inherit", "reinit")
+
+
+@dataclasses.dataclass(frozen=True)
+class LWDNAConfig:
+    """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
+
+    `ratio` is the derived net's FLOPs over the *widened* net's (DHP
+    counter). `remain_percentage` = -1 keeps at least `min_channels` per
+    layer (the reference's `mc`). `importance="value"` is what the
+    reference's ImageNet ResNets use even with `--grad_prune`; its CIFAR
+    ResNet uses `"grad"`. `classifier_input="auto"` keeps the last stage's
+    stream for CIFAR ResNets (reference CIFAR model) and prunes it with
+    `linear_percentage` otherwise.
+    """
+
+    ratio: float = 0.25
+    remain_percentage: float = 0.4
+    linear_percentage: float = 0.45
+    embedding_dim: int = 8
+    epochs_grad: int = 1
+    search_batch_size: int = 64
+    importance: str = "value"
+    grad_normalize: bool = False
+    prune_threshold: float = 5e-3
+    min_channels: int = 4
+    classifier_input: str = "auto"
+    init: str = "inherit"
+    train_uniform: bool = False
+
+    def __post_init__(self):
+        _check(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
+        _check(
+            0 < self.remain_percentage <= 1 or self.remain_percentage == -1,
+            "remain_percentage",
+            self.remain_percentage,
+            "must be in (0, 1] (or -1 for --min_channels)",
+        )
+        _check(
+            0 < self.linear_percentage <= 1,
+            "linear_percentage",
+            self.linear_percentage,
+            "must be in (0, 1]",
+        )
+        _check(
+            self.embedding_dim >= 1,
+            "embedding_dim",
+            self.embedding_dim,
+            "must be >= 1",
+        )
+        _check(
+            self.epochs_grad >= 1,
+            "epochs_grad",
+            self.epochs_grad,
+            "must be >= 1",
+        )
+        _check(
+            self.search_batch_size > 0,
+            "search_batch_size",
+            self.search_batch_size,
+            "must be > 0",
+        )
+        _check(
+            self.importance in IMPORTANCES,
+            "importance",
+            self.importance,
+            f"must be one of {', '.join(IMPORTANCES)}",
+        )
+        _check(
+            self.prune_threshold >= 0,
+            "prune_threshold",
+            self.prune_threshold,
+            "must be >= 0",
+        )
+        _check(
+            self.min_channels >= 1,
+            "min_channels",
+            self.min_channels,
+            "must be >= 1",
+        )
+        _check(
+            self.classifier_input in CLASSIFIER_INPUTS,
+            "classifier_input",
+            self.classifier_input,
+            f"must be one of {', '.join(CLASSIFIER_INPUTS)}",
+        )
+        _check(
+            self.init in INITS,
+            "init",
+            self.init,
+            f"must be one of {', '.join(INITS)}",
+        )
+
+
+register_section("lwdna", LWDNAConfig)
+
+
+COST_MODES = ("as_coded", "intended")
+
+
+@dataclasses.dataclass(frozen=True)
+class EKGConfig:
+    """EKG options (METHODS.md §3); defaults are the reference's CIFAR ones.
+
+    `pretrained` is a `train.baseline` workdir or a checkpoint; without it,
+    `pretrain_epochs > 0` pretrains the same model in `<workdir>/pretrain`
+    (LR `pretrain_learning_rate` x0.1 at 30/60/90% of the epochs, coupled
+    wd `pretrain_weight_decay`, Nesterov). `batch_size` is the search's,
+    the warm-up pass's and the teacher logits' batch. `knowledge=False`
+    fine-tunes with plain CE (the reference's shipped pipeline).
+    """
+
+    pretrained: Optional[str] = None
+    pretrain_epochs: int = 0
+    pretrain_learning_rate: float = 0.05
+    pretrain_weight_decay: float = 1e-4
+    target_flops_rate: float = 0.45
+    search_step: float = 0.2
+    cost_mode: str = "as_coded"
+    batch_size: int = 256
+    train_per_class: int = 256
+    val_per_class: int = 32
+    search_seed: int = 1
+    warmup: bool = True
+    num_teachers: int = 5
+    knowledge: bool = True
+    temperature: float = 4.0
+
+    def __post_init__(self):
+        _check(
+            0 < self.target_flops_rate < 1,
+            "target_flops_rate",
+            self.target_flops_rate,
+            "must be in (0, 1) (the fraction of FLOPs kept)",
+        )
+        _check(
+            0 < self.search_step <= 1,
+            "search_step",
+            self.search_step,
+            "must be in (0, 1]",
+        )
+        _check(
+            self.cost_mode in COST_MODES,
+            "cost_mode",
+            self.cost_mode,
+            f"must be one of {', '.join(COST_MODES)}",
+        )
+        _check(
+            self.pretrain_epochs >= 0,
+            "pretrain_epochs",
+            self.pretrain_epochs,
+            "must be >= 0",
+        )
+        _check(
+            self.pretrain_learning_rate > 0,
+            "pretrain_learning_rate",
+            self.pretrain_learning_rate,
+            "must be > 0",
+        )
+        _check(
+            self.pretrain_weight_decay >= 0,
+            "pretrain_weight_decay",
+            self.pretrain_weight_decay,
+            "must be >= 0",
+        )
+        _check(
+            self.batch_size > 0,
+            "ekg_batch_size",
+            self.batch_size,
+            "must be > 0",
+        )
+        _check(
+            self.train_per_class >= 1,
+            "search_train_per_class",
+            self.train_per_class,
+            "must be >= 1",
+        )
+        _check(
+            self.val_per_class >= 1,
+            "search_val_per_class",
+            self.val_per_class,
+            "must be >= 1",
+        )
+        _check(
+            self.num_teachers >= 1,
+            "num_teachers",
+            self.num_teachers,
+            "must be >= 1",
+        )
+        _check(
+            self.temperature > 0,
+            "kd_temperature",
+            self.temperature,
+            "must be > 0",
+        )
+
+
+register_section("ekg", EKGConfig)
+
+
+STRIPE_FORMULATIONS = (
+    "auto",
+    "dense",
+    "shift_add",
+    "shift_add_matmul",
+    "im2col",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StripeConfig:
+    """Stripe-wise pruning options (METHODS.md §2).
+
+    The per-step skeleton update runs when `sr > 0` and `threshold > 0`
+    (the reference's `if args.sr and args.threshold`); the final pruning of
+    the best checkpoint runs whenever `threshold > 0`. `shape_only` freezes
+    every randomly initialised weight and trains only the skeletons.
+    `formulation` is the compact layers' `CompactStripeConv2D` formulation;
+    `compact_jit` compiles each compact layer with XLA (also when served
+    from the exported SavedModel). `dead_branches` is what replaces a
+    residual branch left without stripes: "constant" (exact) or
+    "shortcut" (the reference's block removal).
+    """
+
+    sr: float = 0.0
+    threshold: float = 0.0
+    shape_only: bool = False
+    formulation: str = "auto"
+    compact_jit: bool = False
+    dead_branches: str = "constant"
+
+    def __post_init__(self):
+        _check(self.sr >= 0, "sr", self.sr, "must be >= 0")
+        _check(self.threshold >= 0, "threshold", self.threshold, "must be >= 0")
+        _check(
+            self.formulation in STRIPE_FORMULATIONS,
+            "formulation",
+            self.formulation,
+            f"must be one of {', '.join(STRIPE_FORMULATIONS)}",
+        )
+        _check(
+            self.dead_branches in ("constant", "shortcut"),
+            "dead_branches",
+            self.dead_branches,
+            "must be one of constant, shortcut",
+        )
+
+
+register_section("stripe", StripeConfig)

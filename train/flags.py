@@ -20,9 +20,24 @@ FLAGS = flags.FLAGS
 _GROUPS = {}
 
 
+class _Defs:
+    """`flags.DEFINE_*` bound to one FlagValues (tests use fresh ones)."""
+
+    def __init__(self, flag_values):
+        self._fv = flag_values
+
+    def __getattr__(self, name):
+        define = getattr(flags, name)
+
+        def bound(*args, **kwargs):
+            return define(*args, flag_values=self._fv, **kwargs)
+
+        return bound
+
+
 class _Common:
-    def __init__(self):
-        d = flags
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
         # === Run ===
         self.workdir = d.DEFINE_string(
             "workdir",
@@ -68,6 +83,12 @@ class _Common:
         )
         self.deterministic = d.DEFINE_bool(
             "deterministic", False, "TF op determinism (slower)."
+        )
+        self.concurrent_nets = d.DEFINE_bool(
+            "concurrent_nets",
+            False,
+            "Run the nets of a step concurrently (off: one after another, "
+            "faster where one net fills the device).",
         )
         # === Data ===
         self.dataset = d.DEFINE_string(
@@ -147,8 +168,8 @@ class _Common:
 
 
 class _Grafting:
-    def __init__(self):
-        d = flags
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
         self.num_nets = d.DEFINE_integer("num_nets", 2, "Nets grafted (2-8).")
         self.criterion = d.DEFINE_string(
             "criterion", "entropy", "Grafting information: entropy | l1."
@@ -180,13 +201,245 @@ class _Grafting:
 _GROUP_TYPES = {"common": _Common, "grafting": _Grafting}
 
 
-def define(*names):
-    """Defines the named flag groups once; returns them in order."""
+class _LWDNA:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
+        self.ratio = d.DEFINE_float(
+            "ratio",
+            0.25,
+            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1].",
+        )
+        self.remain_percentage = d.DEFINE_float(
+            "remain_percentage",
+            0.4,
+            "Share of each latent's channels always kept (-1: min_channels).",
+        )
+        self.linear_percentage = d.DEFINE_float(
+            "linear_percentage",
+            0.45,
+            "Share of the classifier-input channels always kept.",
+        )
+        self.embedding_dim = d.DEFINE_integer(
+            "embedding_dim", 8, "Hypernetwork embedding dimension."
+        )
+        self.epochs_grad = d.DEFINE_integer(
+            "epochs_grad",
+            1,
+            "Search epochs; the last stops after 2 batches (1: 2 steps).",
+        )
+        self.search_batch_size = d.DEFINE_integer(
+            "search_batch_size", 64, "Batch size of the search steps."
+        )
+        self.importance = d.DEFINE_string(
+            "importance",
+            "value",
+            "Channel importance: value (|latent|, what the reference's "
+            "ImageNet ResNets use) | grad (|dL/dlatent|).",
+        )
+        self.grad_normalize = d.DEFINE_bool(
+            "grad_normalize", False, "Divide latent gradients by their max."
+        )
+        self.prune_threshold = d.DEFINE_float(
+            "prune_threshold", 5e-3, "Initial pruning threshold pt."
+        )
+        self.min_channels = d.DEFINE_integer(
+            "min_channels", 4, "Channels kept when remain_percentage is -1."
+        )
+        self.classifier_input = d.DEFINE_string(
+            "classifier_input",
+            "auto",
+            "Classifier-input stream: auto (keep for CIFAR ResNets) | "
+            "linear (prune to linear_percentage) | keep.",
+        )
+        self.init = d.DEFINE_string(
+            "init",
+            "inherit",
+            "Derived weights: inherit (from the hypernetwork) | reinit.",
+        )
+        self.train_uniform = d.DEFINE_bool(
+            "train_uniform",
+            False,
+            "Also train the uniform-width original for comparison.",
+        )
+
+
+_GROUP_TYPES["lwdna"] = _LWDNA
+
+
+class _EKG:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
+        self.pretrained = d.DEFINE_string(
+            "pretrained",
+            None,
+            "Pretrained net: a train.baseline workdir, a checkpoint folder "
+            "or prefix, or a .weights.h5 file.",
+        )
+        self.pretrain_epochs = d.DEFINE_integer(
+            "pretrain_epochs",
+            0,
+            "Without --pretrained: pretrain this many epochs in "
+            "<workdir>/pretrain first (chains pretrain, search, fine-tune).",
+        )
+        self.pretrain_learning_rate = d.DEFINE_float(
+            "pretrain_learning_rate",
+            0.05,
+            "Pretraining LR (x0.1 at 30/60/90% of --pretrain_epochs).",
+        )
+        self.pretrain_weight_decay = d.DEFINE_float(
+            "pretrain_weight_decay", 1e-4, "Pretraining coupled weight decay."
+        )
+        self.target_flops_rate = d.DEFINE_float(
+            "target_flops_rate",
+            0.45,
+            "Search stops at FLOPs / original FLOPs <= this (EKG counter).",
+        )
+        self.search_step = d.DEFINE_float(
+            "search_step", 0.2, "Coarse width step of the search."
+        )
+        self.cost_mode = d.DEFINE_enum(
+            "cost_mode",
+            "as_coded",
+            list(cfg.COST_MODES),
+            "Pre-filter cost: as_coded (reference slicing bug) | intended.",
+        )
+        self.ekg_batch_size = d.DEFINE_integer(
+            "ekg_batch_size",
+            256,
+            "Batch of the search, its warm-up pass and the teacher logits.",
+        )
+        self.search_train_per_class = d.DEFINE_integer(
+            "search_train_per_class",
+            256,
+            "train_sub: first images per class (warm-up pass).",
+        )
+        self.search_val_per_class = d.DEFINE_integer(
+            "search_val_per_class",
+            32,
+            "val: last training images per class (search objective).",
+        )
+        self.search_seed = d.DEFINE_integer(
+            "search_seed", 1, "Shuffle seed of the search sets."
+        )
+        self.search_warmup = d.DEFINE_bool(
+            "search_warmup",
+            True,
+            "One SGD pass over train_sub before the search (reference).",
+        )
+        self.num_teachers = d.DEFINE_integer(
+            "num_teachers", 5, "Teachers in the memory bank."
+        )
+        self.knowledge = d.DEFINE_bool(
+            "knowledge",
+            True,
+            "Fine-tune with the knowledge curriculum (false: plain CE).",
+        )
+        self.kd_temperature = d.DEFINE_float(
+            "kd_temperature", 4.0, "Distillation temperature T."
+        )
+
+
+_GROUP_TYPES["ekg"] = _EKG
+
+
+class _Stripe:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
+        self.sr = d.DEFINE_float(
+            "sr",
+            0.0,
+            "L1 strength on the Filter Skeleton (paper's alpha; 0: off).",
+        )
+        self.threshold = d.DEFINE_float(
+            "threshold",
+            0.0,
+            "Stripes with |FS| <= threshold are masked and pruned (0: off).",
+        )
+        self.shape_only = d.DEFINE_bool(
+            "shape_only",
+            False,
+            "Freeze the random initial weights; train only the skeletons.",
+        )
+        self.formulation = d.DEFINE_enum(
+            "formulation",
+            "auto",
+            list(cfg.STRIPE_FORMULATIONS),
+            "CompactStripeConv2D formulation of the exported model.",
+        )
+        self.compact_jit = d.DEFINE_bool(
+            "compact_jit",
+            False,
+            "XLA-compile each compact layer (kept in the SavedModel).",
+        )
+        self.dead_branches = d.DEFINE_enum(
+            "dead_branches",
+            "constant",
+            ["constant", "shortcut"],
+            "Residual branch left without stripes: add its constant output "
+            "(exact) | shortcut (the reference drops the block and its ReLU).",
+        )
+
+
+_GROUP_TYPES["stripe"] = _Stripe
+
+
+def _stripe_config(groups):
+    if "stripe" not in groups:
+        return None
+    g = groups["stripe"]
+    return cfg.StripeConfig(
+        sr=g.sr.value,
+        threshold=g.threshold.value,
+        shape_only=g.shape_only.value,
+        formulation=g.formulation.value,
+        compact_jit=g.compact_jit.value,
+        dead_branches=g.dead_branches.value,
+    )
+
+
+def _ekg_config(groups):
+    if "ekg" not in groups:
+        return None
+    g = groups["ekg"]
+    return cfg.EKGConfig(
+        pretrained=g.pretrained.value,
+        pretrain_epochs=g.pretrain_epochs.value,
+        pretrain_learning_rate=g.pretrain_learning_rate.value,
+        pretrain_weight_decay=g.pretrain_weight_decay.value,
+        target_flops_rate=g.target_flops_rate.value,
+        search_step=g.search_step.value,
+        cost_mode=g.cost_mode.value,
+        batch_size=g.ekg_batch_size.value,
+        train_per_class=g.search_train_per_class.value,
+        val_per_class=g.search_val_per_class.value,
+        search_seed=g.search_seed.value,
+        warmup=g.search_warmup.value,
+        num_teachers=g.num_teachers.value,
+        knowledge=g.knowledge.value,
+        temperature=g.kd_temperature.value,
+    )
+
+
+# Flag groups each job accepts (configs_test parses every config with the
+# groups of the job its header command names).
+JOB_GROUPS = {
+    "baseline": ("common",),
+    "grafting": ("common", "grafting"),
+    "stripe": ("common", "stripe"),
+    "ekg": ("common", "ekg"),
+    "lwdna": ("common", "lwdna"),
+}
+
+
+def define(*names, flag_values=None):
+    """Defines the named flag groups once per FlagValues; returns them."""
+    fv = FLAGS if flag_values is None else flag_values
+    groups = _GROUPS.setdefault(id(fv), {})
     out = []
     for name in names:
-        if name not in _GROUPS:
-            _GROUPS[name] = _GROUP_TYPES[name]()
-        out.append(_GROUPS[name])
+        if name not in groups:
+            groups[name] = _GROUP_TYPES[name](fv)
+        out.append(groups[name])
     return out if len(out) > 1 else out[0]
 
 
@@ -204,9 +457,31 @@ def _int_or_epoch(flag, value):
     return steps
 
 
-def job_config():
+def _lwdna_config(groups):
+    if "lwdna" not in groups:
+        return None
+    g = groups["lwdna"]
+    return cfg.LWDNAConfig(
+        ratio=g.ratio.value,
+        remain_percentage=g.remain_percentage.value,
+        linear_percentage=g.linear_percentage.value,
+        embedding_dim=g.embedding_dim.value,
+        epochs_grad=g.epochs_grad.value,
+        search_batch_size=g.search_batch_size.value,
+        importance=g.importance.value,
+        grad_normalize=g.grad_normalize.value,
+        prune_threshold=g.prune_threshold.value,
+        min_channels=g.min_channels.value,
+        classifier_input=g.classifier_input.value,
+        init=g.init.value,
+        train_uniform=g.train_uniform.value,
+    )
+
+
+def job_config(flag_values=None):
     """Builds the `JobConfig` the defined flags describe."""
-    c = _GROUPS["common"]
+    groups = _GROUPS[id(FLAGS if flag_values is None else flag_values)]
+    c = groups["common"]
     milestones = []
     for m in c.milestones.value:
         try:
@@ -218,8 +493,8 @@ def job_config():
             ) from None
     graft = None
     schedule = c.schedule.value
-    if "grafting" in _GROUPS:
-        g = _GROUPS["grafting"]
+    if "grafting" in groups:
+        g = groups["grafting"]
         if g.cos.value:
             schedule = "cosine"
         graft = cfg.GraftConfig(
@@ -276,15 +551,20 @@ def job_config():
             eval_every=c.eval_every.value,
             progress=c.progress.value,
             deterministic=c.deterministic.value,
+            concurrent_nets=c.concurrent_nets.value,
         ),
         graft=graft,
+        lwdna=_lwdna_config(groups),
+        ekg=_ekg_config(groups),
+        stripe=_stripe_config(groups),
     )
 
 
-def flags_text():
+def flags_text(flag_values=None):
     """The resolved tfgraft flags as flagfile text (a valid flagfile)."""
+    fv = FLAGS if flag_values is None else flag_values
     lines = ["# Resolved flags of this run; reusable as --flagfile."]
-    for flag in FLAGS.get_flags_for_module(__name__):
+    for flag in fv.get_flags_for_module(__name__):
         if flag.value is None:
             continue
         serialized = flag.serialize()
@@ -334,9 +614,15 @@ def user_errors():
     from tfgraft import data
     from tfgraft import export
     from tfgraft import models
+    from tfgraft.ekg import errors as ekg_errors
+    from tfgraft.lwdna import hypernet as lwdna_hypernet
+    from tfgraft.stripe import skeleton as stripe_skeleton
     from tfgraft.training import loop
 
     return (
+        stripe_skeleton.StripePruningError,
+        ekg_errors.EKGError,
+        lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
         data.DataError,
         models.ChannelConfigError,
@@ -347,6 +633,28 @@ def user_errors():
         PermissionError,
         flags.IllegalFlagValueError,
     )
+
+
+def run_job(job_class):
+    """Runs a training entry point: flags -> `JobConfig` -> `job_class`.
+
+    The job's flag groups must be defined (`define(...)`) at import of the
+    entry-point module; `--workdir` is required.
+    """
+
+    def main(argv):
+        if len(argv) > 1:
+            raise flags.IllegalFlagValueError(
+                f"unexpected arguments: {' '.join(argv[1:])}"
+            )
+        job_class(
+            job_config(),
+            _GROUPS[id(FLAGS)]["common"].workdir.value,
+            flags_text=flags_text(),
+        ).run()
+
+    flags.mark_flags_as_required(["workdir"])
+    run(main)
 
 
 def run(main):

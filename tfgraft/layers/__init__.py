@@ -1,6 +1,23 @@
 """Keras layers that users can put into their own models."""
 
+from tfgraft.layers.gate import ChannelGate
+from tfgraft.layers.gate import FrozenStatsBatchNormalization
+from tfgraft.layers.gate import GatedConv2D
+from tfgraft.layers.gate import GatedDense
 from tfgraft.layers.graft_conv import GraftConv2D
+from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.layers.standardize import Standardize
+from tfgraft.layers.stripe_conv import CompactStripeConv2D
+from tfgraft.layers.stripe_conv import StripeConv2D
 
-__all__ = ["GraftConv2D", "Standardize"]
+__all__ = [
+    "ChannelGate",
+    "CompactStripeConv2D",
+    "FrozenStatsBatchNormalization",
+    "GatedConv2D",
+    "GatedDense",
+    "GraftConv2D",
+    "HyperConv2D",
+    "Standardize",
+    "StripeConv2D",
+]

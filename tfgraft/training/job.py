@@ -152,6 +152,7 @@ class Job:
             global_batch_size=self.config.data.batch_size,
             jit=r.jit,
             accum_steps=r.accum_steps,
+            concurrent_nets=r.concurrent_nets,
         )
 
     def hooks(self, trainer):

@@ -1,0 +1,24 @@
+"""LW-DNA: widen a zoo net, shrink it by hypernetwork pruning, retrain it.
+
+Example (widen x2, shrink, derive, train and export on the synthetic set):
+
+    python -m train.lwdna --flagfile=configs/lwdna_quick.cfg
+
+The derived widths land in <workdir>/channel_config.json; every other job
+accepts them with the same preset, e.g. `python -m train.baseline
+--model=resnet20 --preset=dhp --channel_config=<workdir>/channel_config.json
+--workdir=...` (without `--preset=dhp`, CIFAR ResNets default to option-A
+shortcuts, another topology).
+"""
+
+from absl import flags
+
+from tfgraft.lwdna import job
+from train import flags as flags_lib
+
+flags_lib.define("common", "lwdna")
+
+if __name__ == "__main__":
+    # LW-DNA widens the network first; x2 is the paper's setting.
+    flags.FLAGS.set_default("width_mult", 2.0)
+    flags_lib.run_job(job.LWDNAJob)
