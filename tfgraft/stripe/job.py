@@ -195,7 +195,7 @@ class StripeJob(job_lib.Job):
 
     def make_report(self, trainer, history, seconds):
         t0 = time.perf_counter()
-        self._stripe_report = self.prune(trainer)
+        self._stripe_report = self.prune(trainer, history)
         self._stripe_report["prune_seconds"] = time.perf_counter() - t0
         return super().make_report(
             trainer, history, seconds + self._stripe_report["prune_seconds"]
@@ -204,7 +204,7 @@ class StripeJob(job_lib.Job):
     def report_extras(self, trainer, history):
         return {"stripe": self._stripe_report}
 
-    def prune(self, trainer):
+    def prune(self, trainer, history=()):
         """Prunes and compacts the best (and the last) net; returns stats."""
         s = self.stripe
         best_epoch = int(self.stripe_best.best_epoch.numpy())
@@ -260,7 +260,10 @@ class StripeJob(job_lib.Job):
                 **result.as_dict(),
             }
         )
-        if best_epoch > 0:
+        last = history[-1]["epoch"] if history else None
+        if best_epoch > 0 and best_epoch == last:
+            report["last_epoch"] = {"same_as_best": True}
+        elif best_epoch > 0:
             report["last_epoch"] = self._last_epoch_stats(trainer, s)
         logging.info(
             "stripe | masked top1: %.4f | compact top1: %.4f | FLOPs -%.1f%% "
