@@ -3,7 +3,7 @@
 Usage (from the repo root):
 
     python bench/ekg_cifar_small.py [--workdir=/tmp/ekg_bench]
-        [--width_mult=0.5] [--pretrain_epochs=3] [--epochs=2]
+        [--width_mult=0.5] [--pretrain_epochs=2] [--epochs=2]
         [--target_flops_rate=0.55] [--search_val_per_class=16]
         [--dataset=folder:<path>] [--fresh]
 
@@ -17,7 +17,7 @@ pretraining and search (its `search/` folder), so the two fine-tunings
 start from identical weights. Prints accuracies, FLOPs and params side by
 side and writes `<workdir>/summary.json`.
 
-The defaults are a reduced setting (half-width ResNet-20, 3 + 2 epochs,
+The defaults are a reduced setting (half-width ResNet-20, 2 + 2 epochs,
 64 train_sub and 16 val images per class, pretraining LR 0.1) that fits
 about 10 minutes on 2 busy CPU cores; it shows the pipeline, not the
 paper's numbers (those need configs/ekg_cifar10_resnet56.cfg on a GPU).
@@ -80,7 +80,7 @@ def main():
     parser.add_argument("--workdir", default="/tmp/ekg_bench")
     parser.add_argument("--dataset", default=f"folder:{CIFAR10_SMALL}")
     parser.add_argument("--width_mult", type=float, default=0.5)
-    parser.add_argument("--pretrain_epochs", type=int, default=3)
+    parser.add_argument("--pretrain_epochs", type=int, default=2)
     parser.add_argument("--pretrain_learning_rate", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=128)

@@ -247,7 +247,7 @@ class DistillTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class KnowledgeTrainerTest(tf.test.TestCase):
-    def _make(self, strategy, batch=8):
+    def _make(self, strategy, batch=8, **kwargs):
         with strategy.scope():
             keras.utils.set_random_seed(0)
             inputs = keras.Input((8, 8, 3))
@@ -257,7 +257,7 @@ class KnowledgeTrainerTest(tf.test.TestCase):
             net = keras.Model(inputs, keras.layers.Dense(5)(x))
             opt = optimizers.TorchSGD(0.1, momentum=0.9, weight_decay=5e-4)
             trainer = ekg_trainer.KnowledgeTrainer(
-                [net], [opt], strategy, global_batch_size=batch
+                [net], [opt], strategy, global_batch_size=batch, **kwargs
             )
         rng = np.random.default_rng(0)
         images = rng.uniform(0, 1, (batch, 2, 8, 8, 3)).astype("float32")
@@ -281,6 +281,28 @@ class KnowledgeTrainerTest(tf.test.TestCase):
         total, _, _ = distill.knowledge_loss(views, labels, knowledge, 4.0)
         self.assertAllClose(loss, total / 16.0, rtol=1e-5)
         self.assertLen(grads, len(net.trainable_variables))
+        self.assertBetween(float(correct), 0.0, 8.0)
+
+    def test_jit_and_accumulation(self):
+        strategy = tf.distribute.get_strategy()
+        trainer, _, (images, labels, knowledge) = self._make(
+            strategy, jit=True, accum_steps=2
+        )
+        loss, correct, _ = trainer._grad_fns[0](
+            tf.constant(images), (tf.constant(labels), tf.constant(knowledge))
+        )
+        # Two micro-batches of 4 images: the sum of their mean losses.
+        net = trainer.nets[0]
+        want = 0.0
+        for half in (slice(0, 4), slice(4, 8)):
+            x = images[half]
+            flat = np.concatenate([x[:, 0], x[:, 1]])
+            views = tf.reshape(net(flat, training=True), [2, 4, 5])
+            total, _, _ = distill.knowledge_loss(
+                views, labels[half], knowledge[half], 4.0
+            )
+            want += float(total) / 16.0
+        self.assertAllClose(loss, want, rtol=1e-4)
         self.assertBetween(float(correct), 0.0, 8.0)
 
     def test_mirrored_step_keeps_replicas_identical(self):
