@@ -1,5 +1,6 @@
 """Keras layers that users can put into their own models."""
 
+from tfgraft.layers.batch_norm import FusedBatchNormalization
 from tfgraft.layers.gate import ChannelGate
 from tfgraft.layers.gate import FrozenStatsBatchNormalization
 from tfgraft.layers.gate import GatedConv2D
@@ -14,6 +15,7 @@ __all__ = [
     "ChannelGate",
     "CompactStripeConv2D",
     "FrozenStatsBatchNormalization",
+    "FusedBatchNormalization",
     "GatedConv2D",
     "GatedDense",
     "GraftConv2D",

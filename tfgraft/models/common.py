@@ -18,7 +18,8 @@ Under `grafting` the init follows each reference model file: CIFAR ResNets
 use He normal fan_in for conv and FC weights (PyTorch default FC bias), VGG16
 and MobileNetV2 keep PyTorch's default U(±1/sqrt(fan_in)) for weights and
 biases, ImageNet ResNets use torchvision's He normal fan_out. Every BN is
-`BatchNormalization(momentum=0.9, epsilon=1e-5)` (PyTorch momentum 0.1).
+`FusedBatchNormalization(momentum=0.9, epsilon=1e-5)` (PyTorch momentum
+0.1; Keras's BN computed by TF's fused kernel, see `tfgraft.layers`).
 
 PyTorch pads `k // 2` on every side. TF's `"same"` equals that at stride 1
 for odd kernels but pads only bottom/right at stride 2, shifting the
@@ -30,6 +31,8 @@ import dataclasses
 
 import keras
 from keras import ops
+
+from tfgraft.layers import batch_norm as bn_lib
 
 PRESETS = ("grafting", "pff", "ekg", "dhp")
 SHORTCUTS = ("A", "projection")
@@ -366,7 +369,7 @@ class LayerBuilder:
         s = self.settings
         gamma = 0.0 if (last and s.zero_init_last_bn) else s.bn_gamma
         self.slots[name] = slot
-        return keras.layers.BatchNormalization(
+        return bn_lib.FusedBatchNormalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             gamma_initializer=keras.initializers.Constant(gamma),
