@@ -1,116 +1,573 @@
-"""Training throughput: the tfgraft loop vs plain `keras.Model.fit`.
+"""tfgraft's performance report: training img/s side by side in one run.
 
-Both train the same zoo model on the same in-memory batches with the same
-batch size, PyTorch-style SGD and thread settings, side by side in one
-process. Each is warmed up, then timed over several windows; the medians
-and their ratio are printed (target: tfgraft / fit >= 1.0).
+Every contender runs in its own worker process (so each has its own peak
+RSS and thread pools), built and warmed up once; the parent then times
+them in rounds, one window each in rotating order, while the others wait
+idle. Interleaving spreads machine noise over all contenders; the report
+gives medians over rounds and ratios of medians.
 
-    python bench/throughput.py --model=resnet20 --batch_size=128
+Contenders, on the same in-memory batches, batch size and thread count:
+
+* `tfgraft`: the tfgraft `Trainer` (one net), float32 or mixed bfloat16 /
+  float16; `tfgraft+xla` with the forward/backward under XLA.
+* `keras_fit`: plain `keras.Model.fit` on the same zoo model.
+* `torch`: the same CIFAR ResNet (option A shortcuts) written below in
+  PyTorch, channels_last, `torch.autocast` for bfloat16; only when `torch`
+  is importable (`pip install torch==2.13.0` gives the CPU build).
+* `tfgraft_Nnets`: N nets in one tfgraft process (img/s summed over nets),
+  against N x one net's img/s.
+* `pipeline`: the tfgraft input pipeline alone (decode + CIFAR
+  augmentation), against the training step.
+
+    python bench/throughput.py --out_dir=bench/results/throughput --plot
+
+The report prints Markdown; `--out_dir` writes `throughput.md`,
+`throughput.json` and, with `--plot`, `throughput.png`. It runs unchanged
+on CPU-only machines; on a GPU pass e.g. `--dtypes=float32,float16
+--batch_sizes=128,512`.
 """
 
-import json
-import statistics
-import time
+import os
+import sys
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import app
-from absl import flags
+# Before TensorFlow loads (see tfgraft/__init__.py).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tfgraft import models
-from tfgraft.training import optimizers
-from tfgraft.training import trainer as trainer_lib
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 
-_MODEL = flags.DEFINE_string("model", "resnet20", "Zoo model.")
-_WIDTH = flags.DEFINE_float("width_mult", 1.0, "Width multiplier.")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timed window.")
-_WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows.")
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+_MODELS = flags.DEFINE_list("models", ["resnet20", "resnet56"], "Zoo models.")
+_DTYPES = flags.DEFINE_list(
+    "dtypes", ["float32", "bfloat16"], "float32, bfloat16 or float16."
+)
+_BATCHES = flags.DEFINE_list("batch_sizes", ["128"], "Batch sizes.")
+_NETS = flags.DEFINE_list(
+    "nets", ["1", "2", "4"], "Net counts for the N-nets rows."
+)
+_NETS_MODEL = flags.DEFINE_string(
+    "nets_model", "resnet20", "Model of the N-nets and pipeline rows."
+)
+_XLA = flags.DEFINE_bool("xla", True, "Add tfgraft+xla rows (float32).")
+_FIT = flags.DEFINE_bool("fit", True, "Add keras.Model.fit rows.")
+_TORCH = flags.DEFINE_bool("torch", True, "Add PyTorch rows if importable.")
+_DATASET = flags.DEFINE_string(
+    "dataset", "synthetic", "--dataset spec of the pipeline row."
+)
+_STEPS = flags.DEFINE_integer("steps", 4, "Training steps per timed window.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed windows per contender.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Warm-up steps.")
-_JIT = flags.DEFINE_bool("jit", False, "XLA for the tfgraft step.")
-_OUT = flags.DEFINE_string("json", None, "Write the results here.")
+_OUT = flags.DEFINE_string("out_dir", None, "Write md/json/png here.")
+_PLOT = flags.DEFINE_bool("plot", False, "Also write throughput.png.")
+_WORKER = flags.DEFINE_string("worker", None, "Internal: run one contender.")
+
+_REPLY = "@@ "
 
 
-def _data(batch, steps):
+# === Workers: each builds one contender and answers "run N" / "rss". ===
+
+
+def _tf_setup(spec):
+    import keras
+
+    if spec["dtype"] != "float32":
+        keras.mixed_precision.set_global_policy(f"mixed_{spec['dtype']}")
+
+
+def _tf_batches(batch):
+    import numpy as np
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
-    n = batch * 4
-    images = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, 10, n).astype("int32")
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return ds.batch(batch, drop_remainder=True).cache().repeat()
+    images = rng.uniform(0, 255, (batch, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, batch).astype("int32")
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
 
 
-def _net(seed):
-    keras.utils.set_random_seed(seed)
-    return models.build_model(_MODEL.value, width_mult=_WIDTH.value)
+def _tfgraft_worker(spec):
+    import keras
+    import tensorflow as tf
 
+    from tfgraft import models
+    from tfgraft.training import optimizers
+    from tfgraft.training import trainer as trainer_lib
 
-def _median_rate(run_window, batch):
-    rates = []
-    for _ in range(_WINDOWS.value):
-        t0 = time.perf_counter()
-        run_window()
-        rates.append(_STEPS.value * batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
-
-
-def bench_tfgraft(batch):
+    _tf_setup(spec)
     strategy = tf.distribute.get_strategy()
-    net = _net(0)
-    opt = optimizers.TorchSGD(0.01, momentum=0.9, weight_decay=5e-4)
+    nets, opts = [], []
+    for i in range(spec["nets"]):
+        keras.utils.set_random_seed(i)
+        nets.append(models.build_model(spec["model"]))
+        opts.append(optimizers.TorchSGD(0.01, momentum=0.9, weight_decay=5e-4))
     trainer = trainer_lib.Trainer(
-        [net], [opt], strategy, global_batch_size=batch, jit=_JIT.value
+        nets,
+        opts,
+        strategy,
+        global_batch_size=spec["batch"],
+        jit=spec["xla"],
     )
-    it = iter(_data(batch, _STEPS.value))
-    trainer.train_loop([it], _WARMUP.value)
-    return _median_rate(lambda: trainer.train_loop([it], _STEPS.value), batch)
+    iterators = [iter(_tf_batches(spec["batch"])) for _ in nets]
+
+    def run(n):
+        trainer.train_loop(iterators, n)  # returns host-side stats
+
+    return run
 
 
-def bench_fit(batch):
-    net = _net(0)
+def _fit_worker(spec):
+    import keras
+
+    from tfgraft import models
+    from tfgraft.training import optimizers
+
+    _tf_setup(spec)
+    keras.utils.set_random_seed(0)
+    net = models.build_model(spec["model"])
     net.compile(
         optimizer=optimizers.TorchSGD(0.01, momentum=0.9, weight_decay=5e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
     )
-    ds = _data(batch, _STEPS.value)
-    net.fit(ds, steps_per_epoch=_WARMUP.value, epochs=1, verbose=0)
-    return _median_rate(
-        lambda: net.fit(ds, steps_per_epoch=_STEPS.value, epochs=1, verbose=0),
-        batch,
+    ds = _tf_batches(spec["batch"])
+
+    def run(n):
+        net.fit(ds, steps_per_epoch=n, epochs=1, verbose=0)
+
+    return run
+
+
+def _torch_resnet(depth):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.stride = stride
+            self.pad = cout - cin
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            short = x
+            if self.stride != 1 or self.pad:
+                # Option A: subsample and zero-pad the channels.
+                short = x[:, :, :: self.stride, :: self.stride]
+                half = self.pad // 2
+                short = F.pad(short, (0, 0, 0, 0, half, self.pad - half))
+            return F.relu(out + short)
+
+    class ResNet(nn.Module):
+        def __init__(self, blocks):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn = nn.BatchNorm2d(16)
+            layers, cin = [], 16
+            for stage, width in enumerate((16, 32, 64)):
+                for b in range(blocks):
+                    stride = 2 if stage and not b else 1
+                    layers.append(Block(cin, width, stride))
+                    cin = width
+            self.layers = nn.Sequential(*layers)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.layers(F.relu(self.bn(self.conv(x))))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    return ResNet((depth - 2) // 6)
+
+
+def _torch_worker(spec):
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    torch.set_num_threads(spec["threads"])
+    depth = int(spec["model"].removeprefix("resnet"))
+    net = _torch_resnet(depth).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4
     )
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(spec["batch"], 3, 32, 32, generator=gen) * 255).to(
+        memory_format=torch.channels_last
+    )
+    y = torch.randint(0, 10, (spec["batch"],), generator=gen)
+    mean = torch.tensor([125.3, 123.0, 113.9]).view(1, 3, 1, 1)
+    std = torch.tensor([63.0, 62.1, 66.7]).view(1, 3, 1, 1)
+    use_bf16 = spec["dtype"] == "bfloat16"
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = F.cross_entropy(net((x - mean) / std), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def run(n):
+        for _ in range(n):
+            loss = step()
+        loss.item()
+
+    return run
+
+
+def _pipeline_worker(spec):
+    from tfgraft.data import AugmentConfig
+    from tfgraft.data import load_source
+    from tfgraft.data import train_dataset
+
+    source = load_source(spec["dataset"])
+    it = iter(
+        train_dataset(
+            source, batch_size=spec["batch"], seed=0, augment=AugmentConfig()
+        )
+    )
+
+    def run(n):
+        # A pipeline "step" is one batch; 8 per training step's window
+        # keeps the window long enough to time.
+        for _ in range(n * 8):
+            images, _ = next(it)
+        images.numpy()
+
+    return run
+
+
+_WORKERS = {
+    "tfgraft": _tfgraft_worker,
+    "keras_fit": _fit_worker,
+    "torch": _torch_worker,
+    "pipeline": _pipeline_worker,
+}
+
+
+def _serve(spec):
+    run = _WORKERS[spec["kind"]](spec)
+    run(spec["warmup"])
+    print(_REPLY + "ready", flush=True)
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "run":
+            start = time.perf_counter()
+            run(int(args[0]))
+            print(_REPLY + str(time.perf_counter() - start), flush=True)
+        elif cmd == "rss":
+            kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(_REPLY + str(kib / 1024.0), flush=True)
+        else:
+            return
+
+
+# === Parent: start workers, time them in rounds, report. ===
+
+
+class _Contender:
+    def __init__(self, spec):
+        self.spec = spec
+        self.seconds = []
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)]
+            + ["--worker=" + json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._ask(None)  # "ready"
+
+    def _ask(self, cmd):
+        if cmd:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(_REPLY):
+                return line[len(_REPLY) :].strip()
+        raise RuntimeError(
+            f"contender {self.spec['name']} exited with status "
+            f"{self.proc.wait()} (see its stderr above)"
+        )
+
+    def window(self, steps):
+        self.seconds.append(float(self._ask(f"run {steps}")))
+
+    def close(self):
+        rss = float(self._ask("rss"))
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait()
+        return rss
+
+
+def _threads():
+    import tensorflow as tf
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    return intra or len(os.sched_getaffinity(0))
+
+
+def _device():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return details.get("device_name", "GPU"), True
+    cpu = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores", False
+
+
+def _torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _plan(threads, on_gpu):
+    specs = []
+
+    def add(name, kind, model, dtype, batch, **extra):
+        spec = dict(
+            name=name,
+            kind=kind,
+            model=model,
+            dtype=dtype,
+            batch=batch,
+            nets=1,
+            xla=False,
+            threads=threads,
+            warmup=_WARMUP.value,
+            dataset=_DATASET.value,
+        )
+        spec.update(extra)
+        specs.append(spec)
+
+    # The PyTorch build installed here is CPU-only: compare only on CPU.
+    torch_ok = _TORCH.value and _torch_available() and not on_gpu
+    for batch in map(int, _BATCHES.value):
+        for model in _MODELS.value:
+            for dtype in _DTYPES.value:
+                key = f"{model}/{dtype}/b{batch}"
+                add(f"tfgraft {key}", "tfgraft", model, dtype, batch)
+                if _XLA.value and (dtype == "float32" or on_gpu):
+                    add(
+                        f"tfgraft+xla {key}",
+                        "tfgraft",
+                        model,
+                        dtype,
+                        batch,
+                        xla=True,
+                    )
+                if _FIT.value:
+                    add(f"keras_fit {key}", "keras_fit", model, dtype, batch)
+                if torch_ok and dtype in ("float32", "bfloat16"):
+                    add(f"torch {key}", "torch", model, dtype, batch)
+        key = f"{_NETS_MODEL.value}/float32/b{batch}"
+        for n in map(int, _NETS.value):
+            name = f"tfgraft {key}" if n == 1 else f"tfgraft_{n}nets {key}"
+            if n != 1 or all(s["name"] != name for s in specs):
+                add(
+                    name, "tfgraft", _NETS_MODEL.value, "float32", batch, nets=n
+                )
+        add(f"pipeline b{batch}", "pipeline", "-", "float32", batch)
+    return specs
+
+
+def _rate(c):
+    spec = c.spec
+    images = spec["batch"] * spec["nets"] * _STEPS.value
+    if spec["kind"] == "pipeline":
+        images *= 8
+    return [images / s for s in c.seconds]
+
+
+def _report(results, meta):
+    by_name = {r["name"]: r for r in results}
+
+    def med(name):
+        r = by_name.get(name)
+        return r["img_per_sec"] if r else None
+
+    lines = [
+        f"Device: {meta['device']}; {meta['threads']} threads; "
+        f"TF {meta['tf']}, Keras {meta['keras']}"
+        + (f", PyTorch {meta['torch']}" if meta.get("torch") else "")
+        + f"; oneDNN {meta['onednn']}; {meta['rounds']} rounds x "
+        f"{meta['steps']} steps, medians.",
+        "",
+        "| model | dtype | batch | tfgraft img/s | +XLA | keras fit | "
+        "PyTorch | tfgraft/PyTorch | tfgraft/fit | XLA/no-XLA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = {}
+
+    def fmt(v, digits=0):
+        return "-" if v is None else f"{v:,.{digits}f}"
+
+    def div(a, b):
+        return None if a is None or b is None else a / b
+
+    for batch in map(int, _BATCHES.value):
+        for model in _MODELS.value:
+            for dtype in _DTYPES.value:
+                key = f"{model}/{dtype}/b{batch}"
+                t = med(f"tfgraft {key}")
+                x = med(f"tfgraft+xla {key}")
+                f = med(f"keras_fit {key}")
+                p = med(f"torch {key}")
+                ratios[key] = {
+                    "tfgraft_over_torch": div(t, p),
+                    "tfgraft_over_fit": div(t, f),
+                    "xla_over_no_xla": div(x, t),
+                }
+                lines.append(
+                    f"| {model} | {dtype} | {batch} | {fmt(t)} | {fmt(x)} | "
+                    f"{fmt(f)} | {fmt(p)} | {fmt(div(t, p), 2)} | "
+                    f"{fmt(div(t, f), 2)} | {fmt(div(x, t), 2)} |"
+                )
+    lines += [
+        "",
+        "| nets | img/s (sum over nets) | vs N x one net | peak RSS MiB |",
+        "|---|---|---|---|",
+    ]
+    for batch in map(int, _BATCHES.value):
+        key = f"{_NETS_MODEL.value}/float32/b{batch}"
+        one = med(f"tfgraft {key}")
+        for n in map(int, _NETS.value):
+            name = f"tfgraft {key}" if n == 1 else f"tfgraft_{n}nets {key}"
+            r = by_name.get(name)
+            if not r:
+                continue
+            eff = div(r["img_per_sec"], None if one is None else n * one)
+            ratios[f"{key}/{n}nets"] = {"vs_n_times_one": eff}
+            lines.append(
+                f"| {n} (batch {batch}) | {fmt(r['img_per_sec'])} | "
+                f"{fmt(eff, 2)} | {fmt(r['peak_rss_mib'])} |"
+            )
+        pipe = med(f"pipeline b{batch}")
+        ratio = div(pipe, one)
+        ratios[f"pipeline/b{batch}"] = {"pipeline_over_step": ratio}
+        lines += [
+            "",
+            f"Input pipeline alone ({_DATASET.value}, CIFAR augmentation, "
+            f"batch {batch}): {fmt(pipe)} img/s = {fmt(ratio, 1)} x the "
+            f"{_NETS_MODEL.value} training step.",
+        ]
+    return "\n".join(lines), ratios
+
+
+def _plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = [r["name"] for r in results if r["kind"] != "pipeline"]
+    rates = [r["img_per_sec"] for r in results if r["kind"] != "pipeline"]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1))
+    ax.barh(range(len(names)), rates, color="tab:blue")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("training img/s (median)")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def main(argv):
     del argv
-    batch = _BATCH.value
-    results = {
-        "model": _MODEL.value,
-        "batch_size": batch,
-        "threads": {
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-        },
-    }
-    # Interleave to spread machine noise over both.
-    a = [bench_tfgraft(batch)]
-    b = [bench_fit(batch)]
-    results["tfgraft_img_per_sec"] = statistics.median(a)
-    results["keras_fit_img_per_sec"] = statistics.median(b)
-    results["ratio_tfgraft_over_fit"] = (
-        results["tfgraft_img_per_sec"] / results["keras_fit_img_per_sec"]
+    if _WORKER.value:
+        _serve(json.loads(_WORKER.value))
+        return
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    threads = _threads()
+    device, on_gpu = _device()
+    specs = _plan(threads, on_gpu)
+    contenders = []
+    for spec in specs:
+        print(f"starting {spec['name']} ...", file=sys.stderr, flush=True)
+        contenders.append(_Contender(spec))
+    for r in range(_ROUNDS.value):
+        # Rotate the order so no contender always follows the same one.
+        for c in contenders[r:] + contenders[:r]:
+            c.window(_STEPS.value)
+        print(f"round {r + 1}/{_ROUNDS.value}", file=sys.stderr, flush=True)
+    results = []
+    for c in contenders:
+        rates = _rate(c)
+        results.append(
+            dict(
+                name=c.spec["name"],
+                kind=c.spec["kind"],
+                spec=c.spec,
+                img_per_sec=statistics.median(rates),
+                img_per_sec_windows=rates,
+                peak_rss_mib=c.close(),
+            )
+        )
+    meta = dict(
+        device=device,
+        threads=threads,
+        tf=tf.__version__,
+        keras=keras.__version__,
+        onednn="on" if _pywrap_util_port.IsMklEnabled() else "off",
+        rounds=_ROUNDS.value,
+        steps=_STEPS.value,
     )
-    print(
-        f"{_MODEL.value} batch {batch}: tfgraft "
-        f"{results['tfgraft_img_per_sec']:.0f} img/s, keras fit "
-        f"{results['keras_fit_img_per_sec']:.0f} img/s, ratio "
-        f"{results['ratio_tfgraft_over_fit']:.2f}"
-    )
+    if _torch_available():
+        import torch
+
+        meta["torch"] = torch.__version__
+    table, ratios = _report(results, meta)
+    print(table)
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(results, f, indent=2)
+        os.makedirs(_OUT.value, exist_ok=True)
+        _write(os.path.join(_OUT.value, "throughput.md"), table + "\n")
+        _write(
+            os.path.join(_OUT.value, "throughput.json"),
+            json.dumps(
+                dict(meta=meta, ratios=ratios, results=results), indent=2
+            ),
+        )
+        if _PLOT.value:
+            _plot(results, os.path.join(_OUT.value, "throughput.png"))
 
 
 if __name__ == "__main__":
