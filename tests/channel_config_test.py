@@ -10,6 +10,7 @@ from tfgraft.models import ChannelConfig
 from tfgraft.models import ChannelConfigError
 from tfgraft.models import build_model
 from tfgraft.models import default_channel_config
+from tfgraft.models import resolve_topology
 
 
 class ChannelConfigTest(tf.test.TestCase, parameterized.TestCase):
@@ -136,6 +137,117 @@ class ChannelConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
     def test_rejects_non_config(self):
         with self.assertRaisesRegex(TypeError, "ChannelConfig"):
             build_model("resnet20", channel_config={"stage1": 16})
+
+
+def _derived_file(tmpdir, preset="dhp", shortcut="projection"):
+    # What LW-DNA writes: widths plus the topology they were made for.
+    config = default_channel_config("resnet20").scaled(0.25)
+    config = config.with_topology(preset, shortcut)
+    path = os.path.join(tmpdir, "derived.json")
+    config.save(path)
+    return path
+
+
+class TopologyTest(tf.test.TestCase, parameterized.TestCase):
+    def test_round_trip_records_preset_and_shortcut(self):
+        path = _derived_file(self.get_temp_dir())
+        with open(path) as f:
+            data = json.load(f)
+        self.assertEqual(list(data), ["model", "preset", "shortcut", "widths"])
+        self.assertEqual(
+            (data["preset"], data["shortcut"]), ("dhp", "projection")
+        )
+        loaded = ChannelConfig.load(path)
+        self.assertEqual(
+            (loaded.preset, loaded.shortcut), ("dhp", "projection")
+        )
+        # scaled() keeps the recorded topology.
+        self.assertEqual(loaded.scaled(2).preset, "dhp")
+        self.assertEqual(loaded.scaled(2).shortcut, "projection")
+        # The topology is part of the value.
+        self.assertNotEqual(loaded, loaded.with_topology("pff", "projection"))
+
+    def test_unknown_topology_is_not_written(self):
+        config = default_channel_config("resnet20")
+        self.assertEqual(
+            list(json.loads(config.to_json())), ["model", "widths"]
+        )
+
+    def test_old_file_loads_and_builds_with_any_preset(self):
+        path = os.path.join(self.get_temp_dir(), "old.json")
+        with open(path, "w") as f:
+            json.dump(_config_with(), f)
+        config = ChannelConfig.load(path)
+        self.assertIsNone(config.preset)
+        self.assertIsNone(config.shortcut)
+        for preset in ("grafting", "dhp"):
+            model = build_model(
+                "resnet20", channel_config=config, preset=preset
+            )
+            self.assertEqual(model.get_layer("fc").units, 10)
+
+    @parameterized.named_parameters(
+        (
+            "default_preset",
+            dict(),
+            "built for --preset=dhp, got --preset=grafting",
+        ),
+        (
+            "other_preset",
+            dict(preset="pff", shortcut="projection"),
+            "built for --preset=dhp, got --preset=pff",
+        ),
+        (
+            "other_shortcut",
+            dict(preset="dhp", shortcut="A"),
+            "built for --shortcut=projection, got --shortcut=A",
+        ),
+    )
+    def test_mismatch_is_one_line_naming_file(self, kwargs, message):
+        path = _derived_file(self.get_temp_dir())
+        config = ChannelConfig.load(path)
+        with self.assertRaises(ChannelConfigError) as ctx:
+            build_model("resnet20", channel_config=config, **kwargs)
+        self.assertEqual(
+            str(ctx.exception), f"--channel_config={path}: {message}"
+        )
+
+    def test_model_mismatch_names_flag(self):
+        config = ChannelConfig.load(_derived_file(self.get_temp_dir()))
+        with self.assertRaisesRegex(
+            ChannelConfigError,
+            r"derived.json: built for --model=resnet20, got --model=resnet32$",
+        ):
+            build_model("resnet32", channel_config=config, preset="dhp")
+
+    def test_matching_topology_builds(self):
+        config = ChannelConfig.load(_derived_file(self.get_temp_dir()))
+        # The shortcut left to the preset's default resolves to the same.
+        model = build_model("resnet20", channel_config=config, preset="dhp")
+        self.assertEqual(model.get_layer("stage2_block0_conv1").filters, 8)
+
+    @parameterized.named_parameters(
+        ("defaults", "resnet20", None, None, ("grafting", "A")),
+        ("dhp", "resnet20", "dhp", None, ("dhp", "projection")),
+        (
+            "explicit",
+            "resnet56",
+            "grafting",
+            "projection",
+            ("grafting", "projection"),
+        ),
+        ("imagenet", "resnet18", None, None, ("grafting", "projection")),
+        ("no_shortcuts", "vgg16", "pff", None, ("pff", None)),
+    )
+    def test_resolve_topology(self, name, preset, shortcut, expected):
+        self.assertEqual(resolve_topology(name, preset, shortcut), expected)
+
+    def test_bad_recorded_preset_names_file(self):
+        path = os.path.join(self.get_temp_dir(), "bad.json")
+        with open(path, "w") as f:
+            json.dump({**_config_with(), "preset": 3}, f)
+        with self.assertRaisesRegex(ChannelConfigError, "bad.json.*'preset'"):
+            ChannelConfig.load(path)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from tfgraft.data import DataError
 from tfgraft.data import DatasetInfo
 from tfgraft.data import eval_dataset
 from tfgraft.data import load_source
+from tfgraft.data import pipeline
 from tfgraft.data import sources
 from tfgraft.data import steps_per_epoch
 from tfgraft.data import train_dataset
@@ -348,6 +349,36 @@ class StepsPerEpochTest(tf.test.TestCase):
             AugmentConfig(recipe="autoaugment")
         with self.assertRaisesRegex(ValueError, "mixup_alpha"):
             AugmentConfig(mixup_alpha=-1.0)
+
+
+class IndexBatchesTest(tf.test.TestCase):
+    def test_epochs_are_permutations_and_resume_skips(self):
+        ds = pipeline.index_batches(10, 3, seed=4)
+        rows = [(int(s), i.numpy()) for s, i in ds.take(9)]
+        self.assertEqual([s for s, _ in rows], list(range(9)))
+        for epoch in range(3):
+            chosen = np.concatenate(
+                [i for _, i in rows[3 * epoch : 3 * epoch + 3]]
+            )
+            # 3 full batches of 3 from 10 examples, no repeats in an epoch.
+            self.assertLen(set(chosen.tolist()), 9)
+            self.assertTrue(set(chosen.tolist()) <= set(range(10)))
+        self.assertNotAllEqual(rows[0][1], rows[3][1])
+        resumed = [
+            (int(s), i.numpy())
+            for s, i in pipeline.index_batches(
+                10, 3, seed=4, start_step=4
+            ).take(5)
+        ]
+        for (s0, i0), (s1, i1) in zip(rows[4:], resumed):
+            self.assertEqual(s0, s1)
+            self.assertAllEqual(i0, i1)
+        other = next(iter(pipeline.index_batches(10, 3, seed=4, tag=7)))[1]
+        self.assertNotAllEqual(other.numpy(), rows[0][1])
+
+    def test_batch_larger_than_data(self):
+        with self.assertRaisesRegex(ValueError, "batch_size=11"):
+            pipeline.index_batches(10, 11, seed=0)
 
 
 if __name__ == "__main__":

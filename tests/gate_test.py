@@ -231,6 +231,27 @@ class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
         reloaded = tf.saved_model.load(export)
         self.assertAllClose(reloaded.serve(x), want, atol=1e-5)
 
+    def test_own_variables_store_masks_and_check_count(self):
+        # OwnVariablesMixin: kernel, bias, then the mask; a file with
+        # another count fails naming the layer.
+        layer = gate_lib.GatedDense(3, name="fc")
+        layer.build((None, 4))
+        layer.in_mask.assign([1.0, 0.0, 1.0, 0.0])
+        store = {}
+        layer.save_own_variables(store)
+        self.assertEqual(list(store), ["0", "1", "2"])
+        self.assertAllEqual(store["2"], [1.0, 0.0, 1.0, 0.0])
+        other = gate_lib.GatedDense(3, name="fc2")
+        other.build((None, 4))
+        other.load_own_variables(store)
+        self.assertAllEqual(other.in_mask, [1.0, 0.0, 1.0, 0.0])
+        self.assertAllEqual(other.kernel, layer.kernel)
+        with self.assertRaisesRegex(
+            ValueError,
+            "GatedDense 'fc2' expected 3 variables, but the file has 2",
+        ):
+            other.load_own_variables({"0": store["0"], "1": store["1"]})
+
     def test_gate_validates_channels(self):
         with self.assertRaisesRegex(ValueError, "known channel axis"):
             gate_lib.ChannelGate().build((None, 3, None))

@@ -262,6 +262,10 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
             linear_percentage=0.45,
         )
         config = lwdna.derived_config(net, result.masks)
+        # The config records the topology it fits (resolved defaults).
+        self.assertEqual(
+            (config.preset, config.shortcut), ("dhp", "projection")
+        )
         derived = lwdna.build_derived(net, config)
         self.assertFalse(
             any(isinstance(layer, HyperConv2D) for layer in derived.layers)
@@ -405,6 +409,36 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         self.assertStartsWith(text, message)
         self.assertNotIn("\n", text)
 
+    def test_derived_config_refuses_other_preset(self):
+        # `train.baseline --channel_config=derived.json` without
+        # `--preset=dhp` would build option-A shortcuts: refused, naming
+        # the flag, instead of silently training another network.
+        net = _hypernet()
+        masks = {k: np.ones(n, bool) for k, n in net.latent_sizes().items()}
+        path = os.path.join(self.get_temp_dir(), "derived.json")
+        lwdna.derived_config(net, masks).save(path)
+        info = data_lib.load_source(
+            "synthetic", synthetic_train_size=8, synthetic_test_size=8
+        ).info
+
+        def build(**model):
+            config = cfg.JobConfig(
+                model=cfg.ModelConfig(
+                    name="resnet20", channel_config=path, **model
+                )
+            )
+            return base_job.Job(config, self.get_temp_dir()).build_net(0, info)
+
+        with self.assertRaises(models.ChannelConfigError) as ctx:
+            build()
+        self.assertEqual(
+            str(ctx.exception),
+            f"--channel_config={path}: built for --preset=dhp, "
+            "got --preset=grafting",
+        )
+        net = build(preset="dhp")
+        self.assertEqual(net.get_layer("stage3_block0_conv1").filters, 32)
+
     def test_job_needs_lwdna_section(self):
         with self.assertRaisesRegex(ValueError, "config.lwdna"):
             job_lib.LWDNAJob(cfg.JobConfig(), self.get_temp_dir())
@@ -489,6 +523,10 @@ class LWDNAJobTest(tf.test.TestCase):
         )
         derived = models.ChannelConfig.load(
             os.path.join(workdir, "channel_config.json")
+        )
+        self.assertEqual(
+            (derived.model, derived.preset, derived.shortcut),
+            ("resnet20", "dhp", "projection"),
         )
         for slot, w in report["widths"].items():
             self.assertEqual(w["derived"], derived.widths[slot])

@@ -367,7 +367,8 @@ class CompactStripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
         macs = complexity.count(model, "macs").per_layer[0]
         # Reference: 1x1 conv (C_in -> P stripes) at the 4x4 output size.
         self.assertEqual(pff.flops, 2 * 4 * p * 16)
-        self.assertEqual(pff.params, 4 * p + 6)
+        # pff params include the reference's boolean (3, 3, 6) stripe mask.
+        self.assertEqual(pff.params, 4 * p + 6 + 3 * 3 * 6)
         self.assertEqual(macs.flops, 4 * p * 16)
         self.assertEqual(compact.reference_param_count(), 4 * p + 6)
 

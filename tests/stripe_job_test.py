@@ -1,10 +1,12 @@
 """End-to-end tests of the stripe job, its flags and configs."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,9 +15,11 @@ from absl.testing import parameterized
 
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
+from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
 from tfgraft.testing import devices
+from tfgraft.training import job as base_job
 from train import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +101,36 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual((c.stripe.sr, c.stripe.threshold), (0.0, 0.0))
         else:
             self.assertEqual((c.stripe.sr, c.stripe.threshold), (1e-5, 0.01))
+
+
+class BuildNetTest(tf.test.TestCase):
+    def test_conv_layer_hook_and_pff_default(self):
+        info = data_lib.load_source(
+            "synthetic", synthetic_train_size=8, synthetic_test_size=8
+        ).info
+        job = job_lib.StripeJob(_config(), self.get_temp_dir())
+        # The preset is resolved once, so config.json records it.
+        self.assertEqual(job.config.model.preset, "pff")
+        net = job.build_net(0, info)
+        convs = [
+            layer
+            for layer in net.layers
+            if isinstance(layer, keras.layers.Conv2D)
+        ]
+        self.assertNotEmpty(convs)
+        self.assertTrue(all(isinstance(c, StripeConv2D) for c in convs))
+        # PFF preset: BN gamma starts at 0.5.
+        self.assertAllClose(net.get_layer("stem_bn").gamma, [0.5] * 4)
+        # An explicit preset wins; the base job builds plain convs.
+        config = _config()
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, preset="dhp")
+        )
+        job = job_lib.StripeJob(config, self.get_temp_dir())
+        self.assertEqual(job.config.model.preset, "dhp")
+        self.assertIsNone(
+            base_job.Job(config, self.get_temp_dir()).conv_layer()
+        )
 
 
 class _SeededJob(job_lib.StripeJob):

@@ -4,11 +4,13 @@ Example (widen x2, shrink, derive, train and export on the synthetic set):
 
     python -m train.lwdna --flagfile=configs/lwdna_quick.cfg
 
-The derived widths land in <workdir>/channel_config.json; every other job
-accepts them with the same preset, e.g. `python -m train.baseline
---model=resnet20 --preset=dhp --channel_config=<workdir>/channel_config.json
---workdir=...` (without `--preset=dhp`, CIFAR ResNets default to option-A
-shortcuts, another topology).
+The derived widths land in <workdir>/channel_config.json, which records
+the model, preset and shortcut; every other job accepts it with the same
+three, e.g. `python -m train.baseline --model=resnet20 --preset=dhp
+--channel_config=<workdir>/channel_config.json --workdir=...`. Another
+preset or shortcut (e.g. leaving out `--preset=dhp`: CIFAR ResNets would
+get option-A shortcuts) builds another network and is refused with a
+one-line error.
 """
 
 from absl import flags

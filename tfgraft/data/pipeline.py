@@ -170,16 +170,38 @@ def _batch_augment(images, seed, recipe, out_size):
     return tf.cast(images, tf.float32)
 
 
-def _in_memory_train(source, batch_size, seed, start_step, recipe):
-    images, labels = source.arrays("train")
-    num = labels.shape[0]
-    steps = steps_per_epoch(source.info, batch_size)
-    used = steps * batch_size
+def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
+    """Endless `(step, indices)` batches over `num` in-memory examples.
+
+    Every epoch is a fresh stateless shuffle of `range(num)` (a function
+    of `seed`, `tag` and the epoch only) cut into `num // batch_size` full
+    batches; the remainder is dropped, so batches never straddle epochs.
+    Starting at `start_step` skips index batches only, before anything is
+    gathered, so resuming is free and yields exactly the batches an
+    uninterrupted run would. Map the result with `tf.gather` on the data.
+
+    Args:
+        num: number of examples (rows of the arrays to gather from).
+        batch_size: examples per batch.
+        seed: integer seed.
+        start_step: global step of the first batch.
+        tag: integer mixed into the shuffle seed (pipelines with their own
+            tag draw other orders from the same seed); default: the
+            standard training pipeline's.
+
+    Returns:
+        A `tf.data.Dataset` of `(step int64, indices int64[batch_size])`.
+    """
+    steps = int(num) // int(batch_size)
+    if steps < 1:
+        raise ValueError(
+            f"batch_size must be <= num. Received: batch_size={batch_size}, "
+            f"num={num}"
+        )
+    used = steps * int(batch_size)
     start_epoch, skip = divmod(int(start_step), steps)
-    out_size = tuple(source.info.image_shape[:2])
-    images = tf.constant(images)
-    labels = tf.constant(labels)
-    permutation_seed = _seed_pair(seed, _PERMUTATION_TAG)
+    tag = _PERMUTATION_TAG if tag is None else tag
+    permutation_seed = _seed_pair(seed, tag)
 
     def epoch_batches(epoch):
         epoch_seed = tf.random.experimental.stateless_fold_in(
@@ -188,9 +210,21 @@ def _in_memory_train(source, batch_size, seed, start_step, recipe):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num, dtype=tf.int64), seed=epoch_seed
         )
-        index_batches = tf.reshape(order[:used], [steps, batch_size])
+        batches = tf.reshape(order[:used], [steps, batch_size])
         step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((step_ids, index_batches))
+        return tf.data.Dataset.from_tensor_slices((step_ids, batches))
+
+    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
+    return ds.flat_map(epoch_batches).skip(skip)
+
+
+def _in_memory_train(source, batch_size, seed, start_step, recipe):
+    images, labels = source.arrays("train")
+    # Checks --batch_size against the data set (one-line DataError).
+    steps_per_epoch(source.info, batch_size)
+    out_size = tuple(source.info.image_shape[:2])
+    images = tf.constant(images)
+    labels = tf.constant(labels)
 
     def make_batch(step, index):
         batch = _batch_augment(
@@ -201,9 +235,9 @@ def _in_memory_train(source, batch_size, seed, start_step, recipe):
         )
         return step, batch, tf.gather(labels, index)
 
-    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
-    # Skipping index batches is free: nothing has been gathered yet.
-    ds = ds.flat_map(epoch_batches).skip(skip)
+    ds = index_batches(
+        labels.shape[0], batch_size, seed=seed, start_step=start_step
+    )
     return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 

@@ -22,12 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfgraft.data import augment as augment_lib
+from tfgraft.data import pipeline
 from tfgraft.data import sources
 
 PADDING = 4
 _PERMUTATION_TAG = 0xE6A1
 _AUGMENT_TAG = 0xE6A2
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _arrays(source, split="train"):
@@ -125,8 +125,6 @@ def ekg_augment(images, seed, *, jitter=False, padding=PADDING):
 
 def steps_per_epoch(source, batch_size):
     """Full batches per epoch (the remainder is dropped)."""
-    from tfgraft.data import pipeline
-
     return pipeline.steps_per_epoch(source, batch_size)
 
 
@@ -172,25 +170,12 @@ def train_dataset(
         raise ValueError(
             f"knowledge has {knowledge.shape[0]} rows for {num} training images"
         )
-    steps = steps_per_epoch(source, batch_size)
-    used = steps * batch_size
-    start_epoch, skip = divmod(int(start_step), steps)
+    # Checks --batch_size against the data set (one-line DataError).
+    steps_per_epoch(source, batch_size)
     images = tf.constant(images)
     labels = tf.constant(labels)
     knowledge = None if knowledge is None else tf.constant(knowledge)
-    permutation_seed = tf.constant([int(seed), _PERMUTATION_TAG], tf.int64)
     augment_seed = tf.constant([int(seed), _AUGMENT_TAG], tf.int64)
-
-    def epoch_batches(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(
-            permutation_seed, epoch
-        )
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num, dtype=tf.int64), seed=epoch_seed
-        )
-        index_batches = tf.reshape(order[:used], [steps, batch_size])
-        step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((step_ids, index_batches))
 
     def make_batch(step, index):
         raw = tf.gather(images, index)
@@ -209,7 +194,8 @@ def train_dataset(
             return batch, y
         return batch, (y, tf.gather(knowledge, index))
 
-    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
-    ds = ds.flat_map(epoch_batches).skip(skip)
+    ds = pipeline.index_batches(
+        num, batch_size, seed=seed, start_step=start_step, tag=_PERMUTATION_TAG
+    )
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -131,9 +131,16 @@ def extract(gated, full_config, *, model_name=None, **build_kwargs):
             `standardize` layer).
 
     Returns:
-        `(model, channel_config)`.
+        `(model, channel_config)`; the config records the preset and
+        shortcut it was built with (`ChannelConfig.with_topology`).
     """
-    config = gated.channel_config(full_config)
+    config = gated.channel_config(full_config).with_topology(
+        *models.resolve_topology(
+            full_config.model,
+            build_kwargs.get("preset"),
+            build_kwargs.get("shortcut"),
+        )
+    )
     for key in ("mean", "std"):
         if key not in build_kwargs:
             # Standardize has no weights: take its constants from the source.

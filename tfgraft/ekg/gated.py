@@ -355,12 +355,12 @@ class GatedNetwork:
     def channel_config(self, full_config, rates=None):
         """The pruned `ChannelConfig`: `full_config` with gated slots cut.
 
+        The recorded topology (preset, shortcut) of `full_config` is kept.
+
         Args:
             full_config: the `ChannelConfig` `source` was built from.
             rates: gate rates (default: current).
         """
-        from tfgraft.models import ChannelConfig
-
         missing = [i.name for i in self.info if i.slot is None]
         if missing:
             raise GatingError(
@@ -369,7 +369,7 @@ class GatedNetwork:
             )
         widths = dict(full_config.widths)
         widths.update(self.widths(rates))
-        return ChannelConfig(full_config.model, widths)
+        return dataclasses.replace(full_config, widths=widths, source=None)
 
 
 def _own(layer):

@@ -52,6 +52,7 @@ from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import pretrained as pretrained_lib
 from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import trainer as ekg_trainer
+from tfgraft.training import distribute
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 from tfgraft.training import trainer as trainer_lib
@@ -163,8 +164,10 @@ class EKGJob(job_lib.Job):
         r, e = self.config.run, self.config.ekg
         kwargs = dict(
             global_batch_size=self.config.data.batch_size,
-            jit=r.jit,
+            jit=distribute.resolve_jit(r.jit, strategy),
             accum_steps=r.accum_steps,
+            concurrent_nets=r.concurrent_nets,
+            on_nan=r.on_nan,
         )
         if e.knowledge:
             return ekg_trainer.KnowledgeTrainer(
@@ -272,9 +275,11 @@ class EKGJob(job_lib.Job):
                     "new workdir"
                 )
         logging.info("Restoring the search result from %s…", self.search_dir)
+        m = self.config.model
+        # result.json keeps bare widths; record this run's topology.
         self.pruned_config = models.ChannelConfig(
-            self.config.model.name, result["channel_config"]
-        )
+            m.name, result["channel_config"]
+        ).with_topology(*models.resolve_topology(m.name, m.preset, m.shortcut))
         self.compact = self._plain_net(self.pruned_config, name="compact")
         shapes = result["bank"]
         self.bank = bank_lib.SubnetMemoryBank(

@@ -36,6 +36,16 @@ def resolve(path):
     """
     if not path:
         raise PretrainedError("--pretrained is empty")
+    if path.endswith((".keras", ".h5", ".pkl", ".pickle", ".npy", ".npz")) and (
+        not path.endswith(".weights.h5")
+    ):
+        # Whole-model files can carry code (Lambda layers, pickles): never
+        # opened; the architecture comes from this run's flags anyway.
+        _fail(
+            path,
+            "whole-model and pickle files are not loaded; pass a "
+            ".weights.h5 file, a checkpoint or a train.baseline workdir",
+        )
     if path.endswith(".weights.h5"):
         if not os.path.isfile(path):
             _fail(path, "no such file")

@@ -11,13 +11,13 @@ class KnowledgeTrainer(trainer_lib.Trainer):
 
     Batches are `(images[B, V, H, W, 3], (labels[B], knowledge[B, classes,
     T]))` from `tfgraft.ekg.data.train_dataset(views=2, knowledge=...)`. The
-    per-replica step runs the net once on the `V * B` view-major images and
+    `forward` hook runs the net once on the `V * B` view-major images and
     `compute_loss` applies `distill.knowledge_loss`: the summed CE + KL_T
     over views and images divided by `V * global_batch_size`, i.e. the
     reference's per-view mean with gradients halved over the two views.
-    Train accuracy is averaged over the views. Teacher selection uses each
-    replica's share of the batch (identical to the reference on one
-    device).
+    Train accuracy is averaged over the views (`count_correct`). Teacher
+    selection uses each replica's share of the batch (identical to the
+    reference on one device).
 
     Args:
         *args: `Trainer` arguments.
@@ -47,48 +47,22 @@ class KnowledgeTrainer(trainer_lib.Trainer):
         num_views = tf.cast(tf.shape(views)[0], tf.float32)
         return total / (num_views * self.global_batch_size)
 
-    def _make_grad_fn(self, i):
-        net = self.nets[i]
-        opt = self.optimizers[i]
+    def forward(self, net_index, images):
+        # [B, V, ...] -> view-major [V * B, ...]: one forward pass for all
+        # views, inside the tape (and XLA with `jit`).
+        shape = tf.shape(images)
+        flat = tf.reshape(
+            tf.transpose(images, [1, 0, 2, 3, 4]),
+            tf.concat([[-1], shape[2:]], axis=0),
+        )
+        return self.nets[net_index](flat, training=True)
 
-        def one_batch(images, labels, knowledge):
-            shape = tf.shape(images)
-            # [B, V, ...] -> view-major [V * B, ...], one forward pass.
-            flat = tf.reshape(
-                tf.transpose(images, [1, 0, 2, 3, 4]),
-                tf.concat([[-1], shape[2:]], axis=0),
-            )
-            with tf.GradientTape() as tape:
-                logits = net(flat, training=True)
-                loss = self.compute_loss(i, logits, (labels, knowledge), flat)
-                scaled = opt.scale_loss(loss)
-            grads = tape.gradient(scaled, net.trainable_variables)
-            num_views = shape[1]
-            tiled = tf.tile(tf.cast(labels, tf.int32), [num_views])
-            pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            correct = tf.reduce_sum(
-                tf.cast(tf.equal(pred, tiled), tf.float32)
-            ) / tf.cast(num_views, tf.float32)
-            return loss, correct, grads
-
-        def grad_fn(images, targets):
-            labels, knowledge = targets
-            if self.accum_steps == 1:
-                return one_batch(images, labels, knowledge)
-            k = self.accum_steps
-            micro = trainer_lib._split(images, k)
-            micro_labels = trainer_lib._split(labels, k)
-            micro_knowledge = trainer_lib._split(knowledge, k)
-            loss = tf.zeros([], tf.float32)
-            correct = tf.zeros([], tf.float32)
-            grads = [tf.zeros_like(v) for v in net.trainable_variables]
-            for j in tf.range(k):
-                mloss, mcorrect, mgrads = one_batch(
-                    micro[j], micro_labels[j], micro_knowledge[j]
-                )
-                loss += mloss
-                correct += mcorrect
-                grads = [g + mg for g, mg in zip(grads, mgrads)]
-            return loss, correct, grads
-
-        return grad_fn
+    def count_correct(self, net_index, logits, labels):
+        # Correct predictions averaged over the views (logits view-major).
+        del net_index
+        labels = tf.cast(labels[0], tf.int32)
+        num_views = tf.shape(logits)[0] // tf.shape(labels)[0]
+        tiled = tf.tile(labels, [num_views])
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred, tiled), tf.float32))
+        return correct / tf.cast(num_views, tf.float32)

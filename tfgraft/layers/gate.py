@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnVariablesMixin
+
 
 def kept_channels(channels, rate):
     """Number of channels a gate keeps: `max(1, ceil(channels * rate))`.
@@ -188,32 +190,10 @@ class ChannelGate(keras.layers.Layer):
         return input_shape
 
 
-def _own_variables(layer):
-    return list(layer.trainable_variables) + list(layer.non_trainable_variables)
-
-
-def _save(layer, store):
-    if not layer.built:
-        return
-    for i, variable in enumerate(_own_variables(layer)):
-        store[str(i)] = variable
-
-
-def _load(layer, store):
-    if not layer.built:
-        return
-    variables = _own_variables(layer)
-    if len(store.keys()) != len(variables):
-        raise ValueError(
-            f"Layer '{layer.name}' expected {len(variables)} variables, "
-            f"but received {len(store.keys())} variables during loading."
-        )
-    for i, variable in enumerate(variables):
-        variable.assign(store[str(i)])
-
-
+# BaseConv and Dense save only [kernel, bias]; OwnVariablesMixin saves the
+# masks too.
 @keras.saving.register_keras_serializable(package="tfgraft")
-class GatedConv2D(keras.layers.Conv2D):
+class GatedConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     """`Conv2D` whose kernel is channel-masked and norm-rescaled.
 
     The layer adds two non-trainable float32 variables, `in_mask[in]` and
@@ -274,16 +254,9 @@ class GatedConv2D(keras.layers.Conv2D):
         kernel = masked_kernel(kernel, self.in_mask, self.out_mask)
         return super().convolution_op(inputs, kernel)
 
-    def save_own_variables(self, store):
-        # BaseConv writes only [kernel, bias]; the masks must travel too.
-        _save(self, store)
-
-    def load_own_variables(self, store):
-        _load(self, store)
-
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class GatedDense(keras.layers.Dense):
+class GatedDense(OwnVariablesMixin, keras.layers.Dense):
     """`Dense` whose kernel rows are input-masked and norm-rescaled.
 
     Like `GatedConv2D` with an input mask only: the classifier's outputs
@@ -337,12 +310,6 @@ class GatedDense(keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
-
-    def save_own_variables(self, store):
-        _save(self, store)
-
-    def load_own_variables(self, store):
-        _load(self, store)
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")

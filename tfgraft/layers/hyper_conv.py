@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnVariablesMixin
+
 
 def generate_kernel(
     latent_in, latent_out, bias0, weight1, bias1, weight2, bias2, kernel_size
@@ -68,7 +70,7 @@ def _as_index(mask, size, what, layer):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class HyperConv2D(keras.layers.Conv2D):
+class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     """2D convolution whose kernel is generated from latent vectors.
 
     Differentiable Hypernetwork Pruning (DHP), used by LW-DNA to shrink a
@@ -336,25 +338,6 @@ class HyperConv2D(keras.layers.Conv2D):
         if self.use_bias:
             variables.append(self.bias)
         return variables
-
-    # BaseConv saves only [kernel, bias]; this layer's state is different.
-    def save_own_variables(self, store):
-        if not self.built:
-            return
-        for i, variable in enumerate(self._saved_variables()):
-            store[str(i)] = variable
-
-    def load_own_variables(self, store):
-        if not self.built:
-            return
-        variables = self._saved_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"HyperConv2D '{self.name}' expected {len(variables)} "
-                f"variables, but received {len(store.keys())} while loading."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
 
     def get_config(self):
         config = super().get_config()

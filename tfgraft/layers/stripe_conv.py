@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnVariablesMixin
+
 PADDINGS = ("symmetric", "same", "valid")
 FORMULATIONS = (
     "auto",
@@ -55,7 +57,7 @@ def _out_size(size, kernel, stride, padding):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class StripeConv2D(keras.layers.Conv2D):
+class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     """2D convolution whose kernel is shaped by a learnable Filter Skeleton.
 
     A `k x k` filter over `C` input channels is seen as `k * k` stripes
@@ -295,32 +297,13 @@ class StripeConv2D(keras.layers.Conv2D):
 
     # === Saving ===
 
-    def _own_variables(self):
+    def _saved_variables(self):
+        # Conv2D saves [kernel, bias] only; the skeleton must travel too.
         variables = [self._kernel]
         if self.use_bias:
             variables.append(self.bias)
         variables.append(self.filter_skeleton)
         return variables
-
-    def save_own_variables(self, store):
-        # Conv2D saves [kernel, bias] only; the skeleton must travel too.
-        if not self.built:
-            return
-        store_kernel = self.kernel
-        for i, variable in enumerate(self._own_variables()):
-            store[str(i)] = store_kernel if i == 0 else variable
-
-    def load_own_variables(self, store):
-        if not self.built:
-            return
-        variables = self._own_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"StripeConv2D '{self.name}' expected {len(variables)} "
-                f"variables, but the file has {len(store.keys())}."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
 
     def get_config(self):
         config = super().get_config()
@@ -344,7 +327,7 @@ def _check_threshold(name, threshold):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class CompactStripeConv2D(keras.layers.Conv2D):
+class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     """Deploy form of a stripe-pruned convolution: only kept stripes run.
 
     `stripes[p]` lists the filters that keep kernel position `p` (positions
@@ -810,9 +793,10 @@ class CompactStripeConv2D(keras.layers.Conv2D):
         Counted as the reference counts a compacted layer: a 1x1 conv over
         the input channels producing the kept stripes, at the output
         resolution (the full-resolution 1x1 work and the shift-adds are not
-        counted). `"pff"` uses 2 FLOPs per multiply-add, the others 1. The
-        stripe mask is not a parameter (the reference's boolean mask has
-        `requires_grad=False`, which its counter skips).
+        counted). `"pff"` uses 2 FLOPs per multiply-add, the others 1, and
+        counts the `(kh, kw, filters)` stripe mask as parameters: the
+        reference keeps it as a (boolean, frozen) `Parameter` and its
+        counter sums `numel` over all parameters (METHODS.md §2.2).
         """
         c_in = input_shape[-1]
         positions = math.prod(output_shape[1:-1])
@@ -820,7 +804,8 @@ class CompactStripeConv2D(keras.layers.Conv2D):
         weights = c_in * self.num_stripes
         bias = self.filters if self.use_bias else 0
         if convention == "pff":
-            return 2 * macs, weights + bias
+            kh, kw = self.kernel_size
+            return 2 * macs, weights + bias + kh * kw * self.filters
         if convention == "ekg":
             return macs, weights
         return macs, weights + bias
@@ -832,25 +817,8 @@ class CompactStripeConv2D(keras.layers.Conv2D):
 
     # === Saving ===
 
-    def save_own_variables(self, store):
-        if not self.built:
-            return
-        variables = [self._kernel] + ([self.bias] if self.use_bias else [])
-        for i, variable in enumerate(variables):
-            store[str(i)] = variable
-
-    def load_own_variables(self, store):
-        if not self.built:
-            return
-        variables = [self._kernel] + ([self.bias] if self.use_bias else [])
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"CompactStripeConv2D '{self.name}' expected "
-                f"{len(variables)} variables, but the file has "
-                f"{len(store.keys())}."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
+    def _saved_variables(self):
+        return [self._kernel] + ([self.bias] if self.use_bias else [])
 
     def get_config(self):
         config = super().get_config()

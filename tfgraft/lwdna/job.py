@@ -3,9 +3,11 @@
 Workdir layout (METHODS.md §4.3):
 
 * `flags.cfg`, `config.json`, `job.json`, `data_info.json` — as every job;
-* `channel_config.json` — the derived per-layer widths; any job accepts it
-  (`python -m train.baseline --model=<m> --preset=dhp
-  --channel_config=<workdir>/channel_config.json`);
+* `channel_config.json` — the derived per-layer widths with the model,
+  preset and shortcut they were derived for; any job built with the same
+  three accepts it (`python -m train.baseline --model=<m> --preset=dhp
+  --channel_config=<workdir>/channel_config.json`) and any other is refused
+  (`ChannelConfig.check_topology`);
 * `search.json` — search steps and loss, the threshold search, the masks;
 * `derived/` — a complete `tfgraft.training.job.Job` workdir training the
   derived net with the unchanged protocol (checkpoints, history, report,
@@ -169,7 +171,7 @@ class LWDNAJob(job_lib.Job):
             learning_rate=o.learning_rate,
             momentum=o.momentum,
             weight_decay=o.weight_decay,
-            jit=r.jit,
+            jit=distribute.resolve_jit(r.jit, self.strategy),
         )
         distribute.set_precision(r.precision)
         scores = {

@@ -510,9 +510,17 @@ def run_search(
 
 
 def derived_config(hypernet, masks):
-    """The LW-DNA widths: kept channels per slot, as a `ChannelConfig`."""
+    """The LW-DNA widths: kept channels per slot, as a `ChannelConfig`.
+
+    The config records the hypernet's resolved preset and shortcut, so
+    building it for another topology fails with a clear error.
+    """
     widths = {slot: int(np.sum(masks[slot])) for slot in hypernet.config.widths}
-    return models.ChannelConfig(hypernet.plan.model, widths)
+    name = hypernet.plan.model
+    kwargs = hypernet.build_kwargs
+    return models.ChannelConfig(name, widths).with_topology(
+        *models.resolve_topology(name, kwargs["preset"], kwargs["shortcut"])
+    )
 
 
 def build_derived(hypernet, config, *, model_name="derived"):

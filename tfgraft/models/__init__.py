@@ -8,6 +8,7 @@ from tfgraft.models.registry import available_models
 from tfgraft.models.registry import build_model
 from tfgraft.models.registry import default_channel_config
 from tfgraft.models.registry import layer_slots
+from tfgraft.models.registry import resolve_topology
 
 __all__ = [
     "ChannelConfig",
@@ -18,4 +19,5 @@ __all__ = [
     "build_model",
     "default_channel_config",
     "layer_slots",
+    "resolve_topology",
 ]

@@ -10,8 +10,15 @@ layer name.
 
 The file format is plain JSON:
 
-    {"model": "resnet20", "widths": {"stage1": 16, "stage1/block0/conv1": 16,
-     ...}}
+    {"model": "resnet20", "preset": "dhp", "shortcut": "projection",
+     "widths": {"stage1": 16, "stage1/block0/conv1": 16, ...}}
+
+`preset` and `shortcut` are optional: they record the topology a config was
+derived for (a pruned or searched config only fits the network it came
+from: another preset or shortcut type builds another network), and
+`build_model` refuses to build a config for another preset or shortcut
+(`check_topology`). Files without them (older files, hand-written ones) are
+checked against the model name and slots only.
 
 Slot names per model are documented in `tfgraft/models/registry.py`; use
 `default_channel_config(name).widths` to list them.
@@ -24,6 +31,7 @@ import os
 from collections.abc import Mapping
 
 _KEYS = ("model", "widths")
+_OPTIONAL_KEYS = ("preset", "shortcut")
 
 
 class ChannelConfigError(ValueError):
@@ -34,6 +42,13 @@ def describe_source(source):
     """Returns how error messages name a config: its file or "(in memory)"."""
     if source:
         return f"channel config {source}"
+    return "channel config (in memory)"
+
+
+def _flag_source(source):
+    # Topology mismatches are made on the command line: name the flag.
+    if source:
+        return f"--channel_config={source}"
     return "channel config (in memory)"
 
 
@@ -48,6 +63,11 @@ class ChannelConfig:
     Args:
         model: registry name the config belongs to, e.g. `"resnet56"`.
         widths: mapping from slot name to output channels.
+        preset: the zoo preset the config was made for, or None (unknown:
+            any preset builds it).
+        shortcut: the resolved shortcut type (`"A"` or `"projection"`) the
+            config was made for, or None (unknown, or a model without
+            shortcuts).
         source: where the config came from (a file path) for error
             messages; not part of equality and not written to JSON.
 
@@ -60,6 +80,8 @@ class ChannelConfig:
 
     model: str
     widths: Mapping[str, int]
+    preset: str | None = None
+    shortcut: str | None = None
     source: str | None = dataclasses.field(
         default=None, compare=False, repr=False
     )
@@ -76,6 +98,13 @@ class ChannelConfig:
                 f"{where}: 'widths' must map slot names to ints. "
                 f"Received: widths={self.widths!r}"
             )
+        for key in _OPTIONAL_KEYS:
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ChannelConfigError(
+                    f"{where}: '{key}' must be a non-empty string or null. "
+                    f"Received: {key}={value!r}"
+                )
         widths = {}
         for slot, width in self.widths.items():
             if not isinstance(slot, str) or not slot:
@@ -99,7 +128,14 @@ class ChannelConfig:
 
     def __hash__(self):
         # The generated hash would fail on the dict; hash its items instead.
-        return hash((self.model, tuple(self.widths.items())))
+        return hash(
+            (
+                self.model,
+                self.preset,
+                self.shortcut,
+                tuple(self.widths.items()),
+            )
+        )
 
     # === Checks against a model ===
 
@@ -110,11 +146,12 @@ class ChannelConfig:
             model: registry name the config must belong to.
             expected_slots: every slot name the model needs.
         """
-        where = describe_source(self.source)
         if self.model != model:
             raise ChannelConfigError(
-                f"{where} is for model '{self.model}', not '{model}'."
+                f"{_flag_source(self.source)}: built for --model="
+                f"{self.model}, got --model={model}"
             )
+        where = describe_source(self.source)
         expected = list(expected_slots)
         missing = [slot for slot in expected if slot not in self.widths]
         if missing:
@@ -130,7 +167,33 @@ class ChannelConfig:
                 f"({len(extra)} unknown in all)."
             )
 
+    def check_topology(self, preset, shortcut):
+        """Raises `ChannelConfigError` unless the recorded topology matches.
+
+        Fields the config does not record (None) are not checked.
+
+        Args:
+            preset: the resolved preset of the network being built.
+            shortcut: its resolved shortcut type (None for models without
+                shortcuts).
+        """
+        for key, value in (("preset", preset), ("shortcut", shortcut)):
+            recorded = getattr(self, key)
+            if recorded is not None and recorded != value:
+                raise ChannelConfigError(
+                    f"{_flag_source(self.source)}: built for --{key}="
+                    f"{recorded}, got --{key}={value}"
+                )
+
     # === Derived configs ===
+
+    def with_topology(self, preset, shortcut):
+        """Returns a copy recording `preset` and `shortcut`.
+
+        Pass the values `tfgraft.models.resolve_topology` returns, so the
+        config records what was built, not what was left to defaults.
+        """
+        return dataclasses.replace(self, preset=preset, shortcut=shortcut)
 
     def scaled(self, width_mult):
         """Returns a config with every width multiplied by `width_mult`.
@@ -148,15 +211,21 @@ class ChannelConfig:
             slot: max(1, int(math.floor(width * width_mult + 0.5)))
             for slot, width in self.widths.items()
         }
-        return ChannelConfig(self.model, widths, source=self.source)
+        return dataclasses.replace(self, widths=widths)
 
     # === JSON ===
 
     def to_json(self):
-        """Returns the config as indented JSON text (slot order kept)."""
-        return json.dumps(
-            {"model": self.model, "widths": dict(self.widths)}, indent=2
-        )
+        """Returns the config as indented JSON text (slot order kept).
+
+        `preset` and `shortcut` are written only when recorded.
+        """
+        data = {"model": self.model}
+        for key in _OPTIONAL_KEYS:
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        data["widths"] = dict(self.widths)
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text, source=None):
@@ -173,13 +242,19 @@ class ChannelConfig:
         for key in _KEYS:
             if key not in data:
                 raise ChannelConfigError(f"{where} lacks the key '{key}'.")
-        extra = sorted(set(data) - set(_KEYS))
+        extra = sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS))
         if extra:
             raise ChannelConfigError(
                 f"{where} has unknown key '{extra[0]}'; "
-                f"expected only {list(_KEYS)}."
+                f"expected only {list(_KEYS + _OPTIONAL_KEYS)}."
             )
-        return cls(data["model"], data["widths"], source=source)
+        return cls(
+            data["model"],
+            data["widths"],
+            preset=data.get("preset"),
+            shortcut=data.get("shortcut"),
+            source=source,
+        )
 
     @classmethod
     def load(cls, path):

@@ -96,6 +96,23 @@ def _resolve_shortcut(name, family, preset, shortcut):
     return shortcut
 
 
+def resolve_topology(name, preset=None, shortcut=None):
+    """Returns `(preset, shortcut)` as `build_model` resolves them.
+
+    `ChannelConfig.with_topology` records these values, so a derived config
+    names the network it fits even where the caller left defaults.
+
+    Args:
+        name: registry name.
+        preset: as in `build_model` (None: `"grafting"`).
+        shortcut: as in `build_model` (None: the preset's default; always
+            None for models without shortcuts).
+    """
+    entry = _entry(name)
+    preset = common.check_preset(preset)
+    return preset, _resolve_shortcut(name, entry.family, preset, shortcut)
+
+
 def default_channel_config(name, width_mult=1.0, shortcut=None):
     """Returns the reference widths of `name`, scaled by `width_mult`.
 
@@ -159,6 +176,8 @@ def _build(
         )
     if width_mult != 1.0:
         config = config.scaled(width_mult)
+    if config.model == name:
+        config.check_topology(preset, shortcut)
     entry.module.validate(config, name, shortcut)
 
     # === Layers ===

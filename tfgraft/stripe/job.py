@@ -21,6 +21,7 @@ Phases (METHODS.md §2.2-2.3):
 With `threshold == 0` nothing is pruned: the best net is exported as is.
 """
 
+import dataclasses
 import os
 import time
 
@@ -30,11 +31,11 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import export as export_lib
-from tfgraft import models
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import plot as plot_lib
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import trainer as trainer_lib
+from tfgraft.training import distribute
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
@@ -138,6 +139,11 @@ class StripeJob(job_lib.Job):
     def __init__(self, config, workdir, **kwargs):
         if config.stripe is None:
             raise ValueError("StripeJob needs config.stripe (a StripeConfig)")
+        if config.model.preset is None:
+            # The reference's models (METHODS §2.3); config.json records it.
+            config = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, preset="pff")
+            )
         super().__init__(config, workdir, **kwargs)
         self._compact = None
         self._masked = None
@@ -147,27 +153,11 @@ class StripeJob(job_lib.Job):
     def stripe(self):
         return self.config.stripe
 
+    def conv_layer(self):
+        return StripeConv2D
+
     def build_net(self, index, info):
-        m = self.config.model
-        channel_config = None
-        if m.channel_config:
-            channel_config = models.ChannelConfig.load(m.channel_config)
-        keras.utils.set_random_seed(
-            job_lib.net_seed(self.config.run.seed, index)
-        )
-        net = models.build_model(
-            m.name,
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            mean=info.mean,
-            std=info.std,
-            width_mult=m.width_mult,
-            channel_config=channel_config,
-            preset=m.preset or "pff",
-            shortcut=m.shortcut,
-            conv_layer=StripeConv2D,
-            model_name=f"net_{index}",
-        )
+        net = super().build_net(index, info)
         if self.stripe.shape_only:
             freeze_all_but_skeletons(net)
         return net
@@ -181,8 +171,10 @@ class StripeJob(job_lib.Job):
             sr=self.stripe.sr,
             threshold=self.stripe.threshold,
             global_batch_size=self.config.data.batch_size,
-            jit=r.jit,
+            jit=distribute.resolve_jit(r.jit, strategy),
             accum_steps=r.accum_steps,
+            concurrent_nets=r.concurrent_nets,
+            on_nan=r.on_nan,
         )
 
     def hooks(self, trainer):

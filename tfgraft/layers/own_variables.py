@@ -1,0 +1,58 @@
+"""OwnVariablesMixin: `.keras` saving of every variable a layer owns.
+
+Keras' `BaseConv` and `Dense` save exactly `[kernel, bias]` (and LoRA or
+quantization state). Layers that add variables (a filter skeleton, channel
+masks) or replace the kernel by generated weights (a hypernetwork) would
+lose them in a `.keras` file, or fail to load. The mixin saves an explicit,
+ordered list of the layer's variables instead, and checks the count on
+load so a mismatching file fails with the layer's name.
+
+Put it first among the bases, e.g. `class StripeConv2D(OwnVariablesMixin,
+keras.layers.Conv2D)`, and override `_saved_variables` where the default
+(trainable, then non-trainable variables) is not the layer's state or its
+order is not stable.
+"""
+
+
+class OwnVariablesMixin:
+    """Saves and loads `_saved_variables()` as `"0"`, `"1"`, ... entries.
+
+    Example:
+
+    >>> import keras
+    >>> class MaskedDense(OwnVariablesMixin, keras.layers.Dense):
+    ...     def build(self, input_shape):
+    ...         super().build(input_shape)
+    ...         self.mask = self.add_weight(
+    ...             name="mask", shape=(self.units,), trainable=False
+    ...         )
+    >>> layer = MaskedDense(2)
+    >>> layer.build((None, 3))
+    >>> [v.name for v in layer._saved_variables()]
+    ['kernel', 'bias', 'mask']
+    """
+
+    def _saved_variables(self):
+        """The variables to save, in a fixed order."""
+        return list(self.trainable_variables) + list(
+            self.non_trainable_variables
+        )
+
+    def save_own_variables(self, store):
+        if not self.built:
+            return
+        for i, variable in enumerate(self._saved_variables()):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        if not self.built:
+            return
+        variables = self._saved_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' expected "
+                f"{len(variables)} variables, but the file has "
+                f"{len(store.keys())}."
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
