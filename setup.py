@@ -12,7 +12,9 @@ setuptools.setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["tfgraft", "tfgraft.*", "train"]),
+    packages=setuptools.find_packages(
+        include=["tfgraft", "tfgraft.*", "train"]
+    ),
     exclude_package_data={"": ["BUILD"]},
     install_requires=[
         "tensorflow>=2.16",

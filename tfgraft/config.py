@@ -155,7 +155,7 @@ class RunConfig:
     max_steps: int = 0
     seed: int = 0
     strategy: str = "mirrored"
-    jit: bool = False
+    jit: Optional[bool] = None
     accum_steps: int = 1
     precision: str = "float32"
     steps_per_loop: int = 0
@@ -165,6 +165,7 @@ class RunConfig:
     progress: bool = True
     deterministic: bool = False
     concurrent_nets: bool = False
+    on_nan: str = "stop"
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", self.epochs, "must be > 0")
@@ -207,6 +208,12 @@ class RunConfig:
         )
         _check(
             self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1"
+        )
+        _check(
+            self.on_nan in ("stop", "skip_batch"),
+            "on_nan",
+            self.on_nan,
+            "must be one of stop, skip_batch",
         )
 
 

@@ -9,6 +9,15 @@ import os
 import shutil
 import tempfile
 
+from tfgraft.testing import faults
+
+
+def _before_rename(path):
+    # Crash-test points: `io.before_rename` (any file) and
+    # `io.before_rename.<basename>` (one file, e.g. `.history.json`).
+    faults.point("io.before_rename")
+    faults.point("io.before_rename." + os.path.basename(path))
+
 
 def atomic_write_text(path, text):
     """Writes `text` to `path` through a temp file in the same folder."""
@@ -20,6 +29,7 @@ def atomic_write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _before_rename(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -40,6 +50,9 @@ def atomic_write_bytes(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _before_rename(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -70,15 +83,19 @@ class atomic_directory:
             )
         parent = os.path.dirname(self.path)
         os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(
-            prefix=f".tmp-{os.path.basename(self.path)}-", dir=parent
-        )
+        prefix = f".tmp-{os.path.basename(self.path)}-"
+        # Leftovers of a write to the same path that was killed midway.
+        for name in os.listdir(parent):
+            if name.startswith(prefix):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
+        _before_rename(self.path)
         old = None
         if os.path.exists(self.path):
             old = self.tmp + ".old"

@@ -25,7 +25,9 @@ _DATASET = flags.DEFINE_string(
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data folder.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split.")
-_BATCH = flags.DEFINE_integer("eval_batch_size", 100, "Batch size.")
+_BATCH = flags.DEFINE_integer(
+    "eval_batch_size", 100, "Batch size.", lower_bound=1
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data set.")
 _SYN_TRAIN = flags.DEFINE_integer(
     "synthetic_train_size", 10000, "Synthetic train images."
@@ -68,7 +70,14 @@ def main(argv):
     path = _SAVED_MODEL.value
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise export.ExportError(f"--saved_model={path}: no saved_model.pb")
-    model = tf.saved_model.load(path)
+    try:
+        model = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        # A damaged or foreign file: one line, not the loader's traceback.
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise export.ExportError(
+            f"--saved_model={path}: cannot load ({lines[0]})"
+        ) from None
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
     source = data_lib.load_source(

@@ -40,30 +40,53 @@ def job_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
+def _read_json(path):
+    """A run's JSON record; a damaged one is a one-line error naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise cfg.ConfigError(f"{path}: unreadable ({e})") from None
+
+
 def main(argv):
     del argv
     workdir = _WORKDIR.value
+    export_dir = _EXPORT_DIR.value
+    # Checked first: nothing is built (or written) for a taken destination.
+    if os.path.exists(export_dir):
+        raise cfg.ConfigError(
+            f"--export_dir={export_dir}: already exists; remove it or "
+            "choose another"
+        )
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise cfg.ConfigError(
             f"--workdir={workdir}: no config.json (not a run)"
         )
-    with open(path) as f:
-        config = cfg.JobConfig.from_dict(json.load(f))
+    try:
+        config = cfg.JobConfig.from_dict(_read_json(path))
+    except (TypeError, AttributeError) as e:
+        raise cfg.ConfigError(f"{path}: not a tfgraft config ({e})") from None
+    if not os.path.isfile(os.path.join(workdir, "data_info.json")):
+        raise cfg.ConfigError(
+            f"--workdir={workdir}: no data_info.json (the run never "
+            "loaded its data)"
+        )
     name = _JOB.value
     if name is None:
         for record in ("job.json", "report.json"):
             path = os.path.join(workdir, record)
             if os.path.isfile(path):
-                with open(path) as f:
-                    name = json.load(f).get("job")
+                record = _read_json(path)
+                name = record.get("job") if isinstance(record, dict) else None
                 break
     if name is None:
         raise cfg.ConfigError(
             f"--workdir={workdir}: no job.json or report.json; pass --job"
         )
     job = job_class(name)(config, workdir)
-    out = job.export_from_checkpoint(_NET.value, _EXPORT_DIR.value)
+    out = job.export_from_checkpoint(_NET.value, export_dir)
     print(f"exported net {_NET.value} of {workdir} to {out}")
 
 

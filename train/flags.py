@@ -56,7 +56,11 @@ class _Common:
             "tf.distribute strategy.",
         )
         self.jit = d.DEFINE_bool(
-            "jit", False, "XLA-compile the per-replica forward/backward."
+            "jit",
+            None,
+            "XLA-compile the per-replica forward/backward. Default: on "
+            "for GPU and TPU strategies, off on CPUs (where oneDNN's "
+            "convolutions beat XLA's).",
         )
         self.accum_steps = d.DEFINE_integer(
             "accum_steps", 1, "Gradient-accumulation micro-batches per step."
@@ -83,6 +87,13 @@ class _Common:
         )
         self.deterministic = d.DEFINE_bool(
             "deterministic", False, "TF op determinism (slower)."
+        )
+        self.on_nan = d.DEFINE_enum(
+            "on_nan",
+            "stop",
+            ["stop", "skip_batch"],
+            "NaN/Inf loss or gradient: stop the job (last good checkpoint "
+            "kept) or skip that net's batch.",
         )
         self.concurrent_nets = d.DEFINE_bool(
             "concurrent_nets",
@@ -552,6 +563,7 @@ def job_config(flag_values=None):
             progress=c.progress.value,
             deterministic=c.deterministic.value,
             concurrent_nets=c.concurrent_nets.value,
+            on_nan=c.on_nan.value,
         ),
         graft=graft,
         lwdna=_lwdna_config(groups),
@@ -629,10 +641,29 @@ def user_errors():
         models.UnknownModelError,
         export.ExportError,
         loop.CheckpointError,
+        loop.NonFiniteError,
         FileExistsError,
         PermissionError,
         flags.IllegalFlagValueError,
     )
+
+
+def job_main(job_class, flag_values=None):
+    """The `main(argv)` of a training entry point running `job_class`."""
+    fv = FLAGS if flag_values is None else flag_values
+
+    def main(argv):
+        if len(argv) > 1:
+            raise flags.IllegalFlagValueError(
+                f"unexpected arguments: {' '.join(argv[1:])}"
+            )
+        job_class(
+            job_config(fv),
+            _GROUPS[id(fv)]["common"].workdir.value,
+            flags_text=flags_text(fv),
+        ).run()
+
+    return main
 
 
 def run_job(job_class):
@@ -641,35 +672,45 @@ def run_job(job_class):
     The job's flag groups must be defined (`define(...)`) at import of the
     entry-point module; `--workdir` is required.
     """
-
-    def main(argv):
-        if len(argv) > 1:
-            raise flags.IllegalFlagValueError(
-                f"unexpected arguments: {' '.join(argv[1:])}"
-            )
-        job_class(
-            job_config(),
-            _GROUPS[id(FLAGS)]["common"].workdir.value,
-            flags_text=flags_text(),
-        ).run()
-
     flags.mark_flags_as_required(["workdir"])
-    run(main)
+    run(job_main(job_class))
 
 
-def run(main):
-    """`app.run(main)` with flagfile checks and one-line user errors."""
+def _exit_with(error):
+    """Prints `error: <message>` as one line on stderr; exits with 2."""
+    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+    print(f"error: {'; '.join(lines) or type(error).__name__}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse(argv, flag_values=None):
+    """Parses `argv` as `app.run` does, but fails with one line (exit 2).
+
+    Checks the flagfiles first (`check_flagfiles`); unknown flags, values
+    of the wrong type and missing required flags are reported as
+    `error: <message naming the flag>` instead of absl's usage text.
+    Returns the remaining arguments (program name first).
+    """
+    fv = FLAGS if flag_values is None else flag_values
     try:
-        check_flagfiles(sys.argv)
-    except cfg.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        check_flagfiles(argv)
+        return fv(argv)
+    except (cfg.ConfigError, flags.Error) as e:
+        _exit_with(e)
+
+
+def guard(main):
+    """Wraps `main(argv)`: a `user_errors()` exception exits with one line."""
 
     def guarded(argv):
         try:
             return main(argv)
         except user_errors() as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            _exit_with(e)
 
-    app.run(guarded)
+    return guarded
+
+
+def run(main):
+    """`app.run(main)` with flagfile checks and one-line user errors."""
+    app.run(guard(main), flags_parser=parse)

@@ -21,6 +21,7 @@ from absl import logging
 
 from tfgraft import io
 from tfgraft.grafting import grafter as grafter_lib
+from tfgraft.testing import faults
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
@@ -46,7 +47,9 @@ class GraftHook(loop.Hook):
 
     def _graft(self):
         t0 = time.perf_counter()
+        faults.point("graft.before")
         self.alphas = self.grafter.graft_step().numpy().tolist()
+        faults.point("graft.after")
         self.seconds.append(time.perf_counter() - t0)
 
     def on_steps(self, step):

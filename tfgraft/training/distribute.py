@@ -1,12 +1,29 @@
-"""tf.distribute strategies and precision policies chosen by name."""
+"""tf.distribute strategies, worker roles and precision policies.
+
+Several machines (`--strategy=multi_worker`) run the same command; each
+reads its role from the `TF_CONFIG` environment variable. Every worker
+trains and evaluates (the steps are collective), but only the chief writes
+the workdir: flags, config, checkpoints, summaries, history, report and
+exports. The others save their checkpoints (every worker must call save)
+into a private scratch folder that is removed at the end of the run.
+Setting `TFGRAFT_WORKER_SCRATCH=<dir>` puts that folder at
+`<dir>/<task type>_<task index>` and keeps it (for debugging and for
+tests/multi_worker_test.py, which compares the workers' final weights).
+"""
 
 import json
 import os
+import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfgraft.config import ConfigError
+
+# Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
+SCRATCH_ENV = "TFGRAFT_WORKER_SCRATCH"
 
 
 def make_strategy(name="mirrored", devices=None):
@@ -16,10 +33,13 @@ def make_strategy(name="mirrored", devices=None):
         name: `mirrored` (all local GPUs; with none, the default strategy
             on the CPU), `one_device`,
             `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG),
-            `tpu` (TPUStrategy from the local or TF_CONFIG cluster) or
-            `default` (no distribution at all).
+            `tpu` (TPUStrategy; the TPU named by `TPU_NAME`, `local` on a
+            TPU VM) or `default` (no distribution at all).
         devices: explicit device list for `mirrored` (tests use two logical
             CPUs).
+
+    Raises:
+        ConfigError: TF_CONFIG missing or malformed, or no TPU reachable.
     """
     if name == "mirrored":
         if devices is None:
@@ -36,21 +56,10 @@ def make_strategy(name="mirrored", devices=None):
             gpus[0].name if gpus else "/cpu:0"
         )
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ConfigError(
-                "--strategy=multi_worker needs the TF_CONFIG environment "
-                "variable (cluster and task of this worker)"
-            )
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError as e:
-            raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+        _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        return _tpu_strategy()
     if name == "default":
         return tf.distribute.get_strategy()
     raise ConfigError(
@@ -59,21 +68,198 @@ def make_strategy(name="mirrored", devices=None):
     )
 
 
-def is_chief(strategy):
-    """True on the one worker that writes checkpoints, reports and exports."""
+def _check_tf_config():
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ConfigError(
+            "--strategy=multi_worker needs the TF_CONFIG environment "
+            "variable (cluster and task of this worker)"
+        )
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ConfigError(
+            "TF_CONFIG needs 'cluster' (job name -> list of host:port) and "
+            "'task' ({'type': ..., 'index': ...})"
+        )
+    hosts = cluster.get(task.get("type"))
+    index = task.get("index")
+    if not isinstance(hosts, list) or not isinstance(index, int):
+        raise ConfigError(
+            f"TF_CONFIG task {task} is not in its cluster {sorted(cluster)}"
+        )
+    if not 0 <= index < len(hosts):
+        raise ConfigError(
+            f"TF_CONFIG task index {index} is out of range: cluster "
+            f"'{task['type']}' has {len(hosts)} host(s)"
+        )
+
+
+def _tpu_strategy():
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0] if str(e) else type(e)
+        raise ConfigError(
+            f"--strategy=tpu: no TPU reachable ({first}); set TPU_NAME to "
+            "the TPU's name (TPU_NAME=local on a TPU VM)"
+        ) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _task(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
+        return None, 0
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def num_workers(strategy):
+    """Worker processes taking part in `strategy`'s steps (1: one host)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
+
+
+def is_chief(strategy):
+    """True on the one worker that writes checkpoints, reports and exports.
+
+    That is the `chief` task if the cluster has one, else `worker` 0 (and
+    the only process of every single-host strategy).
+    """
+    task_type, task_id = _task(strategy)
+    if task_type is None or task_type == "chief":
         return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return (
-        not has_chief
-        and resolver.task_type == "worker"
-        and (resolver.task_id == 0)
+    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
+    return not has_chief and task_type == "worker" and task_id == 0
+
+
+def worker_scratch_dir(strategy):
+    """A private folder for a non-chief worker's writes; returns its path.
+
+    A fresh temporary folder, or `$TFGRAFT_WORKER_SCRATCH/<type>_<index>`
+    (kept by `remove_worker_scratch`) when that variable is set.
+    """
+    task_type, task_id = _task(strategy)
+    root = os.environ.get(SCRATCH_ENV)
+    if root:
+        path = os.path.join(root, f"{task_type}_{task_id}")
+        os.makedirs(path, exist_ok=True)
+        return path
+    return tempfile.mkdtemp(prefix=f"tfgraft-{task_type}{task_id}-")
+
+
+def remove_worker_scratch(path):
+    """Removes a `worker_scratch_dir` folder unless it is to be kept."""
+    if not os.environ.get(SCRATCH_ENV):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def shard_by_data(dataset):
+    """Makes every worker take its slice of each global batch.
+
+    `experimental_distribute_dataset` would shard a file-based pipeline by
+    *files* over the workers, so the union of their batches would no
+    longer be the global batch the same seed gives on one host. Sharding
+    by data keeps it exact (the pipelines are pure functions of (seed,
+    step)): every worker computes the global batch and keeps its replicas'
+    rows. One host: no effect.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
     )
+    return dataset.with_options(options)
+
+
+def check_same_step(strategy, step, checkpoint_dir):
+    """Raises unless every worker restored the same global step.
+
+    Workers that resume from different checkpoints would run different
+    numbers of collective steps and hang; this fails fast instead. One
+    host: nothing to check.
+
+    Raises:
+        ConfigError: naming the steps and `checkpoint_dir`.
+    """
+    if num_workers(strategy) < 2:
+        return
+    value = tf.constant([step], tf.int64)
+    steps = strategy.gather(strategy.run(lambda: value), axis=0)
+    steps = sorted({int(s) for s in steps.numpy()})
+    if len(steps) > 1:
+        raise ConfigError(
+            f"workers restored different steps {steps} from "
+            f"{checkpoint_dir}: with --strategy=multi_worker every worker "
+            "must see the chief's checkpoints to resume (put --workdir on a "
+            "shared filesystem, or start a fresh workdir)"
+        )
+
+
+def sync_workers(strategy):
+    """Waits until every worker got here (one tiny all-reduce).
+
+    The chief writes its exports and report after training; the others
+    wait for it so that no worker leaves the cluster early.
+    """
+    if num_workers(strategy) < 2:
+        return
+    one = strategy.run(lambda: tf.ones([]))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, one, axis=None).numpy()
 
 
 def set_precision(precision):
-    """Sets the global Keras dtype policy for `--precision`."""
+    """Sets the global Keras dtype policy for `--precision`.
+
+    Warns when `mixed_bfloat16` will run on a CPU without bfloat16
+    instructions (AVX512-BF16 or AMX): oneDNN then emulates it, several
+    times slower than float32 (see README, Performance).
+    """
     keras.mixed_precision.set_global_policy(precision)
+    if (
+        precision == "mixed_bfloat16"
+        and not tf.config.list_logical_devices("GPU")
+        and not cpu_has_bfloat16()
+    ):
+        logging.warning(
+            "--precision=mixed_bfloat16 on a CPU without bfloat16 "
+            "instructions (avx512_bf16/amx_bf16): expect it to be slower "
+            "than float32"
+        )
+
+
+def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU advertises native bfloat16 math (Linux only)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return False
+    flags_ = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags_.update(line.split(":", 1)[1].split())
+    return bool(flags_ & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_jit(jit, strategy):
+    """`--jit`: the flag when set, else on for GPU/TPU devices only.
+
+    On CPUs oneDNN's convolutions are faster than XLA's (bench/throughput.py
+    measures both), so XLA is off there unless asked for.
+    """
+    if jit is not None:
+        return bool(jit)
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: wherever TF places ops
+        return bool(tf.config.list_logical_devices("GPU"))
+    return any(("GPU" in d.upper()) or ("TPU" in d.upper()) for d in devices)

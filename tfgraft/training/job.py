@@ -14,8 +14,8 @@ A job writes into its workdir:
 
 Every file is written to a temporary path and renamed into place.
 `Job` is the baseline (one net); methods subclass it and override the
-hooks `num_nets`, `lr_scales`, `build_net`, `make_trainer`, `hooks` and
-`report_extras`.
+hooks `num_nets`, `lr_scales`, `conv_layer`, `build_net`, `make_trainer`,
+`hooks` and `report_extras`.
 """
 
 import dataclasses
@@ -123,6 +123,14 @@ class Job:
     def lr_scales(self):
         return [1.0] * self.num_nets()
 
+    def conv_layer(self):
+        """The conv factory of `build_net` (None: the zoo's plain convs).
+
+        Methods that swap the conv class (e.g. `StripeConv2D`) return it
+        here instead of copying `build_net`; see `models.build_model`.
+        """
+        return None
+
     def build_net(self, index, info):
         """Builds net `index` with its own initialisation seed."""
         m = self.config.model
@@ -140,6 +148,7 @@ class Job:
             channel_config=channel_config,
             preset=m.preset,
             shortcut=m.shortcut,
+            conv_layer=self.conv_layer(),
             model_name=f"net_{index}",
         )
 
@@ -150,9 +159,10 @@ class Job:
             optimizers,
             strategy,
             global_batch_size=self.config.data.batch_size,
-            jit=r.jit,
+            jit=distribute.resolve_jit(r.jit, strategy),
             accum_steps=r.accum_steps,
             concurrent_nets=r.concurrent_nets,
+            on_nan=r.on_nan,
         )
 
     def hooks(self, trainer):
@@ -165,15 +175,37 @@ class Job:
 
     def setup(self):
         """Workdir, flags/config records, precision, determinism, strategy."""
-        os.makedirs(self.workdir, exist_ok=True)
-        if not os.access(self.workdir, os.W_OK):
-            raise PermissionError(f"--workdir={self.workdir} is not writable")
         r = self.config.run
         distribute.set_precision(r.precision)
         if r.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.strategy = self._strategy or distribute.make_strategy(r.strategy)
+        # Only the chief writes the workdir (multi-worker runs: the others
+        # train along and save their checkpoints into a scratch folder).
         self.is_chief = distribute.is_chief(self.strategy)
+        if self.is_chief:
+            try:
+                os.makedirs(self.workdir, exist_ok=True)
+            except OSError as e:
+                # E.g. a parent that is a file or read-only: one line.
+                raise ConfigError(
+                    f"--workdir={self.workdir}: cannot create it "
+                    f"({e.strerror or type(e).__name__})"
+                ) from None
+            if not os.access(self.workdir, os.W_OK):
+                raise PermissionError(
+                    f"--workdir={self.workdir} is not writable"
+                )
+        per_step = self.strategy.num_replicas_in_sync * r.accum_steps
+        if self.config.data.batch_size % per_step:
+            # Checked here (the trainer checks again) so that nothing of
+            # the run is written before the one-line error.
+            raise ConfigError(
+                f"--batch_size={self.config.data.batch_size}: must be "
+                f"divisible by replicas "
+                f"({self.strategy.num_replicas_in_sync}) x --accum_steps "
+                f"({r.accum_steps})"
+            )
         if self.is_chief:
             if self.flags_text is not None:
                 io.atomic_write_text(
@@ -258,7 +290,9 @@ class Job:
                 start_step=start_step,
                 augment=self.augment,
             )
-            dist = self.strategy.experimental_distribute_dataset(ds)
+            dist = self.strategy.experimental_distribute_dataset(
+                distribute.shard_by_data(ds)
+            )
             iterators.append(iter(dist))
         return iterators
 
@@ -308,7 +342,11 @@ class Job:
             io.atomic_write_json(
                 os.path.join(self.workdir, "report.json"), report
             )
-        logging.info("Report: %s", os.path.join(self.workdir, "report.json"))
+            logging.info(
+                "Report: %s", os.path.join(self.workdir, "report.json")
+            )
+        # Multi-worker runs: no worker leaves before the chief has written.
+        distribute.sync_workers(self.strategy)
         return report
 
     # === Outputs ===

@@ -10,10 +10,24 @@ summaries and keeps a per-epoch history.
 The history is stored *inside* the checkpoint (a string variable), so a
 crash can never leave history and weights out of step; resuming from the
 workdir restores both.
+
+Crash and resume: a run killed at any moment (`kill -9`) and started again
+with the same command continues from its newest checkpoint, which holds
+every net's weights and optimizer state (slots and `iterations`, hence the
+LR schedule position), the global step, the history and each hook's items.
+The data iterators need no state: the training stream is a pure function
+of (seed, step), so `make_iterators(step)` resumes it exactly, augmentation
+randomness included. With TF op determinism on, the resumed run ends with
+the uninterrupted run's weights bit for bit (tests/crash_resume_test.py).
+
+Numerical faults: each inner loop reports the steps whose loss or
+gradients were not finite; under `on_nan="stop"` the loop raises
+`NonFiniteError` before anything of that state is saved.
 """
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -21,6 +35,8 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import io
+from tfgraft.testing import faults
+from tfgraft.training import distribute
 from tfgraft.training import summaries
 
 
@@ -66,6 +82,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read; the message names it."""
 
 
+class NonFiniteError(RuntimeError):
+    """A net's loss or gradient became NaN/Inf; names net, step and LR."""
+
+
+# What reading a truncated or corrupt checkpoint raises (a truncated data
+# file surfaces as IndexError from the C++ reader).
+_UNREADABLE = (tf.errors.OpError, AssertionError, ValueError, IndexError)
+
+
 def restore(checkpoint, manager):
     """Restores the newest readable checkpoint; returns its path or None.
 
@@ -78,9 +103,14 @@ def restore(checkpoint, manager):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e) else type(e)
-            logging.warning("Checkpoint %s unreadable: %s", path, first)
+        except _UNREADABLE as e:
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
+            logging.warning(
+                "Checkpoint %s is unreadable (%s); trying an older one",
+                path,
+                first,
+            )
             errors.append(f"{path}: {first}")
     if errors:
         raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
@@ -112,23 +142,35 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         items.update(hook.checkpoint_items())
     checkpoint = tf.train.Checkpoint(**items)
     ckpt_dir = os.path.join(workdir, "checkpoints")
+    save_dir = ckpt_dir
     if not options.is_chief:
-        # Non-chief workers save to a scratch folder (required by
-        # MultiWorkerMirroredStrategy: every worker must call save).
-        ckpt_dir = os.path.join(
-            workdir, "tmp_worker", str(strategy.cluster_resolver.task_id)
-        )
+        # Every worker must call save (MultiWorkerMirroredStrategy), but
+        # only the chief's checkpoints are kept: the others save into a
+        # private scratch folder and resume from the chief's checkpoints.
+        save_dir = distribute.worker_scratch_dir(strategy)
     manager = tf.train.CheckpointManager(
         checkpoint,
-        ckpt_dir,
+        save_dir,
         max_to_keep=options.keep_checkpoints,
         step_counter=trainer.global_step,
     )
-    restored = restore(checkpoint, manager)
+    # Runs between the checkpoint's files and the manager's index update.
+    save_options = tf.train.CheckpointOptions(
+        experimental_write_callbacks=[_checkpoint_fault_point]
+    )
+    restored = restore(
+        checkpoint,
+        manager
+        if options.is_chief
+        else tf.train.CheckpointManager(
+            checkpoint, ckpt_dir, max_to_keep=options.keep_checkpoints
+        ),
+    )
     history = json.loads(history_var.numpy().decode())
     start_step = int(trainer.global_step.numpy())
     if restored:
         logging.info("Restored %s at step %d", restored, start_step)
+    distribute.check_same_step(strategy, start_step, ckpt_dir)
 
     writer = (
         tf.summary.create_file_writer(os.path.join(workdir, "summaries"))
@@ -156,6 +198,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             t_loop = time.perf_counter()
             stats = trainer.train_loop(iterators, n)
             dt = time.perf_counter() - t_loop
+            _check_finite(trainer, stats, manager)
             step += n
             steps_done += n
             sums = _accumulate(sums, stats, n)
@@ -163,6 +206,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             for hook in step_hooks:
                 if step % hook.every_steps == 0:
                     hook.on_steps(step)
+            faults.point("loop.after_steps")
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -174,7 +218,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             * options.examples_per_step
             / max(seconds, 1e-9),
             "learning_rate": trainer.learning_rates(),
-            "train": [{k: v / steps_done for k, v in s.items()} for s in sums],
+            "train": [_epoch_train_logs(s, steps_done, trainer) for s in sums],
         }
         # `last`: the schedule's final epoch (grafting skips its graft);
         # `stop`: this session ends here (--max_steps), so evaluate and save.
@@ -188,12 +232,16 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         history.append(logs)
         history_var.assign(json.dumps(history))
         if (epoch + 1) % options.checkpoint_every == 0 or stop:
-            manager.save(checkpoint_number=trainer.global_step)
+            manager.save(
+                checkpoint_number=trainer.global_step, options=save_options
+            )
         with writer.as_default(step=step):
             _write_summaries(logs)
         if options.is_chief:
             io.atomic_write_json(os.path.join(workdir, "history.json"), history)
     writer.flush()
+    if save_dir != ckpt_dir:
+        distribute.remove_worker_scratch(save_dir)
     return history
 
 
@@ -206,13 +254,52 @@ def _loop_length(step, epoch_end, steps_per_loop, step_hooks):
     return max(n, 1)
 
 
+def _checkpoint_fault_point():
+    faults.point("checkpoint.save")
+
+
+def _check_finite(trainer, stats, manager):
+    """Raises `NonFiniteError` (on_nan=stop) or logs skipped batches."""
+    for i, st in enumerate(stats):
+        bad = st.get("first_nonfinite")
+        if bad is None:
+            continue
+        loss = bad["loss"]
+        what = (
+            f"loss is {loss}"
+            if not math.isfinite(loss)
+            else f"a gradient is not finite (loss {loss:.4g})"
+        )
+        where = f"net {i} step {bad['step']} lr {bad['lr']:.4g}: {what}"
+        if getattr(trainer, "on_nan", "stop") == "stop":
+            last = manager.latest_checkpoint or "none (no checkpoint yet)"
+            raise NonFiniteError(f"{where}; last good checkpoint: {last}")
+        logging.warning(
+            "%s; skipped %d batch(es) of net %d in this loop",
+            where,
+            st["nonfinite_steps"],
+            i,
+        )
+
+
 def _accumulate(sums, stats, n):
     if sums is None:
-        sums = [{"loss": 0.0, "accuracy": 0.0} for _ in stats]
+        sums = [{"loss": 0.0, "accuracy": 0.0, "skipped": 0} for _ in stats]
     for s, st in zip(sums, stats):
         s["loss"] += st["loss"] * n
         s["accuracy"] += st["accuracy"] * n
+        s["skipped"] += st.get("nonfinite_steps", 0)
     return sums
+
+
+def _epoch_train_logs(sums, steps_done, trainer):
+    logs = {
+        "loss": sums["loss"] / steps_done,
+        "accuracy": sums["accuracy"] / steps_done,
+    }
+    if getattr(trainer, "on_nan", "stop") == "skip_batch":
+        logs["skipped_batches"] = sums["skipped"]
+    return logs
 
 
 def _progress_bar(epoch, options, total):
@@ -259,6 +346,8 @@ def _write_summaries(logs):
         summaries.scalar(f"net_{i}/train_loss", tr["loss"])
         summaries.scalar(f"net_{i}/train_accuracy", tr["accuracy"])
         summaries.scalar(f"net_{i}/learning_rate", logs["learning_rate"][i])
+        if "skipped_batches" in tr:
+            summaries.scalar(f"net_{i}/skipped_batches", tr["skipped_batches"])
     if "test" in logs:
         for i, r in enumerate(logs["test"]["nets"]):
             summaries.scalar(f"net_{i}/test_top1", r["top1"])

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+ON_NAN = ("stop", "skip_batch")
+
 
 class Trainer(tf.Module):
     """Owns N nets, their optimizers and one global step; runs their steps.
@@ -21,9 +23,13 @@ class Trainer(tf.Module):
     statistics (BN sees micro-batch statistics, as in PyTorch accumulation).
     The loss is always scaled by the *global* batch size.
 
-    Subclasses change the method through three hooks: `compute_loss` (KD
-    losses), `transform_gradients` (gradient surgery, e.g. stripe pruning)
-    and `after_apply` (assignments after the update).
+    Subclasses change the method through hooks: `forward` (the training
+    forward pass, e.g. multi-view inputs or extra teacher passes),
+    `compute_loss` (KD losses), `count_correct` (train accuracy),
+    `transform_gradients` (gradient surgery, e.g. stripe pruning) and
+    `after_apply` (assignments after the update). Labels may be any nest of
+    tensors batched along axis 0 (e.g. labels plus cached teacher logits);
+    `compute_loss` and `count_correct` receive it as the dataset yields it.
 
     Args:
         nets: list of N Keras models built inside `strategy.scope()`.
@@ -35,6 +41,15 @@ class Trainer(tf.Module):
         concurrent_nets: let the N nets' ops of a step run concurrently
             (off: each net starts after the previous one's update, which is
             faster where one net already fills the device, e.g. CPUs).
+        on_nan: what a non-finite loss or gradient of a net does: `"stop"`
+            (the step is applied as usual and reported, so the loop can stop
+            the job before the next checkpoint) or `"skip_batch"` (that
+            net's update is undone inside the step: weights, BN statistics
+            and optimizer slots keep their previous values, while the
+            optimizer's `iterations`, and so its LR schedule, still advance
+            with the global step, as the batch was consumed). Under loss
+            scaling (mixed_float16) only the loss is checked: the
+            `LossScaleOptimizer` already skips non-finite gradients.
 
     The constructor must run inside `strategy.scope()`.
     """
@@ -49,8 +64,15 @@ class Trainer(tf.Module):
         jit=False,
         accum_steps=1,
         concurrent_nets=False,
+        on_nan="stop",
     ):
         super().__init__(name="trainer")
+        if on_nan not in ON_NAN:
+            raise ValueError(
+                f"on_nan must be one of {', '.join(ON_NAN)}. "
+                f"Received: on_nan={on_nan}"
+            )
+        self.on_nan = on_nan
         if len(nets) != len(optimizers) or not nets:
             raise ValueError(
                 "Trainer needs one optimizer per net. Received: "
@@ -114,6 +136,21 @@ class Trainer(tf.Module):
         """Hook after the optimizer step of one net (replica context)."""
         del net_index
 
+    def forward(self, net_index, images):
+        """Training-mode logits of net `net_index` for one (micro-)batch.
+
+        Runs inside the per-replica gradient tape (and XLA when `jit`), so a
+        subclass may reshape structured inputs (e.g. several augmented
+        views) or run extra forward passes (e.g. frozen teacher nets);
+        only the net's trainable variables are differentiated.
+        """
+        return self.nets[net_index](images, training=True)
+
+    def count_correct(self, net_index, logits, labels):
+        """Correctly classified examples of one (micro-)batch (a float)."""
+        del net_index
+        return _count_correct(logits, labels)
+
     # === Steps ===
 
     def _make_grad_fn(self, i):
@@ -122,24 +159,29 @@ class Trainer(tf.Module):
 
         def one_batch(images, labels):
             with tf.GradientTape() as tape:
-                logits = net(images, training=True)
+                logits = self.forward(i, images)
                 loss = self.compute_loss(i, logits, labels, images)
                 scaled = opt.scale_loss(loss)
             grads = tape.gradient(scaled, net.trainable_variables)
-            correct = _count_correct(logits, labels)
+            correct = self.count_correct(i, logits, labels)
             return loss, correct, grads
 
         def grad_fn(images, labels):
             if self.accum_steps == 1:
                 return one_batch(images, labels)
             k = self.accum_steps
-            micro = _split(images, k)
-            micro_labels = _split(labels, k)
+            # Images and labels may be nests (e.g. labels plus cached
+            # teacher logits): split every tensor along its batch axis.
+            micro = tf.nest.map_structure(lambda x: _split(x, k), images)
+            micro_labels = tf.nest.map_structure(lambda x: _split(x, k), labels)
             loss = tf.zeros([], tf.float32)
             correct = tf.zeros([], tf.float32)
             grads = [tf.zeros_like(v) for v in net.trainable_variables]
             for j in tf.range(k):
-                mloss, mcorrect, mgrads = one_batch(micro[j], micro_labels[j])
+                mloss, mcorrect, mgrads = one_batch(
+                    tf.nest.map_structure(lambda x: x[j], micro),
+                    tf.nest.map_structure(lambda x: x[j], micro_labels),
+                )
                 loss += mloss
                 correct += mcorrect
                 grads = [g + mg for g, mg in zip(grads, mgrads)]
@@ -158,13 +200,32 @@ class Trainer(tf.Module):
                 # them (on CPUs concurrent nets oversubscribe the cores).
                 with tf.control_dependencies(done):
                     images = tf.identity(images)
+            skip = self.on_nan == "skip_batch"
+            if skip:
+                saved = _undo_state(net, opt)
+                before = [tf.identity(v.value) for v in saved]
             loss, correct, grads = self._grad_fns[i](images, labels)
             grads = self.transform_gradients(i, grads)
+            bad = 1.0 - tf.cast(_all_finite(loss, grads, opt), tf.float32)
             opt.apply_gradients(zip(grads, net.trainable_variables))
             self._sync_statistics(net)
             self.after_apply(i)
             count = tf.cast(tf.shape(images)[0], tf.float32)
-            stats.append(tf.stack([loss, correct, count]))
+            raw_loss = loss
+            if skip:
+                # Every replica must agree (a non-finite gradient of one
+                # replica poisons the all-reduced update of all).
+                any_bad = bad
+                if self.strategy.num_replicas_in_sync > 1:
+                    ctx = tf.distribute.get_replica_context()
+                    any_bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+                keep = any_bad > 0
+                for v, old in zip(saved, before):
+                    v.assign(tf.where(keep, old, v.value))
+                loss, correct, count = (
+                    tf.where(keep, 0.0, x) for x in (loss, correct, count)
+                )
+            stats.append(tf.stack([loss, correct, count, bad, raw_loss]))
             if not self.concurrent_nets:
                 # Reads are ordered after the updates of the same variables.
                 done = [v.value for v in net.trainable_variables]
@@ -185,22 +246,40 @@ class Trainer(tf.Module):
         if not stats:
             return
         ctx = tf.distribute.get_replica_context()
+        # `v.value` is the replica's variable; MultiWorkerMirroredStrategy
+        # (one device per worker) regroups it into the mirrored variable,
+        # which has no device to reduce to. A read tensor keeps its device.
         means = ctx.all_reduce(
-            tf.distribute.ReduceOp.MEAN, [v.value for v in stats]
+            tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in stats]
         )
         for v, m in zip(stats, means):
             v.assign(m)
 
     def _train_loop_impl(self, iterators, num_steps):
-        totals = tf.zeros([self.num_nets, 3], tf.float32)
+        totals = tf.zeros([self.num_nets, 4], tf.float32)
+        # Step (1-based), learning rate and loss of each net's first
+        # non-finite step in this loop (-1: none).
+        first = tf.fill([self.num_nets, 3], -1.0)
         for _ in tf.range(num_steps):
             batches = tuple(next(it) for it in iterators)
+            lrs = tf.stack(
+                [tf.cast(o.learning_rate, tf.float32) for o in self.optimizers]
+            )
             per_replica = self.strategy.run(self._replica_step, args=(batches,))
-            totals += self.strategy.reduce(
+            reduced = self.strategy.reduce(
                 tf.distribute.ReduceOp.SUM, per_replica, axis=None
             )
             self.global_step.assign_add(1)
-        return totals
+            bad = reduced[:, 3] > 0
+            totals += tf.concat(
+                [reduced[:, :3], tf.cast(bad, tf.float32)[:, None]], axis=1
+            )
+            step = tf.cast(self.global_step, tf.float32)
+            row = tf.stack([tf.fill([self.num_nets], step), lrs, reduced[:, 4]])
+            first = tf.where(
+                (bad & (first[:, 0] < 0))[:, None], tf.transpose(row), first
+            )
+        return totals, first
 
     def train_loop(self, iterators, num_steps):
         """Runs `num_steps` steps of every net; returns host-side stats.
@@ -210,18 +289,31 @@ class Trainer(tf.Module):
             num_steps: steps to run (a tensor, so no retracing).
 
         Returns:
-            A list of dicts per net: mean `loss` and train `accuracy`.
+            A list of dicts per net: mean `loss` and train `accuracy` (over
+            the applied steps), `nonfinite_steps` (steps whose loss or
+            gradients were not finite: skipped under `on_nan="skip_batch"`)
+            and, when there was one, `first_nonfinite` = `{"step", "lr",
+            "loss"}` of the first such step (step counted from 1).
         """
-        totals = self._train_loop(
+        totals, first = self._train_loop(
             tuple(iterators), tf.constant(num_steps, tf.int32)
-        ).numpy()
-        return [
-            {
-                "loss": float(t[0] / max(num_steps, 1)),
+        )
+        results = []
+        for t, f in zip(totals.numpy(), first.numpy()):
+            applied = num_steps - t[3] if self.on_nan == "skip_batch" else 0
+            entry = {
+                "loss": float(t[0] / max(applied or num_steps, 1)),
                 "accuracy": float(t[1] / max(t[2], 1.0)),
+                "nonfinite_steps": int(t[3]),
             }
-            for t in totals
-        ]
+            if f[0] >= 0:
+                entry["first_nonfinite"] = {
+                    "step": int(f[0]),
+                    "lr": float(f[1]),
+                    "loss": float(f[2]),
+                }
+            results.append(entry)
+        return results
 
     # === Evaluation ===
 
@@ -285,6 +377,29 @@ class Trainer(tf.Module):
             lr = opt.learning_rate
             rates.append(float(keras.ops.convert_to_numpy(lr)))
         return rates
+
+
+def _undo_state(net, opt):
+    """Variables a skipped batch must leave unchanged (all but iterations)."""
+    counters = {id(opt.iterations)}
+    inner = getattr(opt, "inner_optimizer", None)
+    if inner is not None:
+        counters.add(id(inner.iterations))
+    return list(net.variables) + [
+        v for v in opt.variables if id(v) not in counters
+    ]
+
+
+def _all_finite(loss, grads, opt):
+    """Whether the loss and (unless loss scaling handles them) grads are."""
+    checks = [tf.reduce_all(tf.math.is_finite(loss))]
+    if not isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        for g in grads:
+            if isinstance(g, tf.IndexedSlices):
+                g = g.values
+            if g is not None:
+                checks.append(tf.reduce_all(tf.math.is_finite(g)))
+    return tf.reduce_all(tf.stack(checks))
 
 
 def _split(x, k):
