@@ -15,7 +15,8 @@ Contenders, on the same in-memory batches, batch size and thread count:
   PyTorch, channels_last, `torch.autocast` for bfloat16; only when `torch`
   is importable (`pip install torch==2.13.0` gives the CPU build).
 * `tfgraft_Nnets`: N nets in one tfgraft process (img/s summed over nets),
-  against N x one net's img/s.
+  against N one-net tfgraft processes training at the same time (img/s
+  summed over processes), with the peak RSS of each side.
 * `pipeline`: the tfgraft input pipeline alone (decode + CIFAR
   augmentation), against the training step.
 
@@ -104,7 +105,7 @@ def _tfgraft_worker(spec):
     strategy = tf.distribute.get_strategy()
     nets, opts = [], []
     for i in range(spec["nets"]):
-        keras.utils.set_random_seed(i)
+        keras.utils.set_random_seed(spec.get("seed", 0) + i)
         nets.append(models.build_model(spec["model"]))
         opts.append(optimizers.TorchSGD(0.01, momentum=0.9, weight_decay=5e-4))
     trainer = trainer_lib.Trainer(
@@ -306,6 +307,13 @@ class _Contender:
     def window(self, steps):
         self.seconds.append(float(self._ask(f"run {steps}")))
 
+    def start(self, steps):
+        self.proc.stdin.write(f"run {steps}\n")
+        self.proc.stdin.flush()
+
+    def finish(self):
+        return float(self._ask(None))
+
     def close(self):
         rss = float(self._ask("rss"))
         self.proc.stdin.write("quit\n")
@@ -349,6 +357,13 @@ def _torch_available():
 
 
 def _plan(threads, on_gpu):
+    """Sections of contenders; each section's workers live at the same time.
+
+    One section per (batch, model) compares the frameworks; one per batch
+    holds the N-nets rows and the pipeline. Sections run one after the
+    other, which bounds the number of live worker processes (memory).
+    """
+    sections = []
     specs = []
 
     def add(name, kind, model, dtype, batch, **extra):
@@ -387,15 +402,37 @@ def _plan(threads, on_gpu):
                     add(f"keras_fit {key}", "keras_fit", model, dtype, batch)
                 if torch_ok and dtype in ("float32", "bfloat16"):
                     add(f"torch {key}", "torch", model, dtype, batch)
+            sections.append(specs)
+            specs = []
         key = f"{_NETS_MODEL.value}/float32/b{batch}"
-        for n in map(int, _NETS.value):
-            name = f"tfgraft {key}" if n == 1 else f"tfgraft_{n}nets {key}"
-            if n != 1 or all(s["name"] != name for s in specs):
-                add(
-                    name, "tfgraft", _NETS_MODEL.value, "float32", batch, nets=n
-                )
+        for n in sorted(set(map(int, _NETS.value)) | {1}):
+            add(
+                _nets_name(n, key),
+                "tfgraft",
+                _NETS_MODEL.value,
+                "float32",
+                batch,
+                nets=n,
+            )
+        # Partners of the one-net contender for "N separate processes".
+        for k in range(1, max(map(int, _NETS.value))):
+            add(
+                f"solo{k} {key}",
+                "tfgraft",
+                _NETS_MODEL.value,
+                "float32",
+                batch,
+                seed=k,
+                solo=True,
+            )
         add(f"pipeline b{batch}", "pipeline", "-", "float32", batch)
-    return specs
+        sections.append(specs)
+        specs = []
+    return sections
+
+
+def _nets_name(n, key):
+    return f"tfgraft_{n}net{'s' if n > 1 else ''} {key}"
 
 
 def _rate(c):
@@ -406,7 +443,7 @@ def _rate(c):
     return [images / s for s in c.seconds]
 
 
-def _report(results, meta):
+def _report(results, separate, solo_rss, meta):
     by_name = {r["name"]: r for r in results}
 
     def med(name):
@@ -452,23 +489,33 @@ def _report(results, meta):
                 )
     lines += [
         "",
-        "| nets | img/s (sum over nets) | vs N x one net | peak RSS MiB |",
-        "|---|---|---|---|",
+        f"{_NETS_MODEL.value}, float32: N nets in one tfgraft process vs N "
+        "one-net processes training at the same time (img/s summed over "
+        "nets; RSS: peak of the process, summed over the N processes).",
+        "",
+        "| N | batch | one process img/s | N processes img/s | ratio | "
+        "one-process RSS MiB | N-processes RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for batch in map(int, _BATCHES.value):
         key = f"{_NETS_MODEL.value}/float32/b{batch}"
-        one = med(f"tfgraft {key}")
-        for n in map(int, _NETS.value):
-            name = f"tfgraft {key}" if n == 1 else f"tfgraft_{n}nets {key}"
-            r = by_name.get(name)
-            if not r:
+        one = by_name.get(_nets_name(1, key))
+        for n in sorted(set(map(int, _NETS.value)) | {1}):
+            r = by_name.get(_nets_name(n, key))
+            if not r or not one:
                 continue
-            eff = div(r["img_per_sec"], None if one is None else n * one)
-            ratios[f"{key}/{n}nets"] = {"vs_n_times_one": eff}
+            if n == 1:
+                sep, rss = r["img_per_sec"], r["peak_rss_mib"]
+            else:
+                sep = separate[f"{n}x1 b{batch}"]["img_per_sec"]
+                rss = one["peak_rss_mib"] + sum(solo_rss[batch][: n - 1])
+            eff = div(r["img_per_sec"], sep)
+            ratios[f"{key}/{n}nets"] = {"one_process_over_n_processes": eff}
             lines.append(
-                f"| {n} (batch {batch}) | {fmt(r['img_per_sec'])} | "
-                f"{fmt(eff, 2)} | {fmt(r['peak_rss_mib'])} |"
+                f"| {n} | {batch} | {fmt(r['img_per_sec'])} | {fmt(sep)} | "
+                f"{fmt(eff, 2)} | {fmt(r['peak_rss_mib'])} | {fmt(rss)} |"
             )
+        one = None if one is None else one["img_per_sec"]
         pipe = med(f"pipeline b{batch}")
         ratio = div(pipe, one)
         ratios[f"pipeline/b{batch}"] = {"pipeline_over_step": ratio}
@@ -508,28 +555,40 @@ def _write(path, text):
     os.replace(tmp, path)
 
 
-def main(argv):
-    del argv
-    if _WORKER.value:
-        _serve(json.loads(_WORKER.value))
-        return
-    import keras
-    import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
-
-    threads = _threads()
-    device, on_gpu = _device()
-    specs = _plan(threads, on_gpu)
-    contenders = []
+def _run_section(specs, results, groups, solo_rss):
+    contenders, solos = [], {}
     for spec in specs:
         print(f"starting {spec['name']} ...", file=sys.stderr, flush=True)
-        contenders.append(_Contender(spec))
+        c = _Contender(spec)
+        if spec.get("solo"):
+            solos.setdefault(spec["batch"], []).append(c)
+        else:
+            contenders.append(c)
+    by_name = {c.spec["name"]: c for c in contenders}
     for r in range(_ROUNDS.value):
         # Rotate the order so no contender always follows the same one.
         for c in contenders[r:] + contenders[:r]:
             c.window(_STEPS.value)
+        for batch, partners in solos.items():
+            one = by_name[
+                _nets_name(1, f"{_NETS_MODEL.value}/float32/b{batch}")
+            ]
+            for n in map(int, _NETS.value):
+                if n == 1:
+                    continue
+                group = [one] + partners[: n - 1]
+                start = time.perf_counter()
+                for c in group:
+                    c.start(_STEPS.value)
+                for c in group:
+                    c.finish()
+                seconds = time.perf_counter() - start
+                groups.setdefault(f"{n}x1 b{batch}", []).append(
+                    n * batch * _STEPS.value / seconds
+                )
         print(f"round {r + 1}/{_ROUNDS.value}", file=sys.stderr, flush=True)
-    results = []
+    for batch, partners in solos.items():
+        solo_rss[batch] = [c.close() for c in partners]
     for c in contenders:
         rates = _rate(c)
         results.append(
@@ -542,6 +601,22 @@ def main(argv):
                 peak_rss_mib=c.close(),
             )
         )
+
+
+def main(argv):
+    del argv
+    if _WORKER.value:
+        _serve(json.loads(_WORKER.value))
+        return
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    threads = _threads()
+    device, on_gpu = _device()
+    results, groups, solo_rss = [], {}, {}
+    for specs in _plan(threads, on_gpu):
+        _run_section(specs, results, groups, solo_rss)
     meta = dict(
         device=device,
         threads=threads,
@@ -555,7 +630,13 @@ def main(argv):
         import torch
 
         meta["torch"] = torch.__version__
-    table, ratios = _report(results, meta)
+    separate = {
+        name: dict(
+            img_per_sec=statistics.median(rates), img_per_sec_windows=rates
+        )
+        for name, rates in groups.items()
+    }
+    table, ratios = _report(results, separate, solo_rss, meta)
     print(table)
     if _OUT.value:
         os.makedirs(_OUT.value, exist_ok=True)
@@ -563,7 +644,13 @@ def main(argv):
         _write(
             os.path.join(_OUT.value, "throughput.json"),
             json.dumps(
-                dict(meta=meta, ratios=ratios, results=results), indent=2
+                dict(
+                    meta=meta,
+                    ratios=ratios,
+                    results=results,
+                    separate_processes=separate,
+                ),
+                indent=2,
             ),
         )
         if _PLOT.value:
