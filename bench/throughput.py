@@ -33,6 +33,7 @@ import sys
 
 # Before TensorFlow loads (see tfgraft/__init__.py).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -623,6 +624,7 @@ def main(argv):
         tf=tf.__version__,
         keras=keras.__version__,
         onednn="on" if _pywrap_util_port.IsMklEnabled() else "off",
+        inter_op_threads=os.environ.get("TF_NUM_INTEROP_THREADS", "auto"),
         rounds=_ROUNDS.value,
         steps=_STEPS.value,
     )

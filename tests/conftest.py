@@ -6,6 +6,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # Test what users run: oneDNN on (train/__init__.py, tfgraft/__init__.py).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 from tfgraft.testing import devices  # noqa: E402
 

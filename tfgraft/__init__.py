@@ -12,7 +12,14 @@ import sys as _sys
 # Eigen, about 1.7x slower for a CIFAR ResNet step (bench/throughput.py).
 # The switch is read when TensorFlow loads, so it can only be set here when
 # tfgraft is imported first; an explicit TF_ENABLE_ONEDNN_OPTS wins.
+# With oneDNN on, ops also run one at a time (TF_NUM_INTEROP_THREADS=1,
+# each op still uses every core): with two concurrent ops a hypernetwork's
+# latent gradients (tests/lwdna_test.py) came out wrong in 2 of 4 runs on a
+# 2-core AMD CPU, never with one; throughput is the same (README,
+# Performance).
 if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if _os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
+        _os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 __version__ = "0.1.0"
