@@ -15,7 +15,7 @@ import sys as _sys
 # With oneDNN on, ops also run one at a time (TF_NUM_INTEROP_THREADS=1,
 # each op still uses every core): with two concurrent ops a hypernetwork's
 # latent gradients (tests/lwdna_test.py) came out wrong in 2 of 4 runs on a
-# 2-core AMD CPU, never with one; throughput is the same (README,
+# 2-core AMD CPU, never with one; one net's step is as fast (README,
 # Performance).
 if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
