@@ -25,8 +25,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     rounding) as `keras.layers.BatchNormalization`; a drop-in replacement
     with the same variable names, so checkpoints load either way. The fused
     kernel serves 4-D inputs normalised over the last axis without a mask,
-    renorm or synchronisation, inside `tf.function`; anything else (eager
-    calls included) falls back to the parent's implementation.
+    renorm or synchronisation; anything else falls back to the parent's
+    implementation.
 
     Two differences below float32 noise, documented for completeness: the
     epsilon is raised to at least 1.001e-5 (cuDNN's floor, applied on every
@@ -58,13 +58,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def _fused_ok(self, inputs, training, mask):
-        # Only inside tf.function: executed eagerly with oneDNN on, the
-        # fused kernel's gradient came out wrong in 1 of ~10 test-suite
-        # runs (tests/lwdna_test.py, latent gradients taken eagerly), and
-        # eager code gains nothing from a fused kernel.
         return (
-            not tf.executing_eagerly()
-            and mask is None
+            mask is None
             and not self.renorm
             and not self.synchronized
             and len(inputs.shape) == 4
