@@ -31,12 +31,10 @@ on CPU-only machines; on a GPU pass e.g. `--dtypes=float32,float16
 import os
 import sys
 
-# Before TensorFlow loads (see tfgraft/__init__.py).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+# Before TensorFlow loads: tfgraft's oneDNN defaults (tfgraft/__init__.py).
+import io  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -46,6 +44,9 @@ import time  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+import tfgraft  # noqa: E402, F401
+from tfgraft import io as io_lib  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["resnet20", "resnet56"], "Zoo models.")
 _DTYPES = flags.DEFINE_list(
@@ -543,17 +544,10 @@ def _plot(results, path):
     ax.invert_yaxis()
     ax.set_xlabel("training img/s (median)")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    io_lib.atomic_write_bytes(path, png.getvalue())
 
 
 def _run_section(specs, results, groups, solo_rss):
@@ -641,18 +635,16 @@ def main(argv):
     table, ratios = _report(results, separate, solo_rss, meta)
     print(table)
     if _OUT.value:
-        os.makedirs(_OUT.value, exist_ok=True)
-        _write(os.path.join(_OUT.value, "throughput.md"), table + "\n")
-        _write(
+        io_lib.atomic_write_text(
+            os.path.join(_OUT.value, "throughput.md"), table + "\n"
+        )
+        io_lib.atomic_write_json(
             os.path.join(_OUT.value, "throughput.json"),
-            json.dumps(
-                dict(
-                    meta=meta,
-                    ratios=ratios,
-                    results=results,
-                    separate_processes=separate,
-                ),
-                indent=2,
+            dict(
+                meta=meta,
+                ratios=ratios,
+                results=results,
+                separate_processes=separate,
             ),
         )
         if _PLOT.value:

@@ -4,10 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# Test what users run: oneDNN on (train/__init__.py, tfgraft/__init__.py).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-if os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+# Importing tfgraft (below, before TensorFlow) applies its oneDNN defaults,
+# so the tests run what users run.
 
 from tfgraft.testing import devices  # noqa: E402
 
