@@ -225,7 +225,9 @@ LEVELS = ("layer", "filter")
 class GraftConfig:
     """Filter Grafting options (METHODS.md §1).
 
-    `graft_every` is 0 for "once per epoch" (the paper) or a step count.
+    `graft_every` is 0 for "once per epoch" (the paper), a step count, or
+    -1 for never: the same N nets, learning rates and data, trained
+    independently (the control arm of a grafting study).
     `difflr` gives net i the initial LR lr*(1 + cos(pi*(N-i)/N))/2 (the
     paper's meaning; the reference code's flag is inverted).
     """
@@ -260,10 +262,10 @@ class GraftConfig:
         _check(0 <= self.a <= 1, "graft_a", self.a, "must be in [0, 1]")
         _check(self.c > 0, "graft_c", self.c, "must be > 0")
         _check(
-            self.graft_every >= 0,
+            self.graft_every >= -1,
             "graft_every",
             self.graft_every,
-            "must be 'epoch' or a positive number of steps",
+            "must be 'epoch', 'never' or a positive number of steps",
         )
 
 

@@ -195,7 +195,10 @@ class _Grafting:
             "graft_c", 500.0, "c of the same formula."
         )
         self.graft_every = d.DEFINE_string(
-            "graft_every", "epoch", "'epoch' or a number of steps."
+            "graft_every",
+            "epoch",
+            "'epoch', a number of steps, or 'never' (the same N nets "
+            "trained without grafting: the control arm of a study).",
         )
         self.difflr = d.DEFINE_bool(
             "difflr",
@@ -457,11 +460,13 @@ def define(*names, flag_values=None):
 def _int_or_epoch(flag, value):
     if value == "epoch":
         return 0
+    if value == "never":
+        return -1
     try:
         steps = int(value)
     except ValueError:
         raise cfg.ConfigError(
-            f"--{flag}={value}: must be 'epoch' or a positive integer"
+            f"--{flag}={value}: must be 'epoch', 'never' or a positive integer"
         ) from None
     if steps <= 0:
         raise cfg.ConfigError(f"--{flag}={value}: must be > 0")

@@ -41,6 +41,8 @@ class GraftHook(loop.Hook):
 
     def __init__(self, grafter, every_steps=0):
         self.grafter = grafter
+        # < 0: never graft (the control arm); the loop only calls
+        # `on_steps` for every_steps > 0.
         self.every_steps = int(every_steps)
         self.seconds = []
         self.alphas = None
@@ -137,7 +139,9 @@ class GraftingJob(job_lib.Job):
                 "level": g.level,
                 "a": g.a,
                 "c": g.c,
-                "graft_every": "epoch" if not g.graft_every else g.graft_every,
+                "graft_every": {0: "epoch", -1: "never"}.get(
+                    g.graft_every, g.graft_every
+                ),
                 "difflr": g.difflr,
                 "initial_lr": [
                     self.config.optim.learning_rate * s
