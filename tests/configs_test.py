@@ -12,6 +12,7 @@ from absl import flags
 from absl.testing import parameterized
 
 from tfgraft import config as cfg
+from tfgraft.study import spec as spec_lib
 from train import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,17 +26,29 @@ def _job_of(path):
     return match.group(1) if match else None
 
 
-def _parse(path, job):
+def _parse(path, job, args=None):
     fv = flags.FlagValues()
     flags_lib.define(*flags_lib.JOB_GROUPS[job], flag_values=fv)
-    rel = os.path.relpath(path, ROOT)
+    if args is None:
+        args = [f"--flagfile={os.path.relpath(path, ROOT)}"]
     cwd = os.getcwd()
     os.chdir(ROOT)  # nested flagfile paths resolve against the CWD
     try:
-        fv(["prog", f"--flagfile={rel}"])
+        flags_lib.check_flagfiles(args)
+        fv(["prog", *args])
     finally:
         os.chdir(cwd)
     return fv
+
+
+def _study_lines(path, name):
+    prefix = f"--{name}="
+    with open(path) as f:
+        return [
+            line.strip()[len(prefix) :]
+            for line in f
+            if line.strip().startswith(prefix)
+        ]
 
 
 class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
@@ -50,6 +63,9 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
     def test_config_parses(self, path):
         job = _job_of(path)
         self.assertIsNotNone(job, f"{path}: header names no command")
+        if job == "study":
+            self._check_study(path)
+            return
         self.assertIn(job, flags_lib.JOB_GROUPS)
         flags_lib.check_flagfiles([f"--flagfile={path}"])
         fv = _parse(path, job)
@@ -57,6 +73,19 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(config, cfg.JobConfig)
         if job == "grafting":
             self.assertIsNotNone(config.graft)
+
+    def _check_study(self, path):
+        """Every arm of a study config parses with its own job's flags."""
+        arms = [spec_lib.parse_arm(t) for t in _study_lines(path, "arm")]
+        self.assertNotEmpty(arms, f"{path}: no --arm")
+        names = [a.name for a in arms]
+        for text in _study_lines(path, "compare"):
+            spec_lib.parse_comparison(text, names)
+        study = spec_lib.Study("/tmp/study", tuple(arms), (0,))
+        for cell in study.cells():
+            fv = _parse(path, cell.arm.job, list(cell.argv))
+            config = flags_lib.job_config(fv)
+            self.assertIsInstance(config, cfg.JobConfig)
 
     def test_resolved_flags_are_a_valid_flagfile(self):
         path = os.path.join(ROOT, "configs", "quickstart.cfg")

@@ -1,0 +1,137 @@
+"""The figures a study reads from one run's `report.json`.
+
+`figures(report)` returns `{view: row}`: the view "" is the arm itself,
+others are extra rows the same run yields (`best_net` and `ensemble` of a
+several-net run; a pruning run's other dead-branch form). A row holds
+`best_top1` and `final_top1` (fractions), `params`, `flops` with its
+`flops_convention`, and `extra`, a dict of further numbers shown in the
+table. Each job's reader is registered in `READERS` by the report's
+`job` field; unknown jobs get the generic reader (`report["nets"]`).
+"""
+
+import statistics
+
+
+def _row(best, final, params, flops, convention, **extra):
+    return {
+        "best_top1": best,
+        "final_top1": final,
+        "params": params,
+        "flops": flops,
+        "flops_convention": convention,
+        "extra": {k: v for k, v in extra.items() if v is not None},
+    }
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def generic(report):
+    """Nets (mean over nets), and for several nets the best net and the
+    ensemble."""
+    nets = report["nets"]
+    conv = report.get("flops_convention", "macs")
+    n0 = nets[0]
+    rows = {
+        "": _row(
+            _mean(n["best_top1"] for n in nets),
+            _mean(n["final_top1"] for n in nets),
+            n0["params"],
+            n0["flops"],
+            conv,
+        )
+    }
+    if len(nets) > 1:
+        rows["best_net"] = _row(
+            max(n["best_top1"] for n in nets),
+            max(n["final_top1"] for n in nets),
+            n0["params"],
+            n0["flops"],
+            conv,
+        )
+        ens = report.get("ensemble")
+        if ens:
+            rows["ensemble"] = _row(
+                ens["best_top1"],
+                ens["final_top1"],
+                n0["params"] * len(nets),
+                n0["flops"] * len(nets),
+                conv,
+            )
+    return rows
+
+
+def grafting(report):
+    """`generic`, plus invalid filters (L1 below each threshold) at the
+    end, mean over the nets."""
+    rows = generic(report)
+    end = report.get("invalid_filters", {}).get("end") or []
+    if end:
+        extra = {}
+        for t in end[0]["below"]:
+            extra[f"invalid_l1<{t}"] = _mean(e["below"][t] for e in end)
+        for row in rows.values():
+            row["extra"].update(extra)
+    return rows
+
+
+def stripe(report):
+    """The pruned (compact) net in the `pff` convention; without pruning,
+    the trained net. Where the two dead-branch forms differ, each is a
+    view of its own (`dead_constant`, `dead_shortcut`)."""
+    s = report["stripe"]
+    pff = s["complexity"]["pff"]
+    if not s.get("pruned"):
+        n = report["nets"][0]
+        return {
+            "": _row(
+                n["best_top1"],
+                n["final_top1"],
+                pff["after"]["params"],
+                pff["after"]["flops"],
+                "pff",
+                flops_cut_pct=0.0,
+            )
+        }
+    acc = s["accuracy"]
+    top1 = acc["compact_top1"]
+    extra = {
+        "flops_cut_pct": pff["flops_reduction_pct"],
+        "params_cut_pct": pff["params_reduction_pct"],
+        "trained_top1": acc.get("before_top1"),
+        "threshold": s.get("chosen_threshold", s.get("threshold")),
+    }
+    # The compact net is evaluated once (on the selected checkpoint): its
+    # best and final top-1 are the same number.
+    rows = {
+        "": _row(
+            top1,
+            top1,
+            pff["after"]["params"],
+            pff["after"]["flops"],
+            "pff",
+            **extra,
+        )
+    }
+    forms = acc.get("dead_branches") or {}
+    if len(set(forms.values())) > 1:
+        for form, value in forms.items():
+            rows[f"dead_{form}"] = _row(
+                value,
+                value,
+                pff["after"]["params"],
+                pff["after"]["flops"],
+                "pff",
+                **extra,
+            )
+    return rows
+
+
+READERS = {"grafting": grafting, "stripe": stripe}
+
+
+def figures(report):
+    """`{view: row}` of one run's report (see the module docstring)."""
+    return READERS.get(report.get("job"), generic)(report)

@@ -1,0 +1,182 @@
+"""Runs a study's cells, each as its own job process, skipping done ones.
+
+A cell is done when its workdir holds `report.json` (jobs write it last,
+atomically). Any other cell is started with `python -m train.<job>`; a
+cell that was interrupted resumes from its newest checkpoint, as every
+job does when its command is run again. Each cell's console output is
+appended to `<cell>/study.log`, and each session's wall time and exit
+status to `<cell>/study_cell.json`.
+
+The child process dies with the runner (Linux `PR_SET_PDEATHSIG`), so a
+`kill -9` of the runner never leaves an orphaned job writing the cell;
+Ctrl-C or SIGTERM stop the child first.
+"""
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tfgraft import io
+from tfgraft.study.spec import StudyError
+
+REPORT = "report.json"
+CELL_RECORD = "study_cell.json"
+CELL_LOG = "study.log"
+
+
+def is_done(workdir):
+    return os.path.isfile(os.path.join(workdir, REPORT))
+
+
+def read_record(workdir):
+    """The cell's session records (`[]` when the study never ran it)."""
+    path = os.path.join(workdir, CELL_RECORD)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)["sessions"]
+
+
+def _die_with_parent():
+    # Runs in the child between fork and exec.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: best effort
+        pass
+
+
+def _last_error(log_path):
+    """The `error:` line of the log's last session, else its last line."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [x.rstrip() for x in f.read().splitlines() if x.strip()]
+    except OSError:
+        return ""
+    start = max(
+        (i for i, x in enumerate(lines) if x.startswith("=== session")),
+        default=0,
+    )
+    lines = lines[start:]
+    errors = [x for x in lines if x.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
+class Runner:
+    """Runs cells of a study (see the module docstring).
+
+    Args:
+        study: the `spec.Study`.
+        python: the interpreter of the children.
+        module: the child's module, `{job}` filled with the arm's job.
+        echo: prints one progress line (default: stdout).
+        env: the children's environment (default: this one's).
+    """
+
+    def __init__(
+        self, study, *, python=None, module="train.{job}", echo=None, env=None
+    ):
+        self.study = study
+        self.python = python or sys.executable
+        self.module = module
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.env = env
+
+    def command(self, cell):
+        return [
+            self.python,
+            "-m",
+            self.module.format(job=cell.arm.job),
+            *cell.argv,
+        ]
+
+    def run_cell(self, cell):
+        """Runs one cell to its end; returns the job's exit status."""
+        for need in cell.needs:
+            if not is_done(need):
+                raise StudyError(
+                    f"{cell.key}: needs {need} finished first (run its "
+                    "arm for this seed, or the whole study)"
+                )
+        os.makedirs(cell.workdir, exist_ok=True)
+        log_path = os.path.join(cell.workdir, CELL_LOG)
+        cmd = self.command(cell)
+        sessions = read_record(cell.workdir)
+        started = time.time()
+        with open(log_path, "a") as log:
+            log.write(
+                f"=== session {len(sessions) + 1} "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                f"{' '.join(cmd[1:])}\n"
+            )
+            log.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                preexec_fn=_die_with_parent,
+            )
+            try:
+                rc = proc.wait()
+            except BaseException:  # Ctrl-C / SIGTERM: stop the child first
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                raise
+            finally:
+                sessions.append(
+                    {
+                        "started": time.strftime(
+                            "%Y-%m-%dT%H:%M:%S", time.localtime(started)
+                        ),
+                        "seconds": time.time() - started,
+                        "returncode": proc.returncode,
+                    }
+                )
+                io.atomic_write_json(
+                    os.path.join(cell.workdir, CELL_RECORD),
+                    {"command": cmd[1:], "sessions": sessions},
+                )
+        return rc
+
+    def run(self, cells):
+        """Runs every cell not yet done, in order; returns the failures as
+        `[(cell, message)]` (a failed cell's dependants are skipped)."""
+        failures = []
+        failed_dirs = set()
+        todo = [c for c in cells if not is_done(c.workdir)]
+        done = len(cells) - len(todo)
+        if done:
+            self.echo(f"study: {done} of {len(cells)} cells already done")
+        for k, cell in enumerate(todo, 1):
+            blocked = [d for d in cell.needs if d in failed_dirs]
+            if blocked:
+                failures.append((cell, f"skipped: {blocked[0]} failed"))
+                failed_dirs.add(cell.workdir)
+                continue
+            resumed = os.path.isdir(os.path.join(cell.workdir, "checkpoints"))
+            self.echo(
+                f"[{k}/{len(todo)}] {cell.key}: "
+                f"{'resuming' if resumed else 'starting'} "
+                f"(log: {os.path.join(cell.workdir, CELL_LOG)})"
+            )
+            t0 = time.time()
+            rc = self.run_cell(cell)
+            seconds = time.time() - t0
+            if rc == 0 and is_done(cell.workdir):
+                self.echo(f"[{k}/{len(todo)}] {cell.key}: done in {seconds:.0f} s")
+                continue
+            message = _last_error(os.path.join(cell.workdir, CELL_LOG))
+            failures.append((cell, f"exit {rc}: {message}"))
+            failed_dirs.add(cell.workdir)
+            self.echo(f"[{k}/{len(todo)}] {cell.key}: failed (exit {rc})")
+        return failures

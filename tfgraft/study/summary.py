@@ -1,0 +1,333 @@
+"""A study's outputs: `study.json`, `study.md` and `study.png`.
+
+`collect(study)` reads every finished cell; `write(study, data)` writes the
+three files atomically into the study's workdir. Accuracies are fractions
+in the JSON and percentages in the table.
+"""
+
+import io as pyio
+import json
+import os
+import time
+
+from tfgraft import io
+from tfgraft.study import figures as figures_lib
+from tfgraft.study import runner
+from tfgraft.study import stats
+
+METRICS = ("best_top1", "final_top1")
+
+
+def _cell_seconds(workdir, report):
+    sessions = runner.read_record(workdir)
+    if sessions:
+        return sum(s["seconds"] for s in sessions)
+    return report.get("wall_seconds")
+
+
+def collect(study):
+    """Every cell's status and figures, the per-row statistics and the
+    paired comparisons (the content of `study.json`)."""
+    cells = []
+    for cell in study.cells():
+        entry = {
+            "arm": cell.arm.name,
+            "seed": cell.seed,
+            "workdir": cell.workdir,
+            "command": ["-m", f"train.{cell.arm.job}", *cell.argv],
+        }
+        path = os.path.join(cell.workdir, runner.REPORT)
+        if os.path.isfile(path):
+            with open(path) as f:
+                report = json.load(f)
+            entry["status"] = "done"
+            entry["seconds"] = _cell_seconds(cell.workdir, report)
+            entry["figures"] = figures_lib.figures(report)
+        else:
+            started = os.path.isdir(cell.workdir)
+            entry["status"] = "started" if started else "pending"
+        cells.append(entry)
+    rows = _rows(study, cells)
+    return {
+        "title": study.title,
+        "workdir": study.workdir,
+        "seeds": list(study.seeds),
+        "arms": [
+            {"name": a.name, "job": a.job, "args": list(a.args)}
+            for a in study.arms
+        ],
+        "cells": cells,
+        "rows": rows,
+        "comparisons": _comparisons(study, cells),
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _per_seed(cells, label, metric):
+    """`{seed: value}` of one row (`arm` or `arm/view`) and metric."""
+    arm, _, view = label.partition("/")
+    out = {}
+    for c in cells:
+        if c["arm"] != arm or c["status"] != "done":
+            continue
+        row = c["figures"].get(view)
+        if row is not None and row.get(metric) is not None:
+            out[c["seed"]] = row[metric]
+    return out
+
+
+def _rows(study, cells):
+    labels = []
+    for arm in study.arms:
+        views = []
+        for c in cells:
+            if c["arm"] == arm.name and c["status"] == "done":
+                views += [v for v in c["figures"] if v not in views]
+        labels += [arm.name] + [f"{arm.name}/{v}" for v in views if v]
+    rows = []
+    for label in labels:
+        arm, _, view = label.partition("/")
+        done = [
+            c
+            for c in cells
+            if c["arm"] == arm
+            and c["status"] == "done"
+            and view in c["figures"]
+        ]
+        if not done:
+            rows.append({"label": label, "n": 0})
+            continue
+        first = done[0]["figures"][view]
+        row = {
+            "label": label,
+            "n": len(done),
+            "seeds": [c["seed"] for c in done],
+            "flops_convention": first["flops_convention"],
+            "per_seed": {},
+        }
+        for metric in (*METRICS, "params", "flops"):
+            values = _per_seed(cells, label, metric)
+            row["per_seed"][metric] = values
+            row[metric] = stats.describe(values.values())
+        secs = [c["seconds"] for c in done if c.get("seconds") is not None]
+        row["seconds"] = stats.describe(secs)
+        extra = {}
+        for key in first["extra"]:
+            values = [
+                c["figures"][view]["extra"][key]
+                for c in done
+                if key in c["figures"][view]["extra"]
+            ]
+            extra[key] = stats.describe(values)
+        row["extra"] = extra
+        rows.append(row)
+    return rows
+
+
+def _comparisons(study, cells):
+    out = []
+    for comp in study.comparisons:
+        for metric in METRICS:
+            d = stats.paired_difference(
+                _per_seed(cells, comp.a, metric),
+                _per_seed(cells, comp.b, metric),
+            )
+            out.append({"label": comp.label, "metric": metric, **d})
+    return out
+
+
+# === Markdown ===
+
+
+def _pct(d):
+    if not d or d.get("mean") is None:
+        return "–"
+    if d.get("std") is None:
+        return f"{100 * d['mean']:.2f}"
+    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
+
+
+def _count(d):
+    if not d or d.get("mean") is None:
+        return "–"
+    m = d["mean"]
+    if m >= 1e9:
+        return f"{m / 1e9:.3g} G"
+    if m >= 1e6:
+        return f"{m / 1e6:.3g} M"
+    if m >= 1e3:
+        return f"{m / 1e3:.3g} k"
+    return f"{m:.3g}"
+
+
+def _num(d):
+    if not d or d.get("mean") is None:
+        return "–"
+    if d.get("std") is None:
+        return f"{d['mean']:.4g}"
+    return f"{d['mean']:.4g} ± {d['std']:.2g}"
+
+
+def _reading(c):
+    if c["low"] is None:
+        return "needs 2+ paired seeds"
+    if c["low"] > 0:
+        return "A higher"
+    if c["high"] < 0:
+        return "B higher"
+    return "no difference resolved"
+
+
+def markdown(data):
+    """The `study.md` text: the per-row table and the paired comparisons."""
+    lines = [f"# {data['title'] or 'Study'}", ""]
+    done = sum(c["status"] == "done" for c in data["cells"])
+    lines.append(
+        f"{done} of {len(data['cells'])} runs done; seeds "
+        f"{', '.join(map(str, data['seeds']))}. Top-1 in %, mean ± sample "
+        "std over seeds; best = best test epoch, final = last epoch."
+    )
+    lines.append("")
+    extras = []
+    for r in data["rows"]:
+        for k in r.get("extra", {}):
+            if k not in extras:
+                extras.append(k)
+    head = ["arm", "n", "best top-1", "final top-1", "params", "FLOPs"]
+    head += ["wall min", *extras]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in data["rows"]:
+        if not r["n"]:
+            lines.append(
+                "| " + " | ".join([r["label"], "0"] + ["–"] * (len(head) - 2))
+                + " |"
+            )
+            continue
+        secs = r["seconds"]
+        minutes = (
+            {k: (v / 60 if v is not None else None) for k, v in secs.items()}
+            if secs["n"]
+            else None
+        )
+        conv = r["flops_convention"]
+        cells = [
+            r["label"],
+            str(r["n"]),
+            _pct(r["best_top1"]),
+            _pct(r["final_top1"]),
+            _count(r["params"]),
+            f"{_count(r['flops'])} ({conv})",
+            _num(minutes) if minutes else "–",
+        ]
+        cells += [_num(r["extra"].get(k)) for k in extras]
+        lines.append("| " + " | ".join(cells) + " |")
+    if data["comparisons"]:
+        lines += [
+            "",
+            "Paired by seed: mean of (A - B) in top-1 points, 95% "
+            "t-interval.",
+            "",
+            "| A - B | metric | n | mean diff | 95% interval | reading |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in data["comparisons"]:
+            if c["mean"] is None:
+                lines.append(
+                    f"| {c['label']} | {c['metric']} | 0 | – | – | no pairs |"
+                )
+                continue
+            interval = (
+                f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
+                if c["low"] is not None
+                else "–"
+            )
+            lines.append(
+                f"| {c['label']} | {c['metric']} | {c['n']} | "
+                f"{100 * c['mean']:+.2f} | {interval} | {_reading(c)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# === Picture ===
+
+
+def plot(data):
+    """PNG bytes: final top-1 per seed and arm (mean marked), and top-1 vs
+    FLOPs when the rows' FLOPs differ; None without matplotlib or data."""
+    rows = [r for r in data["rows"] if r["n"]]
+    if not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return None
+    flops = {r["flops"]["mean"] for r in rows}
+    by_flops = len(flops) > 1
+    fig, axes = plt.subplots(
+        1,
+        2 if by_flops else 1,
+        figsize=(12 if by_flops else 7, 0.45 * len(rows) + 1.8),
+        squeeze=False,
+    )
+    ax = axes[0][0]
+    for y, r in enumerate(rows):
+        for metric, marker, color in (
+            ("final_top1", "o", "C0"),
+            ("best_top1", "^", "C1"),
+        ):
+            values = list(r["per_seed"][metric].values())
+            xs = [100 * v for v in values]
+            ax.scatter(
+                xs,
+                [y + (0.12 if metric == "best_top1" else -0.12)] * len(xs),
+                marker=marker,
+                color=color,
+                alpha=0.6,
+                label=metric.replace("_top1", "") if y == 0 else None,
+            )
+            if xs:
+                m = sum(xs) / len(xs)
+                dy = 0.12 if metric == "best_top1" else -0.12
+                ax.plot([m, m], [y + dy - 0.1, y + dy + 0.1], color=color)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("test top-1 (%), one point per seed, bar = mean")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(data["title"] or "Study", fontsize=10)
+    if by_flops:
+        ax2 = axes[0][1]
+        for k, r in enumerate(rows):
+            f = r["per_seed"]["flops"]
+            acc = r["per_seed"]["final_top1"]
+            seeds = sorted(set(f) & set(acc))
+            ax2.scatter(
+                [f[s] / 1e6 for s in seeds],
+                [100 * acc[s] for s in seeds],
+                color=f"C{k % 10}",
+                label=r["label"],
+                alpha=0.7,
+            )
+        ax2.set_xlabel(f"FLOPs (M, {rows[0]['flops_convention']})")
+        ax2.set_ylabel("final test top-1 (%)")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = pyio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write(study, data):
+    """Writes `study.json`, `study.md` and `study.png` (atomically)."""
+    root = study.workdir
+    io.atomic_write_json(os.path.join(root, "study.json"), data)
+    io.atomic_write_text(os.path.join(root, "study.md"), markdown(data))
+    png = plot(data)
+    if png is not None:
+        io.atomic_write_bytes(os.path.join(root, "study.png"), png)
