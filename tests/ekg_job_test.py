@@ -1,9 +1,12 @@
 """End-to-end EKG: pretrain -> search -> bank -> extract -> fine-tune -> export.
 
 Tiny sizes (ResNet-20 at width 0.25, 256 synthetic images) on one device;
-marked large. Also the one-line errors of `train.ekg`.
+marked large. Also the study's arms from one `train.baseline` workdir (the
+search does not depend on `--knowledge`; `--search_knowledge` is part of
+the search's settings) and the one-line errors of `train.ekg`.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +18,9 @@ import tensorflow as tf
 
 from tfgraft import config as cfg
 from tfgraft import models
+from tfgraft.ekg import errors
 from tfgraft.ekg import job as job_lib
+from tfgraft.training import job as base_job
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +86,18 @@ class EKGJobTest(tf.test.TestCase):
         self.assertEqual(
             e["accuracy"]["finetuned_final"], report["nets"][0]["final_top1"]
         )
+        self.assertEqual(
+            e["accuracy"]["finetuned_best"], report["nets"][0]["best_top1"]
+        )
+        # What a study reads: the switches and each phase's seconds.
+        self.assertIs(e["knowledge"], True)
+        self.assertIs(e["search_knowledge"], True)
+        for key in ("search_seconds", "bank_seconds", "finetune_seconds"):
+            self.assertGreater(e[key], 0.0, key)
+        self.assertEqual(e["finetune_seconds"], report["train_seconds"])
+        self.assertBetween(e["steps_not_lowest_loss"], 0, e["steps"])
+        for h in e["history"]:
+            self.assertAllClose(h["val_score"], h["val_loss"] + h["val_soft"])
 
         # The fine-tuned net is the compact one, and so is the export.
         net = job.trainer.nets[0]
@@ -112,6 +129,68 @@ class EKGJobTest(tf.test.TestCase):
         )
         with open(os.path.join(workdir, "search", "result.json")) as f:
             self.assertEqual(json.load(f)["teachers"], e["teachers"])
+
+
+@pytest.mark.large
+class EKGStudyArmsTest(tf.test.TestCase):
+    """Searches of the study's arms from one `train.baseline` workdir."""
+
+    def _pretrain(self):
+        self.root = self.get_temp_dir()
+        config = _config()
+        self.pretrained = os.path.join(self.root, "pretrain")
+        base = cfg.JobConfig(
+            data=config.data,
+            model=dataclasses.replace(config.model, preset="ekg"),
+            optim=cfg.OptimConfig(learning_rate=0.05, nesterov=True),
+            run=config.run,
+        )
+        base_job.Job(base, self.pretrained).run()
+
+    def _search(self, name, **ekg):
+        config = _config(
+            pretrained=self.pretrained, target_flops_rate=0.75, **ekg
+        )
+        job = job_lib.EKGJob(config, os.path.join(self.root, name))
+        job.setup()
+        job.load_data()
+        job.build()  # phases 1-4 and the trainer; no fine-tuning
+        return job
+
+    def _path(self, job):
+        r = job.search_result
+        steps = r["history"] + [r["final"]]
+        return [
+            {k: v for k, v in s.items() if k != "seconds"} for s in steps
+        ], r["channel_config"]
+
+    def test_search_is_the_same_with_and_without_knowledge(self):
+        self._pretrain()
+        on = self._search("knowledge", knowledge=True)
+        off = self._search("noknowledge", knowledge=False)
+        self.assertEqual(self._path(on), self._path(off))
+        self.assertEqual(
+            on.search_result["teachers"], off.search_result["teachers"]
+        )
+        self.assertAllEqual(on.bank.knowledge, off.bank.knowledge)
+
+        ablation = self._search("nosearch", search_knowledge=False)
+        r = ablation.search_result
+        self.assertIs(r["settings"]["search_knowledge"], False)
+        self.assertIs(on.search_result["settings"]["search_knowledge"], True)
+        for s in r["history"][1:] + [r["final"]]:
+            self.assertEqual(s["val_score"], s["val_loss"])
+            self.assertEqual(s["gate"], s["lowest_loss_gate"])
+        # The step-0 evaluation is common to both objectives.
+        self.assertEqual(
+            r["history"][0]["val_loss"],
+            on.search_result["history"][0]["val_loss"],
+        )
+        # A workdir keeps the objective it was searched with.
+        with self.assertRaisesRegex(
+            errors.EKGError, "search_knowledge=False, this run has True"
+        ):
+            self._search("nosearch", search_knowledge=True)
 
 
 def _cli(*args):

@@ -16,6 +16,7 @@ from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft import models
+from tfgraft.data import sources as data_sources
 from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import distill
 from tfgraft.ekg import extract
@@ -406,6 +407,76 @@ class DataTest(tf.test.TestCase):
         self.assertAllEqual(again.val_images, sets.val_images)
         with self.assertRaisesRegex(data_lib.DataError, "search_val_per"):
             ekg_data.search_split(self.source, val_per_class=1000)
+
+    def test_search_rows_are_the_references(self):
+        # Class 0: rows 0 3 6 9 12 14, class 1: 1 4 7 10 13, class 2: 2 5
+        # 8 11. val (2 per class, last first): 14 12 13 10 11 8; train_sub
+        # (first 2): 0 3 1 4 2 5; each shuffled by np.random.seed(1).
+        labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 0])
+        train, val = ekg_data.search_indices(
+            labels, train_per_class=2, val_per_class=2, seed=1
+        )
+        self.assertAllEqual(val, [13, 12, 11, 14, 10, 8])
+        self.assertAllEqual(train, [1, 3, 2, 0, 4, 5])
+        # The reference's sampler (dataloader/CIFAR.py), on shuffled labels
+        # (500 per class, as cifar10-study) with the default sizes.
+        labels = np.random.default_rng(3).permutation(np.repeat(range(10), 500))
+
+        def sampler(sample_rate):
+            rows = []
+            for c in range(labels.max() + 1):
+                idx = np.where(labels == c)[0]
+                rows.append(
+                    idx[:sample_rate]
+                    if sample_rate > 0
+                    else idx[: sample_rate - 1 : -1]
+                )
+            rows = np.hstack(rows)
+            state = np.random.get_state()
+            np.random.seed(1)
+            np.random.shuffle(rows)
+            np.random.set_state(state)
+            return rows
+
+        train, val = ekg_data.search_indices(labels)
+        self.assertAllEqual(val, sampler(-32))
+        self.assertAllEqual(train, sampler(256))
+
+    def test_search_split_keeps_images_labels_and_rows_aligned(self):
+        labels = np.array([2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2], np.int32)
+        # Image k is filled with k: the rows can be read off the pixels.
+        images = np.broadcast_to(
+            np.arange(12, dtype=np.uint8)[:, None, None, None], (12, 4, 4, 3)
+        )
+        info = data_lib.DatasetInfo(
+            name="rows",
+            num_classes=3,
+            image_shape=(4, 4, 3),
+            num_train=12,
+            num_test=1,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            recipe="cifar",
+            class_names=("a", "b", "c"),
+        )
+        source = data_sources.ArraySource(
+            info,
+            {"train": (images, labels), "test": (images[:1], labels[:1])},
+        )
+        sets = ekg_data.search_split(
+            source, train_per_class=2, val_per_class=2, seed=1
+        )
+        want_train, want_val = ekg_data.search_indices(
+            labels, train_per_class=2, val_per_class=2, seed=1
+        )
+        self.assertAllEqual(sets.val_index, want_val)
+        self.assertAllEqual(sets.train_index, want_train)
+        self.assertAllEqual(sets.val_images[:, 0, 0, 0], want_val)
+        self.assertAllEqual(sets.train_images[:, 0, 0, 0], want_train)
+        self.assertAllEqual(sets.val_labels, labels[want_val])
+        self.assertAllEqual(sets.train_labels, labels[want_train])
+        # val: class by class, the last two rows of each, last first.
+        self.assertCountEqual(sets.val_index, [9, 8, 10, 7, 11, 6])
 
     def test_crop_and_colour_are_per_batch_flip_per_image(self):
         h = w = 8

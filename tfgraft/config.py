@@ -430,7 +430,10 @@ class EKGConfig:
     `pretrain_epochs > 0` pretrains the same model in `<workdir>/pretrain`
     (LR `pretrain_learning_rate` x0.1 at 30/60/90% of the epochs, coupled
     wd `pretrain_weight_decay`, Nesterov). `batch_size` is the search's,
-    the warm-up pass's and the teacher logits' batch. `knowledge=False`
+    the warm-up pass's and the teacher logits' batch. `search_knowledge`
+    scores the search with validation CE plus soft CE to the ensemble of
+    the sub-networks accepted so far (the paper); False scores it with the
+    CE alone (the ablation without the pseudo-supernet). `knowledge=False`
     fine-tunes with plain CE (the reference's shipped pipeline).
     """
 
@@ -447,6 +450,7 @@ class EKGConfig:
     search_seed: int = 1
     warmup: bool = True
     num_teachers: int = 5
+    search_knowledge: bool = True
     knowledge: bool = True
     temperature: float = 4.0
 

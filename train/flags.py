@@ -340,6 +340,13 @@ class _EKG:
             True,
             "One SGD pass over train_sub before the search (reference).",
         )
+        self.search_knowledge = d.DEFINE_bool(
+            "search_knowledge",
+            True,
+            "Score the search with val CE + soft CE to the ensemble of the "
+            "accepted sub-networks (paper; false: CE only, the ablation "
+            "without the pseudo-supernet).",
+        )
         self.num_teachers = d.DEFINE_integer(
             "num_teachers", 5, "Teachers in the memory bank."
         )
@@ -429,6 +436,7 @@ def _ekg_config(groups):
         search_seed=g.search_seed.value,
         warmup=g.search_warmup.value,
         num_teachers=g.num_teachers.value,
+        search_knowledge=g.search_knowledge.value,
         knowledge=g.knowledge.value,
         temperature=g.kd_temperature.value,
     )

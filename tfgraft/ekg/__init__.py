@@ -15,7 +15,8 @@ Lee & Song, ECCV 2022 (METHODS.md §3). Modules:
 Where tfgraft differs from the reference code (METHODS.md §3):
 
 * knowledge fine-tuning is on by default (`--knowledge=false`: the shipped
-  pipeline's plain CE); a teacher is selected when `d_t <= d_s` (the code
+  pipeline's plain CE); `--search_knowledge=false` (an ablation the
+  reference lacks) scores the search with the validation CE alone; a teacher is selected when `d_t <= d_s` (the code
   writes `<`; they differ on ties only, within 1e-6 per image), so a
   student equal to its teachers gets exactly CE; with several replicas the
   selection uses each replica's share of the batch;
@@ -29,7 +30,8 @@ Where tfgraft differs from the reference code (METHODS.md §3):
   would not remove a channel is skipped, and an unreachable target is a
   one-line error;
 * the warm-up pass divides the summed CE by `batch / 2` (the reference's
-  128 for batches of 256);
+  128 for batches of 256); `train_sub` stops short of a class's `val`
+  images when the class is too small for both (the reference overlaps);
 * models standardise with the dataset's statistics (`DatasetInfo`), not the
   reference's BGR-ordered CIFAR constants; the fine-tuning optimizer is
   `TorchSGD` (PyTorch-form Nesterov, coupled weight decay), identical to

@@ -1,8 +1,8 @@
 """EKG's data recipe on top of `tfgraft.data` in-memory sources.
 
 * `search_split`: the fixed search sets of METHODS §3.3, `train_sub` (the
-  first images of each class) and `val` (the last ones), each shuffled once
-  with its own seed and then kept in that order.
+  first images of each class) and `val` (the last ones, last first), each
+  shuffled once as the reference does and then kept in that order.
 * `ekg_augment`: the reference's CIFAR augmentation: optional colour jitter
   (contrast and saturation factors in [0.8, 1.2], brightness +-0.2 on the
   0-255 scale), horizontal flip per image, reflect-pad 4 and a crop whose
@@ -41,26 +41,38 @@ def _arrays(source, split="train"):
 
 @dataclasses.dataclass(frozen=True)
 class SearchData:
-    """The fixed search sets (uint8 images, int32 labels)."""
+    """The fixed search sets (uint8 images, int32 labels).
+
+    `train_index` and `val_index` are the rows of the source's training
+    split that the images and labels were taken from, in set order.
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray
     val_labels: np.ndarray
+    train_index: np.ndarray
+    val_index: np.ndarray
 
 
-def search_split(source, *, train_per_class=256, val_per_class=32, seed=1):
-    """`train_sub` and `val` of the search (METHODS §3.3).
+def search_indices(labels, *, train_per_class=256, val_per_class=32, seed=1):
+    """Rows of `train_sub` and `val` in a label array (METHODS §3.3).
 
-    Per class, in the source's order: `val` takes the last
-    `val_per_class` images and `train_sub` the first `train_per_class` of
-    the others (fewer when the class is small). Each set is then shuffled
-    once with `seed`.
+    The reference's `sampler`: class by class (ascending labels), `val`
+    takes the last `val_per_class` rows of the class **last first**
+    (`idx[:-33:-1]` for 32) and `train_sub` the first `train_per_class`
+    (`idx[:256]`; tfgraft stops short of the val rows in a class too small
+    for both). Each set's concatenation is then shuffled as
+    `np.random.seed(seed); np.random.shuffle(rows)`, the generator reseeded
+    for each set, so the search batches hold the reference's images.
+
+    Returns:
+        `(train_rows, val_rows)`, int64 arrays.
 
     Raises:
-        DataError: a class has no image left for `train_sub`.
+        DataError: a class has no row left for `train_sub`.
     """
-    images, labels = _arrays(source)
+    labels = np.asarray(labels).reshape(-1)
     train_idx, val_idx = [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -69,15 +81,37 @@ def search_split(source, *, train_per_class=256, val_per_class=32, seed=1):
                 f"--search_val_per_class={val_per_class}: class {c} has only "
                 f"{idx.size} training images"
             )
-        val_idx.append(idx[-val_per_class:])
+        val_idx.append(idx[::-1][:val_per_class])
         train_idx.append(idx[: min(train_per_class, idx.size - val_per_class)])
-    rng = np.random.RandomState(seed)
-    train_idx = np.concatenate(train_idx)
-    val_idx = np.concatenate(val_idx)
-    train_idx = train_idx[rng.permutation(train_idx.size)]
-    val_idx = val_idx[rng.permutation(val_idx.size)]
+    out = []
+    for rows in (np.concatenate(train_idx), np.concatenate(val_idx)):
+        rows = rows.astype(np.int64)
+        # Legacy RandomState: np.random.seed + shuffle's exact stream.
+        np.random.RandomState(seed).shuffle(rows)
+        out.append(rows)
+    return tuple(out)
+
+
+def search_split(source, *, train_per_class=256, val_per_class=32, seed=1):
+    """`train_sub` and `val` of the search (see `search_indices`).
+
+    Raises:
+        DataError: a class has no image left for `train_sub`.
+    """
+    images, labels = _arrays(source)
+    train_idx, val_idx = search_indices(
+        labels,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        seed=seed,
+    )
     return SearchData(
-        images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+        images[train_idx],
+        labels[train_idx],
+        images[val_idx],
+        labels[val_idx],
+        train_idx,
+        val_idx,
     )
 
 

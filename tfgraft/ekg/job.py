@@ -7,7 +7,12 @@ Phases, each leaving its results in the workdir so a rerun resumes:
    model in `<workdir>/pretrain` (skipped once its `report.json` exists).
 2. **Search** (METHODS §3.3) on the fixed `train_sub`/`val` sets: the
    warm-up pass, then the greedy pseudo-supernet search down to
-   `--target_flops_rate` (EKG FLOPs convention).
+   `--target_flops_rate` (EKG FLOPs convention), scored with the ensemble
+   term or, with `--search_knowledge=false`, with the validation CE only.
+   Given the pretrained net, the data and the search flags the search is
+   deterministic up to floating-point reproducibility of the device (on
+   GPUs add `--deterministic`); `--knowledge` and `--seed` (for a real
+   dataset) do not change it.
 3. **Memory bank** (§3.4): the search history as snapshots, the teachers
    spread over its validation losses, and their logits for every training
    image (`[N, classes, T]`).
@@ -22,9 +27,11 @@ Phases, each leaving its results in the workdir so a rerun resumes:
    history). The bank is part of the run's checkpoint.
 
 `report.json` adds an `ekg` section: FLOPs and params before/after (EKG
-convention and plain MACs), the accepted steps, the teachers, and the
-accuracy of the pretrained net, of the searched sub-network before
-fine-tuning and after. `export/` is the compact net.
+convention and plain MACs), the accepted steps, the teachers, the switches
+(`knowledge`, `search_knowledge`), the seconds of each phase and the
+accuracy (inference-mode BN) of the pretrained net, of the searched
+sub-network before fine-tuning and after (final and best epoch).
+`export/` is the compact net.
 
 Differences from the reference are listed in `tfgraft/ekg/__init__.py`.
 """
@@ -254,6 +261,7 @@ class EKGJob(job_lib.Job):
             "val_per_class": e.val_per_class,
             "search_seed": e.search_seed,
             "warmup": e.warmup,
+            "search_knowledge": e.search_knowledge,
             "num_teachers": e.num_teachers,
         }
 
@@ -333,10 +341,12 @@ class EKGJob(job_lib.Job):
         )
         gated = gated_lib.GatedNetwork(plain, slots=slots)
         logging.info(
-            "Searching %d gates down to FLOPs rate %.3f on %d val images…",
+            "Searching %d gates down to FLOPs rate %.3f on %d val images "
+            "(objective: %s)…",
             gated.num_gates,
             e.target_flops_rate,
             len(sets.val_labels),
+            "CE + soft CE to the ensemble" if e.search_knowledge else "CE",
         )
         result = search_lib.search(
             gated,
@@ -347,6 +357,7 @@ class EKGJob(job_lib.Job):
                 search_step=e.search_step,
                 cost_mode=e.cost_mode,
                 batch_size=e.batch_size,
+                ensemble_knowledge=e.search_knowledge,
             ),
             log=search_lib.log_entry,
         )
@@ -476,12 +487,14 @@ class EKGJob(job_lib.Job):
         accuracy = dict(r["accuracy"])
         accuracy["finetuned_final"] = accs[-1] if accs else None
         accuracy["finetuned_best"] = max(accs) if accs else None
+        steps = r["history"][1:] + [r["final"]]
         return {
             "ekg": {
                 "pretrained": r["settings"]["pretrained"],
                 "pretrained_checkpoint": r["pretrained_checkpoint"],
                 "target_flops_rate": e.target_flops_rate,
                 "cost_mode": e.cost_mode,
+                "search_knowledge": e.search_knowledge,
                 "knowledge": e.knowledge,
                 "temperature": e.temperature,
                 "flops": r["flops"],
@@ -492,11 +505,18 @@ class EKGJob(job_lib.Job):
                 "teacher_losses": r["teacher_losses"],
                 "ensemble_size": r["ensemble_size"],
                 "steps": len(r["history"]),
+                # Accepted steps whose choice was not the lowest-CE
+                # candidate (the ensemble term changed it; 0 without it).
+                "steps_not_lowest_loss": sum(
+                    s["gate"] != s["lowest_loss_gate"] for s in steps
+                ),
                 "history": r["history"] + [r["final"]],
                 "channel_config": r["channel_config"],
                 "original_widths": r["original_widths"],
                 "search_seconds": r["search_seconds"],
                 "bank_seconds": r["bank_seconds"],
+                # Training steps of the fine-tuning, all sessions (no eval).
+                "finetune_seconds": sum(h["seconds"] for h in history),
             },
         }
 

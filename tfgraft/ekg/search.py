@@ -16,6 +16,9 @@ e. adds the accepted sub-network's logits to the ensemble,
 until the FLOPs rate (EKG convention) is at or below the target. The pure
 parts (costs, threshold, FLOPs model) are functions with their own tests;
 `search` wires them to a `GatedNetwork`.
+
+`SearchConfig(ensemble_knowledge=False)` is the ablation without the
+pseudo-supernet: the objective of steps a and d is the validation CE alone.
 """
 
 import dataclasses
@@ -56,6 +59,11 @@ class SearchConfig:
         trim: fraction trimmed at each end before the Otsu split.
         max_steps: stop with an error after this many accepted steps
             (0: no limit).
+        ensemble_knowledge: the objective (channel scores in step a and
+            candidate choice in step d) is validation CE plus soft CE to
+            the pseudo-supernet ensemble `K` (the paper). False: plain CE
+            only, the ablation without ensemble knowledge (`K` is still
+            tracked and the soft term still reported as `val_soft`).
     """
 
     target_flops_rate: float = 0.45
@@ -64,6 +72,7 @@ class SearchConfig:
     batch_size: int = 256
     trim: float = 0.2
     max_steps: int = 0
+    ensemble_knowledge: bool = True
 
     def __post_init__(self):
         if not 0.0 < self.target_flops_rate < 1.0:
@@ -236,11 +245,16 @@ class Evaluator:
         images: float32 `[N, H, W, 3]` validation images (0-255).
         labels: int32 `[N]`.
         batch_size: batch size; every batch's sums are divided by it.
+        ensemble_knowledge: whether the objective includes the soft CE to
+            the ensemble (else plain CE; see `SearchConfig`).
     """
 
-    def __init__(self, gated, images, labels, batch_size):
+    def __init__(
+        self, gated, images, labels, batch_size, ensemble_knowledge=True
+    ):
         self.gated = gated
         self.batch_size = int(batch_size)
+        self.ensemble_knowledge = bool(ensemble_knowledge)
         self.num = int(labels.shape[0])
         self._batches = [
             (
@@ -284,7 +298,10 @@ class Evaluator:
             for v in variables:
                 tape.watch(v)
             _, ce, soft = self._objective(images, labels, ensemble)
-            objective = (ce + soft) / float(self.batch_size)
+            if self.ensemble_knowledge:
+                objective = (ce + soft) / float(self.batch_size)
+            else:
+                objective = ce / float(self.batch_size)
         grads = tape.gradient(objective, variables)
         for v, g in zip(variables, grads):
             if g is not None:
@@ -304,21 +321,24 @@ class Evaluator:
 
         Returns:
             dict with `logits` (`[N, classes]`), `accuracy`, `loss` (mean
-            over batches of sum CE / batch_size) and `score` (the same for
-            CE + soft CE to `ensemble`).
+            over batches of sum CE / batch_size), `soft` (the same for the
+            soft CE to `ensemble`) and `score` (the objective: `loss +
+            soft`, or `loss` without ensemble knowledge).
         """
-        logits, losses, scores, correct = [], [], [], 0.0
+        logits, losses, softs, correct = [], [], [], 0.0
         for (images, labels), ens in self._ensemble_batches(ensemble):
             out, ce, soft, right = self._forward(images, labels, ens)
             logits.append(out.numpy())
             losses.append(float(ce) / self.batch_size)
-            scores.append((float(ce) + float(soft)) / self.batch_size)
+            softs.append(float(soft) / self.batch_size)
             correct += float(right)
+        loss, soft = float(np.mean(losses)), float(np.mean(softs))
         return {
             "logits": np.concatenate(logits, axis=0),
             "accuracy": correct / self.num,
-            "loss": float(np.mean(losses)),
-            "score": float(np.mean(scores)),
+            "loss": loss,
+            "soft": soft,
+            "score": loss + soft if self.ensemble_knowledge else loss,
         }
 
     def accumulate_scores(self, ensemble):
@@ -336,8 +356,15 @@ class Evaluator:
 class SearchEntry:
     """One sub-network of the search history (step 0: the full net).
 
+    `val_loss` is the mean validation CE, `val_soft` the soft CE to the
+    ensemble `K` the step was scored against, `val_score` the objective
+    (their sum, or `val_loss` without ensemble knowledge).
+    `lowest_loss_gate` is the candidate with the lowest `val_loss` in that
+    step (equal to `gate` unless the soft term changed the choice).
     `orders`, `rates` and `val_logits` are the state needed to rebuild and
-    teach with it; `to_json()` leaves them out.
+    teach with it, `trials` every candidate evaluated in the step (dicts
+    with `gate`, `rate`, `loss`, `soft`, `score`, `accuracy`); `to_json()`
+    leaves these four out.
     """
 
     step: int
@@ -348,13 +375,16 @@ class SearchEntry:
     flops: int
     flops_rate: float
     val_loss: float
+    val_soft: float
     val_score: float
     val_accuracy: float
     candidates: int
     seconds: float
+    lowest_loss_gate: str | None = None
     orders: list = dataclasses.field(repr=False, default=None)
     rates: list = dataclasses.field(repr=False, default=None)
     val_logits: np.ndarray = dataclasses.field(repr=False, default=None)
+    trials: list = dataclasses.field(repr=False, default=None)
 
     def to_json(self):
         return {
@@ -366,9 +396,11 @@ class SearchEntry:
             "flops": self.flops,
             "flops_rate": self.flops_rate,
             "val_loss": self.val_loss,
+            "val_soft": self.val_soft,
             "val_score": self.val_score,
             "val_accuracy": self.val_accuracy,
             "candidates": self.candidates,
+            "lowest_loss_gate": self.lowest_loss_gate,
             "seconds": self.seconds,
         }
 
@@ -416,7 +448,13 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
     """
     flops_model = FlopsModel(gated)
     target = config.target_flops_rate
-    evaluator = Evaluator(gated, val_images, val_labels, config.batch_size)
+    evaluator = Evaluator(
+        gated,
+        val_images,
+        val_labels,
+        config.batch_size,
+        ensemble_knowledge=config.ensemble_knowledge,
+    )
     infos = gated.info
     channels = [info.channels for info in infos]
     steps = [
@@ -444,6 +482,7 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
             flops=flops,
             flops_rate=flops / flops_model.full_flops,
             val_loss=full["loss"],
+            val_soft=full["soft"],
             val_score=full["score"],
             val_accuracy=full["accuracy"],
             candidates=0,
@@ -512,14 +551,15 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
             gated.set_rate(i, w)
             result = evaluator.evaluate(k32)
             gated.set_rate(i, rates[i])
-            tried.append((result["score"], i, w, result))
+            tried.append((i, w, result))
         if not tried:
             raise SearchError(
                 f"--target_flops_rate={target}: unreachable, no gate can "
                 f"shrink further (FLOPs rate {entries[-1].flops_rate:.4f})"
             )
         # d. Accept the lowest objective (ties: the earliest gate).
-        _, i, w, result = min(tried, key=lambda t: (t[0], t[1]))
+        i, w, result = min(tried, key=lambda t: (t[2]["score"], t[0]))
+        lowest_loss = min(tried, key=lambda t: (t[2]["loss"], t[0]))[0]
         rates[i] = w
         gated.set_rate(i, w)
         kept = gated.kept(rates)
@@ -533,13 +573,26 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
             flops=flops,
             flops_rate=flops / flops_model.full_flops,
             val_loss=result["loss"],
+            val_soft=result["soft"],
             val_score=result["score"],
             val_accuracy=result["accuracy"],
             candidates=len(tried),
             seconds=time.perf_counter() - t0,
+            lowest_loss_gate=infos[lowest_loss].name,
             orders=gated.orders(),
             rates=list(rates),
             val_logits=result["logits"],
+            trials=[
+                {
+                    "gate": infos[j].name,
+                    "rate": rate,
+                    "loss": r["loss"],
+                    "soft": r["soft"],
+                    "score": r["score"],
+                    "accuracy": r["accuracy"],
+                }
+                for j, rate, r in tried
+            ],
         )
         entries.append(entry)
         # e. The pseudo-supernet: running mean of the accepted logits.
@@ -563,12 +616,14 @@ def log_entry(entry):
     """One fixed-format log line per search step."""
     logging.info(
         "search | step: %4d | gate: %-28s | channels: %4s | flops_rate: "
-        "%.4f | val_loss: %.4f | score: %.4f | candidates: %d | %.1fs",
+        "%.4f | val_loss: %.4f | soft: %.4f | score: %.4f | candidates: %d "
+        "| %.1fs",
         entry.step,
         entry.gate or "(full net)",
         entry.channels if entry.channels is not None else "-",
         entry.flops_rate,
         entry.val_loss,
+        entry.val_soft,
         entry.val_score,
         entry.candidates,
         entry.seconds,
