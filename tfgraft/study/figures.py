@@ -129,7 +129,27 @@ def stripe(report):
     return rows
 
 
-READERS = {"grafting": grafting, "stripe": stripe}
+def ekg(report):
+    """The fine-tuned searched net. FLOPs and params in plain MACs (so a
+    baseline row of the same study is comparable); the search's own
+    FLOPs rate (EKG counter) is an extra column."""
+    e = report["ekg"]
+    acc = e["accuracy"]
+    return {
+        "": _row(
+            acc["finetuned_best"],
+            acc["finetuned_final"],
+            e["params"]["macs"]["after"],
+            e["flops"]["macs"]["after"],
+            "macs",
+            flops_rate_ekg=e.get("flops_rate"),
+            searched_top1=acc.get("searched"),
+            steps_not_lowest_loss=e.get("steps_not_lowest_loss"),
+        )
+    }
+
+
+READERS = {"grafting": grafting, "stripe": stripe, "ekg": ekg}
 
 
 def figures(report):
