@@ -49,8 +49,11 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllClose(x, y, atol=0, rtol=0)
             self.assertAllClose(x, z, atol=0, rtol=0)
 
-    def test_two_nets_become_equal(self):
-        a, b = _net(1), _net(2)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_two_nets_become_equal(self, name):
+        a, b = _net(1, name), _net(2, name)
         _perturb_bn(a, 1)
         _perturb_bn(b, 2)
         grafter_lib.Grafter([a, b]).graft_step()
@@ -74,8 +77,11 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         ]
         self.assertGreater(max(diffs), 1e-3)
 
-    def test_blend_matches_formula_with_inherited_alphas(self):
-        a, b = _net(1), _net(2)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_blend_matches_formula_with_inherited_alphas(self, name):
+        a, b = _net(1, name), _net(2, name)
         _perturb_bn(a, 1)
         _perturb_bn(b, 2)
         grafter = grafter_lib.Grafter([a, b])
@@ -87,14 +93,20 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         }
         grafter.graft_step()
         new_a = _values(a)
+        moved = 0.0
         for t, src in enumerate(plan.tensor_source):
             d = h[0][src] - h[1][src]
             alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
             expected = alpha * va[t] + (1 - alpha) * vb[t]
             self.assertAllClose(new_a[t], expected, atol=1e-6)
+            moved = max(moved, float(np.abs(new_a[t] - va[t]).max()))
+        self.assertGreater(moved, 1e-3)
 
-    def test_alpha_map_follows_the_graph(self):
-        net = _net(1)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_alpha_map_follows_the_graph(self, name):
+        net = _net(1, name)
         plan = grafter_lib.make_plan(net)
         source_of = {}
         for layer, src in zip(plan.tensor_layer, plan.tensor_source):
@@ -105,6 +117,16 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertEqual(source_of[layer.name], conv)
         self.assertEqual(source_of["fc"], "stage3_block2_conv2")
         self.assertEqual(len(plan.tensor_layer), len(net.weights))
+
+    @parameterized.named_parameters(("A", None), ("projection", "projection"))
+    def test_leaky_twin_has_the_relu_plan(self, shortcut):
+        # The alpha map comes from the graph, where a LeakyReLU passes its
+        # conv's output on exactly as a ReLU does.
+        relu = grafter_lib.make_plan(_net(1, shortcut=shortcut))
+        leaky = grafter_lib.make_plan(
+            _net(1, "resnet20_leaky", shortcut=shortcut)
+        )
+        self.assertEqual(leaky, relu)
 
     def test_mobilenet_shortcut_uses_project_conv_alpha(self):
         net = _net(1, name="mobilenetv2", width=0.25)
