@@ -239,6 +239,130 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(info[0], criteria.l1(k.value), rtol=1e-6)
 
 
+def _vgg_like(seed, width=8):
+    """conv(bias)-BN-ReLU x2, max-pool, conv(bias)-BN-ReLU, GAP, Dense."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for i in range(3):
+        x = keras.layers.Conv2D(
+            width,
+            3,
+            padding="same",
+            bias_initializer="random_uniform",
+            name=f"conv{i}",
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU()(x)
+        if i == 1:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+
+
+def _layer_values(net):
+    return {
+        layer.name: [w.numpy().copy() for w in layer.weights]
+        for layer in net.layers
+        if layer.weights
+    }
+
+
+class ScopeTest(tf.test.TestCase, parameterized.TestCase):
+    """`scope="conv_bn"`: the reference VGG16 script's layer level."""
+
+    def test_conv_bn_blends_kernels_and_bn_only(self):
+        a, b = _vgg_like(1), _vgg_like(2)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        for k, net in enumerate((a, b)):
+            beta = net.get_layer("bn1").beta
+            beta.assign(np.full(beta.shape, k + 0.5, "float32"))
+        grafter = grafter_lib.Grafter([a, b], scope="conv_bn")
+        self.assertEqual(grafter.plan.sources, ("conv0", "conv1", "conv2"))
+        info = [[float(x) for x in grafter.information(i)] for i in (0, 1)]
+        before = [_layer_values(a), _layer_values(b)]
+        grafter.graft_step()
+        after = [_layer_values(a), _layer_values(b)]
+        for i, p in ((0, 1), (1, 0)):
+            own, peer, new = before[i], before[p], after[i]
+            # Untouched, bit for bit: the classifier and the conv biases.
+            for x, y in zip(new["fc"], own["fc"]):
+                self.assertAllEqual(x, y)
+            for k in range(3):
+                self.assertAllEqual(new[f"conv{k}"][1], own[f"conv{k}"][1])
+                d = info[i][k] - info[p][k]
+                alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
+                # The kernel and all four BN tensors use the conv's alpha.
+                blended = [(f"conv{k}", 0)] + [(f"bn{k}", j) for j in range(4)]
+                for layer, j in blended:
+                    x, y = own[layer][j], peer[layer][j]
+                    expected = alpha * x + (1 - alpha) * y
+                    self.assertAllClose(new[layer][j], expected, atol=1e-6)
+        # N = 2: conv and BN tensors collapse to one value, fc does not.
+        self.assertAllClose(after[0]["conv2"][0], after[1]["conv2"][0])
+        self.assertAllClose(after[0]["bn2"][3], after[1]["bn2"][3])
+        self.assertGreater(
+            np.abs(after[0]["fc"][0] - after[1]["fc"][0]).max(), 1e-3
+        )
+
+    def test_all_scope_blends_biases_and_classifier(self):
+        a, b = _vgg_like(1), _vgg_like(2)
+        fc, bias = a.get_layer("fc").kernel.numpy(), a.get_layer("conv0").bias
+        bias = bias.numpy()
+        grafter_lib.Grafter([a, b]).graft_step()
+        self.assertGreater(np.abs(a.get_layer("fc").kernel - fc).max(), 1e-4)
+        self.assertGreater(np.abs(a.get_layer("conv0").bias - bias).max(), 0)
+
+    def test_vgg16_plan_leaves_biases_and_fc_out(self):
+        net = _net(1, name="vgg16", width=0.125)
+        plan = grafter_lib.make_plan(net, scope="conv_bn")
+        full = grafter_lib.make_plan(net)
+        self.assertEqual(plan.scope, "conv_bn")
+        self.assertEqual(full.scope, "all")
+        self.assertNotIn(None, full.tensor_source)
+        index = 0
+        kept = []
+        for name in plan.layers:
+            for w in net.get_layer(name).weights:
+                if plan.tensor_source[index] is None:
+                    kept.append((name, w.name))
+                index += 1
+        expected = [(f"conv{i}", "bias") for i in range(13)]
+        expected += [("fc", "kernel"), ("fc", "bias")]
+        self.assertEqual(kept, expected)
+        # The alpha map itself does not depend on the scope.
+        self.assertEqual(plan.sources, full.sources)
+        for t, src in enumerate(plan.tensor_source):
+            if src is not None:
+                self.assertEqual(src, full.tensor_source[t])
+        self.assertEqual(plan.units, full.units)
+
+    def test_identical_nets_unchanged(self):
+        a, b = _vgg_like(3), _vgg_like(3)
+        before = _layer_values(a)
+        grafter_lib.Grafter([a, b], scope="conv_bn").graft_step()
+        for name, values in _layer_values(a).items():
+            for x, y in zip(values, before[name]):
+                self.assertAllEqual(x, y)
+
+    def test_bad_scope(self):
+        nets = [_vgg_like(1), _vgg_like(2)]
+        with self.assertRaisesRegex(ValueError, "scope='fc'"):
+            grafter_lib.Grafter(nets, scope="fc")
+        keras.utils.set_random_seed(0)
+        dense = [
+            keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(2, name="d")]
+            )
+            for _ in range(2)
+        ]
+        with self.assertRaisesRegex(ValueError, "selects no tensor"):
+            grafter_lib.Grafter(dense, scope="conv_bn")
+        # A dense-only model grafts whole under the default scope.
+        grafter_lib.Grafter(dense).graft_step()
+
+
 def _user_model(seed):
     """A user's own model: plain Keras layers, names of its own choosing."""
     keras.utils.set_random_seed(seed)
