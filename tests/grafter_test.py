@@ -8,6 +8,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft import models
+from tfgraft.config import ConfigError
+from tfgraft.config import GraftConfig
 from tfgraft.config import OptimConfig
 from tfgraft.grafting import criteria
 from tfgraft.grafting import grafter as grafter_lib
@@ -345,6 +347,18 @@ class ScopeTest(tf.test.TestCase, parameterized.TestCase):
         for name, values in _layer_values(a).items():
             for x, y in zip(values, before[name]):
                 self.assertAllEqual(x, y)
+
+    def test_job_resolves_auto_to_the_reference_script(self):
+        self.assertEqual(graft_job.resolve_scope("auto", "vgg16"), "conv_bn")
+        for name in ("resnet56", "resnet56_leaky", "mobilenetv2", "resnet18"):
+            self.assertEqual(graft_job.resolve_scope("auto", name), "all")
+        self.assertEqual(graft_job.resolve_scope("all", "vgg16"), "all")
+        self.assertEqual(
+            graft_job.resolve_scope("conv_bn", "resnet56"), "conv_bn"
+        )
+        self.assertEqual(GraftConfig().scope, "auto")
+        with self.assertRaisesRegex(ConfigError, "--graft_scope=fc"):
+            GraftConfig(scope="fc")
 
     def test_bad_scope(self):
         nets = [_vgg_like(1), _vgg_like(2)]

@@ -17,6 +17,7 @@ from tfgraft.models import available_models
 from tfgraft.models import build_model
 from tfgraft.models import default_channel_config
 from tfgraft.models import layer_slots
+from tfgraft.models import model_family
 
 # === Independent parameter arithmetic (from the architecture text) ===
 
@@ -182,6 +183,12 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
                 "resnet50",
             ],
         )
+
+    def test_model_family(self):
+        self.assertEqual(model_family("resnet56"), "resnet_cifar")
+        self.assertEqual(model_family("resnet56_leaky"), "resnet_cifar")
+        self.assertEqual(model_family("vgg16"), "vgg")
+        self.assertEqual(model_family("resnet18"), "resnet_imagenet")
 
     def test_standardize_uses_mean_std(self):
         model = build_model(
@@ -391,6 +398,8 @@ class ErrorTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(ctx.exception, ValueError)
         with self.assertRaises(UnknownModelError):
             default_channel_config("vgg19")
+        with self.assertRaises(UnknownModelError):
+            model_family("resnet56_relu")
 
     @parameterized.named_parameters(
         ("preset", dict(preset="slim"), "--preset 'slim'"),

@@ -197,6 +197,13 @@ class _Grafting:
         self.graft_every = d.DEFINE_string(
             "graft_every", "epoch", "'epoch' or a number of steps."
         )
+        self.graft_scope = d.DEFINE_string(
+            "graft_scope",
+            "auto",
+            "Tensors a layer-level graft blends: all | conv_bn (conv kernels "
+            "and BN; classifier and conv biases kept, as the reference VGG16 "
+            "script) | auto (conv_bn for vgg16, all otherwise).",
+        )
         self.difflr = d.DEFINE_bool(
             "difflr",
             False,
@@ -516,6 +523,7 @@ def job_config(flag_values=None):
             c=g.graft_c.value,
             graft_every=_int_or_epoch("graft_every", g.graft_every.value),
             difflr=g.difflr.value,
+            scope=g.graft_scope.value,
         )
     return cfg.JobConfig(
         data=cfg.DataConfig(

@@ -74,6 +74,11 @@ def available_models():
     return list(_MODELS)
 
 
+def model_family(name):
+    """Returns the architecture family of `name` (`common.FAMILIES`)."""
+    return _entry(name).family
+
+
 def _entry(name):
     if name not in _MODELS:
         raise UnknownModelError(
