@@ -114,6 +114,25 @@ class LayerLevelTest(tf.test.TestCase, parameterized.TestCase):
         # The nets really differ, so alpha is not 0.5 everywhere.
         self.assertNotAllClose(alphas[0], 0.5 * np.ones(len(SHAPES)))
 
+    def test_none_alpha_keeps_the_own_tensor(self):
+        # The VGG16 layer-level scope: conv bias (6) and FC (11, 12) stay.
+        nets = [random_net(s) for s in range(3)]
+        alphas = layer_alphas(nets)
+        kept = (6, 11, 12)
+        scoped = [
+            [None if t in kept else a[t] for t in range(len(SHAPES))]
+            for a in alphas
+        ]
+        grafted = blend.graft_layer_level(nets, scoped)
+        full = blend.graft_layer_level(nets, alphas)
+        for i in range(3):
+            for t in range(len(SHAPES)):
+                if t in kept:
+                    self.assertAllEqual(grafted[i][t], nets[i][t])
+                    self.assertNotAllClose(full[i][t], nets[i][t])
+                else:
+                    self.assertAllEqual(grafted[i][t], full[i][t])
+
     def test_two_nets_collapse(self):
         # §1.6/§1.7 check 3: alpha(d) + alpha(-d) = 1 makes both equal.
         nets = [random_net(1), random_net(2)]

@@ -326,6 +326,25 @@ class ZooCountTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(fs, 38_016)
         self.assertEqual(result.params + fs, 14_762_058)
 
+    @parameterized.named_parameters(
+        ("macs", "macs", {}),
+        ("pff_with_activations", "pff", {"count_relu": True}),
+        ("dhp", "dhp", {}),
+    )
+    def test_leaky_twin_counts_like_relu(self, convention, kwargs):
+        # LeakyReLU is an activation like ReLU (no weights; `numel` FLOPs
+        # where activations count), so every layer costs the same.
+        relu = complexity.count(
+            models.build_model("resnet56"), convention, **kwargs
+        )
+        leaky = complexity.count(
+            models.build_model("resnet56_leaky"), convention, **kwargs
+        )
+        self.assertEqual(leaky.per_layer, relu.per_layer)
+        self.assertEqual((leaky.flops, leaky.params), (relu.flops, relu.params))
+        if kwargs.get("count_relu"):
+            self.assertGreater(leaky.as_dict()["stem_relu"].flops, 0)
+
     def test_ekg_resnet56(self):
         model = models.build_model("resnet56", preset="ekg")
         result = complexity.count(model, "ekg")

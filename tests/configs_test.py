@@ -12,6 +12,7 @@ from absl import flags
 from absl.testing import parameterized
 
 from tfgraft import config as cfg
+from tfgraft import models
 from tfgraft.study import spec as spec_lib
 from train import flags as flags_lib
 
@@ -71,6 +72,7 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
         fv = _parse(path, job)
         config = flags_lib.job_config(fv)
         self.assertIsInstance(config, cfg.JobConfig)
+        self.assertIn(config.model.name, models.available_models())
         if job == "grafting":
             self.assertIsNotNone(config.graft)
 

@@ -8,6 +8,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft import models
+from tfgraft.config import ConfigError
+from tfgraft.config import GraftConfig
 from tfgraft.config import OptimConfig
 from tfgraft.grafting import criteria
 from tfgraft.grafting import grafter as grafter_lib
@@ -49,8 +51,11 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllClose(x, y, atol=0, rtol=0)
             self.assertAllClose(x, z, atol=0, rtol=0)
 
-    def test_two_nets_become_equal(self):
-        a, b = _net(1), _net(2)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_two_nets_become_equal(self, name):
+        a, b = _net(1, name), _net(2, name)
         _perturb_bn(a, 1)
         _perturb_bn(b, 2)
         grafter_lib.Grafter([a, b]).graft_step()
@@ -74,8 +79,11 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         ]
         self.assertGreater(max(diffs), 1e-3)
 
-    def test_blend_matches_formula_with_inherited_alphas(self):
-        a, b = _net(1), _net(2)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_blend_matches_formula_with_inherited_alphas(self, name):
+        a, b = _net(1, name), _net(2, name)
         _perturb_bn(a, 1)
         _perturb_bn(b, 2)
         grafter = grafter_lib.Grafter([a, b])
@@ -87,14 +95,20 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         }
         grafter.graft_step()
         new_a = _values(a)
+        moved = 0.0
         for t, src in enumerate(plan.tensor_source):
             d = h[0][src] - h[1][src]
             alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
             expected = alpha * va[t] + (1 - alpha) * vb[t]
             self.assertAllClose(new_a[t], expected, atol=1e-6)
+            moved = max(moved, float(np.abs(new_a[t] - va[t]).max()))
+        self.assertGreater(moved, 1e-3)
 
-    def test_alpha_map_follows_the_graph(self):
-        net = _net(1)
+    @parameterized.named_parameters(
+        ("relu", "resnet20"), ("leaky", "resnet20_leaky")
+    )
+    def test_alpha_map_follows_the_graph(self, name):
+        net = _net(1, name)
         plan = grafter_lib.make_plan(net)
         source_of = {}
         for layer, src in zip(plan.tensor_layer, plan.tensor_source):
@@ -105,6 +119,16 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertEqual(source_of[layer.name], conv)
         self.assertEqual(source_of["fc"], "stage3_block2_conv2")
         self.assertEqual(len(plan.tensor_layer), len(net.weights))
+
+    @parameterized.named_parameters(("A", None), ("projection", "projection"))
+    def test_leaky_twin_has_the_relu_plan(self, shortcut):
+        # The alpha map comes from the graph, where a LeakyReLU passes its
+        # conv's output on exactly as a ReLU does.
+        relu = grafter_lib.make_plan(_net(1, shortcut=shortcut))
+        leaky = grafter_lib.make_plan(
+            _net(1, "resnet20_leaky", shortcut=shortcut)
+        )
+        self.assertEqual(leaky, relu)
 
     def test_mobilenet_shortcut_uses_project_conv_alpha(self):
         net = _net(1, name="mobilenetv2", width=0.25)
@@ -215,6 +239,142 @@ class GrafterTest(tf.test.TestCase, parameterized.TestCase):
         info = grafter.information(0)
         k = a.get_layer(grafter.plan.sources[0]).kernel
         self.assertAllClose(info[0], criteria.l1(k.value), rtol=1e-6)
+
+
+def _vgg_like(seed, width=8):
+    """conv(bias)-BN-ReLU x2, max-pool, conv(bias)-BN-ReLU, GAP, Dense."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for i in range(3):
+        x = keras.layers.Conv2D(
+            width,
+            3,
+            padding="same",
+            bias_initializer="random_uniform",
+            name=f"conv{i}",
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU()(x)
+        if i == 1:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+
+
+def _layer_values(net):
+    return {
+        layer.name: [w.numpy().copy() for w in layer.weights]
+        for layer in net.layers
+        if layer.weights
+    }
+
+
+class ScopeTest(tf.test.TestCase, parameterized.TestCase):
+    """`scope="conv_bn"`: the reference VGG16 script's layer level."""
+
+    def test_conv_bn_blends_kernels_and_bn_only(self):
+        a, b = _vgg_like(1), _vgg_like(2)
+        _perturb_bn(a, 1)
+        _perturb_bn(b, 2)
+        for k, net in enumerate((a, b)):
+            beta = net.get_layer("bn1").beta
+            beta.assign(np.full(beta.shape, k + 0.5, "float32"))
+        grafter = grafter_lib.Grafter([a, b], scope="conv_bn")
+        self.assertEqual(grafter.plan.sources, ("conv0", "conv1", "conv2"))
+        info = [[float(x) for x in grafter.information(i)] for i in (0, 1)]
+        before = [_layer_values(a), _layer_values(b)]
+        grafter.graft_step()
+        after = [_layer_values(a), _layer_values(b)]
+        for i, p in ((0, 1), (1, 0)):
+            own, peer, new = before[i], before[p], after[i]
+            # Untouched, bit for bit: the classifier and the conv biases.
+            for x, y in zip(new["fc"], own["fc"]):
+                self.assertAllEqual(x, y)
+            for k in range(3):
+                self.assertAllEqual(new[f"conv{k}"][1], own[f"conv{k}"][1])
+                d = info[i][k] - info[p][k]
+                alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
+                # The kernel and all four BN tensors use the conv's alpha.
+                blended = [(f"conv{k}", 0)] + [(f"bn{k}", j) for j in range(4)]
+                for layer, j in blended:
+                    x, y = own[layer][j], peer[layer][j]
+                    expected = alpha * x + (1 - alpha) * y
+                    self.assertAllClose(new[layer][j], expected, atol=1e-6)
+        # N = 2: conv and BN tensors collapse to one value, fc does not.
+        self.assertAllClose(after[0]["conv2"][0], after[1]["conv2"][0])
+        self.assertAllClose(after[0]["bn2"][3], after[1]["bn2"][3])
+        self.assertGreater(
+            np.abs(after[0]["fc"][0] - after[1]["fc"][0]).max(), 1e-3
+        )
+
+    def test_all_scope_blends_biases_and_classifier(self):
+        a, b = _vgg_like(1), _vgg_like(2)
+        fc, bias = a.get_layer("fc").kernel.numpy(), a.get_layer("conv0").bias
+        bias = bias.numpy()
+        grafter_lib.Grafter([a, b]).graft_step()
+        self.assertGreater(np.abs(a.get_layer("fc").kernel - fc).max(), 1e-4)
+        self.assertGreater(np.abs(a.get_layer("conv0").bias - bias).max(), 0)
+
+    def test_vgg16_plan_leaves_biases_and_fc_out(self):
+        net = _net(1, name="vgg16", width=0.125)
+        plan = grafter_lib.make_plan(net, scope="conv_bn")
+        full = grafter_lib.make_plan(net)
+        self.assertEqual(plan.scope, "conv_bn")
+        self.assertEqual(full.scope, "all")
+        self.assertNotIn(None, full.tensor_source)
+        index = 0
+        kept = []
+        for name in plan.layers:
+            for w in net.get_layer(name).weights:
+                if plan.tensor_source[index] is None:
+                    kept.append((name, w.name))
+                index += 1
+        expected = [(f"conv{i}", "bias") for i in range(13)]
+        expected += [("fc", "kernel"), ("fc", "bias")]
+        self.assertEqual(kept, expected)
+        # The alpha map itself does not depend on the scope.
+        self.assertEqual(plan.sources, full.sources)
+        for t, src in enumerate(plan.tensor_source):
+            if src is not None:
+                self.assertEqual(src, full.tensor_source[t])
+        self.assertEqual(plan.units, full.units)
+
+    def test_identical_nets_unchanged(self):
+        a, b = _vgg_like(3), _vgg_like(3)
+        before = _layer_values(a)
+        grafter_lib.Grafter([a, b], scope="conv_bn").graft_step()
+        for name, values in _layer_values(a).items():
+            for x, y in zip(values, before[name]):
+                self.assertAllEqual(x, y)
+
+    def test_job_resolves_auto_to_the_reference_script(self):
+        self.assertEqual(graft_job.resolve_scope("auto", "vgg16"), "conv_bn")
+        for name in ("resnet56", "resnet56_leaky", "mobilenetv2", "resnet18"):
+            self.assertEqual(graft_job.resolve_scope("auto", name), "all")
+        self.assertEqual(graft_job.resolve_scope("all", "vgg16"), "all")
+        self.assertEqual(
+            graft_job.resolve_scope("conv_bn", "resnet56"), "conv_bn"
+        )
+        self.assertEqual(GraftConfig().scope, "auto")
+        with self.assertRaisesRegex(ConfigError, "--graft_scope=fc"):
+            GraftConfig(scope="fc")
+
+    def test_bad_scope(self):
+        nets = [_vgg_like(1), _vgg_like(2)]
+        with self.assertRaisesRegex(ValueError, "scope='fc'"):
+            grafter_lib.Grafter(nets, scope="fc")
+        keras.utils.set_random_seed(0)
+        dense = [
+            keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(2, name="d")]
+            )
+            for _ in range(2)
+        ]
+        with self.assertRaisesRegex(ValueError, "selects no tensor"):
+            grafter_lib.Grafter(dense, scope="conv_bn")
+        # A dense-only model grafts whole under the default scope.
+        grafter_lib.Grafter(dense).graft_step()
 
 
 def _user_model(seed):

@@ -7,6 +7,7 @@ from absl.testing import parameterized
 
 from tfgraft.models import OptionAShortcut
 from tfgraft.models import build_model
+from tfgraft.models import common
 
 
 def np_conv(x, kernel, stride, pads):
@@ -185,6 +186,50 @@ class OptionAShortcutTest(tf.test.TestCase, parameterized.TestCase):
             OptionAShortcut(0)
         with self.assertRaisesRegex(ValueError, "cannot zero-pad"):
             OptionAShortcut(2)(np.zeros((1, 4, 4, 3), "float32"))
+
+
+class ActivationTest(tf.test.TestCase, parameterized.TestCase):
+    def _activations(self, model):
+        return [
+            layer
+            for layer in model.layers
+            if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU))
+        ]
+
+    @parameterized.named_parameters(
+        ("mobilenetv2", "mobilenetv2", 1 + 2 * 17 + 1),
+        ("resnet18", "resnet18", 1 + 2 * 8),
+        ("vgg16", "vgg16", 13),
+    )
+    def test_other_models_keep_relu(self, name, count):
+        model = build_model(name, width_mult=0.125)
+        acts = self._activations(model)
+        self.assertLen(acts, count)
+        for layer in acts:
+            self.assertNotIsInstance(layer, keras.layers.LeakyReLU)
+            self.assertEqual(layer.negative_slope, 0.0)
+
+    @parameterized.named_parameters(
+        ("grafting", "grafting"), ("pff", "pff"), ("ekg", "ekg")
+    )
+    def test_leaky_is_independent_of_the_preset(self, preset):
+        model = build_model("resnet20_leaky", preset=preset, width_mult=0.25)
+        acts = self._activations(model)
+        self.assertLen(acts, 19)
+        for layer in acts:
+            self.assertIsInstance(layer, keras.layers.LeakyReLU)
+            self.assertEqual(layer.negative_slope, common.LEAKY_RELU_SLOPE)
+        self.assertEqual(common.LEAKY_RELU_SLOPE, 0.01)  # PyTorch default
+
+    def test_builder_checks_activation(self):
+        settings = common.resolve_settings("grafting", common.RESNET_CIFAR)
+        with self.assertRaisesRegex(ValueError, "activation='gelu'"):
+            common.LayerBuilder(settings, activation="gelu")
+        # Zero padding stands in for -inf only after a ReLU.
+        builder = common.LayerBuilder(settings, activation="leaky_relu")
+        x = keras.Input((8, 8, 4))
+        with self.assertRaisesRegex(ValueError, "only after a ReLU"):
+            builder.max_pool(x, 3, 2, name="pool")
 
 
 class ConvLayerFactoryTest(tf.test.TestCase):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tfgraft import export as export_lib
 from tfgraft.layers import Standardize
 from tfgraft.models import ChannelConfig
 from tfgraft.models import OptionAShortcut
@@ -16,6 +17,7 @@ from tfgraft.models import available_models
 from tfgraft.models import build_model
 from tfgraft.models import default_channel_config
 from tfgraft.models import layer_slots
+from tfgraft.models import model_family
 
 # === Independent parameter arithmetic (from the architecture text) ===
 
@@ -106,10 +108,14 @@ class ParameterCountTest(tf.test.TestCase, parameterized.TestCase):
         ("resnet56_A", "resnet56", "grafting", None, 853_018),
         ("resnet110_A", "resnet110", "grafting", None, 1_727_962),
         ("resnet20_proj", "resnet20", "grafting", "projection", 272_474),
+        # Leaky ReLU adds no weights: the leaky twins count the same.
+        ("resnet32_leaky", "resnet32_leaky", "grafting", None, 464_154),
+        ("resnet56_leaky", "resnet56_leaky", "grafting", None, 853_018),
+        ("resnet110_leaky", "resnet110_leaky", "grafting", None, 1_727_962),
     )
     def test_cifar_resnet(self, name, preset, shortcut, expected):
         model = build_model(name, preset=preset, shortcut=shortcut)
-        depth = int(name[len("resnet") :])
+        depth = int(name.removesuffix("_leaky")[len("resnet") :])
         projection = preset != "grafting" or shortcut == "projection"
         self.assertEqual(count_resnet_cifar(depth, projection), expected)
         self.assertEqual(trainable_count(model), expected)
@@ -165,6 +171,11 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
                 "resnet44",
                 "resnet56",
                 "resnet110",
+                "resnet20_leaky",
+                "resnet32_leaky",
+                "resnet44_leaky",
+                "resnet56_leaky",
+                "resnet110_leaky",
                 "vgg16",
                 "mobilenetv2",
                 "resnet18",
@@ -172,6 +183,12 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
                 "resnet50",
             ],
         )
+
+    def test_model_family(self):
+        self.assertEqual(model_family("resnet56"), "resnet_cifar")
+        self.assertEqual(model_family("resnet56_leaky"), "resnet_cifar")
+        self.assertEqual(model_family("vgg16"), "vgg")
+        self.assertEqual(model_family("resnet18"), "resnet_imagenet")
 
     def test_standardize_uses_mean_std(self):
         model = build_model(
@@ -258,6 +275,119 @@ class BuildTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(slots["stage2_block1_project_conv"], "stage2")
 
 
+def _activations(model):
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU))
+    ]
+
+
+class LeakyTest(tf.test.TestCase, parameterized.TestCase):
+    """The `_leaky` CIFAR ResNets (reference `resnet_leaky.py`)."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+
+    @parameterized.named_parameters(
+        ("A", None), ("projection", "projection")
+    )
+    def test_twin_of_the_relu_model(self, shortcut):
+        relu = build_model("resnet20", width_mult=0.25, shortcut=shortcut)
+        leaky = build_model(
+            "resnet20_leaky", width_mult=0.25, shortcut=shortcut
+        )
+        self.assertEqual(
+            [layer.name for layer in leaky.layers],
+            [layer.name for layer in relu.layers],
+        )
+        self.assertEqual(
+            [tuple(w.shape) for w in leaky.weights],
+            [tuple(w.shape) for w in relu.weights],
+        )
+        relu_acts, leaky_acts = _activations(relu), _activations(leaky)
+        self.assertLen(relu_acts, 1 + 2 * 9)  # stem + 2 per block
+        self.assertEqual(
+            [a.name for a in leaky_acts], [a.name for a in relu_acts]
+        )
+        for layer in leaky_acts:
+            self.assertIsInstance(layer, keras.layers.LeakyReLU)
+            self.assertEqual(layer.negative_slope, 0.01)
+        for layer in relu_acts:
+            self.assertNotIsInstance(layer, keras.layers.LeakyReLU)
+        self.assertEqual(
+            layer_slots("resnet20_leaky", shortcut=shortcut),
+            layer_slots("resnet20", shortcut=shortcut),
+        )
+
+    def test_negative_slope_is_applied(self):
+        model = build_model("resnet20_leaky", width_mult=0.25)
+        probe = keras.Model(
+            model.inputs[0],
+            [
+                model.get_layer("stem_bn").output,
+                model.get_layer("stem_relu").output,
+                model.get_layer("stage1_block0_add").output,
+                model.get_layer("stage1_block0_out").output,
+            ],
+        )
+        x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3))
+        bn, act, add, out = probe(x.astype("float32"), training=False)
+        bn, add = np.asarray(bn), np.asarray(add)
+        self.assertTrue((bn < 0).any())
+        self.assertAllClose(act, np.where(bn > 0, bn, 0.01 * bn), atol=1e-6)
+        self.assertAllClose(out, np.where(add > 0, add, 0.01 * add), atol=1e-6)
+
+    def test_same_weights_give_other_logits(self):
+        relu = build_model("resnet20", width_mult=0.25)
+        leaky = build_model("resnet20_leaky", width_mult=0.25)
+        leaky.set_weights(relu.get_weights())
+        x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3))
+        x = x.astype("float32")
+        diff = np.abs(leaky(x) - relu(x)).max()
+        self.assertGreater(diff, 1e-4)
+
+    def test_channel_config_names_the_leaky_model(self):
+        config = default_channel_config("resnet56_leaky", width_mult=0.25)
+        self.assertEqual(config.model, "resnet56_leaky")
+        self.assertEqual(
+            config.widths,
+            default_channel_config("resnet56", width_mult=0.25).widths,
+        )
+        path = os.path.join(self.get_temp_dir(), "leaky.json")
+        config.save(path)
+        model = build_model(
+            "resnet56_leaky", channel_config=ChannelConfig.load(path)
+        )
+        self.assertEqual(model.get_layer("stem_conv").filters, 4)
+        # A config names the network it fits: the ReLU twin's is refused.
+        with self.assertRaisesRegex(ValueError, "built for --model=resnet56"):
+            build_model(
+                "resnet56_leaky",
+                channel_config=default_channel_config("resnet56"),
+            )
+
+    def test_keras_and_saved_model_round_trips(self):
+        model = build_model("resnet20_leaky", width_mult=0.25)
+        x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3))
+        x = x.astype("float32")
+        model(x, training=True)
+        expected = model(x, training=False)
+        path = os.path.join(self.get_temp_dir(), "leaky.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        self.assertIsInstance(
+            loaded.get_layer("stem_relu"), keras.layers.LeakyReLU
+        )
+        self.assertAllClose(loaded(x, training=False), expected, atol=1e-6)
+        export = export_lib.export_saved_model(
+            model, os.path.join(self.get_temp_dir(), "export")
+        )
+        reloaded = tf.saved_model.load(export)  # keep: it owns the vars
+        self.assertAllClose(reloaded.serve(x), expected, atol=1e-5)
+
+
 class ErrorTest(tf.test.TestCase, parameterized.TestCase):
     def test_unknown_model(self):
         with self.assertRaises(UnknownModelError) as ctx:
@@ -268,6 +398,8 @@ class ErrorTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(ctx.exception, ValueError)
         with self.assertRaises(UnknownModelError):
             default_channel_config("vgg19")
+        with self.assertRaises(UnknownModelError):
+            model_family("resnet56_relu")
 
     @parameterized.named_parameters(
         ("preset", dict(preset="slim"), "--preset 'slim'"),

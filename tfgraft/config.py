@@ -219,6 +219,7 @@ class RunConfig:
 
 CRITERIA = ("entropy", "l1")
 LEVELS = ("layer", "filter")
+GRAFT_SCOPES = ("auto", "all", "conv_bn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +230,11 @@ class GraftConfig:
     -1 for never: the same N nets, learning rates and data, trained
     independently (the control arm of a grafting study).
     `difflr` gives net i the initial LR lr*(1 + cos(pi*(N-i)/N))/2 (the
-    paper's meaning; the reference code's flag is inverted).
+    paper's meaning; the reference code's flag is inverted). `scope` picks
+    the tensors a layer-level graft blends: `all`, `conv_bn` (conv kernels
+    and BN only, as the reference VGG16 script) or `auto` (the model's
+    reference script: `conv_bn` for VGG16, `all` otherwise; see
+    `tfgraft.grafting.job.resolve_scope`).
     """
 
     num_nets: int = 2
@@ -239,6 +244,7 @@ class GraftConfig:
     c: float = 500.0
     graft_every: int = 0
     difflr: bool = False
+    scope: str = "auto"
 
     def __post_init__(self):
         _check(
@@ -258,6 +264,12 @@ class GraftConfig:
             "level",
             self.level,
             f"must be one of {', '.join(LEVELS)}",
+        )
+        _check(
+            self.scope in GRAFT_SCOPES,
+            "graft_scope",
+            self.scope,
+            f"must be one of {', '.join(GRAFT_SCOPES)}",
         )
         _check(0 <= self.a <= 1, "graft_a", self.a, "must be in [0, 1]")
         _check(self.c > 0, "graft_c", self.c, "must be > 0")

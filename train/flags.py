@@ -200,6 +200,13 @@ class _Grafting:
             "'epoch', a number of steps, or 'never' (the same N nets "
             "trained without grafting: the control arm of a study).",
         )
+        self.graft_scope = d.DEFINE_string(
+            "graft_scope",
+            "auto",
+            "Tensors a layer-level graft blends: all | conv_bn (conv kernels "
+            "and BN; classifier and conv biases kept, as the reference VGG16 "
+            "script) | auto (conv_bn for vgg16, all otherwise).",
+        )
         self.difflr = d.DEFINE_bool(
             "difflr",
             False,
@@ -529,6 +536,7 @@ def job_config(flag_values=None):
             c=g.graft_c.value,
             graft_every=_int_or_epoch("graft_every", g.graft_every.value),
             difflr=g.difflr.value,
+            scope=g.graft_scope.value,
         )
     return cfg.JobConfig(
         data=cfg.DataConfig(

@@ -11,7 +11,9 @@ trainer's `tf.function` and `assign` the results afterwards.
 
 Layer level (§1.2): every tensor t of net i becomes
 `alpha_i,t * t_i + (1 - alpha_i,t) * t_peer(i)`, where `alpha_i,t` is the
-alpha of the conv that tensor t inherits it from (`expand_alphas`).
+alpha of the conv that tensor t inherits it from (`expand_alphas`); a None
+alpha keeps the own tensor (tensors outside the blend scope, such as the
+classifier and conv biases of the reference's VGG16 layer-level graft).
 
 Filter level (§1.3, the paper's intent): for each conv -> BN pair, channel j
 is blended with `w_j = |gamma_own,j| / (|gamma_own,j| + |gamma_peer,j|)`;
@@ -138,12 +140,14 @@ def graft_layer_level(snapshots, alphas, peers=None):
         snapshots: list over nets of lists of tensors (pre-graft values, the
             same tensor order in every net).
         alphas: list over nets of per-tensor own weights: a list of scalars
-            or a `[num_tensors]` vector per net (`expand_alphas`).
+            (None: keep the own tensor) or a `[num_tensors]` vector per net
+            (`expand_alphas`).
         peers: peer index per net; `ring_peers` by default.
 
     Returns:
         List over nets of lists of new tensors: tensor t of net i is
-        `blend(snapshots[i][t], snapshots[peers[i]][t], alphas[i][t])`.
+        `blend(snapshots[i][t], snapshots[peers[i]][t], alphas[i][t])`, or
+        `snapshots[i][t]` itself where that alpha is None.
     """
     snapshots = _check_snapshots(snapshots)
     peers = _check_peers(peers, len(snapshots))
@@ -161,7 +165,12 @@ def graft_layer_level(snapshots, alphas, peers=None):
                 f"Received: {len(net_alphas)} alphas for {len(own)} tensors"
             )
         grafted.append(
-            [blend(own[t], peer[t], net_alphas[t]) for t in range(len(own))]
+            [
+                own[t]
+                if net_alphas[t] is None
+                else blend(own[t], peer[t], net_alphas[t])
+                for t in range(len(own))
+            ]
         )
     return grafted
 

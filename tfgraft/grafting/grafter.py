@@ -10,19 +10,28 @@ from tfgraft.grafting import blend
 from tfgraft.grafting import criteria
 
 
+# Which tensors a layer-level graft blends (`Grafter(scope=...)`).
+ALL = "all"
+CONV_BN = "conv_bn"
+SCOPES = (ALL, CONV_BN)
+
+
 @dataclasses.dataclass(frozen=True)
 class GraftPlan:
-    """Where every grafted tensor of a net is and which alpha it uses.
+    """Where every tensor of a net is and which alpha it uses.
 
     Attributes:
         layers: weighted layer names in topological order.
-        tensor_layer: for each grafted tensor, the layer owning it.
+        tensor_layer: for each tensor, the layer owning it.
         sources: convs whose information gives an alpha, in order.
         tensor_source: for each tensor, the index into `sources` of the conv
-            whose alpha it uses (the graph's alpha-inheritance map).
+            whose alpha it uses (the graph's alpha-inheritance map), or
+            None for a tensor outside the plan's scope, which a
+            layer-level graft leaves untouched.
         convs: conv/depthwise layers that are not projection shortcuts
             (entropy and invalid-filter statistics).
         units: filter-level units (conv -> BN chains).
+        scope: the blend scope the plan was made for (`SCOPES`).
     """
 
     layers: tuple
@@ -31,31 +40,71 @@ class GraftPlan:
     tensor_source: tuple
     convs: tuple
     units: tuple
+    scope: str = ALL
 
 
-def make_plan(net):
+def _in_scope(layer, weight, node, scope):
+    if scope == ALL:
+        return True
+    # conv_bn, by layer type as the reference's VGG script (`isinstance`
+    # Conv2d / BatchNorm2d): conv kernels and every BN tensor.
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return True
+    return (
+        node is not None
+        and node.kind != "dense"
+        and weight is getattr(layer, "kernel", None)
+    )
+
+
+def make_plan(net, scope=ALL):
     """Builds the `GraftPlan` of a functional Keras model from its graph.
 
-    Every weight of every weighted layer is grafted, BN moving statistics
-    included; optimizer slots are not (they are not model weights).
+    Args:
+        net: a functional Keras model.
+        scope: which tensors a layer-level graft blends.
+            `"all"` (the reference `grafting.py` of the ResNets and
+            MobileNetV2, which blends the whole state dict): every weight
+            of every weighted layer, BN moving statistics included.
+            `"conv_bn"` (the reference VGG16 script's layer mode): conv and
+            depthwise kernels and every BN tensor (gamma, beta, moving
+            statistics); conv biases, the classifier and any other weight
+            keep their own values. The alpha map is the same for both.
+            Optimizer slots are never blended (they are not model weights).
+
+    Returns:
+        A `GraftPlan`.
     """
+    if scope not in SCOPES:
+        raise ValueError(
+            f"Graft scope must be one of {', '.join(SCOPES)}. "
+            f"Received: scope={scope!r}"
+        )
     graph = graph_lib.analyze(net)
     alpha_of = graph.alpha_sources()
-    sources = []
-    for name in alpha_of.values():
-        if name not in sources:
-            sources.append(name)
-    tensor_layer, tensor_source, layers = [], [], []
+    tensor_layer, tensor_conv, layers = [], [], []
     first_index = {}
     for name in graph.order:
         if name not in alpha_of:
             continue
         layer = net.get_layer(name)
+        node = graph.nodes.get(name)
         layers.append(name)
         first_index[name] = len(tensor_layer)
-        for _ in layer.weights:
+        for weight in layer.weights:
             tensor_layer.append(name)
-            tensor_source.append(sources.index(alpha_of[name]))
+            tensor_conv.append(
+                alpha_of[name]
+                if _in_scope(layer, weight, node, scope)
+                else None
+            )
+    sources = []
+    for name in tensor_conv:
+        if name is not None and name not in sources:
+            sources.append(name)
+    tensor_source = [
+        None if name is None else sources.index(name) for name in tensor_conv
+    ]
     # Projection shortcuts are left out of the filter statistics, as the
     # reference counts only tensors named `conv` (not `downsample`/
     # `shortcut`).
@@ -68,6 +117,7 @@ def make_plan(net):
         tensor_source=tuple(tensor_source),
         convs=convs,
         units=tuple(units),
+        scope=scope,
     )
 
 
@@ -121,10 +171,22 @@ class Grafter(tf.Module):
             gamma weights, METHODS §1.3 intent).
         a: amplitude A of the alpha formula.
         c: steepness c of the alpha formula.
+        scope: which tensors a layer-level graft blends: `"all"` (default;
+            the reference ResNet/MobileNetV2 script) or `"conv_bn"` (conv
+            kernels and BN only, as the reference VGG16 script); see
+            `make_plan`. Filter-level grafting always blends its conv -> BN
+            units only (conv kernels and BN; biases and classifier kept).
     """
 
     def __init__(
-        self, nets, *, criterion="entropy", level="layer", a=0.4, c=500.0
+        self,
+        nets,
+        *,
+        criterion="entropy",
+        level="layer",
+        a=0.4,
+        c=500.0,
+        scope=ALL,
     ):
         super().__init__(name="grafter")
         if len(nets) < 2:
@@ -147,7 +209,13 @@ class Grafter(tf.Module):
         self.level = level
         self.a = float(a)
         self.c = float(c)
-        self.plan = make_plan(self.nets[0])
+        self.scope = scope
+        self.plan = make_plan(self.nets[0], scope)
+        if not self.plan.sources:
+            raise ValueError(
+                f"Graft scope '{scope}' selects no tensor of "
+                f"{self.nets[0].name} (it has no conv or BN weights)"
+            )
         self._variables = [self._net_variables(n) for n in self.nets]
         sizes = {len(v) for v in self._variables}
         if len(sizes) != 1:
@@ -194,10 +262,19 @@ class Grafter(tf.Module):
             # Lists of scalars (not gathered vectors) keep blend's Python
             # length checks valid inside the graph.
             alphas = [
-                [a[k] for k in self.plan.tensor_source] for a in conv_alphas
+                [None if k is None else a[k] for k in self.plan.tensor_source]
+                for a in conv_alphas
             ]
             new = blend.graft_layer_level(snapshots, alphas)
             summary = tf.stack([tf.reduce_mean(x) for x in conv_alphas])
+            # Tensors outside the scope are not assigned at all.
+            new = [
+                [
+                    None if k is None else value
+                    for k, value in zip(self.plan.tensor_source, values)
+                ]
+                for values in new
+            ]
         else:
             new = blend.graft_filter_level(snapshots, self.plan.units)
             summary = tf.stack(
@@ -213,7 +290,8 @@ class Grafter(tf.Module):
             )
         for net_vars, values in zip(self._variables, new):
             for v, value in zip(net_vars, values):
-                v.assign(tf.cast(value, v.dtype))
+                if value is not None:
+                    v.assign(tf.cast(value, v.dtype))
         return summary
 
     # === Statistics for reports and pictures ===

@@ -10,6 +10,10 @@ Differences from the reference scripts, all documented in README.md:
   reference code's inverted `--difflr`;
 * filter-level grafting follows the paper's intent (per-channel BN-gamma
   weights), not the shipped script's whole-vector BN loop.
+
+Following the reference: layer-level grafting of VGG16 (the reference's
+`filter_level_grafting.py --level layer`) blends conv kernels and BN only,
+every other model (`grafting.py`) its whole state dict (`resolve_scope`).
 """
 
 import json
@@ -20,6 +24,8 @@ import time
 from absl import logging
 
 from tfgraft import io
+from tfgraft import models
+from tfgraft.models import common as model_common
 from tfgraft.grafting import grafter as grafter_lib
 from tfgraft.testing import faults
 from tfgraft.training import job as job_lib
@@ -34,6 +40,23 @@ def difflr_scales(num_nets):
     """
     n = num_nets
     return [(1 + math.cos(math.pi * (n - (k + 1)) / n)) / 2 for k in range(n)]
+
+
+def resolve_scope(scope, model_name):
+    """The `Grafter` scope of `--graft_scope` for a registry model.
+
+    `auto` follows the reference script that grafts the model: VGG16's
+    (`filter_level_grafting.py`, layer mode) blends conv weights and BN by
+    module type and leaves the classifier and conv biases alone
+    (`conv_bn`); `grafting.py` (ResNets, MobileNetV2; the ImageNet script
+    likewise) blends every state-dict tensor (`all`). Explicit `all` or
+    `conv_bn` is returned as given.
+    """
+    if scope != "auto":
+        return scope
+    if models.model_family(model_name) == model_common.VGG:
+        return grafter_lib.CONV_BN
+    return grafter_lib.ALL
 
 
 class GraftHook(loop.Hook):
@@ -100,7 +123,12 @@ class GraftingJob(job_lib.Job):
         g = self.config.graft
         with self.strategy.scope():
             self.grafter = grafter_lib.Grafter(
-                trainer.nets, criterion=g.criterion, level=g.level, a=g.a, c=g.c
+                trainer.nets,
+                criterion=g.criterion,
+                level=g.level,
+                a=g.a,
+                c=g.c,
+                scope=resolve_scope(g.scope, self.config.model.name),
             )
         self.start_stats = self._start_stats(trainer)
         self.graft_hook = GraftHook(self.grafter, g.graft_every)
@@ -137,6 +165,7 @@ class GraftingJob(job_lib.Job):
                 "num_nets": g.num_nets,
                 "criterion": g.criterion,
                 "level": g.level,
+                "scope": self.grafter.scope,
                 "a": g.a,
                 "c": g.c,
                 "graft_every": {0: "epoch", -1: "never"}.get(

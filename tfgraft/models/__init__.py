@@ -8,6 +8,7 @@ from tfgraft.models.registry import available_models
 from tfgraft.models.registry import build_model
 from tfgraft.models.registry import default_channel_config
 from tfgraft.models.registry import layer_slots
+from tfgraft.models.registry import model_family
 from tfgraft.models.registry import resolve_topology
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "build_model",
     "default_channel_config",
     "layer_slots",
+    "model_family",
     "resolve_topology",
 ]

@@ -21,6 +21,13 @@ biases, ImageNet ResNets use torchvision's He normal fan_out. Every BN is
 `FusedBatchNormalization(momentum=0.9, epsilon=1e-5)` (PyTorch momentum
 0.1; Keras's BN computed by TF's fused kernel, see `tfgraft.layers`).
 
+The activation is a property of the model, not of the preset: every zoo
+network uses ReLU except the CIFAR ResNets' `_leaky` variants (grafting
+README's leaky-ReLU rows, the reference's `resnet_leaky.py`), which use a
+leaky ReLU with negative slope `LEAKY_RELU_SLOPE` = 0.01 everywhere
+(`F.leaky_relu`'s default, METHODS.md §1.4). `LayerBuilder.activate` makes
+either.
+
 PyTorch pads `k // 2` on every side. TF's `"same"` equals that at stride 1
 for odd kernels but pads only bottom/right at stride 2, shifting the
 sampling grid by one pixel; the symmetric presets therefore put an explicit
@@ -54,6 +61,14 @@ ZEROS = "zeros"
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+# Activations (see `LayerBuilder.activate`).
+RELU = "relu"
+LEAKY_RELU = "leaky_relu"
+ACTIVATIONS = (RELU, LEAKY_RELU)
+# PyTorch's `F.leaky_relu` / `nn.LeakyReLU` default, which the reference's
+# `resnet_leaky.py` uses (Keras's `LeakyReLU` defaults to 0.3).
+LEAKY_RELU_SLOPE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,15 +316,23 @@ class LayerBuilder:
             padding=, use_bias=, kernel_initializer=, name=)` plus
             `bias_initializer=` when `use_bias` is true; it must return a
             Keras layer. Defaults to `keras.layers.Conv2D`.
+        activation: `"relu"` (default) or `"leaky_relu"` (negative slope
+            `LEAKY_RELU_SLOPE`), the nonlinearity `activate` creates.
 
     Attributes:
         slots: dict from the name of every conv, depthwise conv and BN to
             the width slot of its output channels, filled while building.
     """
 
-    def __init__(self, settings, conv_layer=None):
+    def __init__(self, settings, conv_layer=None, activation=RELU):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Unknown activation. Choose one of: {', '.join(ACTIVATIONS)}."
+                f" Received: activation={activation!r}"
+            )
         self.settings = settings
         self.conv_layer = conv_layer or keras.layers.Conv2D
+        self.activation = activation
         self.slots = {}
 
     def _padding(self, x, kernel_size, strides, name):
@@ -389,20 +412,40 @@ class LayerBuilder:
         relu_name=None,
         last=False,
     ):
-        """Conv -> BN (-> ReLU when `relu_name` is given)."""
+        """Conv -> BN (-> activation when `relu_name` is given)."""
         x = self.conv(
             x, filters, kernel_size, strides, name=conv_name, slot=slot
         )
         x = self.batch_norm(x, name=bn_name, slot=slot, last=last)
         if relu_name:
-            x = keras.layers.ReLU(name=relu_name)(x)
+            x = self.activate(x, name=relu_name)
         return x
+
+    def activate(self, x, *, name):
+        """Applies the builder's activation as a layer named `name`.
+
+        `keras.layers.ReLU` or `keras.layers.LeakyReLU(LEAKY_RELU_SLOPE)`;
+        the name is the same for both, so a `_leaky` model has the layer
+        names of its ReLU twin.
+        """
+        if self.activation == LEAKY_RELU:
+            return keras.layers.LeakyReLU(
+                negative_slope=LEAKY_RELU_SLOPE, name=name
+            )(x)
+        return keras.layers.ReLU(name=name)(x)
 
     def max_pool(self, x, pool_size, strides, *, name):
         """Max-pool with PyTorch's `padding=pool_size // 2` when symmetric."""
         if self.settings.symmetric_padding:
             # Zero padding stands in for PyTorch's -inf padding: the input
-            # follows a ReLU, so a zero never exceeds a real value.
+            # follows a ReLU, so a zero never exceeds a real value. After a
+            # leaky ReLU it could, hence the check.
+            if self.activation != RELU:
+                raise ValueError(
+                    "max_pool pads with zeros, which equals PyTorch's -inf "
+                    "padding only after a ReLU. Received: "
+                    f"activation={self.activation!r}"
+                )
             x = keras.layers.ZeroPadding2D(pool_size // 2, name=f"{name}_pad")(
                 x
             )

@@ -115,7 +115,7 @@ def build(builder, x, widths, name, shortcut, num_classes):
             y, 3, stride, name=f"{prefix}_dw_conv", slot=expand_slot
         )
         y = builder.batch_norm(y, name=f"{prefix}_dw_bn", slot=expand_slot)
-        y = keras.layers.ReLU(name=f"{prefix}_dw_relu")(y)
+        y = builder.activate(y, name=f"{prefix}_dw_relu")
         y = builder.conv_bn(
             y,
             widths[stream],

@@ -1,11 +1,13 @@
 """Model registry: build any zoo network by name, preset and channel config.
 
 Names: `resnet20`, `resnet32`, `resnet44`, `resnet56`, `resnet110` (CIFAR
-ResNets, `resnet_cifar.py`), `vgg16` (CIFAR VGG16, `vgg_cifar.py`),
-`mobilenetv2` (CIFAR MobileNetV2, `mobilenet_v2_cifar.py`), `resnet18`,
-`resnet34`, `resnet50` (ImageNet, torchvision topology,
-`resnet_imagenet.py`). Each architecture module documents its width slots
-and layer names; presets are described in `common.py`.
+ResNets, `resnet_cifar.py`), `resnet20_leaky` ... `resnet110_leaky` (the
+same with leaky ReLU, negative slope 0.01), `vgg16` (CIFAR VGG16,
+`vgg_cifar.py`), `mobilenetv2` (CIFAR MobileNetV2,
+`mobilenet_v2_cifar.py`), `resnet18`, `resnet34`, `resnet50` (ImageNet,
+torchvision topology, `resnet_imagenet.py`). Each architecture module
+documents its width slots and layer names; presets are described in
+`common.py`.
 
 Every model is a functional Keras model: `Input` named `images` (raw 0-255
 pixels), then `Standardize(mean, std)` named `standardize`, then the network,
@@ -44,11 +46,18 @@ class UnknownModelError(ValueError):
 class _Entry:
     module: types.ModuleType
     family: str
+    activation: str = common.RELU
 
 
 _MODELS = {
     **{
         name: _Entry(resnet_cifar, common.RESNET_CIFAR)
+        for name in resnet_cifar.BLOCKS_PER_STAGE
+    },
+    **{
+        name + resnet_cifar.LEAKY_SUFFIX: _Entry(
+            resnet_cifar, common.RESNET_CIFAR, activation=common.LEAKY_RELU
+        )
         for name in resnet_cifar.BLOCKS_PER_STAGE
     },
     "vgg16": _Entry(vgg_cifar, common.VGG),
@@ -63,6 +72,11 @@ _MODELS = {
 def available_models():
     """Returns the registry names, CIFAR models first."""
     return list(_MODELS)
+
+
+def model_family(name):
+    """Returns the architecture family of `name` (`common.FAMILIES`)."""
+    return _entry(name).family
 
 
 def _entry(name):
@@ -182,7 +196,9 @@ def _build(
 
     # === Layers ===
     builder = common.LayerBuilder(
-        common.resolve_settings(preset, entry.family), conv_layer
+        common.resolve_settings(preset, entry.family),
+        conv_layer,
+        activation=entry.activation,
     )
     inputs = keras.Input(shape=input_shape, name="images")
     x = Standardize(mean, std, name="standardize")(inputs)

@@ -1,5 +1,12 @@
 """CIFAR ResNet-20/32/44/56/110 (He et al.) on explicit channel configs.
 
+Registry names `resnet{20,32,44,56,110}` and their leaky-ReLU twins
+`resnet{20,32,44,56,110}_leaky` (the grafting README's leaky-ReLU rows,
+reference `models/resnet_leaky.py`): the same network with every ReLU
+replaced by a leaky ReLU of negative slope 0.01 (`F.leaky_relu`'s default,
+METHODS.md §1.4; `common.LEAKY_RELU_SLOPE`). The twins share slots, layer
+names and weights layout; only the activation layers' type differs.
+
 Topology (METHODS.md §1.4, §2.3, §3.6, §4.4): conv3x3 stem + BN + ReLU; three
 stages of n BasicBlocks (n = (depth - 2) / 6) with stride 2 in the first
 block of stages 2 and 3; block = conv3x3-BN-ReLU-conv3x3-BN, plus shortcut,
@@ -24,8 +31,9 @@ Projection shortcuts allow any widths.
 Layer names: `stem_conv`, `stem_bn`, `stem_relu`; per block, with prefix
 `stage{s}_block{b}`: `_conv1`, `_bn1`, `_relu1`, `_conv2`, `_bn2`,
 `_shortcut` (option A) or `_shortcut_conv` + `_shortcut_bn`, `_add`, `_out`
-(the closing ReLU); strided convs under symmetric padding are preceded by
-`<conv name>_pad`; then `pool`, `fc`.
+(the closing ReLU; in `_leaky` models every `*_relu`/`_out` layer is a
+`LeakyReLU` of the same name); strided convs under symmetric padding are
+preceded by `<conv name>_pad`; then `pool`, `fc`.
 """
 
 import keras
@@ -42,11 +50,18 @@ BLOCKS_PER_STAGE = {
     "resnet110": 18,
 }
 STREAM_WIDTHS = (16, 32, 64)
+# Suffix of the leaky-ReLU twins; the registry gives them
+# `activation="leaky_relu"` (the builder creates the activations).
+LEAKY_SUFFIX = "_leaky"
+
+
+def _blocks(name):
+    return BLOCKS_PER_STAGE[name.removesuffix(LEAKY_SUFFIX)]
 
 
 def default_widths(name):
     """Returns the reference widths of `name` as a slot -> width dict."""
-    n = BLOCKS_PER_STAGE[name]
+    n = _blocks(name)
     widths = {}
     for s, width in enumerate(STREAM_WIDTHS, start=1):
         widths[f"stage{s}"] = width
@@ -73,7 +88,7 @@ def validate(config, name, shortcut):
 
 def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
-    n = BLOCKS_PER_STAGE[name]
+    n = _blocks(name)
     x = builder.conv_bn(
         x,
         widths["stage1"],
@@ -152,4 +167,4 @@ def _basic_block(
             slot=stream_slot,
         )
     x = keras.layers.Add(name=f"{prefix}_add")([y, residual])
-    return keras.layers.ReLU(name=f"{prefix}_out")(x)
+    return builder.activate(x, name=f"{prefix}_out")

@@ -165,6 +165,6 @@ def build(builder, x, widths, name, shortcut, num_classes):
         else:
             residual = x
         x = keras.layers.Add(name=f"{prefix}_add")([y, residual])
-        x = keras.layers.ReLU(name=f"{prefix}_out")(x)
+        x = builder.activate(x, name=f"{prefix}_out")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return builder.classifier(x, num_classes)
