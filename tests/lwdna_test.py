@@ -137,22 +137,26 @@ class MaskTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(lwdna.keep_floor(3, -1, min_channels=4), 3)
 
     @parameterized.named_parameters(
-        ("imagenet", "resnet18", "auto", True),
-        ("cifar_auto", "resnet20", "auto", False),
-        ("cifar_linear", "resnet20", "linear", True),
+        ("imagenet", "resnet18", None, True),
+        ("cifar_default", "resnet20", None, True),
+        ("cifar_keep", "resnet20", "keep", False),
     )
     def test_floors_and_monotone(self, name, classifier_input, prunes_fc):
-        # §4.6 check 3.
+        # §4.6 check 3; by default every model prunes its classifier input
+        # down to linear_percentage at most.
         plan = lwdna.latent_plan(name, preset="dhp")
         config = models.default_channel_config(name).scaled(0.25)
         sizes = dict(config.widths, rgb=3)
         scores = _random_scores(sizes, seed=1)
+        kwargs = {}
+        if classifier_input is not None:
+            kwargs["classifier_input"] = classifier_input
         floors = lwdna.mask_floors(
             plan,
             sizes,
             remain_percentage=0.4,
             linear_percentage=0.45,
-            classifier_input=classifier_input,
+            **kwargs,
         )
         previous = None
         for pt in [0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0, 2.0]:
@@ -284,6 +288,60 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(got, expected, atol=1e-4, rtol=0)
         # Pruning really changed the function (so the check can fail).
         self.assertGreater(np.abs(unpruned - expected).max(), 1e-3)
+
+    def test_classifier_input_width(self):
+        # ResNet-20 x2 shrunk to the uniform ResNet-20's FLOPs. By default
+        # (the reference's LW-DNA rule) the last-stage stream, which feeds
+        # the classifier, is pruned but keeps >= floor(0.45 * 128) = 57
+        # channels; "keep" leaves it at the widened 128. The derived
+        # classifier reads exactly the kept channels.
+        keras.utils.set_random_seed(0)
+        original = models.default_channel_config("resnet20")
+        net = lwdna.build_hypernet(
+            "resnet20", channel_config=original.scaled(2), embedding_dim=2
+        )
+        table = lwdna.FlopsTable(net.model, net.plan)
+        scores = _random_scores(net.latent_sizes(), seed=11)
+        uniform = complexity.count(
+            models.build_model(
+                "resnet20", channel_config=original, preset="dhp"
+            ),
+            "dhp",
+        )
+        params = {}
+        for policy in (None, "linear", "keep"):
+            kwargs = {} if policy is None else {"classifier_input": policy}
+            result = lwdna.shrink_masks(
+                table,
+                net.plan,
+                scores,
+                ratio=0.2514,
+                remain_percentage=0.4,
+                linear_percentage=0.45,
+                **kwargs,
+            )
+            config = lwdna.derived_config(net, result.masks)
+            derived = lwdna.build_derived(net, config)
+            lwdna.assign_weights(
+                derived, lwdna.derive_weights(net, result.masks)
+            )
+            width = config.widths["stage3"]
+            self.assertEqual(derived.get_layer("fc").kernel.shape[0], width)
+            if policy == "keep":
+                self.assertIsNone(result.floors["stage3"])
+                self.assertEqual(width, 128)
+            else:
+                self.assertEqual(result.floors["stage3"], 57)
+                self.assertBetween(width, 57, 127)
+            cost = complexity.count(derived, "dhp")
+            # Every policy meets the uniform net's FLOPs within 1%.
+            self.assertLess(abs(cost.flops / uniform.flops - 1), 0.01)
+            params[policy] = cost.params
+        self.assertEqual(params[None], params["linear"])
+        # Keeping the widened classifier input costs parameters: the
+        # last stage is the parameter-heaviest.
+        self.assertGreater(params["keep"], 1.2 * uniform.params)
+        self.assertLess(params["linear"], params["keep"])
 
     def test_table_matches_counter_with_active_channels(self):
         net = _hypernet()
@@ -433,6 +491,11 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
             "--linear_percentage=0.0",
         ),
         ("importance", dict(importance="norm"), "--importance=norm"),
+        (
+            "classifier_auto",
+            dict(classifier_input="auto"),
+            "--classifier_input=auto: must be one of linear, keep",
+        ),
         ("init", dict(init="copy"), "--init=copy"),
     )
     def test_config_errors(self, kwargs, message):

@@ -258,9 +258,9 @@ class _LWDNA:
         )
         self.classifier_input = d.DEFINE_string(
             "classifier_input",
-            "auto",
-            "Classifier-input stream: auto (keep for CIFAR ResNets) | "
-            "linear (prune to linear_percentage) | keep.",
+            "linear",
+            "Classifier-input stream: linear (prune, keep at least "
+            "linear_percentage) | keep (never prune: stays widened).",
         )
         self.init = d.DEFINE_string(
             "init",

@@ -25,7 +25,10 @@ is deterministic for a given seed.
 The widening factor is `config.model.width_mult` (the entry point defaults
 it to 2); `config.model.channel_config`, if set, is the original network's
 config. Without `--preset` the DHP preset is used (symmetric padding,
-projection shortcuts for CIFAR ResNets).
+projection shortcuts for CIFAR ResNets). The classifier-input stream (a
+ResNet's last stage) is pruned to at least `linear_percentage` for every
+model (`--classifier_input=linear`, the reference's LW-DNA rule); `keep`
+leaves it widened (see `shrink.check_classifier_input`).
 """
 
 import dataclasses
@@ -215,9 +218,7 @@ class LWDNAJob(job_lib.Job):
             "seconds": state.seconds,
             "importance": lw.importance,
             "grad_normalize": lw.grad_normalize,
-            "classifier_input": shrink_lib.classifier_policy(
-                name, lw.classifier_input
-            ),
+            "classifier_input": lw.classifier_input,
             "threshold": t.threshold,
             "iterations": t.iterations,
             "converged": t.converged,
