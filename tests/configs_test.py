@@ -11,7 +11,9 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
+from tfgraft import complexity
 from tfgraft import config as cfg
+from tfgraft import models
 from train import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +59,33 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(config, cfg.JobConfig)
         if job == "grafting":
             self.assertIsNotNone(config.graft)
+
+    @parameterized.named_parameters(
+        ("resnet20", "lwdna_cifar10_resnet20.cfg"),
+        ("resnet56", "lwdna_cifar10_resnet56.cfg"),
+        ("quick", "lwdna_quick.cfg"),
+    )
+    def test_lwdna_cifar_ratio_targets_uniform_flops(self, name):
+        # --ratio is relative to the widened net; the CIFAR configs pick
+        # the one that lands on the uniform net's DHP FLOPs, so LW-DNA and
+        # the uniform net compare at equal FLOPs.
+        config = flags_lib.job_config(
+            _parse(os.path.join(ROOT, "configs", name), "lwdna")
+        )
+        m = config.model
+        self.assertEqual(m.width_mult, 2.0)
+        self.assertEqual(config.lwdna.classifier_input, "linear")
+        self.assertTrue(config.lwdna.train_uniform)
+
+        def flops(channel_config):
+            net = models.build_model(
+                m.name, channel_config=channel_config, preset=m.preset
+            )
+            return complexity.count(net, "dhp").flops
+
+        original = models.default_channel_config(m.name)
+        target = config.lwdna.ratio * flops(original.scaled(m.width_mult))
+        self.assertLess(abs(target / flops(original) - 1), 1e-3)
 
     def test_resolved_flags_are_a_valid_flagfile(self):
         path = os.path.join(ROOT, "configs", "quickstart.cfg")

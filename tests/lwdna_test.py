@@ -1,5 +1,6 @@
 """Tests for tfgraft.lwdna (METHODS.md §4.6 checks 3-6, derive, the job)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -573,6 +574,14 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         )
 
 
+def _uniform_budget_ratio(name, original, width_mult):
+    def flops(config):
+        net = models.build_model(name, channel_config=config, preset="dhp")
+        return complexity.count(net, "dhp").flops
+
+    return flops(original) / flops(original.scaled(width_mult))
+
+
 @pytest.mark.large
 class LWDNAJobTest(tf.test.TestCase):
     def test_tiny_end_to_end(self):
@@ -581,6 +590,7 @@ class LWDNAJobTest(tf.test.TestCase):
         base = models.default_channel_config("resnet20").scaled(0.25)
         base_path = os.path.join(workdir, "base.json")
         base.save(base_path)
+        ratio = _uniform_budget_ratio("resnet20", base, 2.0)
         config = cfg.JobConfig(
             data=cfg.DataConfig(
                 batch_size=32,
@@ -594,12 +604,12 @@ class LWDNAJobTest(tf.test.TestCase):
             optim=cfg.OptimConfig(schedule="constant"),
             run=cfg.RunConfig(epochs=1, progress=False, strategy="default"),
             lwdna=cfg.LWDNAConfig(
-                ratio=0.3,
+                ratio=ratio,
                 embedding_dim=2,
                 search_batch_size=32,
                 importance="grad",
                 grad_normalize=True,
-                classifier_input="linear",
+                train_uniform=True,
             ),
         )
         report = job_lib.LWDNAJob(config, workdir).run()
@@ -607,12 +617,13 @@ class LWDNAJobTest(tf.test.TestCase):
             self.assertEqual(json.load(f)["job"], "lwdna")
         search = report["search"]
         self.assertEqual(search["steps"], 2)
+        self.assertEqual(search["classifier_input"], "linear")
         costs = report["complexity"]
         self.assertAllClose(
             costs["derived"]["ratio_to_widened"], search["ratio"], atol=1e-12
         )
         if search["converged"]:
-            self.assertLessEqual(abs(search["ratio"] - 0.3), 1e-3)
+            self.assertLessEqual(abs(search["ratio"] - ratio), 1e-3)
         self.assertEqual(costs["widened"]["flops"], search["widened_flops"])
         self.assertGreater(
             costs["widened"]["flops"], costs["original"]["flops"]
@@ -628,22 +639,77 @@ class LWDNAJobTest(tf.test.TestCase):
             self.assertEqual(w["derived"], derived.widths[slot])
             self.assertEqual(w["widened"], 2 * w["original"])
             self.assertLessEqual(w["derived"], w["widened"])
-        self.assertIsNotNone(report["derived"]["final_top1"])
-        self.assertIsNone(report["uniform"])
         self.assertTrue(os.path.exists(os.path.join(workdir, "widths.png")))
         export = os.path.join(workdir, "derived", "export", "saved_model.pb")
         self.assertTrue(os.path.exists(export))
-        # The derived config drives a plain baseline job's net unchanged.
+
+        # Both arms: accuracies, and costs that are those of the nets each
+        # sub-job built and trained.
         info = data_lib.load_source(
             "synthetic", synthetic_train_size=8, synthetic_test_size=8
         ).info
-        with open(os.path.join(workdir, "derived", "config.json")) as f:
-            sub = cfg.JobConfig.from_dict(json.load(f))
-        net = base_job.Job(sub, workdir).build_net(0, info)
+        configs = {}
+        for arm, channel_config in (("derived", derived), ("uniform", base)):
+            entry = report[arm]
+            self.assertTrue(entry["trained"])
+            for key in ("final_top1", "best_top1", "final_top5"):
+                self.assertBetween(entry[key], 0.0, 1.0)
+            self.assertGreaterEqual(entry["best_top1"], entry["final_top1"])
+            with open(os.path.join(workdir, arm, "config.json")) as f:
+                configs[arm] = cfg.JobConfig.from_dict(json.load(f))
+            with open(os.path.join(workdir, arm, "report.json")) as f:
+                sub = json.load(f)["nets"][0]
+            self.assertEqual(entry["final_top1"], sub["final_top1"])
+            self.assertEqual(entry["best_top1"], sub["best_top1"])
+            net = base_job.Job(configs[arm], workdir).build_net(0, info)
+            slots = models.layer_slots("resnet20", preset="dhp")
+            for layer_name, slot in slots.items():
+                self.assertEqual(
+                    net.get_layer(layer_name).output.shape[-1],
+                    channel_config.widths[slot],
+                )
+            cost = complexity.count(net, "dhp")
+            self.assertEqual(entry["flops"], cost.flops)
+            self.assertEqual(entry["params"], cost.params)
+            self.assertEqual(entry["trainable_params"], sub["params"])
+            self.assertEqual(
+                entry["trainable_params"], base_job.count_params(net)
+            )
+            # DHP params leave out BN; the sub-job's MACs equal DHP FLOPs.
+            self.assertLess(entry["params"], entry["trainable_params"])
+            self.assertEqual(entry["flops"], sub["flops"])
+        self.assertEqual(report["uniform"]["flops"], costs["original"]["flops"])
+        self.assertEqual(report["derived"]["flops"], costs["derived"]["flops"])
+        # The uniform arm is the original widths with the derived arm's
+        # recipe: same seed (init and data stream), schedule and preset.
         self.assertEqual(
-            net.get_layer("stage2_block0_conv1").filters,
-            derived.widths["stage2/block0/conv1"],
+            configs["uniform"],
+            dataclasses.replace(
+                configs["derived"],
+                model=dataclasses.replace(
+                    configs["derived"].model, channel_config=base_path
+                ),
+            ),
         )
+        self.assertEqual(configs["uniform"].model.preset, "dhp")
+        self.assertEqual(configs["uniform"].model.width_mult, 1.0)
+        equal = report["equal_flops"]
+        self.assertEqual(
+            equal["flops_ratio"],
+            report["derived"]["flops"] / report["uniform"]["flops"],
+        )
+        self.assertEqual(
+            equal["params_ratio"],
+            report["derived"]["params"] / report["uniform"]["params"],
+        )
+        self.assertAllClose(equal["uniform_budget_ratio"], ratio)
+        self.assertEqual(
+            equal["within_tolerance"],
+            abs(equal["flops_ratio"] - 1) <= equal["tolerance"],
+        )
+        if search["converged"]:
+            # Within 0.001 of the widened FLOPs, i.e. 0.4% of the uniform.
+            self.assertTrue(equal["within_tolerance"])
 
 
 if __name__ == "__main__":

@@ -328,15 +328,19 @@ class LWDNAConfig:
     """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
 
     `ratio` is the derived net's FLOPs over the *widened* net's (DHP
-    counter). `remain_percentage` = -1 keeps at least `min_channels` per
-    layer (the reference's `mc`). `importance="value"` is what the
-    reference's ImageNet ResNets use even with `--grad_prune`; its CIFAR
-    ResNet uses `"grad"`. `classifier_input="linear"` (default, every
-    model) prunes the classifier-input stream like any other but keeps at
-    least `linear_percentage` of it, as the reference's LW-DNA entry point
-    does; `"keep"` never prunes it, as the reference's DHP CIFAR ResNet
-    (not wired to its LW-DNA entry point) does: after widening that keeps
-    the widened width, so the derived net carries more parameters than the
+    counter); x2 widening does not quite quadruple FLOPs (the RGB input
+    and the logits stay), so the uniform net's budget is a little above
+    0.25 (ResNet-20: 0.2514; the report's
+    `equal_flops.uniform_budget_ratio`). `remain_percentage` = -1 keeps at
+    least `min_channels` per layer (the reference's `mc`).
+    `importance="value"` is what the reference's ImageNet ResNets use even
+    with `--grad_prune`; its CIFAR ResNet uses `"grad"`.
+    `classifier_input="linear"` (default, every model) prunes the
+    classifier-input stream like any other but keeps at least
+    `linear_percentage` of it, as the reference's LW-DNA entry point does;
+    `"keep"` never prunes it, as the reference's DHP CIFAR ResNet (not
+    wired to its LW-DNA entry point) does: after widening that keeps the
+    widened width, so the derived net carries more parameters than the
     uniform one at the same FLOPs.
     """
 

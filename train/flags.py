@@ -218,7 +218,9 @@ class _LWDNA:
         self.ratio = d.DEFINE_float(
             "ratio",
             0.25,
-            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1].",
+            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1]; "
+            "report.json equal_flops.uniform_budget_ratio is the one that "
+            "matches the uniform net.",
         )
         self.remain_percentage = d.DEFINE_float(
             "remain_percentage",
