@@ -87,6 +87,21 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
         target = config.lwdna.ratio * flops(original.scaled(m.width_mult))
         self.assertLess(abs(target / flops(original) - 1), 1e-3)
 
+    def test_lwdna_imagenet_trains_without_flip(self):
+        # The reference's ImageNet loader drops the flip unless its
+        # inverted --no_flip is passed (METHODS §4.5); the recipe matches.
+        path = os.path.join(ROOT, "configs", "lwdna_imagenet_resnet50.cfg")
+        config = flags_lib.job_config(_parse(path, "lwdna"))
+        self.assertFalse(config.data.flip)
+        self.assertEqual(config.data.augment, "imagenet")
+        self.assertEqual(config.lwdna.classifier_input, "linear")
+        self.assertEqual(config.lwdna.ratio, 0.23)
+        # Every other config keeps the default flip.
+        for other in CONFIGS:
+            if other != path and _job_of(other) == "lwdna":
+                data = flags_lib.job_config(_parse(other, "lwdna")).data
+                self.assertTrue(data.flip, other)
+
     def test_resolved_flags_are_a_valid_flagfile(self):
         path = os.path.join(ROOT, "configs", "quickstart.cfg")
         fv = _parse(path, "grafting")

@@ -29,6 +29,7 @@ class DataConfig:
     synthetic_train_size: int = 10000
     synthetic_test_size: int = 2000
     augment: str = "auto"
+    flip: bool = True
     randaugment: bool = False
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0

@@ -130,6 +130,12 @@ class _Common:
             ["auto", "cifar", "imagenet", "none"],
             "Augmentation recipe (auto: the dataset's).",
         )
+        self.flip = d.DEFINE_bool(
+            "flip",
+            True,
+            "Random horizontal flip in the cifar/imagenet recipes (--noflip:"
+            " crops only, as the reference LW-DNA ImageNet loader).",
+        )
         self.randaugment = d.DEFINE_bool(
             "randaugment", False, "keras-cv RandAugment."
         )
@@ -528,6 +534,7 @@ def job_config(flag_values=None):
             synthetic_train_size=c.synthetic_train_size.value,
             synthetic_test_size=c.synthetic_test_size.value,
             augment=c.augment.value,
+            flip=c.flip.value,
             randaugment=c.randaugment.value,
             mixup_alpha=c.mixup_alpha.value,
             cutmix_alpha=c.cutmix_alpha.value,
