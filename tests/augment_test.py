@@ -78,6 +78,58 @@ class RandomResizedCropTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(out, tf.fill([20, 20, 3], 77.0), atol=1e-3)
 
 
+class NoFlipTest(tf.test.TestCase, parameterized.TestCase):
+    """flip=False keeps every crop and never mirrors (METHODS §4.5)."""
+
+    def _check(self, with_flip, without_flip):
+        mirrored = 0
+        for a, b in zip(with_flip.numpy(), without_flip.numpy()):
+            if np.array_equal(a, b):
+                continue
+            # A drawn flip: the no-flip image is the flipped one mirrored.
+            self.assertAllClose(a[:, ::-1], b, atol=1e-4)
+            mirrored += 1
+        # The images are not symmetric, so some flips were drawn and undone.
+        self.assertBetween(mirrored, 1, len(with_flip) - 1)
+
+    def test_pad_crop(self):
+        images = tf.random.stateless_uniform(
+            [32, 8, 8, 3], seed(9), 0, 255, tf.int32
+        )
+        self._check(
+            augment.pad_crop_flip(images, seed(10)),
+            augment.pad_crop_flip(images, seed(10), flip=False),
+        )
+
+    def test_random_resized_crop_batch(self):
+        images = tf.random.stateless_uniform(
+            [16, 20, 24, 3], seed(11), 0, 255, tf.int32
+        )
+        self._check(
+            augment.random_resized_crop_flip(images, seed(12), (12, 12)),
+            augment.random_resized_crop_flip(
+                images, seed(12), (12, 12), flip=False
+            ),
+        )
+
+    def test_random_resized_crop_image(self):
+        image = tf.random.stateless_uniform(
+            [40, 50, 3], seed(13), 0, 255, tf.int32
+        )
+        pairs = [
+            (
+                augment.random_resized_crop_flip_image(image, seed(s), (16, 16)),
+                augment.random_resized_crop_flip_image(
+                    image, seed(s), (16, 16), flip=False
+                ),
+            )
+            for s in range(16)
+        ]
+        self._check(
+            tf.stack([a for a, _ in pairs]), tf.stack([b for _, b in pairs])
+        )
+
+
 class ResizeCenterCropTest(tf.test.TestCase):
     def test_batch_matches_single_images(self):
         images = tf.random.stateless_uniform(

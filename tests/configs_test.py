@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
+from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import models
 from tfgraft.study import spec as spec_lib
@@ -88,6 +89,48 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
             fv = _parse(path, cell.arm.job, list(cell.argv))
             config = flags_lib.job_config(fv)
             self.assertIsInstance(config, cfg.JobConfig)
+
+    @parameterized.named_parameters(
+        ("resnet20", "lwdna_cifar10_resnet20.cfg"),
+        ("resnet56", "lwdna_cifar10_resnet56.cfg"),
+        ("quick", "lwdna_quick.cfg"),
+    )
+    def test_lwdna_cifar_ratio_targets_uniform_flops(self, name):
+        # --ratio is relative to the widened net; the CIFAR configs pick
+        # the one that lands on the uniform net's DHP FLOPs, so LW-DNA and
+        # the uniform net compare at equal FLOPs.
+        config = flags_lib.job_config(
+            _parse(os.path.join(ROOT, "configs", name), "lwdna")
+        )
+        m = config.model
+        self.assertEqual(m.width_mult, 2.0)
+        self.assertEqual(config.lwdna.classifier_input, "linear")
+        self.assertTrue(config.lwdna.train_uniform)
+
+        def flops(channel_config):
+            net = models.build_model(
+                m.name, channel_config=channel_config, preset=m.preset
+            )
+            return complexity.count(net, "dhp").flops
+
+        original = models.default_channel_config(m.name)
+        target = config.lwdna.ratio * flops(original.scaled(m.width_mult))
+        self.assertLess(abs(target / flops(original) - 1), 1e-3)
+
+    def test_lwdna_imagenet_trains_without_flip(self):
+        # The reference's ImageNet loader drops the flip unless its
+        # inverted --no_flip is passed (METHODS §4.5); the recipe matches.
+        path = os.path.join(ROOT, "configs", "lwdna_imagenet_resnet50.cfg")
+        config = flags_lib.job_config(_parse(path, "lwdna"))
+        self.assertFalse(config.data.flip)
+        self.assertEqual(config.data.augment, "imagenet")
+        self.assertEqual(config.lwdna.classifier_input, "linear")
+        self.assertEqual(config.lwdna.ratio, 0.23)
+        # Every other config keeps the default flip.
+        for other in CONFIGS:
+            if other != path and _job_of(other) == "lwdna":
+                data = flags_lib.job_config(_parse(other, "lwdna")).data
+                self.assertTrue(data.flip, other)
 
     def test_resolved_flags_are_a_valid_flagfile(self):
         path = os.path.join(ROOT, "configs", "quickstart.cfg")

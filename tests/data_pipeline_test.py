@@ -223,6 +223,29 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertBetween(flips, 16, 48)
         self.assertGreater(len({key[:2] for key in found}), 20)
 
+    @parameterized.named_parameters(
+        ("cifar", "cifar"), ("imagenet", "imagenet")
+    )
+    def test_noflip_keeps_crops_and_never_mirrors(self, recipe):
+        # Same stream with and without flip: images equal, or the flipped
+        # one mirrored; so flip=False changes nothing but the flip.
+        image = np.random.default_rng(1).integers(1, 256, (16, 16, 3))
+        images = np.repeat(image[None].astype(np.uint8), 32, axis=0)
+        source = array_source(images, np.zeros(32, np.int32))
+
+        def batch(flip):
+            config = AugmentConfig(recipe=recipe, flip=flip)
+            ds = train_dataset(source, batch_size=32, seed=7, augment=config)
+            return take(ds, 1)[0][0]
+
+        with_flip, without_flip = batch(True), batch(False)
+        mirrored = 0
+        for a, b in zip(with_flip, without_flip):
+            if not np.array_equal(a, b):
+                np.testing.assert_allclose(a[:, ::-1], b, atol=1e-4)
+                mirrored += 1
+        self.assertBetween(mirrored, 4, 28)
+
     def test_imagenet_recipe_on_arrays_keeps_size(self):
         out = take(
             train_dataset(

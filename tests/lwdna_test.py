@@ -1,5 +1,6 @@
 """Tests for tfgraft.lwdna (METHODS.md §4.6 checks 3-6, derive, the job)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -137,22 +138,26 @@ class MaskTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(lwdna.keep_floor(3, -1, min_channels=4), 3)
 
     @parameterized.named_parameters(
-        ("imagenet", "resnet18", "auto", True),
-        ("cifar_auto", "resnet20", "auto", False),
-        ("cifar_linear", "resnet20", "linear", True),
+        ("imagenet", "resnet18", None, True),
+        ("cifar_default", "resnet20", None, True),
+        ("cifar_keep", "resnet20", "keep", False),
     )
     def test_floors_and_monotone(self, name, classifier_input, prunes_fc):
-        # §4.6 check 3.
+        # §4.6 check 3; by default every model prunes its classifier input
+        # down to linear_percentage at most.
         plan = lwdna.latent_plan(name, preset="dhp")
         config = models.default_channel_config(name).scaled(0.25)
         sizes = dict(config.widths, rgb=3)
         scores = _random_scores(sizes, seed=1)
+        kwargs = {}
+        if classifier_input is not None:
+            kwargs["classifier_input"] = classifier_input
         floors = lwdna.mask_floors(
             plan,
             sizes,
             remain_percentage=0.4,
             linear_percentage=0.45,
-            classifier_input=classifier_input,
+            **kwargs,
         )
         previous = None
         for pt in [0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0, 2.0]:
@@ -284,6 +289,60 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(got, expected, atol=1e-4, rtol=0)
         # Pruning really changed the function (so the check can fail).
         self.assertGreater(np.abs(unpruned - expected).max(), 1e-3)
+
+    def test_classifier_input_width(self):
+        # ResNet-20 x2 shrunk to the uniform ResNet-20's FLOPs. By default
+        # (the reference's LW-DNA rule) the last-stage stream, which feeds
+        # the classifier, is pruned but keeps >= floor(0.45 * 128) = 57
+        # channels; "keep" leaves it at the widened 128. The derived
+        # classifier reads exactly the kept channels.
+        keras.utils.set_random_seed(0)
+        original = models.default_channel_config("resnet20")
+        net = lwdna.build_hypernet(
+            "resnet20", channel_config=original.scaled(2), embedding_dim=2
+        )
+        table = lwdna.FlopsTable(net.model, net.plan)
+        scores = _random_scores(net.latent_sizes(), seed=11)
+        uniform = complexity.count(
+            models.build_model(
+                "resnet20", channel_config=original, preset="dhp"
+            ),
+            "dhp",
+        )
+        params = {}
+        for policy in (None, "linear", "keep"):
+            kwargs = {} if policy is None else {"classifier_input": policy}
+            result = lwdna.shrink_masks(
+                table,
+                net.plan,
+                scores,
+                ratio=0.2514,
+                remain_percentage=0.4,
+                linear_percentage=0.45,
+                **kwargs,
+            )
+            config = lwdna.derived_config(net, result.masks)
+            derived = lwdna.build_derived(net, config)
+            lwdna.assign_weights(
+                derived, lwdna.derive_weights(net, result.masks)
+            )
+            width = config.widths["stage3"]
+            self.assertEqual(derived.get_layer("fc").kernel.shape[0], width)
+            if policy == "keep":
+                self.assertIsNone(result.floors["stage3"])
+                self.assertEqual(width, 128)
+            else:
+                self.assertEqual(result.floors["stage3"], 57)
+                self.assertBetween(width, 57, 127)
+            cost = complexity.count(derived, "dhp")
+            # Every policy meets the uniform net's FLOPs within 1%.
+            self.assertLess(abs(cost.flops / uniform.flops - 1), 0.01)
+            params[policy] = cost.params
+        self.assertEqual(params[None], params["linear"])
+        # Keeping the widened classifier input costs parameters: the
+        # last stage is the parameter-heaviest.
+        self.assertGreater(params["keep"], 1.2 * uniform.params)
+        self.assertLess(params["linear"], params["keep"])
 
     def test_table_matches_counter_with_active_channels(self):
         net = _hypernet()
@@ -433,6 +492,11 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
             "--linear_percentage=0.0",
         ),
         ("importance", dict(importance="norm"), "--importance=norm"),
+        (
+            "classifier_auto",
+            dict(classifier_input="auto"),
+            "--classifier_input=auto: must be one of linear, keep",
+        ),
         ("init", dict(init="copy"), "--init=copy"),
     )
     def test_config_errors(self, kwargs, message):
@@ -510,6 +574,14 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         )
 
 
+def _uniform_budget_ratio(name, original, width_mult):
+    def flops(config):
+        net = models.build_model(name, channel_config=config, preset="dhp")
+        return complexity.count(net, "dhp").flops
+
+    return flops(original) / flops(original.scaled(width_mult))
+
+
 @pytest.mark.large
 class LWDNAJobTest(tf.test.TestCase):
     def test_tiny_end_to_end(self):
@@ -518,6 +590,7 @@ class LWDNAJobTest(tf.test.TestCase):
         base = models.default_channel_config("resnet20").scaled(0.25)
         base_path = os.path.join(workdir, "base.json")
         base.save(base_path)
+        ratio = _uniform_budget_ratio("resnet20", base, 2.0)
         config = cfg.JobConfig(
             data=cfg.DataConfig(
                 batch_size=32,
@@ -531,12 +604,12 @@ class LWDNAJobTest(tf.test.TestCase):
             optim=cfg.OptimConfig(schedule="constant"),
             run=cfg.RunConfig(epochs=1, progress=False, strategy="default"),
             lwdna=cfg.LWDNAConfig(
-                ratio=0.3,
+                ratio=ratio,
                 embedding_dim=2,
                 search_batch_size=32,
                 importance="grad",
                 grad_normalize=True,
-                classifier_input="linear",
+                train_uniform=True,
             ),
         )
         report = job_lib.LWDNAJob(config, workdir).run()
@@ -544,12 +617,13 @@ class LWDNAJobTest(tf.test.TestCase):
             self.assertEqual(json.load(f)["job"], "lwdna")
         search = report["search"]
         self.assertEqual(search["steps"], 2)
+        self.assertEqual(search["classifier_input"], "linear")
         costs = report["complexity"]
         self.assertAllClose(
             costs["derived"]["ratio_to_widened"], search["ratio"], atol=1e-12
         )
         if search["converged"]:
-            self.assertLessEqual(abs(search["ratio"] - 0.3), 1e-3)
+            self.assertLessEqual(abs(search["ratio"] - ratio), 1e-3)
         self.assertEqual(costs["widened"]["flops"], search["widened_flops"])
         self.assertGreater(
             costs["widened"]["flops"], costs["original"]["flops"]
@@ -565,22 +639,77 @@ class LWDNAJobTest(tf.test.TestCase):
             self.assertEqual(w["derived"], derived.widths[slot])
             self.assertEqual(w["widened"], 2 * w["original"])
             self.assertLessEqual(w["derived"], w["widened"])
-        self.assertIsNotNone(report["derived"]["final_top1"])
-        self.assertIsNone(report["uniform"])
         self.assertTrue(os.path.exists(os.path.join(workdir, "widths.png")))
         export = os.path.join(workdir, "derived", "export", "saved_model.pb")
         self.assertTrue(os.path.exists(export))
-        # The derived config drives a plain baseline job's net unchanged.
+
+        # Both arms: accuracies, and costs that are those of the nets each
+        # sub-job built and trained.
         info = data_lib.load_source(
             "synthetic", synthetic_train_size=8, synthetic_test_size=8
         ).info
-        with open(os.path.join(workdir, "derived", "config.json")) as f:
-            sub = cfg.JobConfig.from_dict(json.load(f))
-        net = base_job.Job(sub, workdir).build_net(0, info)
+        configs = {}
+        for arm, channel_config in (("derived", derived), ("uniform", base)):
+            entry = report[arm]
+            self.assertTrue(entry["trained"])
+            for key in ("final_top1", "best_top1", "final_top5"):
+                self.assertBetween(entry[key], 0.0, 1.0)
+            self.assertGreaterEqual(entry["best_top1"], entry["final_top1"])
+            with open(os.path.join(workdir, arm, "config.json")) as f:
+                configs[arm] = cfg.JobConfig.from_dict(json.load(f))
+            with open(os.path.join(workdir, arm, "report.json")) as f:
+                sub = json.load(f)["nets"][0]
+            self.assertEqual(entry["final_top1"], sub["final_top1"])
+            self.assertEqual(entry["best_top1"], sub["best_top1"])
+            net = base_job.Job(configs[arm], workdir).build_net(0, info)
+            slots = models.layer_slots("resnet20", preset="dhp")
+            for layer_name, slot in slots.items():
+                self.assertEqual(
+                    net.get_layer(layer_name).output.shape[-1],
+                    channel_config.widths[slot],
+                )
+            cost = complexity.count(net, "dhp")
+            self.assertEqual(entry["flops"], cost.flops)
+            self.assertEqual(entry["params"], cost.params)
+            self.assertEqual(entry["trainable_params"], sub["params"])
+            self.assertEqual(
+                entry["trainable_params"], base_job.count_params(net)
+            )
+            # DHP params leave out BN; the sub-job's MACs equal DHP FLOPs.
+            self.assertLess(entry["params"], entry["trainable_params"])
+            self.assertEqual(entry["flops"], sub["flops"])
+        self.assertEqual(report["uniform"]["flops"], costs["original"]["flops"])
+        self.assertEqual(report["derived"]["flops"], costs["derived"]["flops"])
+        # The uniform arm is the original widths with the derived arm's
+        # recipe: same seed (init and data stream), schedule and preset.
         self.assertEqual(
-            net.get_layer("stage2_block0_conv1").filters,
-            derived.widths["stage2/block0/conv1"],
+            configs["uniform"],
+            dataclasses.replace(
+                configs["derived"],
+                model=dataclasses.replace(
+                    configs["derived"].model, channel_config=base_path
+                ),
+            ),
         )
+        self.assertEqual(configs["uniform"].model.preset, "dhp")
+        self.assertEqual(configs["uniform"].model.width_mult, 1.0)
+        equal = report["equal_flops"]
+        self.assertEqual(
+            equal["flops_ratio"],
+            report["derived"]["flops"] / report["uniform"]["flops"],
+        )
+        self.assertEqual(
+            equal["params_ratio"],
+            report["derived"]["params"] / report["uniform"]["params"],
+        )
+        self.assertAllClose(equal["uniform_budget_ratio"], ratio)
+        self.assertEqual(
+            equal["within_tolerance"],
+            abs(equal["flops_ratio"] - 1) <= equal["tolerance"],
+        )
+        if search["converged"]:
+            # Within 0.001 of the widened FLOPs, i.e. 0.4% of the uniform.
+            self.assertTrue(equal["within_tolerance"])
 
 
 if __name__ == "__main__":

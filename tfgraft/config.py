@@ -29,6 +29,7 @@ class DataConfig:
     synthetic_train_size: int = 10000
     synthetic_test_size: int = 2000
     augment: str = "auto"
+    flip: bool = True
     randaugment: bool = False
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -333,7 +334,7 @@ def register_section(name, section_type):
 
 
 IMPORTANCES = ("value", "grad")
-CLASSIFIER_INPUTS = ("auto", "linear", "keep")
+CLASSIFIER_INPUTS = ("linear", "keep")
 INITS = ("inherit", "reinit")
 
 
@@ -342,12 +343,20 @@ class LWDNAConfig:
     """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
 
     `ratio` is the derived net's FLOPs over the *widened* net's (DHP
-    counter). `remain_percentage` = -1 keeps at least `min_channels` per
-    layer (the reference's `mc`). `importance="value"` is what the
-    reference's ImageNet ResNets use even with `--grad_prune`; its CIFAR
-    ResNet uses `"grad"`. `classifier_input="auto"` keeps the last stage's
-    stream for CIFAR ResNets (reference CIFAR model) and prunes it with
-    `linear_percentage` otherwise.
+    counter); x2 widening does not quite quadruple FLOPs (the RGB input
+    and the logits stay), so the uniform net's budget is a little above
+    0.25 (ResNet-20: 0.2514; the report's
+    `equal_flops.uniform_budget_ratio`). `remain_percentage` = -1 keeps at
+    least `min_channels` per layer (the reference's `mc`).
+    `importance="value"` is what the reference's ImageNet ResNets use even
+    with `--grad_prune`; its CIFAR ResNet uses `"grad"`.
+    `classifier_input="linear"` (default, every model) prunes the
+    classifier-input stream like any other but keeps at least
+    `linear_percentage` of it, as the reference's LW-DNA entry point does;
+    `"keep"` never prunes it, as the reference's DHP CIFAR ResNet (not
+    wired to its LW-DNA entry point) does: after widening that keeps the
+    widened width, so the derived net carries more parameters than the
+    uniform one at the same FLOPs.
     """
 
     ratio: float = 0.25
@@ -360,7 +369,7 @@ class LWDNAConfig:
     grad_normalize: bool = False
     prune_threshold: float = 5e-3
     min_channels: int = 4
-    classifier_input: str = "auto"
+    classifier_input: str = "linear"
     init: str = "inherit"
     train_uniform: bool = False
 

@@ -130,6 +130,12 @@ class _Common:
             ["auto", "cifar", "imagenet", "none"],
             "Augmentation recipe (auto: the dataset's).",
         )
+        self.flip = d.DEFINE_bool(
+            "flip",
+            True,
+            "Random horizontal flip in the cifar/imagenet recipes (--noflip:"
+            " crops only, as the reference LW-DNA ImageNet loader).",
+        )
         self.randaugment = d.DEFINE_bool(
             "randaugment", False, "keras-cv RandAugment."
         )
@@ -228,7 +234,9 @@ class _LWDNA:
         self.ratio = d.DEFINE_float(
             "ratio",
             0.25,
-            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1].",
+            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1]; "
+            "report.json equal_flops.uniform_budget_ratio is the one that "
+            "matches the uniform net.",
         )
         self.remain_percentage = d.DEFINE_float(
             "remain_percentage",
@@ -268,9 +276,9 @@ class _LWDNA:
         )
         self.classifier_input = d.DEFINE_string(
             "classifier_input",
-            "auto",
-            "Classifier-input stream: auto (keep for CIFAR ResNets) | "
-            "linear (prune to linear_percentage) | keep.",
+            "linear",
+            "Classifier-input stream: linear (prune, keep at least "
+            "linear_percentage) | keep (never prune: stays widened).",
         )
         self.init = d.DEFINE_string(
             "init",
@@ -547,6 +555,7 @@ def job_config(flag_values=None):
             synthetic_train_size=c.synthetic_train_size.value,
             synthetic_test_size=c.synthetic_test_size.value,
             augment=c.augment.value,
+            flip=c.flip.value,
             randaugment=c.randaugment.value,
             mixup_alpha=c.mixup_alpha.value,
             cutmix_alpha=c.cutmix_alpha.value,

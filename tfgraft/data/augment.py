@@ -16,6 +16,10 @@ Recipes (torchvision equivalents in brackets):
   `CenterCrop(224)`].
 * `"none"`: no random augmentation (the evaluation transform).
 
+`AugmentConfig.flip=False` drops the horizontal flip from both recipes and
+keeps everything else, crops included, exactly as drawn with the flip on
+(the reference LW-DNA ImageNet loader trains without flip, METHODS §4.5).
+
 On top, `AugmentConfig` can switch on keras-cv's RandAugment and MixUp /
 CutMix (the latter two reimplemented here with stateless ops, following
 keras-cv's definitions, because keras-cv draws from stateful generators).
@@ -42,6 +46,8 @@ class AugmentConfig:
     Attributes:
         recipe: `"auto"` (the source's `DatasetInfo.recipe`), `"cifar"`,
             `"imagenet"` or `"none"`.
+        flip: random horizontal flip in the `"cifar"` and `"imagenet"`
+            recipes. Off, every crop is the one drawn with it on.
         randaugment: apply `keras_cv.layers.RandAugment` (value range 0-255)
             to every training batch after the crop and flip. Its magnitude is
             fixed (`magnitude_stddev=0`, as in the RandAugment paper) so the
@@ -54,6 +60,7 @@ class AugmentConfig:
     """
 
     recipe: str = "auto"
+    flip: bool = True
     randaugment: bool = False
     randaugment_magnitude: float = 0.5
     randaugment_layers: int = 2
@@ -101,7 +108,7 @@ def split_seed(seed, num):
 # CIFAR recipe.
 
 
-def pad_crop_flip(images, seed, padding=CIFAR_PADDING):
+def pad_crop_flip(images, seed, padding=CIFAR_PADDING, flip=True):
     """Zero-pad, random crop back to size and random flip, per image.
 
     Both the crop and the flip are one index gather each (`batch_dims=1`),
@@ -111,6 +118,7 @@ def pad_crop_flip(images, seed, padding=CIFAR_PADDING):
         images: `[B, H, W, C]` tensor of any dtype (pixel values).
         seed: int64 `[2]` seed.
         padding: zero padding on every side, in pixels.
+        flip: whether to flip (the crops do not depend on it).
 
     Returns:
         float32 `[B, H, W, C]`.
@@ -125,14 +133,16 @@ def pad_crop_flip(images, seed, padding=CIFAR_PADDING):
         maxval=2 * padding + 1,
         dtype=tf.int32,
     )
-    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    flips = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    # The flips are drawn either way, so flip=False keeps every crop.
+    flips = tf.logical_and(flips, bool(flip))
     padded = tf.pad(
         images, [[0, 0], [padding, padding], [padding, padding], [0, 0]]
     )
     rows = offsets[:, 0:1] + tf.range(height)[None, :]
     columns = tf.range(width)
     # Flipping the crop = reading its columns backwards.
-    columns = tf.where(flip[:, None], width - 1 - columns, columns[None, :])
+    columns = tf.where(flips[:, None], width - 1 - columns, columns[None, :])
     columns = offsets[:, 1:2] + columns
     out = tf.gather(padded, rows, axis=1, batch_dims=1)
     out = tf.gather(out, columns, axis=2, batch_dims=1)
@@ -218,7 +228,7 @@ def random_resized_crop_boxes(
     return tuple(tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w))
 
 
-def random_resized_crop_flip_image(image, seed, size):
+def random_resized_crop_flip_image(image, seed, size, flip=True):
     """RandomResizedCrop + flip of one image of any size.
 
     Crops with a slice and resizes with an antialiased bilinear filter (what
@@ -228,6 +238,7 @@ def random_resized_crop_flip_image(image, seed, size):
         image: `[h, w, 3]` tensor.
         seed: int64 `[2]` seed.
         size: `(height, width)` of the output.
+        flip: whether to flip (the crop does not depend on it).
 
     Returns:
         float32 `[height, width, 3]`.
@@ -243,12 +254,13 @@ def random_resized_crop_flip_image(image, seed, size):
     out = tf.image.resize(
         tf.cast(crop, tf.float32), size, method="bilinear", antialias=True
     )
-    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    out = tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
+    if flip:
+        flips = tf.random.stateless_uniform([], flip_seed) < 0.5
+        out = tf.cond(flips, lambda: tf.reverse(out, axis=[1]), lambda: out)
     return tf.ensure_shape(out, [size[0], size[1], 3])
 
 
-def random_resized_crop_flip(images, seed, size):
+def random_resized_crop_flip(images, seed, size, flip=True):
     """RandomResizedCrop + flip of a batch of equal-size images.
 
     One `crop_and_resize` call for the batch (bilinear, no antialiasing:
@@ -258,6 +270,7 @@ def random_resized_crop_flip(images, seed, size):
         images: `[B, H, W, C]` tensor.
         seed: int64 `[2]` seed.
         size: `(height, width)` of the output.
+        flip: whether to flip (the crops do not depend on it).
 
     Returns:
         float32 `[B, height, width, C]`.
@@ -287,8 +300,10 @@ def random_resized_crop_flip(images, seed, size):
     out = tf.image.crop_and_resize(
         tf.cast(images, tf.float32), boxes, tf.range(batch), size
     )
-    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
+    if not flip:
+        return out
+    flips = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    return tf.where(flips[:, None, None, None], tf.reverse(out, axis=[2]), out)
 
 
 def resize_center_crop(image, size):

@@ -111,10 +111,12 @@ def train_dataset(
     _check_recipe(info, recipe)
     steps = steps_per_epoch(info, batch_size)
     if source.in_memory:
-        ds = _in_memory_train(source, batch_size, seed, start_step, recipe)
+        ds = _in_memory_train(
+            source, batch_size, seed, start_step, recipe, augment.flip
+        )
     else:
         ds = _streaming_train(
-            source, batch_size, seed, start_step, recipe, steps
+            source, batch_size, seed, start_step, recipe, steps, augment.flip
         )
     # From here on elements are (step, images, labels) batches.
     if augment.randaugment:
@@ -162,11 +164,13 @@ def _check_recipe(info, recipe):
         )
 
 
-def _batch_augment(images, seed, recipe, out_size):
+def _batch_augment(images, seed, recipe, out_size, flip=True):
     if recipe == "cifar":
-        return augment_lib.pad_crop_flip(images, seed)
+        return augment_lib.pad_crop_flip(images, seed, flip=flip)
     if recipe == "imagenet":
-        return augment_lib.random_resized_crop_flip(images, seed, out_size)
+        return augment_lib.random_resized_crop_flip(
+            images, seed, out_size, flip=flip
+        )
     return tf.cast(images, tf.float32)
 
 
@@ -218,7 +222,7 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
     return ds.flat_map(epoch_batches).skip(skip)
 
 
-def _in_memory_train(source, batch_size, seed, start_step, recipe):
+def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
     images, labels = source.arrays("train")
     # Checks --batch_size against the data set (one-line DataError).
     steps_per_epoch(source.info, batch_size)
@@ -232,6 +236,7 @@ def _in_memory_train(source, batch_size, seed, start_step, recipe):
             _step_seed(seed, step, 0),
             recipe,
             out_size,
+            flip,
         )
         return step, batch, tf.gather(labels, index)
 
@@ -241,7 +246,9 @@ def _in_memory_train(source, batch_size, seed, start_step, recipe):
     return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _streaming_train(source, batch_size, seed, start_step, recipe, steps):
+def _streaming_train(
+    source, batch_size, seed, start_step, recipe, steps, flip
+):
     info = source.info
     num = info.num_train
     used = steps * batch_size
@@ -262,10 +269,10 @@ def _streaming_train(source, batch_size, seed, start_step, recipe, steps):
         image, label = example
         key = tf.random.experimental.stateless_fold_in(element_seed, index)
         if recipe == "cifar":
-            out = augment_lib.pad_crop_flip(image[None], key)[0]
+            out = augment_lib.pad_crop_flip(image[None], key, flip=flip)[0]
         elif recipe == "imagenet":
             out = augment_lib.random_resized_crop_flip_image(
-                image, key, out_size
+                image, key, out_size, flip=flip
             )
         else:
             out = _eval_transform(image, info)

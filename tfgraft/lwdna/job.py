@@ -17,6 +17,17 @@ Workdir layout (METHODS.md §4.3):
   and derived nets, the search, both accuracies; `widths.png` — per-layer
   widths, original vs widened vs derived.
 
+The comparison at equal FLOPs: `report["derived"]` and `report["uniform"]`
+each hold `final_top1`, `final_top5`, `best_top1`, `best_epoch` (None for
+a net not trained), DHP `flops` and `params` (conv kernels + classifier,
+no BN) and `trainable_params` (Keras's count, BN gamma/beta included);
+`report["equal_flops"]` their `flops_ratio` and `params_ratio` (derived /
+uniform), whether the FLOPs agree within `EQUAL_FLOPS_TOLERANCE`, and the
+`--ratio` that targets the uniform net's FLOPs exactly. The uniform net
+(`train_uniform`) is the original-width net trained with the derived
+net's recipe: same seed (same initialisation seed and data stream), same
+schedule, same preset.
+
 Resuming: when `derived/` already holds a checkpoint, the saved
 `channel_config.json` is reused and the search is not run again (the
 checkpoint holds the trained weights); otherwise the search reruns, which
@@ -25,7 +36,10 @@ is deterministic for a given seed.
 The widening factor is `config.model.width_mult` (the entry point defaults
 it to 2); `config.model.channel_config`, if set, is the original network's
 config. Without `--preset` the DHP preset is used (symmetric padding,
-projection shortcuts for CIFAR ResNets).
+projection shortcuts for CIFAR ResNets). The classifier-input stream (a
+ResNet's last stage) is pruned to at least `linear_percentage` for every
+model (`--classifier_input=linear`, the reference's LW-DNA rule); `keep`
+leaves it widened (see `shrink.check_classifier_input`).
 """
 
 import dataclasses
@@ -47,6 +61,11 @@ from tfgraft.training import distribute
 from tfgraft.training import job as job_lib
 
 DEFAULT_PRESET = "dhp"
+# `report["equal_flops"]["within_tolerance"]`: |derived / uniform - 1|.
+# The threshold search stops within 0.001 of --ratio times the widened
+# FLOPs, i.e. within 0.4% of the uniform net's for x2 widening when --ratio
+# is `uniform_budget_ratio` (the CIFAR configs).
+EQUAL_FLOPS_TOLERANCE = 0.01
 
 
 class DerivedJob(job_lib.Job):
@@ -215,9 +234,7 @@ class LWDNAJob(job_lib.Job):
             "seconds": state.seconds,
             "importance": lw.importance,
             "grad_normalize": lw.grad_normalize,
-            "classifier_input": shrink_lib.classifier_policy(
-                name, lw.classifier_input
-            ),
+            "classifier_input": lw.classifier_input,
             "threshold": t.threshold,
             "iterations": t.iterations,
             "converged": t.converged,
@@ -261,6 +278,17 @@ class LWDNAJob(job_lib.Job):
             with open(search_path) as f:
                 record = json.load(f)
         else:
+            budget = self._cost(original)["flops"]
+            total = self._cost(widened)["flops"]
+            logging.info(
+                "Budget: --ratio=%.4f of the widened net's %d DHP FLOPs is "
+                "%.4fx the uniform net's %d (--ratio=%.4f matches them)",
+                lw.ratio,
+                total,
+                lw.ratio * total / budget,
+                budget,
+                budget / total,
+            )
             derived, record, weights = self.search_and_derive(widened)
             # Every worker writes the (identical) config it trains from, so
             # multi-worker runs need no shared file system for it.
@@ -308,6 +336,7 @@ class LWDNAJob(job_lib.Job):
     # === Report ===
 
     def _cost(self, channel_config):
+        """DHP FLOPs/params and Keras's trainable count of one config."""
         net = models.build_model(
             self.config.model.name,
             channel_config=channel_config,
@@ -315,17 +344,23 @@ class LWDNAJob(job_lib.Job):
             **self._build_kwargs(),
         )
         cost = complexity.count(net, "dhp")
-        return {"flops": int(cost.flops), "params": int(cost.params)}
+        return {
+            "flops": int(cost.flops),
+            "params": int(cost.params),
+            "trainable_params": job_lib.count_params(net),
+        }
 
     def lwdna_report(
         self, original, widened, derived, record, derived_report, uniform
     ):
-        def accuracy(report):
-            if report is None:
-                return None
-            net = report["nets"][0]
+        def summary(report, cost):
             keys = ("final_top1", "final_top5", "best_top1", "best_epoch")
-            return {k: net[k] for k in keys}
+            net = report["nets"][0] if report is not None else {}
+            entry = {k: net.get(k) for k in keys}
+            for k in ("flops", "params", "trainable_params"):
+                entry[k] = cost[k]
+            entry["trained"] = report is not None
+            return entry
 
         costs = {
             "original": self._cost(original),
@@ -335,9 +370,26 @@ class LWDNAJob(job_lib.Job):
         widened_flops = costs["widened"]["flops"]
         for entry in costs.values():
             entry["ratio_to_widened"] = entry["flops"] / widened_flops
-        costs["derived"]["ratio_to_original"] = (
-            costs["derived"]["flops"] / costs["original"]["flops"]
-        )
+        base, ours = costs["original"], costs["derived"]
+        ours["ratio_to_original"] = ours["flops"] / base["flops"]
+        flops_ratio = ours["flops"] / base["flops"]
+        equal_flops = {
+            "convention": "dhp",
+            "flops_ratio": flops_ratio,
+            "params_ratio": ours["params"] / base["params"],
+            "tolerance": EQUAL_FLOPS_TOLERANCE,
+            "within_tolerance": abs(flops_ratio - 1) <= EQUAL_FLOPS_TOLERANCE,
+            "target_ratio": self.config.lwdna.ratio,
+            "uniform_budget_ratio": base["flops"] / widened_flops,
+        }
+        if not equal_flops["within_tolerance"]:
+            logging.warning(
+                "The derived net has %.4fx the uniform net's DHP FLOPs "
+                "(tolerance %g); --ratio=%.4f would target them exactly.",
+                flops_ratio,
+                EQUAL_FLOPS_TOLERANCE,
+                equal_flops["uniform_budget_ratio"],
+            )
         search = {k: v for k, v in record.items() if k not in ("masks",)}
         return {
             "job": self.name,
@@ -357,8 +409,9 @@ class LWDNAJob(job_lib.Job):
                 for slot in original.widths
             },
             "search": search,
-            "derived": accuracy(derived_report),
-            "uniform": accuracy(uniform),
+            "derived": summary(derived_report, ours),
+            "uniform": summary(uniform, base),
+            "equal_flops": equal_flops,
             "epochs": derived_report["epochs"],
         }
 

@@ -35,12 +35,11 @@ from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna.hypernet import RGB
 from tfgraft.lwdna.hypernet import LWDNAError
-from tfgraft.models import resnet_cifar
 from tfgraft.training import optimizers as optimizers_lib
 from tfgraft.training import trainer as trainer_lib
 
 IMPORTANCES = ("value", "grad")
-CLASSIFIER_INPUTS = ("auto", "linear", "keep")
+CLASSIFIER_INPUTS = ("linear", "keep")
 
 # The reference's binary search constants (`main_hh_grad.py`).
 THRESHOLD_START = 5e-3
@@ -127,23 +126,29 @@ def channel_mask(scores, threshold, floor):
     return scores >= min(threshold, kth)
 
 
-def classifier_policy(model_name, classifier_input="auto"):
-    """Resolves `"auto"`: CIFAR ResNets keep the classifier input.
+def check_classifier_input(classifier_input):
+    """Validates the classifier-input policy (`CLASSIFIER_INPUTS`).
 
-    The reference's CIFAR ResNet never prunes its last stage stream (the
-    classifier input); its ImageNet ResNets prune it with
-    `linear_percentage`.
+    * `"linear"` (the default): the classifier-input stream (a ResNet's
+      last stage) is pruned like every other latent but keeps at least
+      `floor(C * linear_percentage)` channels. This is what the
+      reference's LW-DNA entry point (`main_hh_grad.py`) does, and it is
+      the only LW-DNA path the reference has: its CIFAR ResNet
+      (`resnet_dhp_share.py`) is not wired to it.
+    * `"keep"`: never prune it, as the reference's DHP CIFAR ResNet does.
+      DHP prunes an unwidened net, where that keeps the original width; in
+      LW-DNA the stream stays at the *widened* width (128 channels for
+      ResNet-20 x2), the parameter-heaviest stream of the net, so at the
+      same FLOPs the derived net carries about a third more parameters
+      than the uniform one (and the rest of the net is squeezed to pay
+      for it).
     """
     if classifier_input not in CLASSIFIER_INPUTS:
         raise ValueError(
             "--classifier_input must be one of "
             f"{', '.join(CLASSIFIER_INPUTS)}. Received: {classifier_input}"
         )
-    if classifier_input != "auto":
-        return classifier_input
-    if model_name in resnet_cifar.BLOCKS_PER_STAGE:
-        return "keep"
-    return "linear"
+    return classifier_input
 
 
 def mask_floors(
@@ -153,7 +158,7 @@ def mask_floors(
     remain_percentage,
     linear_percentage,
     min_channels=MIN_CHANNELS,
-    classifier_input="auto",
+    classifier_input="linear",
 ):
     """`k` per latent, or None for latents that are never pruned.
 
@@ -163,13 +168,13 @@ def mask_floors(
         remain_percentage: share kept at least, or -1 for `min_channels`.
         linear_percentage: share of the classifier input kept at least.
         min_channels: the reference's `mc`.
-        classifier_input: `"auto"`, `"linear"` or `"keep"` (see
-            `classifier_policy`).
+        classifier_input: `"linear"` or `"keep"` (see
+            `check_classifier_input`).
 
     Returns:
         `{latent key: int or None}`.
     """
-    policy = classifier_policy(plan.model, classifier_input)
+    policy = check_classifier_input(classifier_input)
     floors = {}
     for key, size in sizes.items():
         if key == RGB:
@@ -343,7 +348,7 @@ def shrink_masks(
     remain_percentage,
     linear_percentage,
     min_channels=MIN_CHANNELS,
-    classifier_input="auto",
+    classifier_input="linear",
     prune_threshold=THRESHOLD_START,
 ):
     """Masks the latents so the FLOPs ratio meets `ratio` (steps 4-5).

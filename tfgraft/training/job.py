@@ -238,6 +238,7 @@ class Job:
             )
         self.augment = data_lib.AugmentConfig(
             recipe=d.augment,
+            flip=d.flip,
             randaugment=d.randaugment,
             mixup_alpha=d.mixup_alpha,
             cutmix_alpha=d.cutmix_alpha,
