@@ -149,7 +149,33 @@ def ekg(report):
     }
 
 
-READERS = {"grafting": grafting, "stripe": stripe, "ekg": ekg}
+def lwdna(report):
+    """The derived net (the arm) and the uniform net trained beside it
+    (`--train_uniform`, view `uniform`), in the DHP convention (conv and
+    classifier weights, no BN)."""
+    rows = {}
+    eq = report.get("equal_flops") or {}
+    for view, key in (("", "derived"), ("uniform", "uniform")):
+        r = report.get(key)
+        if r is None:
+            continue
+        extra = {"trainable_params": r.get("trainable_params")}
+        if key == "derived":
+            extra["flops_vs_uniform"] = eq.get("flops_ratio")
+            extra["params_vs_uniform"] = eq.get("params_ratio")
+        rows[view] = _row(
+            r["best_top1"], r["final_top1"], r["params"], r["flops"], "dhp",
+            **extra,
+        )
+    return rows
+
+
+READERS = {
+    "grafting": grafting,
+    "stripe": stripe,
+    "ekg": ekg,
+    "lwdna": lwdna,
+}
 
 
 def figures(report):
