@@ -277,7 +277,9 @@ class _LWDNA:
 _GROUP_TYPES["lwdna"] = _LWDNA
 
 
-class _EKG:
+class _Pretrained:
+    """The pretrained net of the pruning jobs (EKG, L1 filter pruning)."""
+
     def __init__(self, flag_values):
         d = _Defs(flag_values)
         self.pretrained = d.DEFINE_string(
@@ -290,7 +292,7 @@ class _EKG:
             "pretrain_epochs",
             0,
             "Without --pretrained: pretrain this many epochs in "
-            "<workdir>/pretrain first (chains pretrain, search, fine-tune).",
+            "<workdir>/pretrain first (then prune and fine-tune).",
         )
         self.pretrain_learning_rate = d.DEFINE_float(
             "pretrain_learning_rate",
@@ -300,6 +302,14 @@ class _EKG:
         self.pretrain_weight_decay = d.DEFINE_float(
             "pretrain_weight_decay", 1e-4, "Pretraining coupled weight decay."
         )
+
+
+_GROUP_TYPES["pretrained"] = _Pretrained
+
+
+class _EKG:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
         self.target_flops_rate = d.DEFINE_float(
             "target_flops_rate",
             0.45,
@@ -411,12 +421,12 @@ def _stripe_config(groups):
 def _ekg_config(groups):
     if "ekg" not in groups:
         return None
-    g = groups["ekg"]
+    g, p = groups["ekg"], groups["pretrained"]
     return cfg.EKGConfig(
-        pretrained=g.pretrained.value,
-        pretrain_epochs=g.pretrain_epochs.value,
-        pretrain_learning_rate=g.pretrain_learning_rate.value,
-        pretrain_weight_decay=g.pretrain_weight_decay.value,
+        pretrained=p.pretrained.value,
+        pretrain_epochs=p.pretrain_epochs.value,
+        pretrain_learning_rate=p.pretrain_learning_rate.value,
+        pretrain_weight_decay=p.pretrain_weight_decay.value,
         target_flops_rate=g.target_flops_rate.value,
         search_step=g.search_step.value,
         cost_mode=g.cost_mode.value,
@@ -437,7 +447,7 @@ JOB_GROUPS = {
     "baseline": ("common",),
     "grafting": ("common", "grafting"),
     "stripe": ("common", "stripe"),
-    "ekg": ("common", "ekg"),
+    "ekg": ("common", "pretrained", "ekg"),
     "lwdna": ("common", "lwdna"),
 }
 
@@ -626,6 +636,7 @@ def user_errors():
     from tfgraft import data
     from tfgraft import export
     from tfgraft import models
+    from tfgraft import pretrained
     from tfgraft.ekg import errors as ekg_errors
     from tfgraft.lwdna import hypernet as lwdna_hypernet
     from tfgraft.stripe import skeleton as stripe_skeleton
@@ -634,6 +645,7 @@ def user_errors():
     return (
         stripe_skeleton.StripePruningError,
         ekg_errors.EKGError,
+        pretrained.PretrainedError,
         lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
         data.DataError,
