@@ -404,6 +404,47 @@ class _Stripe:
 _GROUP_TYPES["stripe"] = _Stripe
 
 
+class _L1Prune:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
+        self.target_flops_cut = d.DEFINE_float(
+            "target_flops_cut",
+            0.5,
+            "FLOPs reduction to reach, 1 - pruned / unpruned FLOPs (PFF "
+            "counter, as the stripe job reports it), in (0, 1).",
+        )
+        self.flops_tolerance = d.DEFINE_float(
+            "flops_tolerance",
+            0.02,
+            "Allowed |achieved - target| FLOPs cut (absolute).",
+        )
+        self.prune_streams = d.DEFINE_bool(
+            "prune_streams",
+            True,
+            "Also prune residual-stream channels (summed L1 norm over the "
+            "convs writing a stage's stream); false: block-internal "
+            "channels only, as Li et al. prune ResNets.",
+        )
+
+
+_GROUP_TYPES["l1prune"] = _L1Prune
+
+
+def _l1prune_config(groups):
+    if "l1prune" not in groups:
+        return None
+    g, p = groups["l1prune"], groups["pretrained"]
+    return cfg.L1PruneConfig(
+        pretrained=p.pretrained.value,
+        pretrain_epochs=p.pretrain_epochs.value,
+        pretrain_learning_rate=p.pretrain_learning_rate.value,
+        pretrain_weight_decay=p.pretrain_weight_decay.value,
+        target_flops_cut=g.target_flops_cut.value,
+        flops_tolerance=g.flops_tolerance.value,
+        prune_streams=g.prune_streams.value,
+    )
+
+
 def _stripe_config(groups):
     if "stripe" not in groups:
         return None
@@ -449,6 +490,7 @@ JOB_GROUPS = {
     "stripe": ("common", "stripe"),
     "ekg": ("common", "pretrained", "ekg"),
     "lwdna": ("common", "lwdna"),
+    "l1prune": ("common", "pretrained", "l1prune"),
 }
 
 
@@ -579,6 +621,7 @@ def job_config(flag_values=None):
         lwdna=_lwdna_config(groups),
         ekg=_ekg_config(groups),
         stripe=_stripe_config(groups),
+        l1prune=_l1prune_config(groups),
     )
 
 
@@ -638,6 +681,7 @@ def user_errors():
     from tfgraft import models
     from tfgraft import pretrained
     from tfgraft.ekg import errors as ekg_errors
+    from tfgraft.l1prune import prune as l1prune_lib
     from tfgraft.lwdna import hypernet as lwdna_hypernet
     from tfgraft.stripe import skeleton as stripe_skeleton
     from tfgraft.training import loop
@@ -646,6 +690,7 @@ def user_errors():
         stripe_skeleton.StripePruningError,
         ekg_errors.EKGError,
         pretrained.PretrainedError,
+        l1prune_lib.L1PruneError,
         lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
         data.DataError,
