@@ -42,6 +42,7 @@ _JOBS = {
     "stripe": "tfgraft.stripe.job:StripeJob",
     "ekg": "tfgraft.ekg.job:EKGJob",
     "lwdna": "tfgraft.lwdna.job:LWDNAJob",
+    "l1prune": "tfgraft.l1prune.job:L1PruneJob",
 }
 
 # Small, fast settings so that a row failing late still fails in seconds.
@@ -104,6 +105,18 @@ _CASES = (
         "ekg",
         [*_RUN, "--pretrained={tmp}/x", "--target_flops_rate=0"],
         "--target_flops_rate=0",
+    ),
+    (
+        "l1prune_cut",
+        "l1prune",
+        [*_RUN, "--pretrained={tmp}/x", "--target_flops_cut=1.5"],
+        "--target_flops_cut=1.5",
+    ),
+    (
+        "l1prune_tolerance",
+        "l1prune",
+        [*_RUN, "--pretrained={tmp}/x", "--flops_tolerance=-0.1"],
+        "--flops_tolerance=-0.1",
     ),
     (
         "synthetic_size",
@@ -189,6 +202,19 @@ _CASES = (
         [*_RUN, "--pretrained={tmp}/lambda.keras"],
         "--pretrained={tmp}/lambda.keras: whole-model and pickle files are "
         "not loaded",
+    ),
+    # --- L1 pruning --pretrained ---
+    (
+        "l1prune_pretrained_missing",
+        "l1prune",
+        [*_RUN, "--pretrained={tmp}/absent"],
+        "--pretrained={tmp}/absent",
+    ),
+    (
+        "l1prune_without_pretrained",
+        "l1prune",
+        _RUN,
+        "--pretrained is required unless --pretrain_epochs > 0",
     ),
     # --- train.export ---
     (

@@ -16,12 +16,12 @@ from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft import models
+from tfgraft import pretrained
 from tfgraft.data import sources as data_sources
 from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import distill
 from tfgraft.ekg import extract
 from tfgraft.ekg import gated as gated_lib
-from tfgraft.ekg import pretrained
 from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.layers import gate as gate_lib

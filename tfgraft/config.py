@@ -294,6 +294,7 @@ class JobConfig:
     lwdna: Optional["LWDNAConfig"] = None
     ekg: Optional["EKGConfig"] = None
     stripe: Optional["StripeConfig"] = None
+    l1prune: Optional["L1PruneConfig"] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -440,6 +441,28 @@ class LWDNAConfig:
 register_section("lwdna", LWDNAConfig)
 
 
+def _check_pretraining(section):
+    """Checks the pretraining fields shared by the pruning jobs' sections."""
+    _check(
+        section.pretrain_epochs >= 0,
+        "pretrain_epochs",
+        section.pretrain_epochs,
+        "must be >= 0",
+    )
+    _check(
+        section.pretrain_learning_rate > 0,
+        "pretrain_learning_rate",
+        section.pretrain_learning_rate,
+        "must be > 0",
+    )
+    _check(
+        section.pretrain_weight_decay >= 0,
+        "pretrain_weight_decay",
+        section.pretrain_weight_decay,
+        "must be >= 0",
+    )
+
+
 COST_MODES = ("as_coded", "intended")
 
 
@@ -494,24 +517,7 @@ class EKGConfig:
             self.cost_mode,
             f"must be one of {', '.join(COST_MODES)}",
         )
-        _check(
-            self.pretrain_epochs >= 0,
-            "pretrain_epochs",
-            self.pretrain_epochs,
-            "must be >= 0",
-        )
-        _check(
-            self.pretrain_learning_rate > 0,
-            "pretrain_learning_rate",
-            self.pretrain_learning_rate,
-            "must be > 0",
-        )
-        _check(
-            self.pretrain_weight_decay >= 0,
-            "pretrain_weight_decay",
-            self.pretrain_weight_decay,
-            "must be >= 0",
-        )
+        _check_pretraining(self)
         _check(
             self.batch_size > 0,
             "ekg_batch_size",
@@ -596,3 +602,44 @@ class StripeConfig:
 
 
 register_section("stripe", StripeConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class L1PruneConfig:
+    """L1-norm filter pruning options (Li et al., ICLR 2017).
+
+    `pretrained` and the `pretrain_*` fields are as in `EKGConfig` (a
+    `train.baseline` workdir or a checkpoint, or pretraining in
+    `<workdir>/pretrain`). `target_flops_cut` is the wanted FLOPs
+    reduction `1 - after / before` (PFF counter, the stripe job's), met
+    within `flops_tolerance` by one pruning fraction shared by every
+    prunable channel group (`tfgraft.l1prune.prune`);
+    `prune_streams=False` prunes block-internal channels only (the paper's
+    ResNet scheme).
+    """
+
+    pretrained: Optional[str] = None
+    pretrain_epochs: int = 0
+    pretrain_learning_rate: float = 0.05
+    pretrain_weight_decay: float = 1e-4
+    target_flops_cut: float = 0.5
+    flops_tolerance: float = 0.02
+    prune_streams: bool = True
+
+    def __post_init__(self):
+        _check(
+            0 < self.target_flops_cut < 1,
+            "target_flops_cut",
+            self.target_flops_cut,
+            "must be in (0, 1) (the fraction of FLOPs removed)",
+        )
+        _check(
+            0 <= self.flops_tolerance < 1,
+            "flops_tolerance",
+            self.flops_tolerance,
+            "must be in [0, 1)",
+        )
+        _check_pretraining(self)
+
+
+register_section("l1prune", L1PruneConfig)

@@ -13,7 +13,7 @@ Examples:
 from tfgraft.ekg import job
 from train import flags as flags_lib
 
-flags_lib.define("common", "ekg")
+flags_lib.define("common", "pretrained", "ekg")
 
 if __name__ == "__main__":
     flags_lib.run_job(job.EKGJob)

@@ -19,6 +19,7 @@ from train import flags as flags_lib
 JOBS = {
     "baseline": "tfgraft.training.job:Job",
     "grafting": "tfgraft.grafting.job:GraftingJob",
+    "l1prune": "tfgraft.l1prune.job:L1PruneJob",
 }
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder to export from.")

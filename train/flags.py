@@ -295,7 +295,9 @@ class _LWDNA:
 _GROUP_TYPES["lwdna"] = _LWDNA
 
 
-class _EKG:
+class _Pretrained:
+    """The pretrained net of the pruning jobs (EKG, L1 filter pruning)."""
+
     def __init__(self, flag_values):
         d = _Defs(flag_values)
         self.pretrained = d.DEFINE_string(
@@ -308,7 +310,7 @@ class _EKG:
             "pretrain_epochs",
             0,
             "Without --pretrained: pretrain this many epochs in "
-            "<workdir>/pretrain first (chains pretrain, search, fine-tune).",
+            "<workdir>/pretrain first (then prune and fine-tune).",
         )
         self.pretrain_learning_rate = d.DEFINE_float(
             "pretrain_learning_rate",
@@ -318,6 +320,14 @@ class _EKG:
         self.pretrain_weight_decay = d.DEFINE_float(
             "pretrain_weight_decay", 1e-4, "Pretraining coupled weight decay."
         )
+
+
+_GROUP_TYPES["pretrained"] = _Pretrained
+
+
+class _EKG:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
         self.target_flops_rate = d.DEFINE_float(
             "target_flops_rate",
             0.45,
@@ -419,6 +429,47 @@ class _Stripe:
 _GROUP_TYPES["stripe"] = _Stripe
 
 
+class _L1Prune:
+    def __init__(self, flag_values):
+        d = _Defs(flag_values)
+        self.target_flops_cut = d.DEFINE_float(
+            "target_flops_cut",
+            0.5,
+            "FLOPs reduction to reach, 1 - pruned / unpruned FLOPs (PFF "
+            "counter, as the stripe job reports it), in (0, 1).",
+        )
+        self.flops_tolerance = d.DEFINE_float(
+            "flops_tolerance",
+            0.02,
+            "Allowed |achieved - target| FLOPs cut (absolute).",
+        )
+        self.prune_streams = d.DEFINE_bool(
+            "prune_streams",
+            True,
+            "Also prune residual-stream channels (summed L1 norm over the "
+            "convs writing a stage's stream); false: block-internal "
+            "channels only, as Li et al. prune ResNets.",
+        )
+
+
+_GROUP_TYPES["l1prune"] = _L1Prune
+
+
+def _l1prune_config(groups):
+    if "l1prune" not in groups:
+        return None
+    g, p = groups["l1prune"], groups["pretrained"]
+    return cfg.L1PruneConfig(
+        pretrained=p.pretrained.value,
+        pretrain_epochs=p.pretrain_epochs.value,
+        pretrain_learning_rate=p.pretrain_learning_rate.value,
+        pretrain_weight_decay=p.pretrain_weight_decay.value,
+        target_flops_cut=g.target_flops_cut.value,
+        flops_tolerance=g.flops_tolerance.value,
+        prune_streams=g.prune_streams.value,
+    )
+
+
 def _stripe_config(groups):
     if "stripe" not in groups:
         return None
@@ -436,12 +487,12 @@ def _stripe_config(groups):
 def _ekg_config(groups):
     if "ekg" not in groups:
         return None
-    g = groups["ekg"]
+    g, p = groups["ekg"], groups["pretrained"]
     return cfg.EKGConfig(
-        pretrained=g.pretrained.value,
-        pretrain_epochs=g.pretrain_epochs.value,
-        pretrain_learning_rate=g.pretrain_learning_rate.value,
-        pretrain_weight_decay=g.pretrain_weight_decay.value,
+        pretrained=p.pretrained.value,
+        pretrain_epochs=p.pretrain_epochs.value,
+        pretrain_learning_rate=p.pretrain_learning_rate.value,
+        pretrain_weight_decay=p.pretrain_weight_decay.value,
         target_flops_rate=g.target_flops_rate.value,
         search_step=g.search_step.value,
         cost_mode=g.cost_mode.value,
@@ -463,8 +514,9 @@ JOB_GROUPS = {
     "baseline": ("common",),
     "grafting": ("common", "grafting"),
     "stripe": ("common", "stripe"),
-    "ekg": ("common", "ekg"),
+    "ekg": ("common", "pretrained", "ekg"),
     "lwdna": ("common", "lwdna"),
+    "l1prune": ("common", "pretrained", "l1prune"),
 }
 
 
@@ -599,6 +651,7 @@ def job_config(flag_values=None):
         lwdna=_lwdna_config(groups),
         ekg=_ekg_config(groups),
         stripe=_stripe_config(groups),
+        l1prune=_l1prune_config(groups),
     )
 
 
@@ -656,7 +709,9 @@ def user_errors():
     from tfgraft import data
     from tfgraft import export
     from tfgraft import models
+    from tfgraft import pretrained
     from tfgraft.ekg import errors as ekg_errors
+    from tfgraft.l1prune import prune as l1prune_lib
     from tfgraft.lwdna import hypernet as lwdna_hypernet
     from tfgraft.stripe import skeleton as stripe_skeleton
     from tfgraft.training import loop
@@ -664,6 +719,8 @@ def user_errors():
     return (
         stripe_skeleton.StripePruningError,
         ekg_errors.EKGError,
+        pretrained.PretrainedError,
+        l1prune_lib.L1PruneError,
         lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
         data.DataError,

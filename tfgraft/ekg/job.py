@@ -47,16 +47,15 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import complexity
-from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft import io
 from tfgraft import models
+from tfgraft import pretrained as pretrained_lib
 from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import errors
 from tfgraft.ekg import extract as extract_lib
 from tfgraft.ekg import gated as gated_lib
 from tfgraft.ekg import memory_bank as bank_lib
-from tfgraft.ekg import pretrained as pretrained_lib
 from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import distribute
@@ -210,40 +209,15 @@ class EKGJob(job_lib.Job):
 
     def _pretrained_path(self):
         e = self.config.ekg
-        if e.pretrained:
-            return e.pretrained
-        if e.pretrain_epochs <= 0:
-            raise cfg.ConfigError(
-                "--pretrained is required unless --pretrain_epochs > 0 "
-                "(pretrain in <workdir>/pretrain first)"
-            )
-        path = os.path.join(self.workdir, "pretrain")
-        if os.path.isfile(os.path.join(path, "report.json")):
-            logging.info("Pretrained net found in %s", path)
-            return path
-        n = e.pretrain_epochs
-        logging.info(
-            "Pretraining %s for %d epochs in %s…",
-            self.config.model.name,
-            n,
-            path,
+        return pretrained_lib.locate_or_pretrain(
+            self.config,
+            self.workdir,
+            pretrained=e.pretrained,
+            pretrain_epochs=e.pretrain_epochs,
+            learning_rate=e.pretrain_learning_rate,
+            weight_decay=e.pretrain_weight_decay,
+            strategy=self.strategy,
         )
-        config = cfg.JobConfig(
-            data=self.config.data,
-            model=self.config.model,
-            optim=cfg.OptimConfig(
-                learning_rate=e.pretrain_learning_rate,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=e.pretrain_weight_decay,
-                schedule="multistep",
-                milestones=(0.3 * n, 0.6 * n, 0.9 * n),
-                gamma=0.1,
-            ),
-            run=dataclasses.replace(self.config.run, epochs=n, max_steps=0),
-        )
-        job_lib.Job(config, path, strategy=self.strategy).run()
-        return path
 
     # === Phases 2-4: search, bank, extraction ===
 

@@ -1,5 +1,6 @@
-"""Loading the pretrained network EKG starts from (`--pretrained`).
+"""The pretrained net a pruning method starts from (`--pretrained`).
 
+Shared by the jobs that prune a trained network (EKG, L1 filter pruning).
 Accepted forms:
 
 * a `train.baseline` workdir (its newest `checkpoints/` checkpoint; its
@@ -9,19 +10,24 @@ Accepted forms:
   (tfgraft jobs) or `net`;
 * a Keras `.weights.h5` file.
 
-Every mismatch is an `PretrainedError` with one line naming the path.
+Every mismatch is a `PretrainedError` with one line naming the path.
+Without `--pretrained`, `locate_or_pretrain` trains the unpruned net
+first, as a baseline run in `<workdir>/pretrain`.
 """
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from tfgraft.ekg import errors
+from tfgraft import config as cfg
+from tfgraft.training import job as job_lib
 
 
-class PretrainedError(errors.EKGError):
+class PretrainedError(ValueError):
     """`--pretrained` cannot be used for this model; names the path."""
 
 
@@ -165,3 +171,69 @@ def load(path, net, model_name):
         first = str(e).strip().splitlines()[0] if str(e) else type(e).__name__
         _fail(path, f"does not match --model={model_name}: {first}")
     return location
+
+
+def locate_or_pretrain(
+    config,
+    workdir,
+    *,
+    pretrained,
+    pretrain_epochs,
+    learning_rate,
+    weight_decay,
+    strategy=None,
+):
+    """Returns the `--pretrained` path, pretraining the net first if needed.
+
+    With `pretrained` set it is returned as is (`resolve` checks it later).
+    Otherwise `pretrain_epochs > 0` trains `config.model` as a baseline run
+    in `<workdir>/pretrain` (Nesterov SGD, momentum 0.9, LR
+    `learning_rate` x0.1 at 30/60/90% of the epochs, coupled weight decay
+    `weight_decay`; data and run options from `config`), skipped once that
+    run's `report.json` exists; an interrupted pretraining resumes from its
+    own checkpoints.
+
+    Args:
+        config: the pruning job's `JobConfig` (its data, model and run
+            sections describe the pretraining run).
+        workdir: the pruning job's workdir.
+        pretrained: the `--pretrained` value, or None / "".
+        pretrain_epochs: `--pretrain_epochs`.
+        learning_rate: `--pretrain_learning_rate`.
+        weight_decay: `--pretrain_weight_decay`.
+        strategy: the job's strategy (shared with the pretraining run).
+
+    Raises:
+        ConfigError: neither `pretrained` nor `pretrain_epochs > 0`.
+    """
+    if pretrained:
+        return pretrained
+    if pretrain_epochs <= 0:
+        raise cfg.ConfigError(
+            "--pretrained is required unless --pretrain_epochs > 0 "
+            "(pretrain in <workdir>/pretrain first)"
+        )
+    path = os.path.join(workdir, "pretrain")
+    if os.path.isfile(os.path.join(path, "report.json")):
+        logging.info("Pretrained net found in %s", path)
+        return path
+    n = pretrain_epochs
+    logging.info(
+        "Pretraining %s for %d epochs in %s…", config.model.name, n, path
+    )
+    pretrain_config = cfg.JobConfig(
+        data=config.data,
+        model=config.model,
+        optim=cfg.OptimConfig(
+            learning_rate=learning_rate,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=weight_decay,
+            schedule="multistep",
+            milestones=(0.3 * n, 0.6 * n, 0.9 * n),
+            gamma=0.1,
+        ),
+        run=dataclasses.replace(config.run, epochs=n, max_steps=0),
+    )
+    job_lib.Job(pretrain_config, path, strategy=strategy).run()
+    return path

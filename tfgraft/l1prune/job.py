@@ -1,0 +1,318 @@
+"""The L1 pruning job: pretrained net -> L1 prune to a FLOPs cut -> fine-tune.
+
+Phases, each leaving its results in the workdir so a rerun resumes:
+
+1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
+   checkpoint, `tfgraft.pretrained`), or, with `--pretrain_epochs=N`, a
+   baseline run of the same model in `<workdir>/pretrain` (skipped once its
+   `report.json` exists).
+2. **Pruning** (`tfgraft.l1prune.prune`): filters ranked by L1 norm, one
+   fraction shared by all prunable groups searched so that the FLOPs cut
+   (PFF counter, as the stripe job reports it) is `--target_flops_cut`
+   within `--flops_tolerance`; the pruned net gets the kept weights. Its
+   widths go to `<workdir>/channel_config.json` (with the model, preset and
+   shortcut; `python -m train.baseline --channel_config=...` retrains them
+   from scratch), its initial weights to `<workdir>/prune/checkpoint`, and
+   `<workdir>/prune/result.json` (written last, so it marks the phase as
+   done) records the plan, the costs and the accuracies before and right
+   after pruning. A rerun with `result.json` present reuses all three and
+   never prunes again, so a resumed run fine-tunes the same net.
+3. **Fine-tuning** of the pruned net with the usual optimizer and schedule
+   flags through `tfgraft.training.loop.fit` (checkpoints, resume,
+   history, summaries), then `export/` (the pruned SavedModel).
+
+`report.json` is the base job's report of the fine-tuned net plus an
+`l1prune` section: the target and achieved cut, the shared fraction, the
+PFF and MACs FLOPs/params before and after, the accuracy of the pretrained
+net, of the pruned net before fine-tuning and after (final and best), the
+groups and the widths.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfgraft import complexity
+from tfgraft import data as data_lib
+from tfgraft import io
+from tfgraft import models
+from tfgraft import pretrained as pretrained_lib
+from tfgraft.l1prune import prune as prune_lib
+from tfgraft.training import job as job_lib
+
+CONVENTION = "pff"
+
+
+def evaluate(model, dataset):
+    """Top-1 and top-5 accuracy of one model (inference mode)."""
+
+    @tf.function
+    def step(images, labels):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        k = min(5, logits.shape[-1])
+        top1 = tf.math.in_top_k(labels, logits, 1)
+        top5 = tf.math.in_top_k(labels, logits, k)
+        return (
+            tf.reduce_sum(tf.cast(top1, tf.int32)),
+            tf.reduce_sum(tf.cast(top5, tf.int32)),
+            tf.size(labels),
+        )
+
+    totals = [0, 0, 0]
+    for images, labels in dataset:
+        for i, v in enumerate(step(images, labels)):
+            totals[i] += int(v)
+    n = max(totals[2], 1)
+    return {"top1": totals[0] / n, "top5": totals[1] / n}
+
+
+def _costs(before, after):
+    out = {}
+    for convention in (CONVENTION, "macs"):
+        b = complexity.count(before, convention)
+        a = complexity.count(after, convention)
+        out[convention] = {
+            "before": {"flops": int(b.flops), "params": int(b.params)},
+            "after": {"flops": int(a.flops), "params": int(a.params)},
+            "flops_reduction_pct": 100.0 * (1 - a.flops / b.flops),
+            "params_reduction_pct": 100.0 * (1 - a.params / b.params),
+        }
+    return out
+
+
+class L1PruneJob(job_lib.Job):
+    """L1-norm filter pruning to a FLOPs cut, then fine-tuning (one net).
+
+    Args:
+        config: a `JobConfig` with `l1prune` set; `model` describes the
+            unpruned (pretrained) net.
+        workdir: run folder.
+        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
+    """
+
+    name = "l1prune"
+
+    def __init__(self, config, workdir, **kwargs):
+        if config.l1prune is None:
+            raise ValueError(
+                "L1PruneJob needs config.l1prune (an L1PruneConfig)"
+            )
+        super().__init__(config, workdir, **kwargs)
+        self.prune_dir = os.path.join(self.workdir, "prune")
+        self.config_path = os.path.join(self.workdir, "channel_config.json")
+        self.pruned = None
+        self.pruned_config = None
+
+    # === Models ===
+
+    def _full_config(self):
+        m = self.config.model
+        if m.channel_config:
+            config = models.ChannelConfig.load(m.channel_config)
+        else:
+            config = models.default_channel_config(m.name)
+        if m.width_mult != 1.0:
+            config = config.scaled(m.width_mult)
+        return config
+
+    def _plain_net(self, channel_config, info, name, seed_index=0):
+        m = self.config.model
+        keras.utils.set_random_seed(
+            job_lib.net_seed(self.config.run.seed, seed_index)
+        )
+        return models.build_model(
+            m.name,
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            mean=info.mean,
+            std=info.std,
+            channel_config=channel_config,
+            preset=m.preset,
+            shortcut=m.shortcut,
+            model_name=name,
+        )
+
+    def build_net(self, index, info):
+        """The pruned net, starting from the kept pretrained weights."""
+        if self.pruned_config is None:
+            # train.export: the widths a finished or interrupted run saved.
+            self.pruned_config = models.ChannelConfig.load(self.config_path)
+        net = self._plain_net(self.pruned_config, info, f"net_{index}", index)
+        if self.pruned is not None:
+            net.set_weights(self.pruned.get_weights())
+        return net
+
+    # === Phase 1: the pretrained net ===
+
+    def _pretrained_path(self):
+        c = self.config.l1prune
+        return pretrained_lib.locate_or_pretrain(
+            self.config,
+            self.workdir,
+            pretrained=c.pretrained,
+            pretrain_epochs=c.pretrain_epochs,
+            learning_rate=c.pretrain_learning_rate,
+            weight_decay=c.pretrain_weight_decay,
+            strategy=self.strategy,
+        )
+
+    # === Phase 2: pruning ===
+
+    def _settings(self, pretrained):
+        c = self.config.l1prune
+        return {
+            "pretrained": os.path.abspath(pretrained),
+            "model": dataclasses.asdict(self.config.model),
+            "dataset": self.info.name,
+            "target_flops_cut": c.target_flops_cut,
+            "flops_tolerance": c.flops_tolerance,
+            "prune_streams": c.prune_streams,
+            "convention": CONVENTION,
+        }
+
+    def _load_prune(self, settings):
+        path = os.path.join(self.prune_dir, "result.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            result = json.load(f)
+        saved = result["settings"]
+        for key, value in settings.items():
+            if saved.get(key) != value:
+                raise prune_lib.L1PruneError(
+                    f"--workdir={self.workdir}: prune/ was made with "
+                    f"{key}={saved.get(key)}, this run has {value}; use a "
+                    "new workdir"
+                )
+        logging.info("Reusing the pruned net of %s…", self.prune_dir)
+        self.pruned_config = models.ChannelConfig.load(self.config_path)
+        self.pruned = self._plain_net(self.pruned_config, self.info, "pruned")
+        tf.train.Checkpoint(pruned=self.pruned).read(
+            os.path.join(self.prune_dir, "checkpoint")
+        ).assert_existing_objects_matched()
+        return result
+
+    def _prune(self, pretrained):
+        c, m = self.config.l1prune, self.config.model
+        logging.info("Loading the pretrained net from %s…", pretrained)
+        plain = self._plain_net(self._full_config(), self.info, "pretrained")
+        _, _, trained = pretrained_lib.resolve(pretrained)
+        pretrained_lib.check_config(pretrained, trained, m)
+        read = pretrained_lib.load(pretrained, plain, m.name)
+        test_ds = data_lib.eval_dataset(
+            self.source, batch_size=self.config.data.eval_batch_size
+        )
+        pretrained_acc = evaluate(plain, test_ds)
+        logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
+
+        t0 = time.perf_counter()
+        plan = prune_lib.plan_pruning(
+            plain,
+            m.name,
+            target_flops_cut=c.target_flops_cut,
+            flops_tolerance=c.flops_tolerance,
+            prune_streams=c.prune_streams,
+            preset=m.preset,
+            shortcut=m.shortcut,
+            convention=CONVENTION,
+        )
+        self.pruned = prune_lib.build_pruned(plain, plan, model_name="pruned")
+        self.pruned_config = plan.channel_config
+        prune_seconds = time.perf_counter() - t0
+        pruned_acc = evaluate(self.pruned, test_ds)
+        costs = _costs(plain, self.pruned)
+        achieved = 1.0 - (
+            costs[CONVENTION]["after"]["flops"]
+            / costs[CONVENTION]["before"]["flops"]
+        )
+        logging.info(
+            "l1prune | fraction: %.4f | FLOPs cut: %.4f (target %.4f, pff) "
+            "| params -%.1f%% | pruned top1: %.4f before fine-tuning",
+            float(plan.fraction),
+            achieved,
+            c.target_flops_cut,
+            costs[CONVENTION]["params_reduction_pct"],
+            pruned_acc["top1"],
+        )
+        plan_dict = plan.as_dict()
+        result = {
+            "settings": self._settings(pretrained),
+            "pretrained_checkpoint": read,
+            "fraction": plan_dict["fraction"],
+            "fraction_exact": plan_dict["fraction_exact"],
+            "flops_cut": achieved,
+            "search_evaluations": plan.evaluations,
+            "groups": plan_dict["groups"],
+            "kept": plan_dict["kept"],
+            "channel_config": dict(plan.channel_config.widths),
+            "original_widths": dict(plan.original_config.widths),
+            "complexity": costs,
+            "accuracy": {"pretrained": pretrained_acc, "pruned": pruned_acc},
+            "prune_seconds": prune_seconds,
+        }
+        if self.is_chief:
+            os.makedirs(self.prune_dir, exist_ok=True)
+            tf.train.Checkpoint(pruned=self.pruned).write(
+                os.path.join(self.prune_dir, "checkpoint")
+            )
+            self.pruned_config.save(self.config_path)  # atomic
+            # Written last: its presence marks the phase as complete.
+            io.atomic_write_json(
+                os.path.join(self.prune_dir, "result.json"), result
+            )
+        return result
+
+    # === The run ===
+
+    def build(self):
+        """Phases 1-2 (they produce the pruned net), then the trainer.
+
+        `Job.run` calls this after `setup` and `load_data`, so the job
+        keeps the base run (fit, report, export) unchanged.
+        """
+        pretrained = self._pretrained_path()
+        settings = self._settings(pretrained)
+        self.prune_result = self._load_prune(settings) or self._prune(
+            pretrained
+        )
+        return super().build()
+
+    def report_extras(self, trainer, history):
+        r, c = self.prune_result, self.config.l1prune
+        evals = [h for h in history if "test" in h]
+        accs = [h["test"]["nets"][0]["top1"] for h in evals]
+        best = max(range(len(accs)), key=accs.__getitem__) if accs else None
+        finetuned = {
+            "final_top1": accs[-1] if accs else None,
+            "final_top5": evals[-1]["test"]["nets"][0]["top5"]
+            if evals
+            else None,
+            "best_top1": accs[best] if accs else None,
+            "best_epoch": evals[best]["epoch"] if accs else None,
+        }
+        return {
+            "l1prune": {
+                "pretrained": r["settings"]["pretrained"],
+                "pretrained_checkpoint": r["pretrained_checkpoint"],
+                "convention": CONVENTION,
+                "target_flops_cut": c.target_flops_cut,
+                "flops_tolerance": c.flops_tolerance,
+                "prune_streams": c.prune_streams,
+                "flops_cut": r["flops_cut"],
+                "fraction": r["fraction"],
+                "fraction_exact": r["fraction_exact"],
+                "complexity": r["complexity"],
+                "accuracy": {**r["accuracy"], "finetuned": finetuned},
+                "groups": r["groups"],
+                "channel_config": r["channel_config"],
+                "original_widths": r["original_widths"],
+                "search_evaluations": r["search_evaluations"],
+                "prune_seconds": r["prune_seconds"],
+            },
+        }
