@@ -170,8 +170,28 @@ def lwdna(report):
     return rows
 
 
+def l1prune(report):
+    """The pruned, fine-tuned net in the `pff` convention (as `stripe`)."""
+    r = report["l1prune"]
+    pff = r["complexity"]["pff"]
+    ft = r["accuracy"]["finetuned"]
+    return {
+        "": _row(
+            ft["best_top1"],
+            ft["final_top1"],
+            pff["after"]["params"],
+            pff["after"]["flops"],
+            "pff",
+            flops_cut_pct=pff["flops_reduction_pct"],
+            params_cut_pct=pff["params_reduction_pct"],
+            pruned_top1=r["accuracy"]["pruned"]["top1"],
+        )
+    }
+
+
 READERS = {
     "grafting": grafting,
+    "l1prune": l1prune,
     "stripe": stripe,
     "ekg": ekg,
     "lwdna": lwdna,
