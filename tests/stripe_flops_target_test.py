@@ -14,11 +14,12 @@ from tfgraft.stripe import prune
 from tfgraft.stripe import skeleton
 
 
-def _net(name="resnet20", width=0.25, seed=0, zero=0.0, **kwargs):
+def _net(name="resnet20", width=0.25, seed=0, dead=0.0, **kwargs):
     """A PFF net with random skeletons U(0.05, 1) of random sign.
 
-    `zero`: the share of pruned-conv stripes set exactly to 0 (as training
-    with the threshold mask leaves them).
+    `dead`: the share of pruned-conv stripes set to U(-0.02, 0.02), as
+    training with the threshold 0.02 leaves them (0 up to momentum
+    residues).
     """
     keras.utils.set_random_seed(1)
     model = models.build_model(
@@ -34,8 +35,9 @@ def _net(name="resnet20", width=0.25, seed=0, zero=0.0, **kwargs):
         if isinstance(layer, StripeConv2D):
             shape = layer.filter_skeleton.shape
             fs = rng.uniform(0.05, 1.0, shape) * rng.choice([-1, 1], shape)
-            if zero and layer.name in pruned:
-                fs[rng.random(shape) < zero] = 0.0
+            if dead and layer.name in pruned:
+                off = rng.random(shape) < dead
+                fs[off] = rng.uniform(-0.02, 0.02, off.sum())
                 fs[0, 0, 0] = 1.0  # no conv loses every stripe
             layer.filter_skeleton.assign(fs.astype("f4"))
     return model
@@ -107,16 +109,22 @@ class ThresholdForFlopsCutTest(tf.test.TestCase, parameterized.TestCase):
             self.assertLess(lower, target)
             self.assertGreater(target - lower, r.cut - target)
 
-    def test_stripes_already_at_zero_are_free(self):
-        # 80% of the pruned stripes are exactly 0 (dead in training): a 0.4
-        # target cannot be met without resurrecting them, so the smallest
-        # threshold (0) is chosen and reported as out of tolerance.
-        model = _net(zero=0.8, shortcut="projection")
-        r = flops_target.threshold_for_flops_cut(model, 0.4)
-        self.assertEqual(r.threshold, 0.0)
+    def test_min_threshold_keeps_dead_stripes_dead(self):
+        # 80% of the pruned stripes died in training (|FS| <= 0.02): a 0.4
+        # target cannot be met without bringing them back, so the training
+        # threshold itself is chosen and reported as out of tolerance.
+        model = _net(dead=0.8, shortcut="projection")
+        r = flops_target.threshold_for_flops_cut(
+            model, 0.4, min_threshold=0.02
+        )
+        self.assertEqual(r.threshold, 0.02)
         self.assertGreater(r.cut, 0.42)
         self.assertFalse(r.within_tolerance)
-        self.assertAllClose(r.cut, _compact_cut(model, 0.0, "shortcut"))
+        self.assertAllClose(r.cut, _compact_cut(model, 0.02, "shortcut"))
+        # Without the floor the residues count: they are brought back.
+        r = flops_target.threshold_for_flops_cut(model, 0.4)
+        self.assertLess(r.threshold, 0.02)
+        self.assertTrue(r.within_tolerance)
 
     def test_vgg_stops_before_a_conv_loses_every_stripe(self):
         # Nothing bypasses a VGG conv: the highest threshold that still
@@ -156,6 +164,17 @@ class ThresholdForFlopsCutTest(tf.test.TestCase, parameterized.TestCase):
     def test_tolerance_out_of_range(self, tolerance):
         with self.assertRaisesRegex(ValueError, "Received: tolerance="):
             flops_target.threshold_for_flops_cut(_net(), 0.5, tolerance)
+
+    @parameterized.named_parameters(
+        ("negative", -1.0),
+        ("nan", float("nan")),
+        ("inf", float("inf")),
+    )
+    def test_min_threshold_out_of_range(self, value):
+        with self.assertRaisesRegex(ValueError, "Received: min_threshold="):
+            flops_target.threshold_for_flops_cut(
+                _net(), 0.5, min_threshold=value
+            )
 
     def test_unknown_convention(self):
         with self.assertRaisesRegex(ValueError, "convention=flops"):

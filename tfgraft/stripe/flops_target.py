@@ -105,30 +105,38 @@ def flops_cut(model, threshold, *, convention="pff", flops_before=None):
     return 1.0 - after / flops_before, int(after)
 
 
-def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
-    """The smallest pruning threshold that removes `cut` of the FLOPs.
+def threshold_for_flops_cut(
+    model, cut, tolerance=0.02, *, min_threshold=0.0, convention="pff"
+):
+    """The pruning threshold that removes `cut` of the FLOPs.
 
     One global threshold on `|FS|` over every stripe conv the method prunes
     (`skeleton.skeleton_plan`; projection shortcuts are never pruned). The
-    candidates are 0 (only exactly-zero stripes go) and every distinct
-    `|FS|` value. Of the smallest candidate whose compact model removes at
-    least `cut` of the dense model's FLOPs and the candidate just below
-    it, the one closer to `cut` wins (the smaller on a tie). The search
-    never changes `model`.
+    candidates are `min_threshold` and every distinct `|FS|` value above
+    it. Of the smallest candidate whose compact model removes at least
+    `cut` of the dense model's FLOPs and the candidate just below it, the
+    one closer to `cut` wins (the smaller on a tie). The search never
+    changes `model`.
+
+    `min_threshold` keeps dead stripes dead: pass the training threshold,
+    so that stripes the training masked (|FS| at or below it: zero up to
+    momentum residues such as 1e-27, which the reference drops at its
+    final pruning) are never counted back in to meet a target. With the
+    default 0 only exactly-zero stripes always go.
 
     When no threshold gets within `tolerance` -- one stripe, filter or
-    block steps past it, the skeletons already have more than `cut +
-    tolerance` of the FLOPs at zero (training went further than the
-    target), or a higher threshold would leave a conv that nothing
-    bypasses (e.g. in a VGG) without stripes -- the closest reachable
-    threshold is returned with `within_tolerance=False` (0 when training
-    went further; the largest one that still compacts when the target
-    needs a cut conv).
+    block steps past it, training already removed more than `cut +
+    tolerance` (stripes at or below `min_threshold`), or a higher
+    threshold would leave a conv that nothing bypasses (e.g. in a VGG)
+    without stripes -- the closest reachable threshold is returned with
+    `within_tolerance=False` (`min_threshold` when training went further;
+    the largest one that still compacts when the target needs a cut conv).
 
     Args:
         model: functional Keras model with (trained) `StripeConv2D` layers.
         cut: FLOPs fraction to remove, in (0, 1) (0.7 removes 70%).
         tolerance: accepted distance to `cut` (absolute), in [0, 1).
+        min_threshold: the lowest threshold considered (>= 0).
         convention: `tfgraft.complexity` convention of the FLOPs; `"pff"`
             is the reference's counter.
 
@@ -136,10 +144,10 @@ def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
         A `FlopsCut`.
 
     Raises:
-        ValueError: `cut` or `tolerance` out of range (the message names
-            the argument), or an unknown convention.
+        ValueError: `cut`, `tolerance` or `min_threshold` out of range (the
+            message names the argument), or an unknown convention.
         StripePruningError: no stripe conv in the model, or the model
-            cannot be compacted even at threshold 0.
+            cannot be compacted even at `min_threshold`.
 
     Example:
 
@@ -159,6 +167,15 @@ def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
     """
     _check_fraction("cut", cut)
     _check_fraction("tolerance", tolerance, low_open=False)
+    try:
+        floor = float(min_threshold)
+    except (TypeError, ValueError):
+        floor = math.nan
+    if not 0 <= floor < math.inf:
+        raise ValueError(
+            "min_threshold must be a finite number >= 0. Received: "
+            f"min_threshold={min_threshold}"
+        )
     if convention not in complexity.CONVENTIONS:
         raise ValueError(
             f"convention must be one of {complexity.CONVENTIONS}. "
@@ -176,7 +193,9 @@ def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
         )
     # float32 values, compared as float32 by `stripe_mask`: threshold v
     # prunes exactly the stripes with |FS| <= v.
-    candidates = np.unique(np.concatenate([[0.0], *values]).astype("f4"))
+    values = np.unique(np.concatenate(values).astype("f4"))
+    above = values[values > np.float32(floor)]
+    candidates = [floor] + [float(v) for v in above]
     before = complexity.count(model, convention).flops
     cache = {}
 
@@ -185,7 +204,7 @@ def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
             try:
                 cache[k] = flops_cut(
                     model,
-                    float(candidates[k]),
+                    candidates[k],
                     convention=convention,
                     flops_before=before,
                 )
@@ -207,14 +226,14 @@ def threshold_for_flops_cut(model, cut, tolerance=0.02, *, convention="pff"):
     options = [k for k in (lo - 1, lo) if 0 <= k < len(candidates)]
     options = [k for k in options if evaluate(k) is not None]
     if not options:
-        # Not even threshold 0 compacts: raise that error (names the conv).
-        flops_cut(model, 0.0, convention=convention)
+        # Not even min_threshold compacts: raise that error (names the conv).
+        flops_cut(model, candidates[0], convention=convention)
     k = min(options, key=lambda i: (abs(evaluate(i)[0] - cut), i))
     achieved, after = evaluate(k)
     return FlopsCut(
         target=float(cut),
         tolerance=float(tolerance),
-        threshold=float(candidates[k]),
+        threshold=candidates[k],
         cut=float(achieved),
         flops_before=int(before),
         flops_after=after,
