@@ -99,6 +99,18 @@ _CASES = (
     ("graft_every", "grafting", [*_RUN, "--graft_every=soon"], "graft_every"),
     ("milestones", "baseline", [*_RUN, "--milestones=a,b"], "--milestones"),
     ("stripe_sr", "stripe", [*_RUN, "--sr=-0.1"], "--sr=-0.1"),
+    (
+        "stripe_target_above_one",
+        "stripe",
+        [*_RUN, "--target_flops_cut=1.5"],
+        "--target_flops_cut=1.5: must be in (0, 1)",
+    ),
+    (
+        "stripe_target_nan",
+        "stripe",
+        [*_RUN, "--target_flops_cut=nan"],
+        "--target_flops_cut=nan: must be in (0, 1)",
+    ),
     ("lwdna_ratio", "lwdna", [*_RUN, "--ratio=1.5"], "--ratio=1.5"),
     (
         "ekg_rate",

@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
+from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
@@ -53,13 +54,35 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
         ("threshold", dict(threshold=-0.01), "--threshold=-0.01: must be >= 0"),
         ("sr", dict(sr=-1.0), "--sr=-1.0: must be >= 0"),
         ("formulation", dict(formulation="fft"), "--formulation=fft"),
+        (
+            "target_above_one",
+            dict(target_flops_cut=1.5),
+            r"--target_flops_cut=1.5: must be in \(0, 1\)",
+        ),
+        (
+            "target_nan",
+            dict(target_flops_cut=float("nan")),
+            "--target_flops_cut=nan",
+        ),
+        (
+            "target_negative",
+            dict(target_flops_cut=-0.5),
+            "--target_flops_cut=-0.5",
+        ),
+        (
+            "tolerance",
+            dict(target_tolerance=-0.01),
+            r"--target_tolerance=-0.01: must be in \[0, 1\)",
+        ),
     )
     def test_bad_values(self, kwargs, message):
         with self.assertRaisesRegex(cfg.ConfigError, message):
             cfg.StripeConfig(**kwargs)
 
     def test_round_trip(self):
-        config = _config(sr=1e-5, threshold=0.01, shape_only=True)
+        config = _config(
+            sr=1e-5, threshold=0.01, shape_only=True, target_flops_cut=0.7
+        )
         back = cfg.JobConfig.from_dict(config.to_dict())
         self.assertEqual(back.stripe, config.stripe)
 
@@ -101,6 +124,22 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual((c.stripe.sr, c.stripe.threshold), (0.0, 0.0))
         else:
             self.assertEqual((c.stripe.sr, c.stripe.threshold), (1e-5, 0.01))
+        # The reference's block removal, and its fixed threshold.
+        self.assertEqual(c.stripe.dead_branches, "shortcut")
+        self.assertEqual(c.stripe.target_flops_cut, 0.0)
+
+    @parameterized.named_parameters(
+        ("imagenet_resnet18", "stripe_imagenet_resnet18.cfg", "shortcut", 0.0),
+        ("quick", "stripe_quick.cfg", "constant", 0.5),
+    )
+    def test_dead_branches_and_target(self, name, dead_branches, target):
+        fv = flags.FlagValues()
+        flags_lib.define("common", "stripe", flag_values=fv)
+        fv(["prog", f"--flagfile={os.path.join(ROOT, 'configs', name)}"])
+        c = flags_lib.job_config(fv)
+        self.assertEqual(c.stripe.dead_branches, dead_branches)
+        self.assertEqual(c.stripe.target_flops_cut, target)
+        self.assertEqual(c.stripe.target_tolerance, 0.02)
 
 
 class BuildNetTest(tf.test.TestCase):
@@ -148,6 +187,27 @@ class _SeededJob(job_lib.StripeJob):
         return net
 
 
+class _DeadBranchJob(job_lib.StripeJob):
+    """Starts with every stripe of one block's conv1 at 0 (stays dead).
+
+    The block's bn2 beta starts at 0.5, so the branch's constant output
+    (which the reference's shortcut form drops) is far from 0.
+    """
+
+    def build_net(self, index, info):
+        net = super().build_net(index, info)
+        fs = net.get_layer("stage1_block1_conv1").filter_skeleton
+        fs.assign(np.zeros(fs.shape, "f4"))
+        beta = net.get_layer("stage1_block1_bn2").beta
+        beta.assign(np.full(beta.shape, 0.5, "f4"))
+        return net
+
+
+def _read_report(workdir):
+    with open(os.path.join(workdir, "report.json")) as f:
+        return json.load(f)
+
+
 class StripeJobTest(tf.test.TestCase):
     @pytest.mark.large
     def test_train_prune_compact_export(self):
@@ -189,6 +249,69 @@ class StripeJobTest(tf.test.TestCase):
         self.assertAllClose(correct / 64, acc["compact_top1"])
         masked = tf.saved_model.load(os.path.join(workdir, "export_masked"))
         self.assertIsNotNone(masked.serve)
+
+    @pytest.mark.large
+    def test_target_flops_cut(self):
+        workdir = self.get_temp_dir()
+        config = _config(sr=1e-3, threshold=0.02, target_flops_cut=0.5)
+        config = dataclasses.replace(
+            config, run=dataclasses.replace(config.run, epochs=1)
+        )
+        job_lib.StripeJob(config, workdir).run()
+        s = _read_report(workdir)["stripe"]
+        self.assertTrue(s["pruned"])
+        target = s["target"]
+        self.assertEqual(target["flops_cut"], 0.5)
+        self.assertEqual(target["tolerance"], 0.02)
+        self.assertEqual(target["convention"], "pff")
+        self.assertTrue(target["within_tolerance"])
+        self.assertLessEqual(abs(target["achieved_cut"] - 0.5), 0.02)
+        # The chosen threshold pruned the export; training kept its own.
+        self.assertEqual(s["prune_threshold"], target["threshold"])
+        self.assertEqual(s["threshold"], 0.02)
+        self.assertGreater(target["threshold"], 0.02)
+        self.assertAllClose(
+            s["complexity"]["pff"]["flops_reduction_pct"],
+            100 * target["achieved_cut"],
+        )
+        compact = keras.models.load_model(
+            os.path.join(workdir, "compact.keras")
+        )
+        flops = complexity.count(compact, "pff").flops
+        before = s["complexity"]["pff"]["before"]["flops"]
+        self.assertAllClose(1 - flops / before, target["achieved_cut"])
+
+    @pytest.mark.large
+    def test_dead_branch_reports_both_forms(self):
+        workdir = self.get_temp_dir()
+        config = _config(sr=1e-3, threshold=0.02)
+        config = dataclasses.replace(
+            config, run=dataclasses.replace(config.run, epochs=1)
+        )
+        job = _DeadBranchJob(config, workdir)
+        job.run()
+        s = _read_report(workdir)["stripe"]
+        self.assertIsNone(s["target"])
+        self.assertEqual(s["prune_threshold"], 0.02)
+        self.assertIn(
+            ["stage1_block1_add", "stage1_block1_conv1"], s["removed_blocks"]
+        )
+        acc = s["accuracy"]
+        both = acc["dead_branches"]
+        self.assertEqual(set(both), {"constant", "shortcut"})
+        # The default (constant) form is exact: it scores the masked net's
+        # accuracy and is the exported model.
+        self.assertEqual(both["constant"], acc["hard_masked_top1"])
+        self.assertEqual(both["constant"], acc["compact_top1"])
+        self.assertBetween(both["shortcut"], 0.0, 1.0)
+        images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+        images = images.astype("f4")
+        constant = job._compact(images)
+        self.assertAllClose(
+            constant, job._masked(images, training=False), atol=1e-4
+        )
+        shortcut = job._other_form(images)
+        self.assertGreater(float(np.abs(shortcut - constant).max()), 1e-3)
 
     @pytest.mark.large
     def test_shape_only_trains_skeletons_only(self):

@@ -568,7 +568,13 @@ class StripeConfig:
 
     The per-step skeleton update runs when `sr > 0` and `threshold > 0`
     (the reference's `if args.sr and args.threshold`); the final pruning of
-    the best checkpoint runs whenever `threshold > 0`. `shape_only` freezes
+    the best checkpoint runs whenever `threshold > 0` or
+    `target_flops_cut > 0`. With `target_flops_cut` (a fraction in (0, 1);
+    0: off) the final pruning does not use `threshold` but the threshold
+    on |FS| whose compact model removes that share of the `pff` FLOPs,
+    within `target_tolerance` (absolute) where the discrete steps allow
+    (`tfgraft.stripe.flops_target`, a tfgraft addition); training still
+    uses `sr` and `threshold`. `shape_only` freezes
     every randomly initialised weight and trains only the skeletons.
     `formulation` is the compact layers' `CompactStripeConv2D` formulation;
     `compact_jit` compiles each compact layer with XLA (also when served
@@ -583,10 +589,24 @@ class StripeConfig:
     formulation: str = "auto"
     compact_jit: bool = False
     dead_branches: str = "constant"
+    target_flops_cut: float = 0.0
+    target_tolerance: float = 0.02
 
     def __post_init__(self):
         _check(self.sr >= 0, "sr", self.sr, "must be >= 0")
         _check(self.threshold >= 0, "threshold", self.threshold, "must be >= 0")
+        _check(
+            self.target_flops_cut == 0 or 0 < self.target_flops_cut < 1,
+            "target_flops_cut",
+            self.target_flops_cut,
+            "must be in (0, 1) (the fraction of FLOPs removed) or 0 (off)",
+        )
+        _check(
+            0 <= self.target_tolerance < 1,
+            "target_tolerance",
+            self.target_tolerance,
+            "must be in [0, 1)",
+        )
         _check(
             self.formulation in STRIPE_FORMULATIONS,
             "formulation",

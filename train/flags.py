@@ -424,6 +424,18 @@ class _Stripe:
             "Residual branch left without stripes: add its constant output "
             "(exact) | shortcut (the reference drops the block and its ReLU).",
         )
+        self.target_flops_cut = d.DEFINE_float(
+            "target_flops_cut",
+            0.0,
+            "Prune the selected net at the |FS| threshold that removes this "
+            "fraction of the FLOPs (pff counter; 0: prune at --threshold).",
+        )
+        self.target_tolerance = d.DEFINE_float(
+            "target_tolerance",
+            0.02,
+            "Accepted distance of the achieved FLOPs cut to "
+            "--target_flops_cut (absolute fraction).",
+        )
 
 
 _GROUP_TYPES["stripe"] = _Stripe
@@ -481,6 +493,8 @@ def _stripe_config(groups):
         formulation=g.formulation.value,
         compact_jit=g.compact_jit.value,
         dead_branches=g.dead_branches.value,
+        target_flops_cut=g.target_flops_cut.value,
+        target_tolerance=g.target_tolerance.value,
     )
 
 

@@ -3,13 +3,18 @@
 `skeleton` finds the stripe convs of a model and holds the pure per-step
 update; `trainer.StripeTrainer` applies it inside the train step; `prune`
 hard-masks and compacts a trained model into `CompactStripeConv2D` layers;
-`job.StripeJob` chains train -> best -> prune -> compact -> export. The
-layers live in `tfgraft.layers.stripe_conv`.
+`flops_target.threshold_for_flops_cut` picks the pruning threshold that
+removes a target share of the FLOPs; `job.StripeJob` chains train ->
+best -> prune -> compact -> export. The layers live in
+`tfgraft.layers.stripe_conv`.
 
 Submodules are imported on demand (`from tfgraft.stripe import job`), so
 that `import tfgraft.stripe` stays light.
 """
 
+from tfgraft.stripe.flops_target import FlopsCut
+from tfgraft.stripe.flops_target import flops_cut
+from tfgraft.stripe.flops_target import threshold_for_flops_cut
 from tfgraft.stripe.prune import BranchConstant
 from tfgraft.stripe.prune import CompactResult
 from tfgraft.stripe.prune import LayerStripes
@@ -26,14 +31,17 @@ from tfgraft.stripe.skeleton import skeleton_update
 __all__ = [
     "BranchConstant",
     "CompactResult",
+    "FlopsCut",
     "LayerStripes",
     "PrunedConv",
     "SkeletonPlan",
     "StripePruningError",
     "apply_hard_mask",
     "compact",
+    "flops_cut",
     "hard_mask",
     "layer_stripes",
     "skeleton_plan",
     "skeleton_update",
+    "threshold_for_flops_cut",
 ]

@@ -9,16 +9,29 @@ Phases (METHODS.md §2.2-2.3):
 2. prune that copy once, without fine-tuning: hard-mask it
    (re-threshold), evaluate it, compact it (`prune.compact`), evaluate
    the compact model; the last epoch's net is pruned and evaluated too
-   ("always report both", METHODS §0);
+   ("always report both", METHODS §0). The threshold is the training
+   `threshold` (the reference) or, with `target_flops_cut`, the one at or
+   above it that removes that share of the `pff` FLOPs from that net
+   (`flops_target.threshold_for_flops_cut`, a tfgraft addition; stripes
+   the training masked stay pruned). The selection stays the reference's
+   best test accuracy over the epochs: every checkpoint can be
+   thresholded up to the target, and one that training pruned past it
+   (reported with `within_tolerance: false`) is both smaller and more
+   accurate than the others. When a residual block lost a branch,
+   the compact model is also built and evaluated in the other
+   `dead_branches` form (the exported one is the configured form);
 3. export the compact model to `export/` (SavedModel, runs without
    tfgraft), the hard-masked net to `export_masked/`, the compact Keras
    model to `compact.keras` (needs tfgraft to load);
 4. `report.json` gets a `stripe` section: FLOPs/params before and after
    (reference `pff` convention and plain `macs`/weights-only), reductions
-   in %, accuracies, per-layer kept stripes and filters, removed blocks;
-   `stripes.png` and `filters.png` draw the kept stripes per layer.
+   in %, accuracies (both dead-branch forms where they differ), the
+   target, its threshold and achieved cut, per-layer kept stripes and
+   filters, removed blocks; `stripes.png` and `filters.png` draw the kept
+   stripes per layer.
 
-With `threshold == 0` nothing is pruned: the best net is exported as is.
+With `threshold == 0` and no target nothing is pruned: the best net is
+exported as is.
 """
 
 import dataclasses
@@ -32,6 +45,7 @@ from absl import logging
 from tfgraft import complexity
 from tfgraft import export as export_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
+from tfgraft.stripe import flops_target
 from tfgraft.stripe import plot as plot_lib
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import trainer as trainer_lib
@@ -121,6 +135,15 @@ def _cost(model, convention):
     return {"flops": int(c.flops), "params": int(c.params)}
 
 
+def _record_cut(target, before, after):
+    """Adds the exported model's FLOPs cut to a target report."""
+    cut = 1.0 - after["flops"] / before["flops"]
+    target["achieved_cut"] = cut
+    target["within_tolerance"] = bool(
+        abs(cut - target["flops_cut"]) <= target["tolerance"] + 1e-12
+    )
+
+
 def _reduction(before, after):
     return {
         "before": before,
@@ -146,6 +169,7 @@ class StripeJob(job_lib.Job):
             )
         super().__init__(config, workdir, **kwargs)
         self._compact = None
+        self._other_form = None
         self._masked = None
         self._dense = None
 
@@ -216,10 +240,12 @@ class StripeJob(job_lib.Job):
             "trained_top1": float(self.stripe_best.best.numpy())
             if best_epoch > 0
             else None,
+            "target": None,
+            "prune_threshold": None,
         }
         dense = _plain_copy(source)
         before = {c: _cost(dense, c) for c in ("pff", "macs")}
-        if s.threshold <= 0:
+        if s.threshold <= 0 and not s.target_flops_cut:
             self._dense = dense
             report["complexity"] = {
                 c: _reduction(before[c], before[c]) for c in before
@@ -227,21 +253,28 @@ class StripeJob(job_lib.Job):
             report["pruned"] = False
             return report
         logging.info("Pruning the %s net…", report["selection"])
-        masked, result = self._prune_with(dense, s)
+        threshold, report["target"] = self._prune_threshold(dense, s)
+        report["prune_threshold"] = threshold
+        masked, result = self._prune_with(dense, threshold, s)
         self._masked, self._compact = masked, result.model
         masked_acc = _evaluate(masked, self.eval_dataset)
         compact_acc = _evaluate(result.model, self.eval_dataset)
         after = {c: _cost(result.model, c) for c in ("pff", "macs")}
         layers = result.layers
+        accuracy = {
+            "before_top1": report["trained_top1"],
+            "hard_masked_top1": masked_acc["top1"],
+            "compact_top1": compact_acc["top1"],
+            "compact_top5": compact_acc["top5"],
+        }
+        if result.removed_blocks:
+            accuracy["dead_branches"] = self._both_forms(
+                masked, threshold, s, compact_acc["top1"]
+            )
         report.update(
             {
                 "pruned": True,
-                "accuracy": {
-                    "before_top1": report["trained_top1"],
-                    "hard_masked_top1": masked_acc["top1"],
-                    "compact_top1": compact_acc["top1"],
-                    "compact_top5": compact_acc["top5"],
-                },
+                "accuracy": accuracy,
                 "complexity": {
                     c: _reduction(before[c], after[c]) for c in before
                 },
@@ -252,6 +285,8 @@ class StripeJob(job_lib.Job):
                 **result.as_dict(),
             }
         )
+        if report["target"] is not None:
+            _record_cut(report["target"], before["pff"], after["pff"])
         last = history[-1]["epoch"] if history else None
         if best_epoch > 0 and best_epoch == last:
             report["last_epoch"] = {"same_as_best": True}
@@ -259,11 +294,12 @@ class StripeJob(job_lib.Job):
             report["last_epoch"] = self._last_epoch_stats(trainer, s)
         logging.info(
             "stripe | masked top1: %.4f | compact top1: %.4f | FLOPs -%.1f%% "
-            "| params -%.1f%% (pff)",
+            "| params -%.1f%% (pff) | threshold: %.4g",
             masked_acc["top1"],
             compact_acc["top1"],
             report["complexity"]["pff"]["flops_reduction_pct"],
             report["complexity"]["pff"]["params_reduction_pct"],
+            threshold,
         )
         if self.is_chief:
             plot_lib.plot_stripes(
@@ -274,28 +310,104 @@ class StripeJob(job_lib.Job):
             )
         return report
 
-    def _prune_with(self, dense, s):
-        masked = prune_lib.apply_hard_mask(dense, s.threshold)
+    def _prune_threshold(self, dense, s, label="selected"):
+        """`(threshold, target report)` for the final pruning of `dense`."""
+        if not s.target_flops_cut:
+            return s.threshold, None
+        # Stripes the training masked stay pruned (min_threshold).
+        r = flops_target.threshold_for_flops_cut(
+            dense,
+            s.target_flops_cut,
+            s.target_tolerance,
+            min_threshold=s.threshold,
+        )
+        logging.info(
+            "stripe | %s net | target FLOPs cut: %.3f +- %.3f | threshold: "
+            "%.4g | achieved: %.4f (%d compactions)",
+            label,
+            r.target,
+            r.tolerance,
+            r.threshold,
+            r.cut,
+            r.evaluations,
+        )
+        if not r.within_tolerance:
+            logging.warning(
+                "The %s net's FLOPs cut %.4f is not within %.3f of the "
+                "target %.3f (%s).",
+                label,
+                r.cut,
+                r.tolerance,
+                r.target,
+                "training already removed more (stripes at or below "
+                "--threshold); lower --sr"
+                if r.cut > r.target and r.threshold == s.threshold
+                else "the cut moves by a whole filter or block here, or "
+                "a higher threshold leaves a conv without stripes",
+            )
+        return r.threshold, {
+            "flops_cut": r.target,
+            "tolerance": r.tolerance,
+            "threshold": r.threshold,
+            "convention": r.convention,
+        }
+
+    def _prune_with(self, dense, threshold, s):
+        masked = prune_lib.apply_hard_mask(dense, threshold)
         result = prune_lib.compact(
             masked,
-            s.threshold,
+            threshold,
             formulation=s.formulation,
             jit_compile=s.compact_jit,
             dead_branches=s.dead_branches,
         )
         return masked, result
 
+    def _both_forms(self, masked, threshold, s, top1):
+        """`{form: top1}` of both dead-branch forms; keeps the other's model.
+
+        Called when a block lost a branch, so the forms differ.
+        """
+        other = "shortcut" if s.dead_branches == "constant" else "constant"
+        result = prune_lib.compact(
+            masked,
+            threshold,
+            formulation=s.formulation,
+            jit_compile=s.compact_jit,
+            dead_branches=other,
+        )
+        self._other_form = result.model
+        acc = _evaluate(result.model, self.eval_dataset)
+        logging.info(
+            "stripe | removed blocks: %d | compact top1 with dead branches "
+            "as %s: %.4f, as %s: %.4f",
+            len(result.removed_blocks),
+            s.dead_branches,
+            top1,
+            other,
+            acc["top1"],
+        )
+        return {s.dead_branches: top1, other: acc["top1"]}
+
     def _last_epoch_stats(self, trainer, s):
+        dense = _plain_copy(trainer.nets[0])
+        before = _cost(dense, "pff")
         try:
-            masked, result = self._prune_with(_plain_copy(trainer.nets[0]), s)
+            threshold, target = self._prune_threshold(dense, s, "last")
+            masked, result = self._prune_with(dense, threshold, s)
         except prune_lib.StripePruningError as e:
             return {"error": str(e)}
-        return {
+        stats = {
             "hard_masked_top1": _evaluate(masked, self.eval_dataset)["top1"],
             "compact_top1": _evaluate(result.model, self.eval_dataset)["top1"],
             "pff": _cost(result.model, "pff"),
             "removed_blocks": [list(b) for b in result.removed_blocks],
+            "prune_threshold": threshold,
         }
+        if target is not None:
+            _record_cut(target, before, stats["pff"])
+            stats["target"] = target
+        return stats
 
     # === Outputs ===
 
