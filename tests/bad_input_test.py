@@ -127,8 +127,8 @@ _CASES = (
     (
         "l1prune_tolerance",
         "l1prune",
-        [*_RUN, "--pretrained={tmp}/x", "--flops_tolerance=-0.1"],
-        "--flops_tolerance=-0.1",
+        [*_RUN, "--pretrained={tmp}/x", "--target_tolerance=-0.1"],
+        "--target_tolerance=-0.1",
     ),
     (
         "synthetic_size",

@@ -65,7 +65,7 @@ class L1PruneConfigTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         ("cut_one", dict(target_flops_cut=1.0), "--target_flops_cut=1.0"),
         ("cut_zero", dict(target_flops_cut=0.0), "--target_flops_cut=0.0"),
-        ("tolerance", dict(flops_tolerance=-0.1), "--flops_tolerance=-0.1"),
+        ("tolerance", dict(target_tolerance=-0.1), "--target_tolerance=-0.1"),
         ("pretrain", dict(pretrain_epochs=-1), "--pretrain_epochs=-1"),
     )
     def test_bad_values(self, kwargs, message):

@@ -201,7 +201,7 @@ class SearchTest(tf.test.TestCase, parameterized.TestCase):
                 "resnet20",
                 target_flops_cut=target,
                 preset="pff",
-                flops_tolerance=0.2,
+                target_tolerance=0.2,
             )
             nearest = min(abs(c - target) for c in cuts)
             self.assertAllClose(abs(plan.flops_cut - target), nearest)
@@ -238,13 +238,13 @@ class SearchTest(tf.test.TestCase, parameterized.TestCase):
     def test_tolerance_too_tight(self):
         net = _net(width_mult=0.25)
         with self.assertRaisesRegex(
-            prune.L1PruneError, "nearest reachable cuts.*flops_tolerance=0.0"
+            prune.L1PruneError, "nearest reachable cuts.*target_tolerance=0.0"
         ):
             prune.plan_pruning(
                 net,
                 "resnet20",
                 target_flops_cut=0.5,
-                flops_tolerance=0.0,
+                target_tolerance=0.0,
                 preset="pff",
             )
 
@@ -254,8 +254,8 @@ class SearchTest(tf.test.TestCase, parameterized.TestCase):
         ("target", dict(target_flops_cut=1.0), "target_flops_cut=1.0"),
         (
             "tolerance",
-            dict(target_flops_cut=0.5, flops_tolerance=-1),
-            "flops_tolerance=-1",
+            dict(target_flops_cut=0.5, target_tolerance=-1),
+            "target_tolerance=-1",
         ),
         ("convention", dict(fraction=0.5, convention="x"), "convention='x'"),
     )

@@ -19,6 +19,7 @@ from tfgraft import data as data_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
+from tfgraft.study import figures as study_figures
 from tfgraft.testing import devices
 from tfgraft.training import job as base_job
 from train import flags as flags_lib
@@ -73,6 +74,16 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
             "tolerance",
             dict(target_tolerance=-0.01),
             r"--target_tolerance=-0.01: must be in \[0, 1\)",
+        ),
+        (
+            "extra_cut_range",
+            dict(target_flops_cut=0.5, extra_cuts=(0.3, 1.2)),
+            "--extra_cuts=0.3,1.2: every cut must be in",
+        ),
+        (
+            "extra_cuts_need_target",
+            dict(extra_cuts=(0.3,)),
+            "--extra_cuts=0.3: needs --target_flops_cut",
         ),
     )
     def test_bad_values(self, kwargs, message):
@@ -253,12 +264,15 @@ class StripeJobTest(tf.test.TestCase):
     @pytest.mark.large
     def test_target_flops_cut(self):
         workdir = self.get_temp_dir()
-        config = _config(sr=1e-3, threshold=0.02, target_flops_cut=0.5)
+        config = _config(
+            sr=1e-3, threshold=0.02, target_flops_cut=0.5, extra_cuts=(0.7,)
+        )
         config = dataclasses.replace(
             config, run=dataclasses.replace(config.run, epochs=1)
         )
         job_lib.StripeJob(config, workdir).run()
-        s = _read_report(workdir)["stripe"]
+        report = _read_report(workdir)
+        s = report["stripe"]
         self.assertTrue(s["pruned"])
         target = s["target"]
         self.assertEqual(target["flops_cut"], 0.5)
@@ -280,6 +294,18 @@ class StripeJobTest(tf.test.TestCase):
         flops = complexity.count(compact, "pff").flops
         before = s["complexity"]["pff"]["before"]["flops"]
         self.assertAllClose(1 - flops / before, target["achieved_cut"])
+        # The same selected net pruned at the extra cut: more FLOPs
+        # removed, within tolerance, and a row of its own in a study.
+        (extra,) = s["extra_cuts"]
+        self.assertEqual(extra["flops_cut"], 0.7)
+        self.assertTrue(extra["within_tolerance"])
+        self.assertLessEqual(abs(extra["achieved_cut"] - 0.7), 0.02)
+        self.assertGreater(extra["threshold"], target["threshold"])
+        self.assertLess(extra["pff"]["flops"], flops)
+        rows = study_figures.figures(report)
+        self.assertEqual(rows["cut70"]["flops"], extra["pff"]["flops"])
+        self.assertEqual(rows["cut70"]["final_top1"], extra["compact_top1"])
+        self.assertEqual(rows[""]["flops"], flops)
 
     @pytest.mark.large
     def test_dead_branch_reports_both_forms(self):

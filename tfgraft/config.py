@@ -574,7 +574,11 @@ class StripeConfig:
     on |FS| whose compact model removes that share of the `pff` FLOPs,
     within `target_tolerance` (absolute) where the discrete steps allow
     (`tfgraft.stripe.flops_target`, a tfgraft addition); training still
-    uses `sr` and `threshold`. `shape_only` freezes
+    uses `sr` and `threshold`. `extra_cuts` (fractions in (0, 1); needs
+    `target_flops_cut`) prune the same selected net at more FLOPs cuts and
+    report each compact net's accuracy (one training, several points of
+    the accuracy-FLOPs curve; the export is the `target_flops_cut` one).
+    `shape_only` freezes
     every randomly initialised weight and trains only the skeletons.
     `formulation` is the compact layers' `CompactStripeConv2D` formulation;
     `compact_jit` compiles each compact layer with XLA (also when served
@@ -591,9 +595,23 @@ class StripeConfig:
     dead_branches: str = "constant"
     target_flops_cut: float = 0.0
     target_tolerance: float = 0.02
+    extra_cuts: tuple = ()
 
     def __post_init__(self):
         _check(self.sr >= 0, "sr", self.sr, "must be >= 0")
+        for cut in self.extra_cuts:
+            _check(
+                0 < cut < 1,
+                "extra_cuts",
+                ",".join(map(str, self.extra_cuts)),
+                "every cut must be in (0, 1)",
+            )
+        _check(
+            not self.extra_cuts or self.target_flops_cut > 0,
+            "extra_cuts",
+            ",".join(map(str, self.extra_cuts)),
+            "needs --target_flops_cut",
+        )
         _check(self.threshold >= 0, "threshold", self.threshold, "must be >= 0")
         _check(
             self.target_flops_cut == 0 or 0 < self.target_flops_cut < 1,
@@ -632,7 +650,7 @@ class L1PruneConfig:
     `train.baseline` workdir or a checkpoint, or pretraining in
     `<workdir>/pretrain`). `target_flops_cut` is the wanted FLOPs
     reduction `1 - after / before` (PFF counter, the stripe job's), met
-    within `flops_tolerance` by one pruning fraction shared by every
+    within `target_tolerance` by one pruning fraction shared by every
     prunable channel group (`tfgraft.l1prune.prune`);
     `prune_streams=False` prunes block-internal channels only (the paper's
     ResNet scheme).
@@ -643,7 +661,7 @@ class L1PruneConfig:
     pretrain_learning_rate: float = 0.05
     pretrain_weight_decay: float = 1e-4
     target_flops_cut: float = 0.5
-    flops_tolerance: float = 0.02
+    target_tolerance: float = 0.02
     prune_streams: bool = True
 
     def __post_init__(self):
@@ -654,9 +672,9 @@ class L1PruneConfig:
             "must be in (0, 1) (the fraction of FLOPs removed)",
         )
         _check(
-            0 <= self.flops_tolerance < 1,
-            "flops_tolerance",
-            self.flops_tolerance,
+            0 <= self.target_tolerance < 1,
+            "target_tolerance",
+            self.target_tolerance,
             "must be in [0, 1)",
         )
         _check_pretraining(self)

@@ -436,6 +436,12 @@ class _Stripe:
             "Accepted distance of the achieved FLOPs cut to "
             "--target_flops_cut (absolute fraction).",
         )
+        self.extra_cuts = d.DEFINE_list(
+            "extra_cuts",
+            [],
+            "More FLOPs cuts to prune the same selected net at and report "
+            "(e.g. 0.4,0.9; needs --target_flops_cut).",
+        )
 
 
 _GROUP_TYPES["stripe"] = _Stripe
@@ -450,8 +456,8 @@ class _L1Prune:
             "FLOPs reduction to reach, 1 - pruned / unpruned FLOPs (PFF "
             "counter, as the stripe job reports it), in (0, 1).",
         )
-        self.flops_tolerance = d.DEFINE_float(
-            "flops_tolerance",
+        self.target_tolerance = d.DEFINE_float(
+            "target_tolerance",
             0.02,
             "Allowed |achieved - target| FLOPs cut (absolute).",
         )
@@ -477,7 +483,7 @@ def _l1prune_config(groups):
         pretrain_learning_rate=p.pretrain_learning_rate.value,
         pretrain_weight_decay=p.pretrain_weight_decay.value,
         target_flops_cut=g.target_flops_cut.value,
-        flops_tolerance=g.flops_tolerance.value,
+        target_tolerance=g.target_tolerance.value,
         prune_streams=g.prune_streams.value,
     )
 
@@ -495,7 +501,17 @@ def _stripe_config(groups):
         dead_branches=g.dead_branches.value,
         target_flops_cut=g.target_flops_cut.value,
         target_tolerance=g.target_tolerance.value,
+        extra_cuts=_floats("extra_cuts", g.extra_cuts.value),
     )
+
+
+def _floats(flag, values):
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise cfg.ConfigError(
+            f"--{flag}={','.join(values)}: must be numbers"
+        ) from None
 
 
 def _ekg_config(groups):

@@ -9,7 +9,7 @@ Phases, each leaving its results in the workdir so a rerun resumes:
 2. **Pruning** (`tfgraft.l1prune.prune`): filters ranked by L1 norm, one
    fraction shared by all prunable groups searched so that the FLOPs cut
    (PFF counter, as the stripe job reports it) is `--target_flops_cut`
-   within `--flops_tolerance`; the pruned net gets the kept weights. Its
+   within `--target_tolerance`; the pruned net gets the kept weights. Its
    widths go to `<workdir>/channel_config.json` (with the model, preset and
    shortcut; `python -m train.baseline --channel_config=...` retrains them
    from scratch), its initial weights to `<workdir>/prune/checkpoint`, and
@@ -171,7 +171,7 @@ class L1PruneJob(job_lib.Job):
             "model": dataclasses.asdict(self.config.model),
             "dataset": self.info.name,
             "target_flops_cut": c.target_flops_cut,
-            "flops_tolerance": c.flops_tolerance,
+            "target_tolerance": c.target_tolerance,
             "prune_streams": c.prune_streams,
             "convention": CONVENTION,
         }
@@ -216,7 +216,7 @@ class L1PruneJob(job_lib.Job):
             plain,
             m.name,
             target_flops_cut=c.target_flops_cut,
-            flops_tolerance=c.flops_tolerance,
+            target_tolerance=c.target_tolerance,
             prune_streams=c.prune_streams,
             preset=m.preset,
             shortcut=m.shortcut,
@@ -302,7 +302,7 @@ class L1PruneJob(job_lib.Job):
                 "pretrained_checkpoint": r["pretrained_checkpoint"],
                 "convention": CONVENTION,
                 "target_flops_cut": c.target_flops_cut,
-                "flops_tolerance": c.flops_tolerance,
+                "target_tolerance": c.target_tolerance,
                 "prune_streams": c.prune_streams,
                 "flops_cut": r["flops_cut"],
                 "fraction": r["fraction"],

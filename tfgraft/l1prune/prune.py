@@ -34,7 +34,7 @@ of removals taken for the first whose cut (counted with
 `tfgraft.complexity`, `"pff"` by default: the stripe job's convention, so
 the cuts are comparable) reaches `target_flops_cut`; it keeps whichever
 of that and the one before lies closer to the target, and fails unless
-that is within `flops_tolerance`. So all groups share one fraction `f`
+that is within `target_tolerance`. So all groups share one fraction `f`
 (the last removal's), and each has lost `floor(f * C)` channels or, if
 its turn at `f` has not come, one fewer. The cut only grows with every
 removal, so the bisection is exact. Everything depends only on the
@@ -269,7 +269,7 @@ class PrunePlan:
         flops_before: FLOPs of the unpruned model.
         flops_after: FLOPs of the pruned model.
         target_flops_cut: the requested cut, or None (fraction given).
-        flops_tolerance: allowed `|cut - target_flops_cut|`.
+        target_tolerance: allowed `|cut - target_flops_cut|`.
         evaluations: FLOPs counts the search made.
     """
 
@@ -285,7 +285,7 @@ class PrunePlan:
     flops_before: int
     flops_after: int
     target_flops_cut: float | None
-    flops_tolerance: float
+    target_tolerance: float
     evaluations: int
 
     @property
@@ -307,7 +307,7 @@ class PrunePlan:
             "fraction": float(self.fraction),
             "fraction_exact": str(self.fraction),
             "target_flops_cut": self.target_flops_cut,
-            "flops_tolerance": self.flops_tolerance,
+            "target_tolerance": self.target_tolerance,
             "flops_before": self.flops_before,
             "flops_after": self.flops_after,
             "flops_cut": self.flops_cut,
@@ -407,11 +407,11 @@ def _search(flops, groups, target, tolerance):
             why = (
                 f"the nearest reachable cuts are {below:.4f} and "
                 f"{above:.4f} (one channel of one group apart); raise "
-                "flops_tolerance"
+                "target_tolerance"
             )
         raise L1PruneError(
             f"target_flops_cut={target}: {why}. Received: "
-            f"flops_tolerance={tolerance}"
+            f"target_tolerance={tolerance}"
         )
     return best, events
 
@@ -422,7 +422,7 @@ def plan_pruning(
     *,
     target_flops_cut=None,
     fraction=None,
-    flops_tolerance=0.02,
+    target_tolerance=0.02,
     prune_streams=True,
     preset=None,
     shortcut=None,
@@ -439,7 +439,7 @@ def plan_pruning(
         target_flops_cut: wanted `1 - FLOPs_after / FLOPs_before`, in
             `(0, 1)`.
         fraction: share of every prunable group to remove, in `[0, 1]`.
-        flops_tolerance: allowed `|achieved cut - target_flops_cut|`.
+        target_tolerance: allowed `|achieved cut - target_flops_cut|`.
         prune_streams: also prune residual-stream groups.
         preset: the preset `model` was built with.
         shortcut: its shortcut type.
@@ -450,7 +450,7 @@ def plan_pruning(
 
     Raises:
         L1PruneError: bad arguments, nothing prunable, or a target that
-            one shared fraction cannot meet within `flops_tolerance`.
+            one shared fraction cannot meet within `target_tolerance`.
 
     Example:
 
@@ -469,10 +469,10 @@ def plan_pruning(
             "target_flops_cut must be in (0, 1). Received: "
             f"target_flops_cut={target_flops_cut}"
         )
-    if not 0 <= flops_tolerance < 1:
+    if not 0 <= target_tolerance < 1:
         raise L1PruneError(
-            "flops_tolerance must be in [0, 1). Received: "
-            f"flops_tolerance={flops_tolerance}"
+            "target_tolerance must be in [0, 1). Received: "
+            f"target_tolerance={target_tolerance}"
         )
     if convention not in complexity.CONVENTIONS:
         raise L1PruneError(
@@ -495,7 +495,7 @@ def plan_pruning(
     flops = _FlopsAt(model, groups, convention)
     if fraction is None:
         steps, events = _search(
-            flops, groups, target_flops_cut, flops_tolerance
+            flops, groups, target_flops_cut, target_tolerance
         )
         removed = _removed_after(events, steps, len(groups))
         chosen = events[steps - 1][0] if steps else fractions.Fraction(0)
@@ -525,7 +525,7 @@ def plan_pruning(
         flops_before=flops.full,
         flops_after=flops(removed),
         target_flops_cut=target_flops_cut,
-        flops_tolerance=flops_tolerance,
+        target_tolerance=target_tolerance,
         evaluations=len(flops.cache),
     )
 

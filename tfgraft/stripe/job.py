@@ -287,6 +287,11 @@ class StripeJob(job_lib.Job):
         )
         if report["target"] is not None:
             _record_cut(report["target"], before["pff"], after["pff"])
+        if s.extra_cuts:
+            report["extra_cuts"] = [
+                self._extra_cut(dense, cut, s, before["pff"])
+                for cut in s.extra_cuts
+            ]
         last = history[-1]["epoch"] if history else None
         if best_epoch > 0 and best_epoch == last:
             report["last_epoch"] = {"same_as_best": True}
@@ -351,6 +356,47 @@ class StripeJob(job_lib.Job):
             "threshold": r.threshold,
             "convention": r.convention,
         }
+
+    def _extra_cut(self, dense, cut, s, before):
+        """Prunes `dense` at another FLOPs cut; its compact net's figures.
+
+        Both dead-branch forms are evaluated when a block lost a branch.
+        """
+        r = flops_target.threshold_for_flops_cut(
+            dense, cut, s.target_tolerance, min_threshold=s.threshold
+        )
+        masked, result = self._prune_with(dense, r.threshold, s)
+        after = _cost(result.model, "pff")
+        top1 = _evaluate(result.model, self.eval_dataset)["top1"]
+        out = {
+            "flops_cut": cut,
+            "tolerance": s.target_tolerance,
+            "threshold": r.threshold,
+            "compact_top1": top1,
+            "pff": after,
+            "removed_blocks": len(result.removed_blocks),
+        }
+        _record_cut(out, before, after)
+        if result.removed_blocks:
+            other = "shortcut" if s.dead_branches == "constant" else "constant"
+            alt = prune_lib.compact(
+                masked,
+                r.threshold,
+                formulation=s.formulation,
+                jit_compile=s.compact_jit,
+                dead_branches=other,
+            )
+            out["dead_branches"] = {
+                s.dead_branches: top1,
+                other: _evaluate(alt.model, self.eval_dataset)["top1"],
+            }
+        logging.info(
+            "stripe | extra cut %.3f | achieved %.4f | compact top1 %.4f",
+            cut,
+            out["achieved_cut"],
+            top1,
+        )
+        return out
 
     def _prune_with(self, dense, threshold, s):
         masked = prune_lib.apply_hard_mask(dense, threshold)

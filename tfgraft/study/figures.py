@@ -80,7 +80,10 @@ def grafting(report):
 def stripe(report):
     """The pruned (compact) net in the `pff` convention; without pruning,
     the trained net. Where the two dead-branch forms differ, each is a
-    view of its own (`dead_constant`, `dead_shortcut`)."""
+    view of its own (`dead_constant`, `dead_shortcut`); each of
+    `--extra_cuts` is a view `cut<percent>` (and `cut<percent>_dead_<form>`).
+    The compact net is evaluated once, on the selected checkpoint: its best
+    and final top-1 are the same number."""
     s = report["stripe"]
     pff = s["complexity"]["pff"]
     if not s.get("pruned"):
@@ -96,36 +99,45 @@ def stripe(report):
             )
         }
     acc = s["accuracy"]
-    top1 = acc["compact_top1"]
-    extra = {
-        "flops_cut_pct": pff["flops_reduction_pct"],
-        "params_cut_pct": pff["params_reduction_pct"],
-        "trained_top1": acc.get("before_top1"),
-        "threshold": s.get("chosen_threshold", s.get("threshold")),
-    }
-    # The compact net is evaluated once (on the selected checkpoint): its
-    # best and final top-1 are the same number.
-    rows = {
-        "": _row(
-            top1,
-            top1,
-            pff["after"]["params"],
-            pff["after"]["flops"],
-            "pff",
-            **extra,
-        )
-    }
-    forms = acc.get("dead_branches") or {}
-    if len(set(forms.values())) > 1:
-        for form, value in forms.items():
-            rows[f"dead_{form}"] = _row(
-                value,
-                value,
-                pff["after"]["params"],
-                pff["after"]["flops"],
-                "pff",
-                **extra,
+
+    def rows_of(prefix, top1, cost, cut, threshold, forms):
+        extra = {
+            "flops_cut_pct": 100.0 * cut,
+            "trained_top1": acc.get("before_top1"),
+            "threshold": threshold,
+        }
+        out = {
+            prefix: _row(
+                top1, top1, cost["params"], cost["flops"], "pff", **extra
             )
+        }
+        if len(set((forms or {}).values())) > 1:
+            for form, value in forms.items():
+                name = f"{prefix}_dead_{form}" if prefix else f"dead_{form}"
+                out[name] = _row(
+                    value, value, cost["params"], cost["flops"], "pff", **extra
+                )
+        return out
+
+    rows = rows_of(
+        "",
+        acc["compact_top1"],
+        pff["after"],
+        pff["flops_reduction_pct"] / 100.0,
+        s.get("prune_threshold", s.get("threshold")),
+        acc.get("dead_branches"),
+    )
+    for c in s.get("extra_cuts") or []:
+        rows.update(
+            rows_of(
+                f"cut{round(100 * c['flops_cut'])}",
+                c["compact_top1"],
+                c["pff"],
+                c["achieved_cut"],
+                c["threshold"],
+                c.get("dead_branches"),
+            )
+        )
     return rows
 
 
