@@ -225,7 +225,7 @@ class ChannelConfig:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data["widths"] = dict(self.widths)
-        return json.dumps(data, indent=2)
+        return json.dumps(data, indent=2, allow_nan=False)
 
     @classmethod
     def from_json(cls, text, source=None):
