@@ -19,7 +19,6 @@ Defaults fit in about 10 minutes on an idle 2-core machine; full-width
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,6 +31,7 @@ from absl import logging  # noqa: E402
 
 from tfgraft import complexity  # noqa: E402
 from tfgraft import config as cfg  # noqa: E402
+from tfgraft import io  # noqa: E402
 from tfgraft import models  # noqa: E402
 from tfgraft.lwdna import job as lwdna_job  # noqa: E402
 
@@ -160,8 +160,10 @@ def main():
     diffs = [r["lwdna_final"] - r["uniform_final"] for r in rows]
     print(f"  LW-DNA - uniform (final): {spread(diffs)}")
     print(f"total {time.perf_counter() - t0:.0f} s")
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "ratio": ratio, "rows": rows}, f)
+    io.atomic_write_json(
+        os.path.join(args.workdir, "results.json"),
+        {"args": vars(args), "ratio": ratio, "rows": rows},
+    )
 
 
 if __name__ == "__main__":
