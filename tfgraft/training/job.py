@@ -183,6 +183,7 @@ class Job:
         # Only the chief writes the workdir (multi-worker runs: the others
         # train along and save their checkpoints into a scratch folder).
         self.is_chief = distribute.is_chief(self.strategy)
+        self.check_widths()
         if self.is_chief:
             try:
                 os.makedirs(self.workdir, exist_ok=True)
@@ -219,6 +220,41 @@ class Job:
                 os.path.join(self.workdir, "job.json"), {"job": self.name}
             )
         logging.info("Config: %s", json.dumps(dataclasses.asdict(self.config)))
+
+    def check_widths(self):
+        """Stops when `width_mult` empties a layer; warns below 4 channels.
+
+        `ChannelConfig.scaled` keeps every layer >= 1 channel, which would
+        silently train another network than the one asked for.
+        """
+        m = self.config.model
+        if m.width_mult == 1.0:
+            return
+        if m.channel_config:
+            base = models.ChannelConfig.load(m.channel_config)
+        else:
+            base = models.default_channel_config(m.name)
+        widths = base.rounded_widths(m.width_mult)
+        empty = [slot for slot, width in widths.items() if width < 1]
+        if empty:
+            narrowest = min(base.widths.values())
+            raise ConfigError(
+                f"--width_mult={m.width_mult}: leaves {len(empty)} of "
+                f"{m.name}'s {len(widths)} layer widths with 0 channels "
+                f"(e.g. {empty[0]}: {base.widths[empty[0]]} x "
+                f"{m.width_mult}); every layer needs >= 1 channel, so "
+                f"--width_mult must be >= {0.5 / narrowest:.4g} here"
+            )
+        narrow = [slot for slot, width in widths.items() if width < 4]
+        if narrow:
+            logging.warning(
+                "--width_mult=%s leaves %d layer width(s) below 4 channels "
+                "(%s: %d)",
+                m.width_mult,
+                len(narrow),
+                narrow[0],
+                widths[narrow[0]],
+            )
 
     def load_data(self):
         d = self.config.data
