@@ -242,7 +242,12 @@ class EKGJob(job_lib.Job):
             ),
             run=dataclasses.replace(self.config.run, epochs=n, max_steps=0),
         )
-        job_lib.Job(config, path, strategy=self.strategy).run()
+        job_lib.Job(
+            config,
+            path,
+            strategy=self.strategy,
+            force_resume=self.force_resume,
+        ).run()
         return path
 
     # === Phases 2-4: search, bank, extraction ===
