@@ -516,6 +516,22 @@ class SubprocessTest(_BadInputBase):
         self._check(run, proc.returncode, proc.stderr, culprit)
         self.assertFalse(os.path.exists(run))
 
+    def test_help_exits_0(self):
+        for flag, shown in (
+            ("--helpfull", "--width_mult"),
+            ("--help", "Try --helpfull"),
+        ):
+            proc = subprocess.run(
+                [sys.executable, "-m", "train.baseline", flag],
+                cwd=ROOT,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            self.assertIn(shown, proc.stdout)
+
 
 if __name__ == "__main__":
     tf.test.main()

@@ -3,7 +3,7 @@
 The first classes call `tfgraft.training.workdir` and `tfgraft.io` directly
 (no training); `WorkdirCommandTest` runs the real `train.baseline` command
 on tiny synthetic runs: another --width_mult on a finished workdir, more
---epochs, two runs at once and a stale lock.
+--epochs, two runs at once, a stale lock and Ctrl-C.
 """
 
 import json
@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -518,6 +519,32 @@ class WorkdirCommandTest(tf.test.TestCase):
             f"taking over the stale lock of pid {pid} on host "
             f"{socket.gethostname()}",
             proc.stderr,
+        )
+        self.assertFalse(os.path.exists(os.path.join(workdir, "workdir.lock")))
+
+    def test_ctrl_c_exits_130_naming_the_last_checkpoint(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        wait_file = os.path.join(self.create_tempdir().full_path, "go")
+        # Two steps per epoch: paused at step 3, after epoch 1's ckpt-2.
+        proc = _start(workdir, wait_file, 3, "--epochs=2")
+        try:
+            _wait_until_paused(self, proc, wait_file)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+        finally:
+            open(wait_file, "w").close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 130, err[-3000:])
+        self.assertNotIn("Traceback", err)
+        ckpt = os.path.join(workdir, "checkpoints", "ckpt-2")
+        self.assertEqual(
+            _errors(err),
+            [
+                f"error: interrupted; last checkpoint: {ckpt}; run the same "
+                "command again to resume"
+            ],
         )
         self.assertFalse(os.path.exists(os.path.join(workdir, "workdir.lock")))
 

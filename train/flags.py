@@ -616,6 +616,7 @@ def flags_text(flag_values=None):
 
 
 _FLAGFILE = re.compile(r"^--flagfile=(.+)$")
+_HELP = re.compile(r"^--?(\?|help|helpshort|helpfull|helpxml)(=.*)?$")
 
 
 def check_flagfiles(argv):
@@ -681,7 +682,8 @@ def user_errors():
 def job_main(job_class, flag_values=None):
     """The `main(argv)` of a training entry point running `job_class`.
 
-    A workdir that holds another run stops with one line in flag names.
+    A workdir that holds another run stops with one line in flag names;
+    Ctrl-C exits with 130 and one line naming the last checkpoint.
     """
     fv = FLAGS if flag_values is None else flag_values
 
@@ -702,6 +704,8 @@ def job_main(job_class, flag_values=None):
             ).run()
         except workdir_lib.WorkdirMismatchError as e:
             raise cfg.ConfigError(mismatch_message(e)) from None
+        except KeyboardInterrupt:
+            _exit_interrupted(common.workdir.value)
 
     return main
 
@@ -766,6 +770,31 @@ def mismatch_message(error):
     return text
 
 
+def _exit_interrupted(workdir):
+    """Ctrl-C: one line naming the newest checkpoint; exits with 130."""
+    import glob
+
+    import tensorflow as tf
+
+    folders = [os.path.join(workdir, "checkpoints")] + sorted(
+        glob.glob(os.path.join(workdir, "*", "checkpoints"))
+    )
+    # The newest of the job's checkpoints (multi-phase jobs keep theirs in
+    # sub-folders such as derived/ or pretrain/).
+    paths = [tf.train.latest_checkpoint(f) for f in folders]
+    paths = [p for p in paths if p]
+    if paths:
+        last = max(paths, key=lambda p: os.path.getmtime(p + ".index"))
+        where = f"last checkpoint: {last}"
+    else:
+        where = "no checkpoint yet"
+    print(
+        f"error: interrupted; {where}; run the same command again to resume",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 def run_job(job_class):
     """Runs a training entry point: flags -> `JobConfig` -> `job_class`.
 
@@ -797,6 +826,12 @@ def parse(argv, flag_values=None):
         return fv(argv)
     except (cfg.ConfigError, flags.Error) as e:
         _exit_with(e)
+    except SystemExit as e:
+        # absl's --help/--helpfull/--helpshort/--helpxml print the help and
+        # exit with 1; asking for help is a success.
+        if e.code == 1 and any(_HELP.match(a) for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def guard(main):
