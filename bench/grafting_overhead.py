@@ -11,7 +11,6 @@ interleaved timing windows:
     python bench/grafting_overhead.py [--nets=2,4] [--batch_size=128]
 """
 
-import json
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
+from tfgraft import io
 from tfgraft import models
 from tfgraft.grafting import grafter as grafter_lib
 from tfgraft.training import optimizers
@@ -122,8 +122,7 @@ def main(argv):
         )
     print("targets: ratio <= 1.05, graft / epoch < 1%")
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(rows, f, indent=2)
+        io.atomic_write_json(_OUT.value, rows)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,37 @@ _CASES = (
         "synthetic",
     ),
     ("unknown_model", "baseline", [*_RUN, "--model=resnet21"], "resnet21"),
+    ("seed_negative", "baseline", [*_RUN, "--seed=-3"], "--seed=-3: must be"),
+    (
+        "width_mult_empties_layers",
+        "baseline",
+        [*_RUN, "--width_mult=1e-9"],
+        "--width_mult=1e-09: leaves",
+    ),
+    (
+        "width_mult_inf",
+        "grafting",
+        [*_RUN, "--width_mult=inf"],
+        "--width_mult=inf: must be a finite number",
+    ),
+    (
+        "graft_c_inf",
+        "grafting",
+        [*_RUN, "--graft_c=inf"],
+        "--graft_c=inf: must be a finite number",
+    ),
+    (
+        "learning_rate_nan",
+        "stripe",
+        [*_RUN, "--learning_rate=nan"],
+        "--learning_rate=nan: must be a finite number",
+    ),
+    (
+        "milestones_inf",
+        "lwdna",
+        [*_RUN, "--schedule=multistep", "--milestones=1,inf"],
+        "--milestones=1.0,inf: must be a finite number",
+    ),
     # --- Data ---
     (
         "missing_folder",
@@ -194,6 +225,41 @@ _CASES = (
         "baseline",
         ["--workdir={tmp}/readonly/run", *_TINY],
         "{tmp}/readonly/run",
+    ),
+    # --- Workdir holding another run (records made from _TINY's flags) ---
+    (
+        "workdir_of_another_job",
+        "stripe",
+        ["--workdir={tmp}/grafting_run", *_TINY],
+        "--workdir={tmp}/grafting_run holds a train.grafting run, this "
+        "command is train.stripe; use a new --workdir",
+    ),
+    (
+        "workdir_other_width_mult",
+        "baseline",
+        ["--workdir={tmp}/baseline_run", *_TINY, "--width_mult=0.5"],
+        "--workdir={tmp}/baseline_run holds a run with --width_mult=0.25, "
+        "this command has --width_mult=0.5; use a new --workdir",
+    ),
+    (
+        "workdir_other_learning_rate",
+        "baseline",
+        ["--workdir={tmp}/baseline_run", *_TINY, "--learning_rate=0.05"],
+        "holds a run with --learning_rate=0.1, this command has "
+        "--learning_rate=0.05; use a new --workdir (or --force_resume",
+    ),
+    (
+        "workdir_force_resume_cannot_change_the_net",
+        "baseline",
+        [
+            "--workdir={tmp}/baseline_run",
+            *_TINY,
+            "--precision=mixed_float16",
+            "--force_resume",
+        ],
+        "holds a run with --precision=float32, this command has "
+        "--precision=mixed_float16; use a new --workdir (--force_resume "
+        "cannot change what the checkpoints hold)",
     ),
     # --- EKG --pretrained ---
     (
@@ -380,6 +446,9 @@ def _make_inputs(tmp):
         )
     with open(os.path.join(tmp, "corrupt_run", "config.json"), "w") as f:
         f.write('{"data": {"batch_size": ')
+    # Finished-looking runs whose records say what _TINY's flags say.
+    _recorded_run(os.path.join(tmp, "grafting_run"), "grafting")
+    _recorded_run(os.path.join(tmp, "baseline_run"), "baseline")
     os.makedirs(os.path.join(tmp, "taken"))
     with open(os.path.join(tmp, "taken", "keep.txt"), "w") as f:
         f.write("must survive\n")
@@ -393,6 +462,19 @@ def _make_inputs(tmp):
     os.makedirs(os.path.join(tmp, "garbage_model"))
     with open(os.path.join(tmp, "garbage_model", "saved_model.pb"), "wb") as f:
         f.write(b"not a protocol buffer \xff\xfe")
+
+
+def _recorded_run(workdir, entry):
+    """Writes the config.json/job.json a run of `entry` on _TINY records."""
+    fv = flags.FlagValues()
+    flags_lib.define(*flags_lib.JOB_GROUPS[entry], flag_values=fv)
+    fv([entry, f"--workdir={workdir}", *_TINY])
+    job = _job_class(entry)(flags_lib.job_config(fv), workdir)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(job.config.to_dict(), f)
+    with open(os.path.join(workdir, "job.json"), "w") as f:
+        json.dump({"job": job.name}, f)
 
 
 def _job_class(entry):
@@ -553,6 +635,22 @@ class SubprocessTest(_BadInputBase):
         )
         self._check(run, proc.returncode, proc.stderr, culprit)
         self.assertFalse(os.path.exists(run))
+
+    def test_help_exits_0(self):
+        for flag, shown in (
+            ("--helpfull", "--width_mult"),
+            ("--help", "Try --helpfull"),
+        ):
+            proc = subprocess.run(
+                [sys.executable, "-m", "train.baseline", flag],
+                cwd=ROOT,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            self.assertIn(shown, proc.stdout)
 
 
 if __name__ == "__main__":

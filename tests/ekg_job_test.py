@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from tfgraft import config as cfg
 from tfgraft import models
-from tfgraft.ekg import errors
 from tfgraft.ekg import job as job_lib
 from tfgraft.training import job as base_job
+from tfgraft.training import workdir as workdir_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -186,9 +186,12 @@ class EKGStudyArmsTest(tf.test.TestCase):
             r["history"][0]["val_loss"],
             on.search_result["history"][0]["val_loss"],
         )
-        # A workdir keeps the objective it was searched with.
+        # A workdir keeps the objective it was searched with (its records
+        # refuse the run before the search result is even read).
         with self.assertRaisesRegex(
-            errors.EKGError, "search_knowledge=False, this run has True"
+            workdir_lib.WorkdirMismatchError,
+            "ekg.search_knowledge=False, this run has "
+            "ekg.search_knowledge=True",
         ):
             self._search("nosearch", search_knowledge=True)
 

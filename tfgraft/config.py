@@ -5,6 +5,7 @@ user can drive tfgraft from Python exactly as the command line does.
 """
 
 import dataclasses
+import math
 from typing import Optional
 from typing import Tuple
 
@@ -16,6 +17,25 @@ class ConfigError(ValueError):
 def _check(condition, flag, value, requirement):
     if not condition:
         raise ConfigError(f"--{flag}={value}: {requirement}")
+
+
+def _check_finite(config, flag_names=None):
+    """Rejects NaN and +-inf in every float field (and tuple of floats).
+
+    absl's float flags accept `inf` and `nan`, which no range check below
+    catches reliably (`nan > 0` is False, `inf > 0` is True) and which are
+    not JSON numbers. `flag_names` maps fields whose flag is named
+    differently (`{"c": "graft_c"}`).
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            flag = (flag_names or {}).get(field.name, field.name)
+            shown = (
+                ",".join(map(str, value)) if isinstance(value, tuple) else value
+            )
+            raise ConfigError(f"--{flag}={shown}: must be a finite number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +55,7 @@ class DataConfig:
     cutmix_alpha: float = 0.0
 
     def __post_init__(self):
+        _check_finite(self)
         _check(
             self.batch_size > 0, "batch_size", self.batch_size, "must be > 0"
         )
@@ -75,6 +96,7 @@ class ModelConfig:
     shortcut: Optional[str] = None
 
     def __post_init__(self):
+        _check_finite(self)
         _check(
             self.width_mult > 0, "width_mult", self.width_mult, "must be > 0"
         )
@@ -102,6 +124,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0
 
     def __post_init__(self):
+        _check_finite(self)
         _check(
             self.learning_rate > 0,
             "learning_rate",
@@ -169,8 +192,11 @@ class RunConfig:
     on_nan: str = "stop"
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.epochs > 0, "epochs", self.epochs, "must be > 0")
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "must be >= 0")
+        # Seeds feed NumPy generators, which take no negative seed.
+        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _check(
             self.strategy in STRATEGIES,
             "strategy",
@@ -248,6 +274,7 @@ class GraftConfig:
     scope: str = "auto"
 
     def __post_init__(self):
+        _check_finite(self, {"a": "graft_a", "c": "graft_c"})
         _check(
             2 <= self.num_nets <= 8,
             "num_nets",
@@ -375,6 +402,7 @@ class LWDNAConfig:
     train_uniform: bool = False
 
     def __post_init__(self):
+        _check_finite(self)
         _check(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
         _check(
             0 < self.remain_percentage <= 1 or self.remain_percentage == -1,
@@ -499,6 +527,7 @@ class EKGConfig:
     temperature: float = 4.0
 
     def __post_init__(self):
+        _check_finite(self, {"temperature": "kd_temperature"})
         _check(
             0 < self.target_flops_rate < 1,
             "target_flops_rate",
@@ -535,6 +564,12 @@ class EKGConfig:
             "search_val_per_class",
             self.val_per_class,
             "must be >= 1",
+        )
+        _check(
+            self.search_seed >= 0,
+            "search_seed",
+            self.search_seed,
+            "must be >= 0",
         )
         _check(
             self.num_teachers >= 1,
@@ -598,6 +633,7 @@ class StripeConfig:
     extra_cuts: tuple = ()
 
     def __post_init__(self):
+        _check_finite(self)
         _check(self.sr >= 0, "sr", self.sr, "must be >= 0")
         for cut in self.extra_cuts:
             _check(

@@ -2,12 +2,19 @@
 
 A crash (or `kill -9`) in the middle of a write leaves the final path either
 absent or holding the previous complete version, never a half-written file.
+
+JSON is strict: NaN and +-Infinity are not JSON numbers (Python's `json`
+writes them as bare `NaN`/`Infinity`, which most readers reject), so every
+JSON file tfgraft writes holds `null` where a value was not finite.
 """
 
 import json
+import math
 import os
 import shutil
 import tempfile
+
+import numpy as np
 
 from tfgraft.testing import faults
 
@@ -37,9 +44,37 @@ def atomic_write_text(path, text):
         raise
 
 
+def finite(obj):
+    """`obj` with every non-finite float (NaN, +-inf) replaced by None.
+
+    Walks dicts, lists and tuples (tuples become lists, as in JSON); other
+    values are returned as they are. Written as JSON, None is `null`: in a
+    tfgraft JSON file, `null` where a number belongs means "not finite"
+    (e.g. the loss of a diverged net).
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        # NumPy scalars (np.float32 is no `float`): plain Python values.
+        return finite(obj.item())
+    return obj
+
+
+def dumps_json(obj, **kwargs):
+    """`json.dumps` of `finite(obj)` with `allow_nan=False` (strict JSON)."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path, obj):
-    """Writes `obj` as indented JSON to `path`, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes `obj` as indented strict JSON to `path`, atomically.
+
+    Non-finite floats are written as `null` (see `finite`).
+    """
+    atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_write_bytes(path, data):

@@ -182,6 +182,7 @@ def locate_or_pretrain(
     learning_rate,
     weight_decay,
     strategy=None,
+    force_resume=False,
 ):
     """Returns the `--pretrained` path, pretraining the net first if needed.
 
@@ -202,6 +203,8 @@ def locate_or_pretrain(
         learning_rate: `--pretrain_learning_rate`.
         weight_decay: `--pretrain_weight_decay`.
         strategy: the job's strategy (shared with the pretraining run).
+        force_resume: the job's `--force_resume`, passed on to the
+            pretraining run.
 
     Raises:
         ConfigError: neither `pretrained` nor `pretrain_epochs > 0`.
@@ -235,5 +238,7 @@ def locate_or_pretrain(
         ),
         run=dataclasses.replace(config.run, epochs=n, max_steps=0),
     )
-    job_lib.Job(pretrain_config, path, strategy=strategy).run()
+    job_lib.Job(
+        pretrain_config, path, strategy=strategy, force_resume=force_resume
+    ).run()
     return path

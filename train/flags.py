@@ -101,6 +101,15 @@ class _Common:
             "Run the nets of a step concurrently (off: one after another, "
             "faster where one net fills the device).",
         )
+        self.force_resume = d.DEFINE_bool(
+            "force_resume",
+            False,
+            "Resume a --workdir whose run was started with other training "
+            "settings (learning rate, schedule, augmentation, seed, batch "
+            "size, method constants); recorded in invocations.json. Never "
+            "allowed for what the checkpoints hold (job, model, widths, "
+            "dataset, precision, number of nets, search settings).",
+        )
         # === Data ===
         self.dataset = d.DEFINE_string(
             "dataset",
@@ -699,6 +708,7 @@ def flags_text(flag_values=None):
 
 
 _FLAGFILE = re.compile(r"^--flagfile=(.+)$")
+_HELP = re.compile(r"^--?(\?|help|helpshort|helpfull|helpxml)(=.*)?$")
 
 
 def check_flagfiles(argv):
@@ -766,21 +776,119 @@ def user_errors():
 
 
 def job_main(job_class, flag_values=None):
-    """The `main(argv)` of a training entry point running `job_class`."""
+    """The `main(argv)` of a training entry point running `job_class`.
+
+    A workdir that holds another run stops with one line in flag names;
+    Ctrl-C exits with 130 and one line naming the last checkpoint.
+    """
     fv = FLAGS if flag_values is None else flag_values
 
     def main(argv):
+        from tfgraft.training import workdir as workdir_lib
+
         if len(argv) > 1:
             raise flags.IllegalFlagValueError(
                 f"unexpected arguments: {' '.join(argv[1:])}"
             )
-        job_class(
-            job_config(fv),
-            _GROUPS[id(fv)]["common"].workdir.value,
-            flags_text=flags_text(fv),
-        ).run()
+        common = _GROUPS[id(fv)]["common"]
+        try:
+            job_class(
+                job_config(fv),
+                common.workdir.value,
+                flags_text=flags_text(fv),
+                force_resume=common.force_resume.value,
+            ).run()
+        except workdir_lib.WorkdirMismatchError as e:
+            raise cfg.ConfigError(mismatch_message(e)) from None
+        except KeyboardInterrupt:
+            _exit_interrupted(common.workdir.value)
 
     return main
+
+
+# Config fields whose flag is not named after the field.
+_FIELD_FLAGS = {
+    "model.name": "model",
+    "graft.a": "graft_a",
+    "graft.c": "graft_c",
+    "graft.scope": "graft_scope",
+    "ekg.batch_size": "ekg_batch_size",
+    "ekg.train_per_class": "search_train_per_class",
+    "ekg.val_per_class": "search_val_per_class",
+    "ekg.warmup": "search_warmup",
+    "ekg.temperature": "kd_temperature",
+}
+
+
+def field_flag(field):
+    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
+    return _FIELD_FLAGS.get(field, field.split(".")[-1])
+
+
+def _flag_setting(field, value):
+    if "." not in field:  # a whole section, present on one side only
+        return f"{'no ' if value is None else ''}--{field} settings"
+    flag = field_flag(field)
+    if value is None:
+        return f"no --{flag}"
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, list):
+        value = ",".join(map(str, value))
+    elif field == "graft.graft_every":
+        value = {0: "epoch", -1: "never"}.get(value, value)
+    return f"--{flag}={value}"
+
+
+def _entry_name(job):
+    return f"train.{job}" if job in JOB_GROUPS else job
+
+
+def mismatch_message(error):
+    """A `WorkdirMismatchError` as one line in flag names."""
+    workdir = f"--workdir={error.workdir}"
+    diffs = error.differences
+    if diffs[0].field == "job":
+        return (
+            f"{workdir} holds a {_entry_name(diffs[0].recorded)} run, this "
+            f"command is {_entry_name(diffs[0].current)}; use a new --workdir"
+        )
+    held = " ".join(_flag_setting(d.field, d.recorded) for d in diffs)
+    now = " ".join(_flag_setting(d.field, d.current) for d in diffs)
+    text = (
+        f"{workdir} holds a run with {held}, this command has {now}; use a "
+        "new --workdir"
+    )
+    if all(d.kind == "recipe" for d in diffs):
+        text += " (or --force_resume to continue it with the new values)"
+    elif error.force_resume:
+        text += " (--force_resume cannot change what the checkpoints hold)"
+    return text
+
+
+def _exit_interrupted(workdir):
+    """Ctrl-C: one line naming the newest checkpoint; exits with 130."""
+    import glob
+
+    import tensorflow as tf
+
+    folders = [os.path.join(workdir, "checkpoints")] + sorted(
+        glob.glob(os.path.join(workdir, "*", "checkpoints"))
+    )
+    # The newest of the job's checkpoints (multi-phase jobs keep theirs in
+    # sub-folders such as derived/ or pretrain/).
+    paths = [tf.train.latest_checkpoint(f) for f in folders]
+    paths = [p for p in paths if p]
+    if paths:
+        last = max(paths, key=lambda p: os.path.getmtime(p + ".index"))
+        where = f"last checkpoint: {last}"
+    else:
+        where = "no checkpoint yet"
+    print(
+        f"error: interrupted; {where}; run the same command again to resume",
+        file=sys.stderr,
+    )
+    sys.exit(130)
 
 
 def run_job(job_class):
@@ -814,6 +922,12 @@ def parse(argv, flag_values=None):
         return fv(argv)
     except (cfg.ConfigError, flags.Error) as e:
         _exit_with(e)
+    except SystemExit as e:
+        # absl's --help/--helpfull/--helpshort/--helpxml print the help and
+        # exit with 1; asking for help is a success.
+        if e.code == 1 and any(_HELP.match(a) for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def guard(main):

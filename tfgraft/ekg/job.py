@@ -217,6 +217,7 @@ class EKGJob(job_lib.Job):
             learning_rate=e.pretrain_learning_rate,
             weight_decay=e.pretrain_weight_decay,
             strategy=self.strategy,
+            force_resume=self.force_resume,
         )
 
     # === Phases 2-4: search, bank, extraction ===

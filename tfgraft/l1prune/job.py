@@ -160,6 +160,7 @@ class L1PruneJob(job_lib.Job):
             learning_rate=c.pretrain_learning_rate,
             weight_decay=c.pretrain_weight_decay,
             strategy=self.strategy,
+            force_resume=self.force_resume,
         )
 
     # === Phase 2: pruning ===

@@ -251,6 +251,7 @@ class LWDNAJob(job_lib.Job):
 
     # === The run ===
 
+    @job_lib.releases_workdir
     def run(self):
         """Search, derive, train (and compare); returns the report dict."""
         t0 = time.perf_counter()
@@ -303,6 +304,7 @@ class LWDNAJob(job_lib.Job):
             derived_dir,
             weights=weights,
             strategy=self.strategy,
+            force_resume=self.force_resume,
         ).run()
         uniform_report = None
         if lw.train_uniform:
@@ -312,6 +314,7 @@ class LWDNAJob(job_lib.Job):
                 self.sub_config(self.config.model.channel_config),
                 uniform_dir,
                 strategy=self.strategy,
+                force_resume=self.force_resume,
             ).run()
 
         report = self.lwdna_report(

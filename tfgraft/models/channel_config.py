@@ -201,17 +201,28 @@ class ChannelConfig:
         Widths are rounded half up and kept >= 1. The RGB input is not a
         slot, so it is never scaled.
         """
+        widths = {
+            slot: max(1, width)
+            for slot, width in self.rounded_widths(width_mult).items()
+        }
+        return dataclasses.replace(self, widths=widths)
+
+    def rounded_widths(self, width_mult):
+        """Every width times `width_mult`, rounded half up, NOT kept >= 1.
+
+        `scaled` clamps these to 1; a caller that must tell a user their
+        multiplier empties a layer reads the zeros here.
+        """
         width_mult = float(width_mult)
         if not math.isfinite(width_mult) or width_mult <= 0:
             raise ValueError(
                 f"width_mult must be a finite number > 0. "
                 f"Received: width_mult={width_mult}"
             )
-        widths = {
-            slot: max(1, int(math.floor(width * width_mult + 0.5)))
+        return {
+            slot: int(math.floor(width * width_mult + 0.5))
             for slot, width in self.widths.items()
         }
-        return dataclasses.replace(self, widths=widths)
 
     # === JSON ===
 
@@ -225,7 +236,7 @@ class ChannelConfig:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data["widths"] = dict(self.widths)
-        return json.dumps(data, indent=2)
+        return json.dumps(data, indent=2, allow_nan=False)
 
     @classmethod
     def from_json(cls, text, source=None):

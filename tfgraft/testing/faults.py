@@ -17,24 +17,41 @@ updated), `export.before_rename` (SavedModel written to its temporary
 folder), `io.before_rename` (any atomic write, before its rename) and
 `io.before_rename.<file name>` (the atomic write of that file only, e.g.
 `io.before_rename.history.json`).
+
+`TFGRAFT_WAIT_AT=<point>[:<n>]=<path>` pauses instead of killing, for
+tests that need a run caught in the middle (a second run on its workdir,
+Ctrl-C): at that pass the process creates `<path>.reached`, then waits
+until `<path>` exists.
 """
 
 import os
 import signal
+import time
 
 ENV = "TFGRAFT_KILL_AT"
+WAIT_ENV = "TFGRAFT_WAIT_AT"
 
 _counts = {}
 
 
-def point(name):
-    """Kills this process with SIGKILL if `TFGRAFT_KILL_AT` names `name`."""
-    target = os.environ.get(ENV)
-    if not target:
-        return
+def _passes(env, name, target):
+    # True at the <n>th pass of `name` when `target` is `name[:<n>]`.
     wanted, _, nth = target.partition(":")
     if wanted != name:
-        return
-    _counts[name] = _counts.get(name, 0) + 1
-    if _counts[name] >= int(nth or 1):
+        return False
+    _counts[env] = _counts.get(env, 0) + 1
+    return _counts[env] == int(nth or 1)
+
+
+def point(name):
+    """Kills (`TFGRAFT_KILL_AT`) or pauses (`TFGRAFT_WAIT_AT`) at `name`."""
+    target = os.environ.get(ENV)
+    if target and _passes(ENV, name, target):
         os.kill(os.getpid(), signal.SIGKILL)
+    wait = os.environ.get(WAIT_ENV)
+    if wait:
+        target, _, path = wait.rpartition("=")
+        if _passes(WAIT_ENV, name, target):
+            open(path + ".reached", "w").close()
+            while not os.path.exists(path):
+                time.sleep(0.05)

@@ -3,7 +3,11 @@
 A job writes into its workdir:
 
 * `flags.cfg` — the resolved flags (itself a valid flagfile), when run from
-  the command line; `config.json` — the resolved `JobConfig`;
+  the command line; `config.json` — the resolved `JobConfig`; both (and
+  `job.json`) describe the first start and are never rewritten: a resume
+  must agree with them (see `tfgraft.training.workdir`);
+* `invocations.json` — every start: time, host, pid, argv, flags and the
+  fields changed since the first; `workdir.lock` — while a run is on;
 * `checkpoints/` — `tf.train.CheckpointManager` checkpoints (automatic
   resume: running the same command again continues from the newest one);
 * `summaries/` — TensorBoard scalars; `history.json` — per-epoch logs;
@@ -19,6 +23,7 @@ hooks `num_nets`, `lr_scales`, `conv_layer`, `build_net`, `make_trainer`,
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -39,6 +44,7 @@ from tfgraft.training import loop
 from tfgraft.training import optimizers as optimizers_lib
 from tfgraft.training import schedules
 from tfgraft.training import trainer as trainer_lib
+from tfgraft.training import workdir as workdir_lib
 
 
 def count_params(net):
@@ -93,6 +99,20 @@ class BestNetTracker(loop.Hook):
         }
 
 
+def releases_workdir(run):
+    """Decorates a job's `run`: the lock `setup` took is released at its
+    end, however it ends (return, error, Ctrl-C)."""
+
+    @functools.wraps(run)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            self.release_workdir()
+
+    return wrapped
+
+
 class Job:
     """Baseline training of one net; the base of every method's job.
 
@@ -103,17 +123,28 @@ class Job:
             `flags.cfg` (entry points pass it; library users may not).
         strategy: a ready strategy (tests pass logical-CPU mirrored ones);
             default: the one `config.run.strategy` names.
+        force_resume: resume a workdir whose recorded run differs in
+            "recipe" fields (learning rate, augmentation...; see
+            `tfgraft.training.workdir`); the override is recorded.
     """
 
     name = "baseline"
 
     def __init__(
-        self, config: JobConfig, workdir, *, flags_text=None, strategy=None
+        self,
+        config: JobConfig,
+        workdir,
+        *,
+        flags_text=None,
+        strategy=None,
+        force_resume=False,
     ):
         self.config = config
         self.workdir = os.path.abspath(workdir)
         self.flags_text = flags_text
         self._strategy = strategy
+        self.force_resume = force_resume
+        self.workdir_lock = None
 
     # === Hooks for methods ===
 
@@ -174,7 +205,11 @@ class Job:
     # === The run ===
 
     def setup(self):
-        """Workdir, flags/config records, precision, determinism, strategy."""
+        """Precision, determinism, strategy; locks and checks the workdir.
+
+        Before anything is written, the workdir is locked and the config
+        compared with its records (`tfgraft.training.workdir.start`).
+        """
         r = self.config.run
         distribute.set_precision(r.precision)
         if r.deterministic:
@@ -183,6 +218,7 @@ class Job:
         # Only the chief writes the workdir (multi-worker runs: the others
         # train along and save their checkpoints into a scratch folder).
         self.is_chief = distribute.is_chief(self.strategy)
+        self.check_widths()
         if self.is_chief:
             try:
                 os.makedirs(self.workdir, exist_ok=True)
@@ -207,18 +243,64 @@ class Job:
                 f"({r.accum_steps})"
             )
         if self.is_chief:
-            if self.flags_text is not None:
-                io.atomic_write_text(
-                    os.path.join(self.workdir, "flags.cfg"), self.flags_text
+            # One writer per workdir, and nothing written before the config
+            # is compared with the workdir's record (which stays the first).
+            self.workdir_lock = workdir_lib.WorkdirLock(self.workdir).acquire()
+            try:
+                workdir_lib.start(
+                    self.workdir,
+                    dataclasses.asdict(self.config),
+                    self.name,
+                    flags_text=self.flags_text,
+                    force_resume=self.force_resume,
                 )
-            io.atomic_write_json(
-                os.path.join(self.workdir, "config.json"),
-                dataclasses.asdict(self.config),
+            except BaseException:
+                self.release_workdir()
+                raise
+        logging.info(
+            "Config: %s", io.dumps_json(dataclasses.asdict(self.config))
+        )
+
+    def check_widths(self):
+        """Stops when `width_mult` empties a layer; warns below 4 channels.
+
+        `ChannelConfig.scaled` keeps every layer >= 1 channel, which would
+        silently train another network than the one asked for.
+        """
+        m = self.config.model
+        if m.width_mult == 1.0:
+            return
+        if m.channel_config:
+            base = models.ChannelConfig.load(m.channel_config)
+        else:
+            base = models.default_channel_config(m.name)
+        widths = base.rounded_widths(m.width_mult)
+        empty = [slot for slot, width in widths.items() if width < 1]
+        if empty:
+            narrowest = min(base.widths.values())
+            raise ConfigError(
+                f"--width_mult={m.width_mult}: leaves {len(empty)} of "
+                f"{m.name}'s {len(widths)} layer widths with 0 channels "
+                f"(e.g. {empty[0]}: {base.widths[empty[0]]} x "
+                f"{m.width_mult}); every layer needs >= 1 channel, so "
+                f"--width_mult must be >= {0.5 / narrowest:.4g} here"
             )
-            io.atomic_write_json(
-                os.path.join(self.workdir, "job.json"), {"job": self.name}
+        narrow = [slot for slot, width in widths.items() if width < 4]
+        if narrow:
+            logging.warning(
+                "--width_mult=%s leaves %d layer width(s) below 4 channels "
+                "(%s: %d)",
+                m.width_mult,
+                len(narrow),
+                narrow[0],
+                widths[narrow[0]],
             )
-        logging.info("Config: %s", json.dumps(dataclasses.asdict(self.config)))
+
+    def release_workdir(self):
+        """Releases the workdir lock `setup` took (`run` does it at its end)."""
+        if self.workdir_lock is not None:
+            self.workdir_lock.release()
+            self.workdir_lock = None
 
     def load_data(self):
         d = self.config.data
@@ -313,6 +395,7 @@ class Job:
             examples_per_step=self.config.data.batch_size,
         )
 
+    @releases_workdir
     def run(self):
         """Trains, evaluates, exports and reports; returns the report dict."""
         t0 = time.perf_counter()

@@ -230,7 +230,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         for hook in hooks:
             hook.on_epoch_end(epoch, logs, last)
         history.append(logs)
-        history_var.assign(json.dumps(history))
+        history_var.assign(io.dumps_json(history))
         if (epoch + 1) % options.checkpoint_every == 0 or stop:
             manager.save(
                 checkpoint_number=trainer.global_step, options=save_options

@@ -343,10 +343,13 @@ class Trainer(tf.Module):
     def evaluate(self, dataset):
         """Top-1/top-5/loss of every net and of their ensemble on `dataset`.
 
-        The ensemble averages the nets' softmax probabilities.
+        The ensemble averages the nets' softmax probabilities; a single
+        net has no ensemble (its "ensemble" row would be the net itself,
+        with a loss made infinite by log(softmax) underflow).
 
         Returns:
-            `{"nets": [{"top1", "top5", "loss"}, ...], "ensemble": {...}}`.
+            `{"nets": [{"top1", "top5", "loss"}, ...], "ensemble": {...}}`,
+            without "ensemble" for one net.
         """
         dist = self.strategy.experimental_distribute_dataset(dataset)
         totals = self._eval_fn(dist).numpy()
@@ -358,6 +361,8 @@ class Trainer(tf.Module):
             }
             for t in totals
         ]
+        if self.num_nets == 1:
+            return {"nets": results[:-1]}
         return {"nets": results[:-1], "ensemble": results[-1]}
 
     # === State ===
