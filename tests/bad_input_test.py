@@ -109,7 +109,7 @@ _CASES = (
         "stripe_target_nan",
         "stripe",
         [*_RUN, "--target_flops_cut=nan"],
-        "--target_flops_cut=nan: must be in (0, 1)",
+        "--target_flops_cut=nan: must be a finite number",
     ),
     ("lwdna_ratio", "lwdna", [*_RUN, "--ratio=1.5"], "--ratio=1.5"),
     (
