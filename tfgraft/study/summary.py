@@ -25,6 +25,13 @@ def _cell_seconds(workdir, report):
     return report.get("wall_seconds")
 
 
+def _rel(text):
+    """`text` with the current directory's absolute path made relative
+    (committed study results then name no machine's folders)."""
+    cwd = os.getcwd() + os.sep
+    return text.replace(cwd, "")
+
+
 def collect(study):
     """Every cell's status and figures, the per-row statistics and the
     paired comparisons (the content of `study.json`)."""
@@ -33,8 +40,12 @@ def collect(study):
         entry = {
             "arm": cell.arm.name,
             "seed": cell.seed,
-            "workdir": cell.workdir,
-            "command": ["-m", f"train.{cell.arm.job}", *cell.argv],
+            "workdir": _rel(cell.workdir),
+            "command": [
+                "-m",
+                f"train.{cell.arm.job}",
+                *(_rel(a) for a in cell.argv),
+            ],
         }
         path = os.path.join(cell.workdir, runner.REPORT)
         if os.path.isfile(path):
@@ -50,7 +61,7 @@ def collect(study):
     rows = _rows(study, cells)
     return {
         "title": study.title,
-        "workdir": study.workdir,
+        "workdir": _rel(study.workdir),
         "seeds": list(study.seeds),
         "arms": [
             {"name": a.name, "job": a.job, "args": list(a.args)}
