@@ -412,6 +412,164 @@ class UserModelGraftTest(tf.test.TestCase):
             self.assertAllClose(x, y, atol=1e-6)
 
 
+def _auto_named_model(filters=8):
+    """A user's model with Keras's auto-generated layer names."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    y = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(filters, 3, padding="same")(y)
+    y = keras.layers.BatchNormalization()(y)
+    if filters == 8:
+        y = keras.layers.Add()([x, y])
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(y))
+    return keras.Model(inputs, keras.layers.Dense(4)(y))
+
+
+def _auto_named_sequential():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+class TopologyMatchTest(tf.test.TestCase, parameterized.TestCase):
+    """Nets are paired by graph position, never by layer names."""
+
+    @parameterized.named_parameters(
+        ("functional", _auto_named_model),
+        ("sequential", _auto_named_sequential),
+    )
+    def test_auto_named_nets_graft(self, make):
+        keras.utils.set_random_seed(3)
+        nets = [make(), make(), make()]
+        names = [[w.path for w in n.weights] for n in nets]
+        self.assertNotEqual(names[0], names[1])  # auto names differ
+        for i, n in enumerate(nets):
+            _perturb_bn(n, i)
+        grafter = grafter_lib.Grafter(nets)
+        # Each net's plan tensors are that net's own weights, in net 0's
+        # order: every net's own first conv kernel comes first.
+        for net, variables in zip(nets, grafter._variables):
+            first_conv = next(
+                layer
+                for layer in net.layers
+                if isinstance(layer, keras.layers.Conv2D)
+            )
+            self.assertIs(variables[0], first_conv.kernel)
+            self.assertEqual(
+                {id(v) for v in variables}, {id(v) for v in net.weights}
+            )
+        before = [_values(n) for n in nets]
+        info = [
+            [float(x) for x in grafter.information(i)] for i in range(3)
+        ]
+        grafter.graft_step()
+        # Ring: net i receives from net i-1, alpha from its own and the
+        # peer's information about the conv the tensor inherits from.
+        plan = grafter.plan
+        for i, p in enumerate((2, 0, 1)):
+            after = _values(nets[i])
+            for t, src in enumerate(plan.tensor_source):
+                d = info[i][src] - info[p][src]
+                alpha = round(0.4 / math.pi * math.atan(500 * d) + 0.5, 2)
+                expected = alpha * before[i][t] + (1 - alpha) * before[p][t]
+                self.assertAllClose(after[t], expected, atol=1e-6)
+        # Statistics are keyed by each net's own layer names.
+        conv_names = [
+            layer.name
+            for layer in nets[1].layers
+            if isinstance(layer, keras.layers.Conv2D)
+        ]
+        self.assertEqual(list(grafter.layer_entropies(1)), conv_names)
+
+    def test_readme_example_two_nets_become_equal(self):
+        keras.utils.set_random_seed(0)
+        nets = [_auto_named_model() for _ in range(2)]
+        grafter_lib.Grafter(nets, criterion="entropy").graft_step()
+        for x, y in zip(_values(nets[0]), _values(nets[1])):
+            self.assertAllClose(x, y, atol=1e-6)
+
+    def test_different_architectures_name_the_first_mismatch(self):
+        nets = [_auto_named_model(), _auto_named_model(filters=16)]
+        first = nets[0].layers[4].name  # the second conv, 3x3x8->8
+        second = nets[1].layers[4].name  # 3x3x8->16
+        with self.assertRaises(ValueError) as raised:
+            grafter_lib.Grafter(nets)
+        self.assertEqual(
+            str(raised.exception),
+            f"net 1 layer 3 ('{second}', Conv2D 3x3x8->16) does not match "
+            f"net 0 layer 3 ('{first}', Conv2D 3x3x8->8)",
+        )
+
+    def test_same_layers_other_shapes_say_what_differs(self):
+        def make(padding):
+            return keras.Sequential(
+                [
+                    keras.Input((8, 8, 3)),
+                    keras.layers.Conv2D(4, 3, padding=padding),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.Flatten(),
+                ]
+            )
+
+        with self.assertRaisesRegex(
+            ValueError,
+            r"net 2 layer 0 \('conv2d_\d+', Conv2D 3x3x3->4\) does not match "
+            r"net 0 layer 0 .*: output shapes \[\(None, 6, 6, 4\)\] vs "
+            r"\[\(None, 8, 8, 4\)\]$",
+        ):
+            grafter_lib.Grafter([make("same"), make("same"), make("valid")])
+
+    def test_subclassed_model_is_refused_with_the_way_out(self):
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.conv = keras.layers.Conv2D(2, 3)
+
+            def call(self, x):
+                return self.conv(x)
+
+        nets = [Net(), Net()]
+        for net in nets:
+            net(tf.zeros((1, 8, 8, 3)))
+        with self.assertRaisesRegex(
+            ValueError, r"subclassed.*keras\.Model\(inputs, outputs\)"
+        ):
+            grafter_lib.Grafter(nets)
+
+    def test_errors_name_python_arguments(self):
+        nets = [_auto_named_sequential(), _auto_named_sequential()]
+        checks = (
+            (dict(nets=nets[:1]), "len(nets)=1"),
+            (dict(nets=nets, criterion="kl"), "criterion=kl"),
+            (dict(nets=nets, level="block"), "level=block"),
+            (dict(nets=nets, scope="fc"), "scope='fc'"),
+            (dict(nets=nets, a=2.0), "a=2.0"),
+            (dict(nets=nets, c=0.0), "c=0.0"),
+        )
+        for kwargs, expected in checks:
+            with self.assertRaises(ValueError) as raised:
+                grafter_lib.Grafter(**kwargs)
+            message = str(raised.exception)
+            self.assertIn(expected, message)
+            self.assertNotIn("--", message)
+        dense = [
+            keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            for _ in range(2)
+        ]
+        with self.assertRaisesRegex(ValueError, "scope='conv_bn' selects"):
+            grafter_lib.Grafter(dense, scope="conv_bn")
+        with self.assertRaisesRegex(ValueError, "level='filter' needs"):
+            grafter_lib.Grafter(dense, level="filter")
+
+
 class MirroredGraftTest(tf.test.TestCase):
     def test_graft_keeps_replicas_identical(self):
         strategy = devices.mirrored_strategy()

@@ -401,8 +401,136 @@ class HandBuiltGraphTest(tf.test.TestCase, parameterized.TestCase):
             def call(self, x):
                 return x
 
-        with self.assertRaisesRegex(graph.GraphError, "not a functional"):
+        with self.assertRaisesRegex(
+            graph.GraphError,
+            r"not a functional.*keras\.Model\(inputs, outputs\).*Sequential",
+        ):
             graph.analyze(Net())
+
+
+# === Matching layers across models ===
+
+
+def _residual(skip_from_first=False, auto_names=True):
+    """conv a -> conv b -> conv c, c + (b or a); optionally named."""
+
+    def name(n):
+        return None if auto_names else n
+
+    x = keras.Input((4, 4, 3))
+    a = L.Conv2D(2, 1, name=name("a"))(x)
+    b = L.Conv2D(2, 1, name=name("b"))(a)
+    c = L.Conv2D(2, 1, name=name("c"))(b)
+    y = L.Add(name=name("add"))([c, a if skip_from_first else b])
+    y = L.Dense(3, name=name("fc"))(L.GlobalAveragePooling2D()(y))
+    return keras.Model(x, y)
+
+
+class MatchLayersTest(tf.test.TestCase, parameterized.TestCase):
+    def test_auto_named_models_pair_by_position(self):
+        models = [_residual(), _residual(), _residual(auto_names=False)]
+        matched = graph.match_layers(models)
+        self.assertLen(matched, 3)
+        for layers in matched:
+            self.assertEqual(
+                [type(op).__name__ for op in layers],
+                ["Conv2D"] * 3
+                + ["Add", "GlobalAveragePooling2D", "Dense"],
+            )
+        self.assertEqual(
+            [op.name for op in matched[2]],
+            ["a", "b", "c", "add", matched[2][4].name, "fc"],
+        )
+        # Every pair is a different layer object of equal weight shapes.
+        for ops in zip(*matched):
+            self.assertLen({id(op) for op in ops}, 3)
+            self.assertLen(
+                {tuple(tuple(w.shape) for w in op.weights) for op in ops}, 1
+            )
+        # The canonical order is the analysis order.
+        self.assertEqual(
+            [op.name for op in matched[0]], graph.analyze(models[0]).order
+        )
+
+    def test_shared_layers_and_keras_ops(self):
+        def make():
+            x = keras.Input((4, 4, 2))
+            shared = L.Conv2D(2, 1)
+            y = shared(shared(x)) + x
+            return keras.Model(x, L.Conv2D(2, 1)(y))
+
+        a, b = graph.match_layers([make(), make()])
+        # The shared conv once, the `+` op, the last conv.
+        self.assertEqual(
+            [type(op).__name__ for op in a], ["Conv2D", "Add", "Conv2D"]
+        )
+        self.assertEqual(
+            [type(op).__name__ for op in b], ["Conv2D", "Add", "Conv2D"]
+        )
+        self.assertIsNot(a[0], b[0])
+
+    def test_other_wiring_is_a_mismatch(self):
+        models = [_residual(), _residual(skip_from_first=True)]
+        add = [m.layers[4].name for m in models]
+        with self.assertRaisesRegex(
+            graph.GraphMismatchError,
+            rf"^net 1 layer 3 \('{add[1]}', Add\) does not match net 0 "
+            rf"layer 3 \('{add[0]}', Add\): inputs from \(layer, output\) "
+            r"\[\(2, 0\), \(0, 0\)\] vs \[\(2, 0\), \(1, 0\)\]$",
+        ):
+            graph.match_layers(models)
+
+    def test_other_width_names_both_layers(self):
+        x = keras.Input((4, 4, 3))
+        y = L.Conv2D(2, 1, name="a")(x)
+        y = L.Conv2D(5, 1, name="b")(y)
+        other = keras.Model(x, y)
+        with self.assertRaisesRegex(
+            graph.GraphMismatchError,
+            r"^model 1 layer 1 \('b', Conv2D 1x1x2->5\) does not match model "
+            r"0 layer 1 \('conv2d_\d+', Conv2D 1x1x2->2\)$",
+        ):
+            graph.match_layers([_residual(), other], label="model")
+
+    def test_extra_layer_and_outputs(self):
+        def chain(n):
+            return keras.Sequential(
+                [keras.Input((3,))] + [L.Dense(3) for _ in range(n)]
+            )
+
+        with self.assertRaisesRegex(
+            graph.GraphMismatchError,
+            r"^net 1 has 3 layers and net 0 has 2: net 1 layer 2 "
+            r"\('dense_\d+', Dense 3->3\) has no counterpart$",
+        ):
+            graph.match_layers([chain(2), chain(3)])
+        x = keras.Input((3,))
+        d = L.Dense(3)(x)
+        two = keras.Model(x, [d, L.Dense(3)(d)])
+        x = keras.Input((3,))
+        d = L.Dense(3)(x)
+        swapped = keras.Model(x, [L.Dense(3)(d), d])
+        with self.assertRaisesRegex(
+            graph.GraphMismatchError, r"net 1's outputs come from"
+        ):
+            graph.match_layers([two, swapped])
+
+    @parameterized.named_parameters(
+        ("conv", L.Conv2D(8, 3), (2, 8, 8, 4), "Conv2D 3x3x4->8"),
+        ("dense", L.Dense(5), (2, 4), "Dense 4->5"),
+        (
+            "depthwise",
+            L.DepthwiseConv2D(3, depth_multiplier=2),
+            (2, 8, 8, 4),
+            "DepthwiseConv2D 3x3x4x2",
+        ),
+        ("bn", L.BatchNormalization(), (2, 8, 8, 4), "BatchNormalization 4"),
+        ("prelu", L.PReLU(), (2, 3, 4), "PReLU 3x4"),
+        ("relu", L.ReLU(), (2, 4), "ReLU"),
+    )
+    def test_describe_layer(self, layer, shape, expected):
+        layer.build(shape)
+        self.assertEqual(graph.describe_layer(layer), expected)
 
 
 def _pytorch_order_resnet_cifar(blocks, shortcut):

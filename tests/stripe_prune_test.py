@@ -359,6 +359,50 @@ class CompactTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(reads, proj, atol=1e-5)
         self.assertLess(float(tf.reduce_min(reads)), 0.0)
 
+    def test_auto_named_sequential(self):
+        # A user's model, no names given: every step names its own layers.
+        def make():
+            return keras.Sequential(
+                [
+                    keras.Input((8, 8, 3)),
+                    StripeConv2D(4, 3, padding="same", use_bias=False),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.ReLU(),
+                    StripeConv2D(4, 3, padding="same", use_bias=False),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.ReLU(),
+                    keras.layers.GlobalAveragePooling2D(),
+                    keras.layers.Dense(3),
+                ]
+            )
+
+        keras.utils.set_random_seed(4)
+        other, model = make(), _randomize(make(), seed=6)
+        masked = prune.hard_mask(model, THRESHOLD)
+        result = prune.compact(masked, THRESHOLD)
+        x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("f4")
+        self.assertAllClose(
+            result.model(x, training=False),
+            masked(x, training=False),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        self.assertLess(
+            complexity.count(result.model, "pff").flops,
+            complexity.count(model, "pff").flops,
+        )
+        # A plan names its own model's layers; another model's is refused.
+        with self.assertRaisesRegex(
+            ValueError,
+            r"plan names layer 'stripe_conv2d_\d+', which model "
+            r"'sequential(_\d+)?' does not have.*plan=skeleton_plan\(model\)",
+        ):
+            prune.layer_stripes(other, THRESHOLD, skeleton.skeleton_plan(model))
+        with self.assertRaisesRegex(ValueError, "plan names layer"):
+            prune.apply_hard_mask(
+                other, THRESHOLD, skeleton.skeleton_plan(model)
+            )
+
     def test_negative_threshold(self):
         with self.assertRaisesRegex(ValueError, "threshold=-1"):
             prune.compact(_zoo("resnet20"), -1)

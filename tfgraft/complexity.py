@@ -125,7 +125,10 @@ def count(
             axis (a list of shapes for several inputs). Default: the model's
             own static input shape, which must then be fully defined.
         active_channels: optional `{layer name: (in_active, out_active)}`
-            override for counting masked networks (module docstring).
+            override for counting masked networks (module docstring). The
+            names are `model`'s own: another model built by the same
+            function may carry other (auto-generated) names, and unknown
+            names are refused.
         count_relu: `"pff"` only. Whether activation layers (`ReLU`,
             `Activation`, ...) cost `numel` FLOPs. The reference counts
             `nn.ReLU` modules, which its VGG has while its ResNets call the

@@ -12,7 +12,11 @@ ask before they touch a channel:
   how many features each channel became;
 * which conv/dense layers write the channels a layer reads (producers),
   which BN normalises each conv, and which convs are projection shortcuts;
-* grafting's alpha-inheritance map (`ChannelGraph.alpha_sources`).
+* grafting's alpha-inheritance map (`ChannelGraph.alpha_sources`);
+* which layer of one model is which layer of another model of the same
+  architecture (`match_layers`: by graph position, so two models built by
+  one function pair up even when Keras auto-named their layers
+  `conv2d_2` in one and `conv2d_9` in the other).
 
 Layers are identified by type and graph position, never by name, so user
 models work as long as they are channels-last.
@@ -247,7 +251,11 @@ def functional_of(model):
     if not hasattr(model, "_nodes_by_depth"):
         raise GraphError(
             f"Model '{getattr(model, 'name', model)}' is not a functional "
-            "Keras model; subclassed models have no layer graph to analyse."
+            "Keras model: a subclassed model wires its layers in Python "
+            "(`call`), so it has no layer graph to analyse. Build it as a "
+            "functional model (`inputs = keras.Input(shape)`, apply the "
+            "layers of its `call` to `inputs`, then "
+            "`keras.Model(inputs, outputs)`) or as a `keras.Sequential`."
         )
     return model
 
@@ -673,3 +681,188 @@ def _finish(groups, records, layer_groups, order, weighted):
         )
     )
     return ChannelGraph(nodes, result, lg, order, weighted)
+
+
+# === Matching layers across models ===
+
+
+class GraphMismatchError(GraphError):
+    """Models that should share one architecture do not."""
+
+
+def describe_layer(op):
+    """A short architecture description of a layer, e.g. `Conv2D 3x3x16->32`.
+
+    Convs and dense layers show their kernel (`kh x kw x in -> out`,
+    `in -> out`; a depthwise kernel `kh x kw x channels x multiplier`),
+    other weighted layers their weight shapes (`BatchNormalization 16` when
+    every weight has one shape), weightless layers and keras ops their class
+    name only.
+    """
+    name = type(op).__name__
+    kernel = getattr(op, "kernel", None)
+    shape = getattr(kernel, "shape", None)
+    dims = [str(d) for d in shape] if shape is not None else []
+    if len(dims) >= 2:
+        if isinstance(op, _DEPTHWISE):
+            return f"{name} {'x'.join(dims)}"
+        return f"{name} {'x'.join(dims[:-1])}->{dims[-1]}"
+    shapes = [
+        "x".join(str(d) for d in w.shape) or "scalar"
+        for w in getattr(op, "weights", None) or ()
+    ]
+    if not shapes:
+        return name
+    if len(set(shapes)) == 1:
+        return f"{name} {shapes[0]}"
+    return f"{name} {', '.join(shapes)}"
+
+
+def _layer_signatures(model):
+    """Layers of `model` in canonical order with what pairs them.
+
+    Returns `(layers, signatures, outputs)`: the operations of the graph
+    (InputLayer excluded) in `ordered_nodes` order, first call first; per
+    layer a dict of its class, weight shapes, and per call its input and
+    output shapes and where its inputs come from (`(layer position,
+    output index)`, or `("input", j)` for model input j); and the same
+    sources for the model's outputs. Nothing refers to a layer name.
+    """
+    functional = functional_of(model)
+    nodes = ordered_nodes(functional)
+    inputs = {
+        id(t._keras_history[0]): j for j, t in enumerate(functional.inputs)
+    }
+    layers, position = [], {}
+    for node in nodes:
+        op = node.operation
+        if not node.is_input and id(op) not in position:
+            position[id(op)] = len(layers)
+            layers.append(op)
+
+    def source(tensor):
+        op, _, index = tensor._keras_history
+        if id(op) in inputs:
+            return ("input", inputs[id(op)])
+        return (position.get(id(op)), index)
+
+    calls = collections.defaultdict(list)
+    for node in nodes:
+        if node.is_input:
+            continue
+        calls[id(node.operation)].append(
+            dict(
+                inputs=[source(t) for t in node.input_tensors],
+                input_shapes=[tuple(t.shape) for t in node.input_tensors],
+                output_shapes=[tuple(t.shape) for t in node.outputs],
+            )
+        )
+    signatures = [
+        dict(
+            cls=type(op),
+            description=describe_layer(op),
+            weights=[tuple(w.shape) for w in getattr(op, "weights", ())],
+            calls=calls[id(op)],
+        )
+        for op in layers
+    ]
+    outputs = [source(t) for t in functional.outputs]
+    return layers, signatures, outputs
+
+
+def _difference(a, b):
+    """Why signature `a` differs from `b`, or None if they match."""
+    if a["cls"] is not b["cls"]:
+        return f"class {a['cls'].__name__} vs {b['cls'].__name__}"
+    if a["weights"] != b["weights"]:
+        return f"weight shapes {a['weights']} vs {b['weights']}"
+    if len(a["calls"]) != len(b["calls"]):
+        return f"called {len(a['calls'])} times vs {len(b['calls'])}"
+    for ca, cb in zip(a["calls"], b["calls"]):
+        for key, what in (
+            ("inputs", "inputs from (layer, output)"),
+            ("input_shapes", "input shapes"),
+            ("output_shapes", "output shapes"),
+        ):
+            if ca[key] != cb[key]:
+                return f"{what} {ca[key]} vs {cb[key]}"
+    return None
+
+
+def match_layers(models, label="net"):
+    """Pairs the layers of models with one architecture by graph position.
+
+    Two models built by the same function (functional or `Sequential`,
+    with auto-generated or explicit layer names) list their layers in the
+    same canonical topological order (`ordered_nodes`); position k of every
+    model is then the same layer. Each position is checked: same class,
+    same weight shapes, same input/output shapes and the same wiring (which
+    positions feed it), and the models' outputs come from the same
+    positions. Names are never compared.
+
+    Args:
+        models: functional or built `Sequential` Keras models.
+        label: what the error message calls a model (`"net"`: "net 1 layer
+            7 ...").
+
+    Returns:
+        A list over models of tuples of layers (keras operations, including
+        weightless layers and keras ops; InputLayers excluded), one layer
+        per position.
+
+    Raises:
+        GraphMismatchError: naming the first position where a model differs
+            from model 0, e.g. `net 1 layer 7 ('conv2d_9', Conv2D
+            3x3x16->32) does not match net 0 layer 7 ('conv2d_2', Conv2D
+            3x3x16->16)`.
+        GraphError: a model is not functional (see `functional_of`) or is
+            nested.
+
+    Example:
+
+    >>> def make():
+    ...     return keras.Sequential(
+    ...         [keras.Input((4,)), keras.layers.Dense(2)])
+    >>> a, b = match_layers([make(), make()])
+    >>> a[0] is not b[0], a[0].name != b[0].name
+    (True, True)
+    """
+    models = list(models)
+    if not models:
+        return []
+    analysed = [_layer_signatures(m) for m in models]
+    ref_layers, ref_sigs, ref_outputs = analysed[0]
+
+    def said(i, k, layers):
+        return f"{label} {i} layer {k} ('{layers[k].name}', " + (
+            f"{describe_layer(layers[k])})"
+        )
+
+    for i, (layers, sigs, outputs) in enumerate(analysed[1:], start=1):
+        for k in range(min(len(layers), len(ref_layers))):
+            why = _difference(sigs[k], ref_sigs[k])
+            if why is None:
+                continue
+            message = (
+                f"{said(i, k, layers)} does not match "
+                f"{said(0, k, ref_layers)}"
+            )
+            if sigs[k]["description"] == ref_sigs[k]["description"]:
+                message += f": {why}"
+            raise GraphMismatchError(message)
+        if len(layers) != len(ref_layers):
+            k = min(len(layers), len(ref_layers))
+            if len(layers) > len(ref_layers):
+                longer, j = layers, i
+            else:
+                longer, j = ref_layers, 0
+            raise GraphMismatchError(
+                f"{label} {i} has {len(layers)} layers and {label} 0 has "
+                f"{len(ref_layers)}: {said(j, k, longer)} has no counterpart"
+            )
+        if outputs != ref_outputs:
+            raise GraphMismatchError(
+                f"{label} {i}'s outputs come from (layer, output) {outputs}, "
+                f"{label} 0's from {ref_outputs}"
+            )
+    return [tuple(layers) for layers, _, _ in analysed]

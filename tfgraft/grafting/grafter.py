@@ -31,6 +31,9 @@ class GraftPlan:
         convs: conv/depthwise layers that are not projection shortcuts
             (entropy and invalid-filter statistics).
         units: filter-level units (conv -> BN chains).
+
+    Layer names are those of the net the plan was made for; a `Grafter`
+    maps them to the other nets by graph position (`graph.match_layers`).
         scope: the blend scope the plan was made for (`SCOPES`).
     """
 
@@ -61,7 +64,7 @@ def make_plan(net, scope=ALL):
     """Builds the `GraftPlan` of a functional Keras model from its graph.
 
     Args:
-        net: a functional Keras model.
+        net: a functional or built `Sequential` Keras model.
         scope: which tensors a layer-level graft blends.
             `"all"` (the reference `grafting.py` of the ResNets and
             MobileNetV2, which blends the whole state dict): every weight
@@ -164,8 +167,17 @@ class Grafter(tf.Module):
     them; assignment to mirrored variables in cross-replica context updates
     every replica identically.
 
+    The nets are paired layer by layer through their graphs, never by layer
+    names: `nets` built by one function graft whether their layers carry
+    explicit or auto-generated names (`conv2d`, `conv2d_1`, ...). Net 0's
+    layer names name the plan (`plan`); the statistics methods use each
+    net's own names.
+
     Args:
-        nets: N structurally identical functional Keras models.
+        nets: N >= 2 functional or built `Sequential` Keras models of one
+            architecture (same layers, weight shapes and wiring; see
+            `tfgraft.graph.match_layers`). Subclassed models have no graph
+            and are refused.
         criterion: `entropy` or `l1` (layer level).
         level: `layer` (arctan alpha per conv) or `filter` (per-channel BN
             gamma weights, METHODS §1.3 intent).
@@ -189,9 +201,11 @@ class Grafter(tf.Module):
         scope=ALL,
     ):
         super().__init__(name="grafter")
+        nets = list(nets)
         if len(nets) < 2:
             raise ValueError(
-                f"Grafting needs at least 2 nets. Received: {len(nets)}"
+                "Grafting needs at least 2 nets. "
+                f"Received: len(nets)={len(nets)}"
             )
         if criterion not in ("entropy", "l1"):
             raise ValueError(
@@ -204,46 +218,51 @@ class Grafter(tf.Module):
                 f"level={level}"
             )
         criteria.alpha(0.0, 0.0, a, c)  # validates a and c
-        self.nets = list(nets)
+        self.nets = nets
         self.criterion = criterion
         self.level = level
         self.a = float(a)
         self.c = float(c)
         self.scope = scope
+        # Pairs every net's layers with net 0's by graph position; raises
+        # one GraphMismatchError naming the first layer that differs.
+        self._layers = graph_lib.match_layers(self.nets)
+        self._position = {
+            layer.name: k for k, layer in enumerate(self._layers[0])
+        }
         self.plan = make_plan(self.nets[0], scope)
         if not self.plan.sources:
             raise ValueError(
-                f"Graft scope '{scope}' selects no tensor of "
-                f"{self.nets[0].name} (it has no conv or BN weights)"
-            )
-        self._variables = [self._net_variables(n) for n in self.nets]
-        sizes = {len(v) for v in self._variables}
-        if len(sizes) != 1:
-            raise ValueError(
-                "Grafted nets must have the same layers and weights. "
-                f"Received: tensor counts {sorted(sizes)}"
+                f"scope={scope!r} selects no tensor of net 0 "
+                f"('{self.nets[0].name}'): it has no conv or BN weights"
             )
         if level == "filter" and not self.plan.units:
             raise ValueError(
-                "Filter-level grafting needs conv -> BatchNormalization "
-                f"pairs; {self.nets[0].name} has none"
+                "level='filter' needs conv -> BatchNormalization pairs; net "
+                f"0 ('{self.nets[0].name}') has none"
             )
+        self._variables = [
+            self._net_variables(i) for i in range(len(self.nets))
+        ]
         # No data-dependent control flow here: autograph is not needed (and
         # mis-converts bound methods called from comprehensions).
         self.graft_step = tf.function(self._graft_step, autograph=False)
 
-    def _net_variables(self, net):
+    def layer(self, net_index, name):
+        """The layer of net `net_index` at net 0's layer `name`'s position."""
+        return self._layers[net_index][self._position[name]]
+
+    def _net_variables(self, net_index):
         out = []
         for name in self.plan.layers:
-            out.extend(net.get_layer(name).weights)
+            out.extend(self.layer(net_index, name).weights)
         return out
 
     def information(self, net_index):
         """Per-source-conv information (entropy or L1) of one net (a list)."""
-        net = self.nets[net_index]
         values = []
         for name in self.plan.sources:
-            kernel = net.get_layer(name).kernel
+            kernel = self.layer(net_index, name).kernel
             w = tf.cast(kernel.value, tf.float32)
             if self.criterion == "entropy":
                 values.append(criteria.entropy(w))
@@ -297,20 +316,22 @@ class Grafter(tf.Module):
     # === Statistics for reports and pictures ===
 
     def layer_entropies(self, net_index):
-        """`{conv name: entropy of its kernel}` for every conv of a net."""
-        net = self.nets[net_index]
+        """`{conv name: entropy of its kernel}` for every conv of a net.
+
+        Keys are the net's own layer names, in `plan.convs` order.
+        """
+        layers = [self.layer(net_index, name) for name in self.plan.convs]
         return {
-            name: float(criteria.entropy(net.get_layer(name).kernel.value))
-            for name in self.plan.convs
+            layer.name: float(criteria.entropy(layer.kernel.value))
+            for layer in layers
         }
 
     def invalid_filters(self, net_index, thresholds=(0.1, 0.01)):
         """Filters whose L1 norm is below each threshold (METHODS §1.2.7)."""
-        net = self.nets[net_index]
         counts = {str(t): 0 for t in thresholds}
         total = 0
         for name in self.plan.convs:
-            layer = net.get_layer(name)
+            layer = self.layer(net_index, name)
             kernel = layer.kernel.value
             axis = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
             norms = criteria.filter_l1(kernel, axis=axis)

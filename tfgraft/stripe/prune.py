@@ -100,10 +100,35 @@ class CompactResult:
         }
 
 
+def _plan_for(model, plan):
+    """`model`'s `SkeletonPlan`: `plan` checked against it, or a new one.
+
+    A plan names the layers of the model it was made for; another model
+    built by the same function usually has other (auto-generated) names, so
+    a plan is never reused across models.
+    """
+    if plan is None:
+        return skeleton_lib.skeleton_plan(model)
+    names = {layer.name for layer in model.layers}
+    missing = [n for n in (*plan.names(), *plan.free) if n not in names]
+    if missing:
+        raise ValueError(
+            f"plan names layer '{missing[0]}', which model '{model.name}' "
+            "does not have: a SkeletonPlan holds the layer names of the "
+            "model it was made for. Pass plan=skeleton_plan(model) for this "
+            f"model, or plan=None. Received: plan={plan}"
+        )
+    return plan
+
+
 def layer_stripes(model, threshold, plan=None):
-    """`LayerStripes` of every pruned stripe conv of `model`."""
+    """`LayerStripes` of every pruned stripe conv of `model`.
+
+    `plan` is `skeleton_plan(model)` of this very model (computed when
+    None); a plan of another model is refused.
+    """
     _check_threshold(model.name, threshold)
-    plan = plan or skeleton_lib.skeleton_plan(model)
+    plan = _plan_for(model, plan)
     out = []
     for entry in plan.pruned:
         layer = model.get_layer(entry.name)
@@ -129,13 +154,14 @@ def apply_hard_mask(model, threshold, plan=None):
     The state a model has right after a training step of the reference,
     re-thresholded: `FS *= |FS| > threshold` for every pruned stripe conv
     and, where the conv's filters are removable, BN gamma/beta of filters
-    without stripes set to 0.
+    without stripes set to 0. `plan` is `skeleton_plan(model)` of this very
+    model (computed when None); a plan of another model is refused.
 
     Returns:
         `model`.
     """
     _check_threshold(model.name, threshold)
-    plan = plan or skeleton_lib.skeleton_plan(model)
+    plan = _plan_for(model, plan)
     for entry in plan.pruned:
         layer = model.get_layer(entry.name)
         mask = layer.stripe_mask(threshold)

@@ -47,6 +47,10 @@ class PrunedConv:
 class SkeletonPlan:
     """The stripe convs of a model, split by how the method treats them.
 
+    Layers are named as in that model: a plan belongs to the model it was
+    made for (another model built by the same function may carry other,
+    auto-generated names; make its own plan).
+
     Attributes:
         pruned: `PrunedConv`s (L1 + threshold), in topological order.
         free: names of stripe convs whose skeleton trains freely and which
