@@ -1,5 +1,12 @@
 """Exports one net of a finished (or interrupted) run as a SavedModel.
 
+Works on the workdir of every job in `train.flags.JOBS` (the job is read
+from job.json or report.json) and rebuilds, from the newest checkpoint,
+what the job itself exports: net `--net` (baseline, grafting, L1 pruning),
+the compact net of the stripe job's best net, EKG's fine-tuned
+sub-network, LW-DNA's derived net (`derived/`). See each job's
+`export_from_checkpoint`.
+
 Example:
 
     python -m train.export --workdir=runs/quickstart --net=1 \
