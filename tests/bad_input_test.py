@@ -36,14 +36,7 @@ from train import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_JOBS = {
-    "baseline": "tfgraft.training.job:Job",
-    "grafting": "tfgraft.grafting.job:GraftingJob",
-    "stripe": "tfgraft.stripe.job:StripeJob",
-    "ekg": "tfgraft.ekg.job:EKGJob",
-    "lwdna": "tfgraft.lwdna.job:LWDNAJob",
-    "l1prune": "tfgraft.l1prune.job:L1PruneJob",
-}
+_JOBS = flags_lib.JOBS
 
 # Small, fast settings so that a row failing late still fails in seconds.
 _TINY = [
@@ -294,6 +287,25 @@ _CASES = (
         _RUN,
         "--pretrained is required unless --pretrain_epochs > 0",
     ),
+    # --- Data folders ---
+    (
+        "folder_symlink_loop",
+        "baseline",
+        [*_RUN, "--dataset=folder:{tmp}/symloop"],
+        "{tmp}/symloop/train/a/loop.png (Too many levels of symbolic links)",
+    ),
+    (
+        "folder_odd_size_sorts_first",
+        "baseline",
+        [*_RUN, "--dataset=folder:{tmp}/oddfirst"],
+        "{tmp}/oddfirst/train/a/0.png is 16x16, but 8 of the 9",
+    ),
+    (
+        "channel_config_is_a_folder",
+        "baseline",
+        [*_RUN, "--channel_config={tmp}/empty"],
+        "{tmp}/empty cannot be read: Is a directory",
+    ),
     # --- train.export ---
     (
         "export_not_a_run",
@@ -343,6 +355,12 @@ _CASES = (
         "evaluate",
         ["--saved_model={tmp}/garbage_model", "--output={run}/eval.json"],
         "--saved_model={tmp}/garbage_model",
+    ),
+    (
+        "evaluate_truncated_variables",
+        "evaluate",
+        ["--saved_model={tmp}/truncated_model", "--output={run}/eval.json"],
+        "--saved_model={tmp}/truncated_model: cannot load",
     ),
     (
         "evaluate_shape_mismatch",
@@ -403,6 +421,16 @@ def _make_inputs(tmp):
     os.makedirs(os.path.join(tmp, "empty"))
     os.makedirs(os.path.join(tmp, "tfds"))
     _image_folder(os.path.join(tmp, "good"))
+    _image_folder(os.path.join(tmp, "symloop"))
+    loop = os.path.join(tmp, "symloop", "train", "a", "loop.png")
+    os.symlink(loop, loop)
+    # 9 train images: the first (sorted) is 16x16, the other 8 are 8x8.
+    _image_folder(os.path.join(tmp, "oddfirst"))
+    for i in range(2, 4):
+        for cls in ("a", "b"):
+            _write_png(os.path.join(tmp, "oddfirst", "train", cls, f"{i}.png"))
+    _write_png(os.path.join(tmp, "oddfirst", "train", "b", "9.png"))
+    _write_png(os.path.join(tmp, "oddfirst", "train", "a", "0.png"), size=16)
     _image_folder(os.path.join(tmp, "corrupt"))
     with open(os.path.join(tmp, "corrupt", "train", "a", "1.png"), "wb") as f:
         f.write(b"\x89PNG garbage, not an image")
@@ -459,6 +487,18 @@ def _make_inputs(tmp):
         input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)],
     )
     tf.saved_model.save(module, os.path.join(tmp, "model8"))
+    # A SavedModel whose variables file lost its tail.
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones([256]))
+    module.serve = tf.function(
+        lambda images: tf.reduce_mean(images, axis=[1, 2])[:, :2] * module.w[0],
+        input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)],
+    )
+    truncated = os.path.join(tmp, "truncated_model")
+    tf.saved_model.save(module, truncated)
+    data = os.path.join(truncated, "variables", "variables.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(16)
     os.makedirs(os.path.join(tmp, "garbage_model"))
     with open(os.path.join(tmp, "garbage_model", "saved_model.pb"), "wb") as f:
         f.write(b"not a protocol buffer \xff\xfe")
@@ -478,10 +518,7 @@ def _recorded_run(workdir, entry):
 
 
 def _job_class(entry):
-    import importlib
-
-    module, name = _JOBS[entry].split(":")
-    return getattr(importlib.import_module(module), name)
+    return flags_lib.job_class(entry)
 
 
 def run_in_process(entry, argv):
@@ -556,6 +593,17 @@ class BadInputTest(_BadInputBase):
         self.assertEqual(
             entries, set(_JOBS) | {"export", "evaluate"}, "every entry point"
         )
+
+    def test_one_job_registry(self):
+        # train.export, the entry points' flag groups and these rows all
+        # read flags_lib.JOBS: every job's class knows its own name.
+        self.assertEqual(
+            set(_JOBS),
+            {"baseline", "grafting", "stripe", "ekg", "lwdna", "l1prune"},
+        )
+        for name in _JOBS:
+            self.assertEqual(flags_lib.job_class(name).name, name)
+            self.assertIn("common", flags_lib.JOB_GROUPS[name])
 
     @parameterized.named_parameters(*_CASES)
     def test_one_line_error(self, entry, argv, culprit):

@@ -6,10 +6,19 @@ rename and in the middle of the export; after each kill the same command is
 run again. The final checkpoint must equal, bit for bit (`--deterministic`),
 the one of an uninterrupted run, and no final path may ever hold a
 half-written file.
+
+`MultiPhaseCrashTest` kills one tiny stripe, EKG (with pretraining) and
+LW-DNA run each at a point drawn from a fixed seed (printed; set
+`TFGRAFT_CRASH_SEED` to draw others), reruns it, and checks that it
+finishes with a valid report and an export that `train.export` rebuilds
+and `train.evaluate` serves. `DiskFullTest` fills a small tmpfs (root only):
+one line naming the path, exit status 2, no half-written file.
 """
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +186,248 @@ class CrashResumeTest(tf.test.TestCase):
             [h.get("test") for h in full_history],
         )
         self.assertIn("test", crash_history[-1])
+
+
+# === kill -9 at a pseudo-random moment of the multi-phase jobs ===
+
+_TINY = [
+    "--model=resnet20",
+    "--epochs=2",
+    "--batch_size=16",
+    "--synthetic_train_size=32",
+    "--synthetic_test_size=16",
+    "--eval_batch_size=16",
+    "--steps_per_loop=1",
+    "--strategy=default",
+    "--progress=false",
+]
+
+# Per job: its extra flags, the folder of its export, and the kill points
+# with the number of passes the tiny run surely makes (2 epochs of 2 steps
+# per trained net; EKG also pretrains 1 epoch, LW-DNA searches first).
+_JOB_RUNS = {
+    "stripe": (
+        ["--width_mult=0.25", "--target_flops_cut=0.3"],
+        "export",
+        {
+            "loop.after_steps": 4,
+            "checkpoint.save": 2,
+            "io.before_rename": 6,
+            "export.before_rename": 2,
+        },
+    ),
+    "ekg": (
+        [
+            "--width_mult=0.25",
+            "--pretrain_epochs=1",
+            "--search_train_per_class=1",
+            "--search_val_per_class=1",
+            "--target_flops_rate=0.7",
+        ],
+        "export",
+        {
+            "loop.after_steps": 6,
+            "checkpoint.save": 3,
+            "io.before_rename": 8,
+            "export.before_rename": 2,
+        },
+    ),
+    "lwdna": (
+        ["--width_mult=0.5", "--epochs_grad=1", "--search_batch_size=16"],
+        "derived/export",
+        {
+            "loop.after_steps": 4,
+            "checkpoint.save": 2,
+            "io.before_rename": 6,
+            "export.before_rename": 1,
+        },
+    ),
+}
+
+# The kill point of each job is drawn from this seed (and the job name);
+# TFGRAFT_CRASH_SEED=<n> draws others.
+_CRASH_SEED = int(os.environ.get("TFGRAFT_CRASH_SEED", "15"))
+
+
+def _kill_point(job):
+    rng = random.Random(f"{_CRASH_SEED}:{job}")
+    points = _JOB_RUNS[job][2]
+    name = rng.choice(sorted(points))
+    return f"{name}:{rng.randint(1, points[name])}"
+
+
+def _run(args, kill_at=None):
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=_env(kill_at),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_consistent(test, workdir):
+    """Every JSON parses; every export folder is a whole SavedModel (or
+    holds whole ones); every listed checkpoint has its index."""
+    for folder, dirs, files in os.walk(workdir):
+        dirs[:] = [d for d in dirs if not d.startswith(".tmp-")]
+        for name in files:
+            if name.endswith(".json") and not name.startswith(".tmp-"):
+                with open(os.path.join(folder, name)) as f:
+                    json.load(f)
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if name.startswith("export"):
+                models = [path]
+                if not os.path.exists(os.path.join(path, "saved_model.pb")):
+                    models = [os.path.join(path, d) for d in os.listdir(path)]
+                for model in models:
+                    test.assertTrue(
+                        os.path.exists(os.path.join(model, "saved_model.pb")),
+                        model,
+                    )
+            if name == "checkpoints":
+                state = tf.train.get_checkpoint_state(path)
+                for ckpt in state.all_model_checkpoint_paths if state else ():
+                    test.assertTrue(os.path.exists(ckpt + ".index"), ckpt)
+
+
+def _error_lines(stderr):
+    return [x for x in stderr.splitlines() if x.startswith("error:")]
+
+
+@pytest.mark.large
+class MultiPhaseCrashTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(("stripe", "stripe"), ("ekg", "ekg"),
+                                    ("lwdna", "lwdna"))
+    def test_killed_at_a_random_point_resumes_to_a_usable_run(self, job):
+        flags, export, _ = _JOB_RUNS[job]
+        kill_at = _kill_point(job)
+        print(f"{job}: TFGRAFT_KILL_AT={kill_at} (seed {_CRASH_SEED})")
+        workdir = os.path.join(self.create_tempdir().full_path, job)
+        command = [f"train.{job}", f"--workdir={workdir}", *_TINY, *flags]
+        killed = _run(command, kill_at)
+        self.assertEqual(
+            killed.returncode, -signal.SIGKILL, (kill_at, killed.stderr[-3000:])
+        )
+        _assert_consistent(self, workdir)
+        done = _run(command)
+        self.assertEqual(done.returncode, 0, (kill_at, done.stderr[-3000:]))
+        _assert_consistent(self, workdir)
+        with open(os.path.join(workdir, "report.json")) as f:
+            report = json.load(f)
+        self.assertEqual(report["job"], job)
+        self.assertEqual(report["epochs"], 2)
+
+        # train.export rebuilds the run's own export from its checkpoint;
+        # train.evaluate serves it.
+        out = os.path.join(self.create_tempdir().full_path, "net")
+        exported = _run(
+            ["train.export", f"--workdir={workdir}", f"--export_dir={out}"]
+        )
+        self.assertEqual(exported.returncode, 0, exported.stderr[-3000:])
+        x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+        x = x.astype("float32")
+        own = tf.saved_model.load(os.path.join(workdir, export))
+        again = tf.saved_model.load(out)
+        self.assertAllClose(again.serve(x), own.serve(x), atol=1e-5)
+        evaluated = _run(
+            [
+                "train.evaluate",
+                f"--saved_model={out}",
+                "--synthetic_train_size=32",
+                "--synthetic_test_size=16",
+            ]
+        )
+        self.assertEqual(evaluated.returncode, 0, evaluated.stderr[-3000:])
+        with open(out + ".eval.json") as f:
+            self.assertEqual(json.load(f)["count"], 16)
+
+        if job == "lwdna":
+            # A hand-edited derived config is named, not the checkpoint.
+            path = os.path.join(workdir, "channel_config.json")
+            with open(path) as f:
+                config = json.load(f)
+            config["widths"]["stage2"] += 1
+            with open(path, "w") as f:
+                json.dump(config, f)
+            edited = _run(command)
+            self.assertEqual(edited.returncode, 2, edited.stderr[-3000:])
+            lines = _error_lines(edited.stderr)
+            self.assertLen(lines, 1, edited.stderr[-3000:])
+            self.assertStartsWith(lines[0], f"error: {path}: edited")
+            self.assertNotIn("Traceback", edited.stderr)
+
+
+# === A full disk ===
+
+
+def _mount_tmpfs(test, size):
+    """A `size` tmpfs mounted for the test (root only), or skips."""
+    if os.geteuid() != 0:
+        test.skipTest("mounting a tmpfs needs root")
+    point = test.create_tempdir().full_path
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", point],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        test.skipTest(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    test.addCleanup(subprocess.run, ["umount", point], check=True)
+    return point
+
+
+@pytest.mark.large
+class DiskFullTest(tf.test.TestCase, parameterized.TestCase):
+    # 128k fills up at the first checkpoint, 400k in the export.
+    @parameterized.named_parameters(("at_checkpoint", "128k", "checkpoints"),
+                                    ("at_export", "400k", "export"))
+    def test_full_disk_is_one_line_and_leaves_whole_files(self, size, where):
+        disk = _mount_tmpfs(self, size)
+        workdir = os.path.join(disk, "run")
+        proc = _run(
+            ["train.baseline", f"--workdir={workdir}", "--width_mult=0.25",
+             *_TINY]
+        )
+        self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+        self.assertNotIn("Traceback", proc.stderr)
+        lines = _error_lines(proc.stderr)
+        self.assertLen(lines, 1, proc.stderr[-3000:])
+        self.assertRegex(
+            lines[0],
+            f"^error: {re.escape(workdir)}/{where}.*: no space left on "
+            r"device \(",
+        )
+        # No temporary or half-written file is left, the rest is whole.
+        for folder, dirs, files in os.walk(disk):
+            for name in dirs + files:
+                self.assertFalse(
+                    name.startswith(".tmp-") or "_temp" in name, name
+                )
+        _assert_consistent(self, workdir)
+
+    def test_export_to_a_full_disk(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        proc = _run(
+            ["train.baseline", f"--workdir={workdir}", "--width_mult=0.25",
+             "--max_steps=1", *_TINY]
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        disk = _mount_tmpfs(self, "64k")
+        out = os.path.join(disk, "net")
+        proc = _run(
+            ["train.export", f"--workdir={workdir}", f"--export_dir={out}"]
+        )
+        self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+        self.assertNotIn("Traceback", proc.stderr)
+        lines = _error_lines(proc.stderr)
+        self.assertLen(lines, 1, proc.stderr[-3000:])
+        self.assertStartsWith(
+            lines[0], f"error: {out}: no space left on device ("
+        )
+        self.assertEmpty(os.listdir(disk))
 
 
 def _save_two(workdir):

@@ -137,6 +137,9 @@ class FolderSourceTest(tf.test.TestCase, parameterized.TestCase):
         ("garbage_large", "garbage_large", "cannot decode image file .*2.png"),
         ("truncated_jpeg", "truncated_jpeg", "cannot decode .*bad.jpg"),
         ("odd_size", "odd_size", "odd.png is 9x8"),
+        # The odd file sorts first: it is still the one named.
+        ("odd_first", "odd_first", "train/a/0000.png is 16x16, but 8 of"),
+        ("symlink_loop", "symlink_loop", "train/a/loop.png .*symbolic links"),
     )
     def test_bad_folder(self, case, pattern):
         root = os.path.join(self.get_temp_dir(), "bad_" + case)
@@ -185,6 +188,16 @@ class FolderSourceTest(tf.test.TestCase, parameterized.TestCase):
                 os.path.join(root, "test", "a", "odd.png"),
                 np.ones((8, 9, 3), np.uint8),
             )
+        elif case == "odd_first":
+            make_folder(root, per_class=(4, 4))
+            write_image(
+                os.path.join(root, "train", "a", "0000.png"),
+                np.ones((16, 16, 3), np.uint8),
+            )
+        elif case == "symlink_loop":
+            make_folder(root)
+            loop = os.path.join(root, "train", "a", "loop.png")
+            os.symlink(loop, loop)
         with self.assertRaisesRegex(DataError, "--dataset=folder:") as cm:
             load_source(f"folder:{root}")
         message = str(cm.exception)

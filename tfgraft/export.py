@@ -8,7 +8,8 @@ raw 0-255 images and normalises them itself. Two endpoints are written:
 * `serve_uint8(images: uint8[None, H, W, 3]) -> float32 logits`.
 
 The export lands in a temporary folder that is renamed into place once
-complete, so a crash never leaves a half-written SavedModel.
+complete, so a crash never leaves a half-written SavedModel; a failed
+write (a full disk) removes it and raises `io.WriteError` naming `path`.
 """
 
 import keras
@@ -64,4 +65,8 @@ def export_saved_model(model, path, *, overwrite=False):
         raise ExportError(
             f"export path {path} exists; remove it or choose another"
         ) from None
+    except (OSError, tf.errors.OpError) as e:
+        # A full disk surfaces as ResourceExhaustedError from TF's file
+        # layer; the temporary folder is already gone, `path` untouched.
+        raise io.write_error(path, e) from None
     return path

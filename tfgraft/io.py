@@ -8,6 +8,7 @@ writes them as bare `NaN`/`Infinity`, which most readers reject), so every
 JSON file tfgraft writes holds `null` where a value was not finite.
 """
 
+import errno
 import json
 import math
 import os
@@ -19,6 +20,44 @@ import numpy as np
 from tfgraft.testing import faults
 
 
+class WriteError(RuntimeError):
+    """A file or folder could not be written (disk full, read-only, ...).
+
+    The message is one line naming the path; what was there before the
+    write is left as it was, and no half-written file is left behind.
+    """
+
+
+_NO_SPACE = "no space left on device"
+
+
+def os_error_line(path, error):
+    """`<path>: <reason> (<detail>)`, one line, for a failed read/write.
+
+    `error` is an `OSError` or a TensorFlow `OpError` (whose C++ file
+    layer reports a full disk as `ResourceExhaustedError`).
+    """
+    text = str(error).strip()
+    detail = text.splitlines()[0] if text else ""
+    detail = f"{type(error).__name__}: {detail}" if detail else (
+        type(error).__name__
+    )
+    if getattr(error, "errno", None) == errno.ENOSPC or (
+        _NO_SPACE in text.lower()
+    ):
+        reason = _NO_SPACE
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror[:1].lower() + error.strerror[1:]
+    else:
+        reason = "cannot write"
+    return f"{path}: {reason} ({detail})"
+
+
+def write_error(path, error):
+    """The `WriteError` naming `path` for an `OSError`/`OpError`."""
+    return WriteError(os_error_line(path, error))
+
+
 def _before_rename(path):
     # Crash-test points: `io.before_rename` (any file) and
     # `io.before_rename.<basename>` (one file, e.g. `.history.json`).
@@ -27,21 +66,11 @@ def _before_rename(path):
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temp file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        _before_rename(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes `text` to `path` through a temp file in the same folder.
+
+    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def finite(obj):
@@ -78,20 +107,26 @@ def atomic_write_json(path, obj):
 
 
 def atomic_write_bytes(path, data):
-    """Writes raw bytes (a PNG, say) to `path`, atomically."""
+    """Writes raw bytes (a PNG, say) to `path`, atomically.
+
+    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         _before_rename(path)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 

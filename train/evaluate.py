@@ -72,8 +72,10 @@ def main(argv):
         raise export.ExportError(f"--saved_model={path}: no saved_model.pb")
     try:
         model = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        # A damaged or foreign file: one line, not the loader's traceback.
+    except (OSError, ValueError, IndexError, tf.errors.OpError) as e:
+        # A damaged or foreign file: one line, not the loader's traceback
+        # (a truncated variables file raises IndexError "Read less bytes
+        # than requested" from the C++ reader).
         lines = str(e).strip().splitlines() or [type(e).__name__]
         raise export.ExportError(
             f"--saved_model={path}: cannot load ({lines[0]})"

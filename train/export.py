@@ -1,12 +1,18 @@
 """Exports one net of a finished (or interrupted) run as a SavedModel.
 
+Works on the workdir of every job in `train.flags.JOBS` (the job is read
+from job.json or report.json) and rebuilds, from the newest checkpoint,
+what the job itself exports: net `--net` (baseline, grafting, L1 pruning),
+the compact net of the stripe job's best net, EKG's fine-tuned
+sub-network, LW-DNA's derived net (`derived/`). See each job's
+`export_from_checkpoint`.
+
 Example:
 
     python -m train.export --workdir=runs/quickstart --net=1 \
         --export_dir=/tmp/net1
 """
 
-import importlib
 import json
 import os
 
@@ -14,13 +20,6 @@ from absl import flags
 
 from tfgraft import config as cfg
 from train import flags as flags_lib
-
-# Job name (report.json / config) -> "module:Class".
-JOBS = {
-    "baseline": "tfgraft.training.job:Job",
-    "grafting": "tfgraft.grafting.job:GraftingJob",
-    "l1prune": "tfgraft.l1prune.job:L1PruneJob",
-}
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder to export from.")
 _NET = flags.DEFINE_integer("net", 0, "Index of the net to export.")
@@ -30,15 +29,6 @@ _EXPORT_DIR = flags.DEFINE_string(
 _JOB = flags.DEFINE_string(
     "job", None, "Job type of the run (default: read from job.json)."
 )
-
-
-def job_class(name):
-    if name not in JOBS:
-        raise cfg.ConfigError(
-            f"--job={name}: unknown job; one of {', '.join(sorted(JOBS))}"
-        )
-    module, cls = JOBS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def _read_json(path):
@@ -86,7 +76,7 @@ def main(argv):
         raise cfg.ConfigError(
             f"--workdir={workdir}: no job.json or report.json; pass --job"
         )
-    job = job_class(name)(config, workdir)
+    job = flags_lib.job_class(name)(config, workdir)
     out = job.export_from_checkpoint(_NET.value, export_dir)
     print(f"exported net {_NET.value} of {workdir} to {out}")
 

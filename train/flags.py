@@ -547,16 +547,34 @@ def _ekg_config(groups):
     )
 
 
-# Flag groups each job accepts (configs_test parses every config with the
-# groups of the job its header command names).
-JOB_GROUPS = {
-    "baseline": ("common",),
-    "grafting": ("common", "grafting"),
-    "stripe": ("common", "stripe"),
-    "ekg": ("common", "pretrained", "ekg"),
-    "lwdna": ("common", "lwdna"),
-    "l1prune": ("common", "pretrained", "l1prune"),
+# Every training job, once: its flag groups (configs_test parses every
+# config with the groups of the job its header command names) and its class
+# as "module:Class" (`train.export` rebuilds a workdir's net with it; the
+# name is the `job` of its job.json and report.json).
+JOBS = {
+    "baseline": (("common",), "tfgraft.training.job:Job"),
+    "grafting": (("common", "grafting"), "tfgraft.grafting.job:GraftingJob"),
+    "stripe": (("common", "stripe"), "tfgraft.stripe.job:StripeJob"),
+    "ekg": (("common", "pretrained", "ekg"), "tfgraft.ekg.job:EKGJob"),
+    "lwdna": (("common", "lwdna"), "tfgraft.lwdna.job:LWDNAJob"),
+    "l1prune": (
+        ("common", "pretrained", "l1prune"),
+        "tfgraft.l1prune.job:L1PruneJob",
+    ),
 }
+JOB_GROUPS = {name: groups for name, (groups, _) in JOBS.items()}
+
+
+def job_class(name):
+    """The job class `JOBS` names for `name` (imported on first use)."""
+    import importlib
+
+    if name not in JOBS:
+        raise cfg.ConfigError(
+            f"--job={name}: unknown job; one of {', '.join(sorted(JOBS))}"
+        )
+    module, cls = JOBS[name][1].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def define(*names, flag_values=None):
@@ -748,6 +766,7 @@ def user_errors():
     """Exception types reported as one line (no traceback) by `run`."""
     from tfgraft import data
     from tfgraft import export
+    from tfgraft import io
     from tfgraft import models
     from tfgraft import pretrained
     from tfgraft.ekg import errors as ekg_errors
@@ -767,6 +786,7 @@ def user_errors():
         models.ChannelConfigError,
         models.UnknownModelError,
         export.ExportError,
+        io.WriteError,
         loop.CheckpointError,
         loop.NonFiniteError,
         FileExistsError,
@@ -934,10 +954,17 @@ def guard(main):
     """Wraps `main(argv)`: a `user_errors()` exception exits with one line."""
 
     def guarded(argv):
+        from tfgraft import io
+
         try:
             return main(argv)
         except user_errors() as e:
             _exit_with(e)
+        except OSError as e:
+            # Whatever the file system refused (an unreadable file, a
+            # symlink loop, a full disk) is the environment, not a bug:
+            # one line naming the path.
+            _exit_with(io.os_error_line(e.filename or "(no path)", e))
 
     return guarded
 

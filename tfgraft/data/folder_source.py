@@ -9,6 +9,7 @@ recipe. Every problem found while loading raises a one-line `DataError` that
 names the folder or file at fault.
 """
 
+import collections
 import os
 
 import numpy as np
@@ -40,10 +41,10 @@ def load(path):
     if test_dir is None:
         raise sources.DataError(f"{flag}: {root} has no test/ or val/ folder.")
 
-    class_names = _class_folders(train_dir)
+    class_names = _class_folders(train_dir, flag)
     if not class_names:
         raise sources.DataError(f"{flag}: {train_dir} has no class folders.")
-    test_classes = _class_folders(test_dir)
+    test_classes = _class_folders(test_dir, flag)
     if test_classes != class_names:
         only_train = sorted(set(class_names) - set(test_classes))
         only_test = sorted(set(test_classes) - set(class_names))
@@ -58,8 +59,7 @@ def load(path):
         "test": _list_images(test_dir, class_names, flag),
     }
 
-    first = files["train"][0][0]
-    height, width = _decode_file(first, flag).shape[:2]
+    height, width = _common_size(files["train"][0], flag)
     num_pixels = sum(len(paths) for paths, _ in files.values())
     small = max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
     name = f"folder:{root}"
@@ -179,25 +179,54 @@ def decode_image(contents, path):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def _class_folders(split_dir):
-    return sorted(
-        entry.name
-        for entry in os.scandir(split_dir)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
+def _common_size(paths, flag, samples=9):
+    """(height, width) most of `samples` spread-out files have.
+
+    Not simply the first file's: an odd first file would make every good
+    file look wrong.
+    """
+    step = max(1, len(paths) // samples)
+    sizes = [_decode_file(p, flag).shape[:2] for p in paths[::step][:samples]]
+    return collections.Counter(sizes).most_common(1)[0][0]
+
+
+def _scan(folder, flag):
+    """`os.scandir(folder)` as (entry, is_dir, is_file); an entry that
+    cannot be examined (a symlink loop, no permission) is a `DataError`
+    naming it."""
+    out = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise sources.DataError(
+            f"{flag}: cannot list {folder} ({e.strerror})."
+        ) from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            out.append((entry, entry.is_dir(), entry.is_file()))
+        except OSError as e:
+            raise sources.DataError(
+                f"{flag}: cannot read {entry.path} ({e.strerror})."
+            ) from None
+    return out
+
+
+def _class_folders(split_dir, flag=""):
+    return [entry.name for entry, is_dir, _ in _scan(split_dir, flag) if is_dir]
 
 
 def _list_images(split_dir, class_names, flag):
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(split_dir, class_name)
-        images = sorted(
+        images = [
             entry.name
-            for entry in os.scandir(class_dir)
-            if entry.is_file()
-            and not entry.name.startswith(".")
+            for entry, _, is_file in _scan(class_dir, flag)
+            if is_file
             and entry.name.lower().endswith(sources.IMAGE_EXTENSIONS)
-        )
+        ]
         if not images:
             raise sources.DataError(
                 f"{flag}: class folder {class_dir} has no images "
@@ -263,14 +292,24 @@ def _decode_all(paths, shape, flag):
         return np.concatenate([batch.numpy() for batch in ds], axis=0)
     except tf.errors.OpError:
         pass
-    for path in paths:
-        image = _decode_file(path, flag)
-        if image.shape != tuple(shape):
-            raise sources.DataError(
-                f"{flag}: image file {path} is {image.shape[1]}x"
-                f"{image.shape[0]}, but the other images are "
-                f"{shape[1]}x{shape[0]}; all must have one size."
-            )
+    sizes = {path: _decode_file(path, flag).shape for path in paths}
+    counts = collections.Counter(sizes.values())
+    common = counts.most_common(1)[0][0]
+    if len(counts) > 1:
+        # Blame the minority: the first file not of the commonest size.
+        path = next(p for p, s in sizes.items() if s != common)
+        odd = sizes[path]
+        raise sources.DataError(
+            f"{flag}: image file {path} is {odd[1]}x{odd[0]}, but "
+            f"{counts[common]} of the {len(paths)} images are "
+            f"{common[1]}x{common[0]}; all must have one size."
+        )
+    if common != tuple(shape):
+        raise sources.DataError(
+            f"{flag}: image file {paths[0]} is {common[1]}x{common[0]} (as "
+            f"all of its split), but the train images are "
+            f"{shape[1]}x{shape[0]}; all must have one size."
+        )
     raise sources.DataError(
         f"{flag}: decoding the images failed, but none failed on its own."
     )

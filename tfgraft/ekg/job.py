@@ -124,6 +124,8 @@ class EKGJob(job_lib.Job):
             )
         super().__init__(config, workdir, **kwargs)
         self.search_dir = os.path.join(self.workdir, "search")
+        self.compact = None
+        self.pruned_config = None
 
     # === Models ===
 
@@ -160,11 +162,33 @@ class EKGJob(job_lib.Job):
         )
 
     def build_net(self, index, info):
-        """The compact net, initialised with the extracted weights."""
+        """The compact net, initialised with the extracted weights.
+
+        Without a search in this process (`train.export`), the compact net
+        of the widths the run's search saved, for its checkpoint to fill.
+        """
         del info
+        if self.compact is None:
+            self.pruned_config = self._searched_config()
+            return self._plain_net(self.pruned_config, index, f"net_{index}")
         net = self._plain_net(self.pruned_config, index, f"net_{index}")
         net.set_weights(self.compact.get_weights())
         return net
+
+    def _searched_config(self):
+        """The compact net's `ChannelConfig` from `search/result.json`."""
+        path = os.path.join(self.search_dir, "result.json")
+        if not os.path.isfile(path):
+            raise errors.EKGError(
+                f"{path}: missing; the run's search has not finished"
+            )
+        with open(path) as f:
+            widths = json.load(f)["channel_config"]
+        m = self.config.model
+        # result.json keeps bare widths; record this run's topology.
+        return models.ChannelConfig(m.name, widths).with_topology(
+            *models.resolve_topology(m.name, m.preset, m.shortcut)
+        )
 
     def make_trainer(self, nets, optimizers, strategy):
         r, e = self.config.run, self.config.ekg
@@ -258,11 +282,7 @@ class EKGJob(job_lib.Job):
                     "new workdir"
                 )
         logging.info("Restoring the search result from %s…", self.search_dir)
-        m = self.config.model
-        # result.json keeps bare widths; record this run's topology.
-        self.pruned_config = models.ChannelConfig(
-            m.name, result["channel_config"]
-        ).with_topology(*models.resolve_topology(m.name, m.preset, m.shortcut))
+        self.pruned_config = self._searched_config()
         self.compact = self._plain_net(self.pruned_config, name="compact")
         shapes = result["bank"]
         self.bank = bank_lib.SubnetMemoryBank(

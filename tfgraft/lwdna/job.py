@@ -31,7 +31,12 @@ schedule, same preset.
 Resuming: when `derived/` already holds a checkpoint, the saved
 `channel_config.json` is reused and the search is not run again (the
 checkpoint holds the trained weights); otherwise the search reruns, which
-is deterministic for a given seed.
+is deterministic for a given seed. `search.json` records the SHA-256 of
+`channel_config.json` as written, so a hand-edited file is refused by name
+instead of failing later on the derived checkpoint's shapes.
+
+`train.export` on an LW-DNA workdir exports the derived net of
+`derived/checkpoints` (what the run exports to `derived/export/`).
 
 The widening factor is `config.model.width_mult` (the entry point defaults
 it to 2); `config.model.channel_config`, if set, is the original network's
@@ -43,6 +48,7 @@ leaves it widened (see `shrink.check_classifier_input`).
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -66,6 +72,12 @@ DEFAULT_PRESET = "dhp"
 # FLOPs, i.e. within 0.4% of the uniform net's for x2 widening when --ratio
 # is `uniform_budget_ratio` (the CIFAR configs).
 EQUAL_FLOPS_TOLERANCE = 0.01
+
+
+def file_sha256(path):
+    """The SHA-256 hex digest of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 class DerivedJob(job_lib.Job):
@@ -275,9 +287,10 @@ class LWDNAJob(job_lib.Job):
             logging.info(
                 "Reusing %s (derived run has checkpoints)", config_path
             )
-            derived = models.ChannelConfig.load(config_path)
             with open(search_path) as f:
                 record = json.load(f)
+            self.check_derived_config(config_path, record)
+            derived = models.ChannelConfig.load(config_path)
         else:
             budget = self._cost(original)["flops"]
             total = self._cost(widened)["flops"]
@@ -294,6 +307,7 @@ class LWDNAJob(job_lib.Job):
             # Every worker writes the (identical) config it trains from, so
             # multi-worker runs need no shared file system for it.
             derived.save(config_path)
+            record["channel_config_sha256"] = file_sha256(config_path)
             if self.is_chief:
                 io.atomic_write_json(search_path, record)
         search_phase_seconds = time.perf_counter() - t0
@@ -335,6 +349,33 @@ class LWDNAJob(job_lib.Job):
             )
         logging.info("Report: %s", os.path.join(self.workdir, "report.json"))
         return report
+
+    def check_derived_config(self, config_path, record):
+        """Stops when `channel_config.json` differs from what the search
+        wrote (`record` is `search.json`; older runs lack the hash)."""
+        want = record.get("channel_config_sha256")
+        if want is not None and file_sha256(config_path) != want:
+            raise hypernet_lib.LWDNAError(
+                f"{config_path}: edited since the search wrote it (derived/ "
+                "was trained with the written widths); restore the file or "
+                "use a new --workdir"
+            )
+
+    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
+        """Exports the derived net of `derived/checkpoints` (the run's
+        `derived/export/`), built from the run's `channel_config.json`."""
+        config_path = os.path.join(self.workdir, "channel_config.json")
+        search_path = os.path.join(self.workdir, "search.json")
+        for path in (config_path, search_path):
+            if not os.path.isfile(path):
+                raise hypernet_lib.LWDNAError(
+                    f"{path}: missing; the run's search has not finished"
+                )
+        with open(search_path) as f:
+            self.check_derived_config(config_path, json.load(f))
+        return DerivedJob(
+            self.sub_config(config_path), os.path.join(self.workdir, "derived")
+        ).export_from_checkpoint(net_index, export_dir, overwrite=overwrite)
 
     # === Report ===
 

@@ -282,9 +282,6 @@ class ChannelConfig:
 
     def save(self, path):
         """Writes the config atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-        # os.replace is atomic on POSIX: readers never see half a file.
-        os.replace(tmp, path)
+        from tfgraft import io
+
+        io.atomic_write_text(os.fspath(path), self.to_json() + "\n")

@@ -44,6 +44,7 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import export as export_lib
+from tfgraft import io
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import plot as plot_lib
@@ -457,6 +458,33 @@ class StripeJob(job_lib.Job):
 
     # === Outputs ===
 
+    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
+        """Exports what the run exports to `export/`, from its checkpoint.
+
+        The net of the newest checkpoint the run would prune (the best
+        test net so far, else the last), pruned and compacted exactly as
+        `prune` does (same threshold or FLOPs target); needs no data, so
+        an interrupted run exports the compact net of its best epoch.
+        """
+        net = self.net_from_checkpoint(net_index)
+        best = self.build_net(0, self.info)
+        best_epoch = tf.Variable(-1, trainable=False, name="best_epoch")
+        job_lib.restore_items(
+            tf.train.latest_checkpoint(
+                os.path.join(self.workdir, "checkpoints")
+            ),
+            {"best_net": best, "best_epoch": best_epoch},
+        )
+        dense = _plain_copy(best if int(best_epoch.numpy()) > 0 else net)
+        s = self.stripe
+        model = dense
+        if s.threshold > 0 or s.target_flops_cut:
+            threshold, _ = self._prune_threshold(dense, s)
+            model = self._prune_with(dense, threshold, s)[1].model
+        return export_lib.export_saved_model(
+            model, export_dir, overwrite=overwrite
+        )
+
     def export(self, trainer):
         export_dir = os.path.join(self.workdir, "export")
         if self._compact is None:
@@ -471,5 +499,10 @@ class StripeJob(job_lib.Job):
         )
         path = os.path.join(self.workdir, "compact.keras")
         tmp = os.path.join(self.workdir, ".compact.tmp.keras")
-        self._compact.save(tmp)
-        os.replace(tmp, path)
+        try:
+            self._compact.save(tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise io.write_error(path, e) from None

@@ -99,6 +99,23 @@ class BestNetTracker(loop.Hook):
         }
 
 
+def restore_items(path, items):
+    """Restores `items` (name -> trackable) from checkpoint `path`.
+
+    A checkpoint that lacks one of them or cannot be read is a one-line
+    `CheckpointError` naming it.
+    """
+    try:
+        status = tf.train.Checkpoint(**items).restore(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise loop.CheckpointError(
+            f"{path}: cannot restore {', '.join(items)} ({lines[0]})"
+        ) from None
+
+
 def releases_workdir(run):
     """Decorates a job's `run`: the lock `setup` took is released at its
     end, however it ends (return, error, Ctrl-C)."""
@@ -457,10 +474,22 @@ class Job:
         """Exports net `net_index` of the newest checkpoint in the workdir.
 
         Used by `train.export`; needs no data, only `config.json` and
-        `data_info.json` written by the run.
+        `data_info.json` written by the run. Methods whose exported net is
+        not a trained net as is (stripe: the compact net) override it.
+        """
+        net = self.net_from_checkpoint(net_index)
+        return export_lib.export_saved_model(
+            net, export_dir, overwrite=overwrite
+        )
+
+    def net_from_checkpoint(self, net_index, key=None):
+        """Net `net_index` with the weights of the newest checkpoint.
+
+        `key` is its name in the checkpoint (default `net_<index>`).
         """
         with open(os.path.join(self.workdir, "data_info.json")) as f:
             info = data_lib.DatasetInfo(**json.load(f))
+        self.info = info
         n = self.num_nets()
         if not 0 <= net_index < n:
             raise ConfigError(
@@ -472,12 +501,8 @@ class Job:
         path = tf.train.latest_checkpoint(ckpt_dir)
         if path is None:
             raise loop.CheckpointError(f"no checkpoint in {ckpt_dir}")
-        status = tf.train.Checkpoint(**{f"net_{net_index}": net}).restore(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-        return export_lib.export_saved_model(
-            net, export_dir, overwrite=overwrite
-        )
+        restore_items(path, {key or f"net_{net_index}": net})
+        return net
 
     def make_report(self, trainer, history, seconds):
         from tfgraft import complexity

@@ -117,6 +117,21 @@ def restore(checkpoint, manager):
     return None
 
 
+def _save(manager, step, options):
+    """`manager.save`; a failed write (full disk) removes the partial files
+    and raises `io.WriteError` naming the checkpoint, the index unchanged."""
+    try:
+        manager.save(checkpoint_number=step, options=options)
+    except (OSError, tf.errors.OpError) as e:
+        prefix = os.path.join(manager.directory, f"ckpt-{int(step)}")
+        for path in tf.io.gfile.glob(prefix + "[._]*"):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+        raise io.write_error(prefix, e) from None
+
+
 def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
     """Trains `trainer` for `options.epochs`, resuming from `workdir`.
 
@@ -232,9 +247,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         history.append(logs)
         history_var.assign(io.dumps_json(history))
         if (epoch + 1) % options.checkpoint_every == 0 or stop:
-            manager.save(
-                checkpoint_number=trainer.global_step, options=save_options
-            )
+            _save(manager, trainer.global_step, save_options)
         with writer.as_default(step=step):
             _write_summaries(logs)
         if options.is_chief:
