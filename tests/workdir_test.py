@@ -388,6 +388,13 @@ def _run(workdir, *extra):
     )
 
 
+def _default_sigint():
+    # A suite started in the background (`pytest ... &`) inherits an
+    # ignored SIGINT, and Python keeps an ignored SIGINT ignored: the run
+    # must get the default one for the Ctrl-C test to mean anything.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(workdir, wait_file, step, *extra):
     """Starts a run that pauses after step `step` until `wait_file`."""
     pause = f"loop.after_steps:{step}={wait_file}"
@@ -398,6 +405,7 @@ def _start(workdir, wait_file, step, *extra):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
