@@ -174,15 +174,7 @@ def load(path, net, model_name):
 
 
 def locate_or_pretrain(
-    config,
-    workdir,
-    *,
-    pretrained,
-    pretrain_epochs,
-    learning_rate,
-    weight_decay,
-    strategy=None,
-    force_resume=False,
+    config, workdir, options, *, strategy=None, force_resume=False
 ):
     """Returns the `--pretrained` path, pretraining the net first if needed.
 
@@ -198,10 +190,9 @@ def locate_or_pretrain(
         config: the pruning job's `JobConfig` (its data, model and run
             sections describe the pretraining run).
         workdir: the pruning job's workdir.
-        pretrained: the `--pretrained` value, or None / "".
-        pretrain_epochs: `--pretrain_epochs`.
-        learning_rate: `--pretrain_learning_rate`.
-        weight_decay: `--pretrain_weight_decay`.
+        options: the job's method section (`EKGConfig`, `L1PruneConfig`):
+            its `pretrained` (a path, or None / ""), `pretrain_epochs`,
+            `pretrain_learning_rate` and `pretrain_weight_decay`.
         strategy: the job's strategy (shared with the pretraining run).
         force_resume: the job's `--force_resume`, passed on to the
             pretraining run.
@@ -209,9 +200,9 @@ def locate_or_pretrain(
     Raises:
         ConfigError: neither `pretrained` nor `pretrain_epochs > 0`.
     """
-    if pretrained:
-        return pretrained
-    if pretrain_epochs <= 0:
+    if options.pretrained:
+        return options.pretrained
+    if options.pretrain_epochs <= 0:
         raise cfg.ConfigError(
             "--pretrained is required unless --pretrain_epochs > 0 "
             "(pretrain in <workdir>/pretrain first)"
@@ -220,7 +211,7 @@ def locate_or_pretrain(
     if os.path.isfile(os.path.join(path, "report.json")):
         logging.info("Pretrained net found in %s", path)
         return path
-    n = pretrain_epochs
+    n = options.pretrain_epochs
     logging.info(
         "Pretraining %s for %d epochs in %s…", config.model.name, n, path
     )
@@ -228,10 +219,10 @@ def locate_or_pretrain(
         data=config.data,
         model=config.model,
         optim=cfg.OptimConfig(
-            learning_rate=learning_rate,
+            learning_rate=options.pretrain_learning_rate,
             momentum=0.9,
             nesterov=True,
-            weight_decay=weight_decay,
+            weight_decay=options.pretrain_weight_decay,
             schedule="multistep",
             milestones=(0.3 * n, 0.6 * n, 0.9 * n),
             gamma=0.1,

@@ -232,14 +232,10 @@ class EKGJob(job_lib.Job):
     # === Phase 1: the pretrained net ===
 
     def _pretrained_path(self):
-        e = self.config.ekg
         return pretrained_lib.locate_or_pretrain(
             self.config,
             self.workdir,
-            pretrained=e.pretrained,
-            pretrain_epochs=e.pretrain_epochs,
-            learning_rate=e.pretrain_learning_rate,
-            weight_decay=e.pretrain_weight_decay,
+            self.config.ekg,
             strategy=self.strategy,
             force_resume=self.force_resume,
         )

@@ -151,14 +151,10 @@ class L1PruneJob(job_lib.Job):
     # === Phase 1: the pretrained net ===
 
     def _pretrained_path(self):
-        c = self.config.l1prune
         return pretrained_lib.locate_or_pretrain(
             self.config,
             self.workdir,
-            pretrained=c.pretrained,
-            pretrain_epochs=c.pretrain_epochs,
-            learning_rate=c.pretrain_learning_rate,
-            weight_decay=c.pretrain_weight_decay,
+            self.config.l1prune,
             strategy=self.strategy,
             force_resume=self.force_resume,
         )
