@@ -174,6 +174,8 @@ def _count(d):
 def _num(d):
     if not d or d.get("mean") is None:
         return "–"
+    if abs(d["mean"]) >= 1e4:  # a count (params, FLOPs)
+        return _count(d)
     if d.get("std") is None:
         return f"{d['mean']:.4g}"
     return f"{d['mean']:.4g} ± {d['std']:.2g}"
