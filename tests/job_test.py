@@ -148,6 +148,11 @@ class GraftingJobTest(tf.test.TestCase):
         self.assertLen(report["nets"], 2)
         self.assertIn("ensemble", report)
         self.assertEqual(report["grafting"]["grafts_this_session"], 2)
+        # Two grafts: the first (tracing) alone, the second is the median.
+        g = report["grafting"]
+        self.assertGreater(g["graft_seconds_first"], 0)
+        self.assertGreater(g["graft_seconds_median"], 0)
+        self.assertNotEqual(g["graft_seconds_first"], g["graft_seconds_median"])
         self.assertAllClose(report["grafting"]["initial_lr"], [0.025, 0.05])
         for key in ("start", "end"):
             self.assertLen(report["invalid_filters"][key], 2)
