@@ -6,13 +6,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft import complexity
+from tfgraft import models
 
 L = keras.layers
-
-try:
-    from tfgraft import models
-except ImportError:  # the zoo lands separately
-    models = None
 
 
 def chain_model(bias=True):
@@ -292,11 +288,6 @@ def _fs_params(model):
 
 
 class ZooCountTest(tf.test.TestCase, parameterized.TestCase):
-    def setUp(self):
-        super().setUp()
-        if models is None:
-            self.skipTest("tfgraft.models is not available")
-
     def test_pff_resnet56(self):
         model = models.build_model(
             "resnet56", preset="pff", shortcut="projection"
@@ -379,11 +370,6 @@ class ZooCountTest(tf.test.TestCase, parameterized.TestCase):
 @pytest.mark.large
 class ImageNetCountTest(tf.test.TestCase, parameterized.TestCase):
     """LW-DNA's counter on 224x224 ResNets (several seconds to build)."""
-
-    def setUp(self):
-        super().setUp()
-        if models is None:
-            self.skipTest("tfgraft.models is not available")
 
     @parameterized.named_parameters(
         ("resnet18", "resnet18", 1.0, 1.814, None),

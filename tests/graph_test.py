@@ -5,13 +5,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft import graph
+from tfgraft import models
 
 L = keras.layers
-
-try:
-    from tfgraft import models
-except ImportError:  # the zoo lands separately
-    models = None
 
 
 # === Hand-built models ===
@@ -546,11 +542,6 @@ def _pytorch_order_resnet_cifar(blocks, shortcut):
 
 
 class ZooGraphTest(tf.test.TestCase):
-    def setUp(self):
-        super().setUp()
-        if models is None:
-            self.skipTest("tfgraft.models is not available")
-
     def test_resnet20_option_a(self):
         model = models.build_model("resnet20", shortcut="A")
         g = graph.analyze(model)
