@@ -83,7 +83,7 @@ def copy_compact_weights(gated, compact):
             ]
         else:
             values = [np.asarray(w) for w in layer.weights]
-        targets = _target_weights(target)
+        targets = models.surgery_weights(target)
         if len(targets) != len(values):
             raise ExtractionError(
                 f"layer '{name}': compact model has {len(targets)} weights, "
@@ -96,25 +96,6 @@ def copy_compact_weights(gated, compact):
                     f"{tuple(var.shape)}, extracted {value.shape}"
                 )
             var.assign(value)
-
-
-def _target_weights(layer):
-    import keras
-
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [
-            w
-            for w in (
-                layer.gamma if layer.scale else None,
-                layer.beta if layer.center else None,
-                layer.moving_mean,
-                layer.moving_variance,
-            )
-            if w is not None
-        ]
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-        return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
-    return list(layer.weights)
 
 
 def extract(gated, full_config, *, model_name=None, **build_kwargs):

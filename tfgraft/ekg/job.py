@@ -129,16 +129,6 @@ class EKGJob(job_lib.Job):
 
     # === Models ===
 
-    def _full_config(self):
-        m = self.config.model
-        if m.channel_config:
-            config = models.ChannelConfig.load(m.channel_config)
-        else:
-            config = models.default_channel_config(m.name)
-        if m.width_mult != 1.0:
-            config = config.scaled(m.width_mult)
-        return config
-
     def _build_kwargs(self):
         info = self.info
         return dict(
@@ -294,7 +284,7 @@ class EKGJob(job_lib.Job):
 
     def _search(self, pretrained):
         e = self.config.ekg
-        full_config = self._full_config()
+        full_config = models.model_channel_config(self.config.model)
         logging.info("Loading the pretrained net from %s…", pretrained)
         plain = self._plain_net(full_config, name="pretrained")
         _, _, trained = pretrained_lib.resolve(pretrained)

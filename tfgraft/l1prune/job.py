@@ -111,16 +111,6 @@ class L1PruneJob(job_lib.Job):
 
     # === Models ===
 
-    def _full_config(self):
-        m = self.config.model
-        if m.channel_config:
-            config = models.ChannelConfig.load(m.channel_config)
-        else:
-            config = models.default_channel_config(m.name)
-        if m.width_mult != 1.0:
-            config = config.scaled(m.width_mult)
-        return config
-
     def _plain_net(self, channel_config, info, name, seed_index=0):
         m = self.config.model
         keras.utils.set_random_seed(
@@ -198,7 +188,9 @@ class L1PruneJob(job_lib.Job):
     def _prune(self, pretrained):
         c, m = self.config.l1prune, self.config.model
         logging.info("Loading the pretrained net from %s…", pretrained)
-        plain = self._plain_net(self._full_config(), self.info, "pretrained")
+        plain = self._plain_net(
+            models.model_channel_config(m), self.info, "pretrained"
+        )
         _, _, trained = pretrained_lib.resolve(pretrained)
         pretrained_lib.check_config(pretrained, trained, m)
         read = pretrained_lib.load(pretrained, plain, m.name)

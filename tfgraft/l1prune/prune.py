@@ -538,25 +538,8 @@ def _indices(kept_by_group, group, size):
     return np.arange(size) if idx is None else np.asarray(idx, np.int64)
 
 
-def _target_weights(layer):
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [
-            w
-            for w in (
-                layer.gamma if layer.scale else None,
-                layer.beta if layer.center else None,
-                layer.moving_mean,
-                layer.moving_variance,
-            )
-            if w is not None
-        ]
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-        return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
-    return list(layer.weights)
-
-
 def _sliced_values(layer, node, graph, kept_by_group):
-    """The kept slices of `layer`'s weights, in `_target_weights` order."""
+    """The kept slices of `layer`'s weights (`models.surgery_weights` order)."""
     sizes = {g.id: g.size for g in graph.groups.values()}
     if node is not None:
         kernel = np.asarray(layer.kernel)
@@ -585,7 +568,7 @@ def _sliced_values(layer, node, graph, kept_by_group):
     if isinstance(layer, keras.layers.BatchNormalization):
         group = graph.layer_groups[layer.name][1]
         idx = _indices(kept_by_group, group, sizes[group])
-        return [np.asarray(w)[idx] for w in _target_weights(layer)]
+        return [np.asarray(w)[idx] for w in models.surgery_weights(layer)]
     return [np.asarray(w) for w in layer.weights]
 
 
@@ -615,7 +598,7 @@ def copy_kept_weights(source, target, kept_by_group):
         values = _sliced_values(
             layer, graph.nodes.get(name), graph, kept_by_group
         )
-        targets = _target_weights(target.get_layer(name))
+        targets = models.surgery_weights(target.get_layer(name))
         if len(targets) != len(values):
             raise L1PruneError(
                 f"layer '{name}': target has {len(targets)} weights, the "

@@ -128,10 +128,7 @@ class LWDNAJob(job_lib.Job):
 
     def original_config(self):
         """The uniform original's `ChannelConfig` (before widening)."""
-        m = self.config.model
-        if m.channel_config:
-            return models.ChannelConfig.load(m.channel_config)
-        return models.default_channel_config(m.name)
+        return models.model_channel_config(self.config.model, scaled=False)
 
     def widened_config(self):
         width_mult = self.config.model.width_mult

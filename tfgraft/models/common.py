@@ -465,3 +465,27 @@ class LayerBuilder:
             bias_initializer=make_bias_initializer(s.fc_bias_init, x.shape[-1]),
             name=name,
         )(x)
+
+
+def surgery_weights(layer):
+    """`layer`'s weights in the order model surgery slices and assigns them.
+
+    Conv/Dense: kernel (and bias); BN: gamma and beta where present, then
+    the moving mean and variance; other layers: `layer.weights`. Pruned
+    copies (EKG extraction, L1 filter pruning) fill a new layer in this
+    order.
+    """
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [
+            w
+            for w in (
+                layer.gamma if layer.scale else None,
+                layer.beta if layer.center else None,
+                layer.moving_mean,
+                layer.moving_variance,
+            )
+            if w is not None
+        ]
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
+    return list(layer.weights)

@@ -127,6 +127,21 @@ def resolve_topology(name, preset=None, shortcut=None):
     return preset, _resolve_shortcut(name, entry.family, preset, shortcut)
 
 
+def model_channel_config(model, scaled=True):
+    """The `ChannelConfig` a `config.ModelConfig` describes.
+
+    Its `channel_config` file if set, else the zoo's reference widths;
+    scaled by its `width_mult` unless `scaled` is False.
+    """
+    if model.channel_config:
+        config = ChannelConfig.load(model.channel_config)
+    else:
+        config = default_channel_config(model.name)
+    if scaled and model.width_mult != 1.0:
+        config = config.scaled(model.width_mult)
+    return config
+
+
 def default_channel_config(name, width_mult=1.0, shortcut=None):
     """Returns the reference widths of `name`, scaled by `width_mult`.
 

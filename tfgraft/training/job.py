@@ -287,10 +287,7 @@ class Job:
         m = self.config.model
         if m.width_mult == 1.0:
             return
-        if m.channel_config:
-            base = models.ChannelConfig.load(m.channel_config)
-        else:
-            base = models.default_channel_config(m.name)
+        base = models.model_channel_config(m, scaled=False)
         widths = base.rounded_widths(m.width_mult)
         empty = [slot for slot, width in widths.items() if width < 1]
         if empty:
