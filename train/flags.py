@@ -726,40 +726,132 @@ def flags_text(flag_values=None):
 
 
 _FLAGFILE = re.compile(r"^--flagfile=(.+)$")
+_DIRECTIVE = re.compile(r"^--?(flagfile|recipe)(?:=(.*))?$")
 _HELP = re.compile(r"^--?(\?|help|helpshort|helpfull|helpxml)(=.*)?$")
+
+# The recipes shipped with tfgraft: the `configs` folder beside the folder
+# of this package, which is `<clone>/configs` next to `<clone>/train` in a
+# clone and `tfgraft/configs` next to `tfgraft/train` in an installed wheel
+# (pyproject.toml maps both there).
+RECIPES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"
+)
+
+
+def recipe_path(name):
+    """The shipped recipe `name` (`quickstart` or `quickstart.cfg`)."""
+    base = name[: -len(".cfg")] if name.endswith(".cfg") else name
+    path = os.path.join(RECIPES_DIR, base + ".cfg")
+    if os.sep in base or "/" in base or not os.path.isfile(path):
+        raise cfg.ConfigError(
+            f"--recipe={name}: no such recipe in {RECIPES_DIR} (the name of "
+            "one of its .cfg files, e.g. --recipe=quickstart)"
+        )
+    return path
+
+
+def resolve_flagfile(path):
+    """Where `--flagfile=path` is read from, or None if nowhere.
+
+    As absl does, `path` is read relative to the current directory. If no
+    such file exists and `path` is `configs/<name>.cfg` or `<name>.cfg`,
+    the recipe of that name shipped with tfgraft is read instead, so the
+    README's commands (and recipes that include `configs/<base>.cfg`) work
+    from any directory after `pip install tfgraft`.
+    """
+    path = os.path.expanduser(path)
+    if os.path.isfile(path):
+        return path
+    head, name = os.path.split(os.path.normpath(path))
+    if not os.path.isabs(path) and head in ("", "configs"):
+        shipped = os.path.join(RECIPES_DIR, name)
+        if os.path.isfile(shipped):
+            return shipped
+    return None
+
+
+def _flagfile_lines(path, where, stack):
+    """The flag lines of the flagfile `path`, nested flagfiles expanded."""
+    resolved = resolve_flagfile(path)
+    if resolved is None:
+        raise cfg.ConfigError(f"{where}--flagfile={path}: no such file")
+    key = os.path.realpath(resolved)
+    if key in stack:
+        raise cfg.ConfigError(
+            f"{where}--flagfile={path}: includes itself (through "
+            f"{' -> '.join(stack + [key])})"
+        )
+    lines = []
+    with open(resolved) as f:
+        for number, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith(("#", "//")):
+                continue
+            nested = _FLAGFILE.match(text)
+            if nested:
+                lines.extend(
+                    _flagfile_lines(
+                        nested.group(1), f"{path}:{number}: ", stack + [key]
+                    )
+                )
+                continue
+            if re.search(r"\s#", text):
+                raise cfg.ConfigError(
+                    f"{path}:{number}: trailing comment in '{text}'; "
+                    "put comments on their own '#' line"
+                )
+            lines.append(text)
+    return lines
+
+
+def expand_flagfiles(args):
+    """`args` with every flagfile and recipe replaced by its flag lines.
+
+    What absl does with `--flagfile=` (each one replaced in place by its
+    lines, nested ones too; comment and blank lines dropped; flags after it
+    override it), with tfgraft's path rule (`resolve_flagfile`) and checks:
+    a trailing `# comment` (absl would keep it as part of the value), a
+    missing file and a flagfile that includes itself stop with one line
+    naming the file and line. `--recipe=NAME` is short for the shipped
+    `--flagfile=configs/NAME.cfg`. Arguments after `--` are left alone.
+
+    Args:
+        args: the command-line arguments, without the program name.
+
+    Returns:
+        The arguments absl then parses (they hold no flagfile).
+    """
+    out = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            out.append(arg)
+            out.extend(rest)
+            break
+        match = _DIRECTIVE.match(arg)
+        if not match:
+            out.append(arg)
+            continue
+        kind, value = match.groups()
+        if value is None:  # --flagfile PATH
+            if not rest:
+                raise cfg.ConfigError(f"--{kind}: needs a value")
+            value = rest.pop(0)
+        if kind == "recipe":
+            value = recipe_path(value)
+        out.extend(_flagfile_lines(value, "", []))
+    return out
 
 
 def check_flagfiles(argv):
     """Rejects flagfile lines that absl would silently misread.
 
-    absl keeps a trailing `# comment` as part of the value (a string flag
-    becomes 'x  # comment'), so such lines are an error here, naming the
-    file and line. Nested `--flagfile=` lines are followed (paths resolve
-    against the current directory, as absl does).
+    The checks of `expand_flagfiles` (which `parse` runs), without using
+    its result: a trailing `# comment`, a missing or self-including file,
+    each named with its file and line.
     """
-    pending = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
-    seen = set()
-    while pending:
-        path = pending.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        if not os.path.isfile(path):
-            raise cfg.ConfigError(f"--flagfile={path}: no such file")
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                text = line.strip()
-                if not text or text.startswith(("#", "//")):
-                    continue
-                nested = _FLAGFILE.match(text)
-                if nested:
-                    pending.append(nested.group(1))
-                    continue
-                if re.search(r"\s#", text):
-                    raise cfg.ConfigError(
-                        f"{path}:{number}: trailing comment in '{text}'; "
-                        "put comments on their own '#' line"
-                    )
+    expand_flagfiles(argv)
 
 
 def user_errors():
@@ -931,15 +1023,15 @@ def _exit_with(error):
 def parse(argv, flag_values=None):
     """Parses `argv` as `app.run` does, but fails with one line (exit 2).
 
-    Checks the flagfiles first (`check_flagfiles`); unknown flags, values
+    Expands the flagfiles first (`expand_flagfiles`: shipped recipes by
+    name or path, one-line errors for bad flagfile lines); unknown flags, values
     of the wrong type and missing required flags are reported as
     `error: <message naming the flag>` instead of absl's usage text.
     Returns the remaining arguments (program name first).
     """
     fv = FLAGS if flag_values is None else flag_values
     try:
-        check_flagfiles(argv)
-        return fv(argv)
+        return fv(argv[:1] + expand_flagfiles(argv[1:]))
     except (cfg.ConfigError, flags.Error) as e:
         _exit_with(e)
     except SystemExit as e:
