@@ -1,30 +1,16 @@
-"""tfgraft: Filter Grafting, stripe-wise pruning, EKG and LW-DNA for Keras 3."""
+"""Build shim: where the packages are; everything else is in pyproject.toml.
+
+The wheel has one top-level package, `tfgraft`: the library (`tfgraft/`),
+the entry points of `train/` as `tfgraft.train` (`python -m
+tfgraft.train.<job>`, the `tfgraft-train` command) and the recipes of
+`configs/` as `tfgraft/configs`. A clone keeps `python -m train.<job>`
+with `configs/` (README "Install").
+"""
 
 import setuptools
 
 setuptools.setup(
-    name="tfgraft",
-    version="0.1.0",
-    description=(
-        "Filter Grafting, Pruning Filter in Filter, EKG and LW-DNA for "
-        "TensorFlow 2 / Keras 3"
-    ),
-    long_description=open("README.md").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=setuptools.find_packages(
-        include=["tfgraft", "tfgraft.*", "train"]
-    ),
-    exclude_package_data={"": ["BUILD"]},
-    install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.0",
-        "tensorflow-datasets",
-        "keras-cv",
-        "absl-py",
-        "tqdm",
-        "matplotlib",
-    ],
-    extras_require={"test": ["pytest"]},
-    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["tfgraft", "tfgraft.*"])
+    + ["tfgraft.train", "tfgraft.configs"],
+    package_dir={"tfgraft.train": "train", "tfgraft.configs": "configs"},
 )

@@ -32,8 +32,17 @@ class BuildFileTest(tf.test.TestCase):
         modules = {
             os.path.basename(p)[:-3]
             for p in glob.glob(os.path.join(ROOT, "train", "*.py"))
-        } - {"__init__", "flags"}
+        } - {"__init__", "__main__", "flags"}
         self.assertEqual(binaries, modules)
+
+    def test_entry_points_run_as_modules(self):
+        # train/*.py import train.flags relatively (installed, the package
+        # is tfgraft.train), so Bazel must run them as modules.
+        text = _build_text()
+        self.assertIn('main_module = "train." + name', text)
+        self.assertNotIn("main = ", text.split("py_test(")[0])
+        self.assertIn('main_module = "train",', text)
+        self.assertIn('srcs = ["train/__main__.py"]', text)
 
     def test_rules_are_loaded_explicitly(self):
         text = _build_text()

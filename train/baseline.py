@@ -7,7 +7,8 @@ Example:
 """
 
 from tfgraft.training import job
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 flags_lib.define("common")
 

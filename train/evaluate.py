@@ -17,7 +17,8 @@ from absl import flags
 from tfgraft import data as data_lib
 from tfgraft import export
 from tfgraft import io
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel folder.")
 _DATASET = flags.DEFINE_string(

@@ -19,7 +19,8 @@ import os
 from absl import flags
 
 from tfgraft import config as cfg
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder to export from.")
 _NET = flags.DEFINE_integer("net", 0, "Index of the net to export.")

@@ -6,7 +6,8 @@ Example (the README's quick start):
 """
 
 from tfgraft.grafting import job
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 flags_lib.define("common", "grafting")
 

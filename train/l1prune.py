@@ -11,7 +11,8 @@ Examples:
 """
 
 from tfgraft.l1prune import job
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 flags_lib.define("common", "pretrained", "l1prune")
 

@@ -16,7 +16,8 @@ one-line error.
 from absl import flags
 
 from tfgraft.lwdna import job
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 flags_lib.define("common", "lwdna")
 

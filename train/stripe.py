@@ -8,7 +8,8 @@ Examples:
 """
 
 from tfgraft.stripe import job
-from train import flags as flags_lib
+
+from . import flags as flags_lib
 
 flags_lib.define("common", "stripe")
 

@@ -19,7 +19,12 @@ from absl import flags
 from tfgraft.study import runner as runner_lib
 from tfgraft.study import spec as spec_lib
 from tfgraft.study import summary
-from train import flags as flags_lib
+
+from . import flags as flags_lib
+
+# The cells run the entry points beside this one: `train.<job>` in a clone,
+# `tfgraft.train.<job>` in an installed wheel.
+_ENTRY_PACKAGE = __package__
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Study folder: one job workdir per cell, outputs."
@@ -55,9 +60,9 @@ def make_study():
         spec_lib.parse_arm(text, where="--arm") for text in _ARMS.value
     )
     for arm in arms:
-        if importlib.util.find_spec(f"train.{arm.job}") is None:
+        if importlib.util.find_spec(f"{_ENTRY_PACKAGE}.{arm.job}") is None:
             raise spec_lib.StudyError(
-                f"--arm={arm.name}: no job train.{arm.job}"
+                f"--arm={arm.name}: no job {_ENTRY_PACKAGE}.{arm.job}"
             )
     names = [a.name for a in arms]
     comparisons = tuple(
@@ -82,7 +87,9 @@ def main(argv):
         cells = study.cells()
         if _ONLY.value:
             cells = [study.select(_ONLY.value)]
-        failures = runner_lib.Runner(study).run(cells)
+        failures = runner_lib.Runner(
+            study, module=f"{_ENTRY_PACKAGE}.{{job}}"
+        ).run(cells)
     data = summary.collect(study)
     summary.write(study, data)
     done = sum(c["status"] == "done" for c in data["cells"])
