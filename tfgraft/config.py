@@ -19,6 +19,13 @@ def _check(condition, flag, value, requirement):
         raise ConfigError(f"--{flag}={value}: {requirement}")
 
 
+def _has_keras_cv():
+    """Whether keras-cv (the `randaugment` extra) is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("keras_cv") is not None
+
+
 def _check_finite(config, flag_names=None):
     """Rejects NaN and +-inf in every float field (and tuple of floats).
 
@@ -56,6 +63,13 @@ class DataConfig:
 
     def __post_init__(self):
         _check_finite(self)
+        _check(
+            not self.randaugment or _has_keras_cv(),
+            "randaugment",
+            "true",
+            "needs keras-cv, which is not installed; pip install "
+            "'tfgraft[randaugment]' (README \"Dependencies\")",
+        )
         _check(
             self.batch_size > 0, "batch_size", self.batch_size, "must be > 0"
         )

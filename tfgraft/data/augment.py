@@ -23,6 +23,16 @@ keeps everything else, crops included, exactly as drawn with the flip on
 On top, `AugmentConfig` can switch on keras-cv's RandAugment and MixUp /
 CutMix (the latter two reimplemented here with stateless ops, following
 keras-cv's definitions, because keras-cv draws from stateful generators).
+
+keras-cv is the `randaugment` extra and this module its only user. Keras
+3's own `keras.layers.RandAugment` was measured as the alternative
+(`bench/randaugment.py`): its random draws take only an int or a
+`SeedGenerator` as seed (RandAugment ignores the argument), so it needs the
+same per-image generator resets as keras-cv here, and it then runs at a
+quarter of keras-cv's speed on CIFAR batches (it computes all eleven
+operations per image and picks two); applied per batch instead it draws
+one pair of operations for the whole batch, not one per image as the paper
+and keras-cv do. See README "Dependencies".
 """
 
 import dataclasses
@@ -444,6 +454,17 @@ def mix_batch(images, labels, seed, num_classes, config):
     return mixup(images, labels, mix_seed, config.mixup_alpha)
 
 
+def _import_keras_cv():
+    try:
+        import keras_cv
+    except ImportError as e:
+        raise ImportError(
+            "RandAugment needs keras-cv, which is not installed: pip install "
+            "'tfgraft[randaugment]' (README \"Dependencies\")"
+        ) from e
+    return keras_cv
+
+
 class RandAugmenter:
     """`keras_cv.layers.RandAugment`, reseeded from the batch seed per image.
 
@@ -457,7 +478,7 @@ class RandAugmenter:
     """
 
     def __init__(self, magnitude, layers):
-        import keras_cv
+        keras_cv = _import_keras_cv()
 
         self.layer = keras_cv.layers.RandAugment(
             value_range=(0, 255),
@@ -510,7 +531,7 @@ class _GeneratorSampler:
     """A keras-cv factor sampler that draws from a `tf.random.Generator`."""
 
     def __init__(self, sampler, generator):
-        import keras_cv
+        keras_cv = _import_keras_cv()
 
         self._generator = generator
         if isinstance(sampler, keras_cv.core.UniformFactorSampler):
