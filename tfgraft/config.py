@@ -68,7 +68,7 @@ class DataConfig:
             "randaugment",
             "true",
             "needs keras-cv, which is not installed; pip install "
-            "'tfgraft[randaugment]' (README \"Dependencies\")",
+            "'keras-cv>=0.9,<1' (README \"Dependencies\")",
         )
         _check(
             self.batch_size > 0, "batch_size", self.batch_size, "must be > 0"

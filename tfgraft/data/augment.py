@@ -460,7 +460,7 @@ def _import_keras_cv():
     except ImportError as e:
         raise ImportError(
             "RandAugment needs keras-cv, which is not installed: pip install "
-            "'tfgraft[randaugment]' (README \"Dependencies\")"
+            "'keras-cv>=0.9,<1' (README \"Dependencies\")"
         ) from e
     return keras_cv
 
