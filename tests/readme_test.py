@@ -72,6 +72,22 @@ ADAPTATIONS = (
             ),
         ),
     ),
+    # "Stripe pruning with model.fit": wrap, fit, strip.
+    Adaptation(
+        starts_with="import keras",
+        substitutions=(
+            (
+                "synthetic.generate(2048, seed=0)",
+                "synthetic.generate(128, seed=0)",
+                "128 images are enough to run every step",
+            ),
+            (
+                "epochs=10)",
+                "epochs=1, verbose=0)",
+                "one quiet epoch",
+            ),
+        ),
+    ),
 )
 
 
@@ -165,6 +181,17 @@ class ReadmeTest(tf.test.TestCase):
             self.assertTrue(os.path.isdir("runs/mine/export/best"))
         if "logits" in namespace:
             self.assertEqual(tuple(namespace["logits"].shape), (4, 10))
+        if "result" in namespace:
+            # The compact model computes what the hard-masked one does,
+            # with fewer FLOPs.
+            result = namespace["result"]
+            pff = result.complexity["pff"]
+            self.assertLess(pff["after"]["flops"], pff["before"]["flops"])
+            x = namespace["images"][:4].astype("float32")
+            self.assertAllClose(
+                result.model(x), result.masked(x), rtol=1e-4, atol=1e-4
+            )
+            self.assertTrue(os.path.isfile("compact.keras"))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfgraft import complexity
 from tfgraft import export as export_lib
 from tfgraft import io
 from tfgraft.layers.stripe_conv import StripeConv2D
@@ -131,11 +130,6 @@ def _evaluate(model, dataset):
     return {"top1": top1 / max(count, 1), "top5": top5 / max(count, 1)}
 
 
-def _cost(model, convention):
-    c = complexity.count(model, convention)
-    return {"flops": int(c.flops), "params": int(c.params)}
-
-
 def _record_cut(target, before, after):
     """Adds the exported model's FLOPs cut to a target report."""
     cut = 1.0 - after["flops"] / before["flops"]
@@ -143,16 +137,6 @@ def _record_cut(target, before, after):
     target["within_tolerance"] = bool(
         abs(cut - target["flops_cut"]) <= target["tolerance"] + 1e-12
     )
-
-
-def _reduction(before, after):
-    return {
-        "before": before,
-        "after": after,
-        "flops_reduction_pct": 100.0 * (1 - after["flops"] / before["flops"]),
-        "params_reduction_pct": 100.0
-        * (1 - after["params"] / before["params"]),
-    }
 
 
 class StripeJob(job_lib.Job):
@@ -245,11 +229,11 @@ class StripeJob(job_lib.Job):
             "prune_threshold": None,
         }
         dense = _plain_copy(source)
-        before = {c: _cost(dense, c) for c in ("pff", "macs")}
+        before = {c: prune_lib.cost(dense, c) for c in ("pff", "macs")}
         if s.threshold <= 0 and not s.target_flops_cut:
             self._dense = dense
             report["complexity"] = {
-                c: _reduction(before[c], before[c]) for c in before
+                c: prune_lib.reduction(before[c], before[c]) for c in before
             }
             report["pruned"] = False
             return report
@@ -260,7 +244,7 @@ class StripeJob(job_lib.Job):
         self._masked, self._compact = masked, result.model
         masked_acc = _evaluate(masked, self.eval_dataset)
         compact_acc = _evaluate(result.model, self.eval_dataset)
-        after = {c: _cost(result.model, c) for c in ("pff", "macs")}
+        after = {c: prune_lib.cost(result.model, c) for c in ("pff", "macs")}
         layers = result.layers
         accuracy = {
             "before_top1": report["trained_top1"],
@@ -277,7 +261,7 @@ class StripeJob(job_lib.Job):
                 "pruned": True,
                 "accuracy": accuracy,
                 "complexity": {
-                    c: _reduction(before[c], after[c]) for c in before
+                    c: prune_lib.reduction(before[c], after[c]) for c in before
                 },
                 "kept_stripes": sum(x.kept_stripes for x in layers),
                 "stripes": sum(x.stripes for x in layers),
@@ -367,7 +351,7 @@ class StripeJob(job_lib.Job):
             dense, cut, s.target_tolerance, min_threshold=s.threshold
         )
         masked, result = self._prune_with(dense, r.threshold, s)
-        after = _cost(result.model, "pff")
+        after = prune_lib.cost(result.model, "pff")
         top1 = _evaluate(result.model, self.eval_dataset)["top1"]
         out = {
             "flops_cut": cut,
@@ -438,7 +422,7 @@ class StripeJob(job_lib.Job):
 
     def _last_epoch_stats(self, trainer, s):
         dense = _plain_copy(trainer.nets[0])
-        before = _cost(dense, "pff")
+        before = prune_lib.cost(dense, "pff")
         try:
             threshold, target = self._prune_threshold(dense, s, "last")
             masked, result = self._prune_with(dense, threshold, s)
@@ -447,7 +431,7 @@ class StripeJob(job_lib.Job):
         stats = {
             "hard_masked_top1": _evaluate(masked, self.eval_dataset)["top1"],
             "compact_top1": _evaluate(result.model, self.eval_dataset)["top1"],
-            "pff": _cost(result.model, "pff"),
+            "pff": prune_lib.cost(result.model, "pff"),
             "removed_blocks": [list(b) for b in result.removed_blocks],
             "prune_threshold": threshold,
         }

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfgraft import complexity
 from tfgraft import graph as graph_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.layers.stripe_conv import _check_threshold
@@ -174,6 +175,23 @@ def apply_hard_mask(model, threshold, plan=None):
                 if var is not None:
                     var.assign(var.numpy() * alive.astype(var.dtype))
     return model
+
+
+def cost(model, convention):
+    """`{"flops", "params"}` of `model` in a `tfgraft.complexity` convention."""
+    c = complexity.count(model, convention)
+    return {"flops": int(c.flops), "params": int(c.params)}
+
+
+def reduction(before, after):
+    """Before/after `cost` dicts and the reductions in % (the job's report)."""
+    return {
+        "before": before,
+        "after": after,
+        "flops_reduction_pct": 100.0 * (1 - after["flops"] / before["flops"]),
+        "params_reduction_pct": 100.0
+        * (1 - after["params"] / before["params"]),
+    }
 
 
 def hard_mask(model, threshold):

@@ -151,6 +151,90 @@ def skeleton_update(skeleton, grad, sr, threshold):
     return skeleton * mask, grad * tf.cast(mask, grad.dtype), alive
 
 
+class SkeletonUpdate:
+    """The per-step skeleton update of one model, wired to its variables.
+
+    The one implementation behind `StripeTrainer.transform_gradients` and
+    the optimizer `tfgraft.stripe.fit.StripeModel` installs for
+    `model.fit`: between backward and the optimizer step, for every pruned
+    stripe conv of `plan` in order, `skeleton_update` (L1 subgradient and
+    the hard threshold on the pre-update skeleton) assigns the masked
+    skeleton and replaces its gradient, then the BN gamma/beta of filters
+    left without stripes, and their gradients, are zeroed. Projection
+    shortcuts (`plan.free`) are not touched. Nothing happens unless both
+    `sr` and `threshold` are > 0 (the reference's
+    `if args.sr and args.threshold`).
+
+    Args:
+        model: the functional model holding the stripe convs.
+        sr: L1 strength on the skeleton (the paper's alpha), >= 0.
+        threshold: skeleton magnitude at or below which a stripe is dead.
+        plan: `skeleton_plan(model)` if already computed.
+    """
+
+    def __init__(self, model, *, sr, threshold, plan=None):
+        self.sr = float(sr)
+        self.threshold = float(threshold)
+        self.plan = plan or skeleton_plan(model)
+        targets = []
+        for entry in self.plan.pruned:
+            fs = model.get_layer(entry.name).filter_skeleton
+            bn = ()
+            if entry.bn:
+                layer = bn_layer(model, entry.bn)
+                bn = tuple(
+                    v for v in (layer.gamma, layer.beta) if v is not None
+                )
+            targets.append((fs, bn))
+        self._targets = tuple(targets)
+
+    @property
+    def active(self):
+        return self.sr > 0 and self.threshold > 0
+
+    def transform(self, variables, grads, optimizer, replicas):
+        """Applies the update; returns the new gradients (replica context).
+
+        Args:
+            variables: the trainable variables `grads` belong to.
+            grads: their gradients (entries may be None), per replica.
+            optimizer: the optimizer that applies them; a
+                `LossScaleOptimizer` means `grads` are scaled by its
+                dynamic scale, and so is the L1 term.
+            replicas: replicas whose gradients the optimizer sums; the L1
+                term is divided by it (the masks are linear and need
+                nothing).
+
+        Returns:
+            The list of gradients to apply.
+        """
+        if not self.active:
+            return grads
+        grads = list(grads)
+        index = {id(v): i for i, v in enumerate(variables)}
+        sr = tf.constant(self.sr / replicas, tf.float32)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            sr = sr * tf.cast(optimizer.dynamic_scale, tf.float32)
+        for fs, bn in self._targets:
+            fs_index = index.get(id(fs))
+            grad = grads[fs_index] if fs_index is not None else None
+            if grad is None:
+                grad = tf.zeros_like(fs.value)
+            new_fs, new_grad, alive = skeleton_update(
+                fs.value, grad, sr, self.threshold
+            )
+            fs.assign(new_fs)
+            if fs_index is not None:
+                grads[fs_index] = new_grad
+            for var in bn:
+                keep = tf.cast(alive, var.dtype)
+                var.assign(var.value * keep)
+                i = index.get(id(var))
+                if i is not None and grads[i] is not None:
+                    grads[i] = grads[i] * tf.cast(keep, grads[i].dtype)
+        return grads
+
+
 def stripe_layers(model):
     """`{name: StripeConv2D}` of the model's stripe convs, in layer order."""
     return {

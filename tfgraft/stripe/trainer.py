@@ -1,17 +1,7 @@
 """StripeTrainer: the per-step Filter Skeleton update inside the train step."""
 
-import keras
-import tensorflow as tf
-
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
-
-
-def _index_of(variables, variable):
-    for i, v in enumerate(variables):
-        if v is variable:
-            return i
-    return None
 
 
 class StripeTrainer(trainer_lib.Trainer):
@@ -31,7 +21,9 @@ class StripeTrainer(trainer_lib.Trainer):
     L1 term is divided by the number of replicas (and multiplied by the
     loss scale under `mixed_float16`); masks are linear and need nothing.
     The assignments read mirrored values that are equal on every replica,
-    so the replicas stay identical.
+    so the replicas stay identical. The update itself is
+    `skeleton.SkeletonUpdate`, shared with `tfgraft.stripe.fit` (plain
+    `model.fit`).
 
     Args:
         nets, optimizers, strategy: as `Trainer`.
@@ -51,55 +43,24 @@ class StripeTrainer(trainer_lib.Trainer):
         self.threshold = float(threshold)
         self.plans = [skeleton_lib.skeleton_plan(net) for net in nets]
         super().__init__(nets, optimizers, strategy, **kwargs)
-        self._updates = [self._net_updates(i) for i in range(len(self.nets))]
+        self._updates = [
+            skeleton_lib.SkeletonUpdate(
+                net, sr=self.sr, threshold=self.threshold, plan=plan
+            )
+            for net, plan in zip(self.nets, self.plans)
+        ]
 
     @property
     def active(self):
         return self.sr > 0 and self.threshold > 0
 
-    def _net_updates(self, i):
-        net = self.nets[i]
-        trainable = net.trainable_variables
-        updates = []
-        for entry in self.plans[i].pruned:
-            conv = net.get_layer(entry.name)
-            fs = conv.filter_skeleton
-            bn = []
-            if entry.bn:
-                layer = skeleton_lib.bn_layer(net, entry.bn)
-                for var in (layer.gamma, layer.beta):
-                    if var is not None:
-                        bn.append((var, _index_of(trainable, var)))
-            updates.append((fs, _index_of(trainable, fs), bn))
-        return updates
-
     def transform_gradients(self, net_index, grads):
-        if not self.active:
-            return grads
-        grads = list(grads)
-        replicas = self.strategy.num_replicas_in_sync
-        sr = tf.constant(self.sr / replicas, tf.float32)
-        opt = self.optimizers[net_index]
-        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
-            sr = sr * tf.cast(opt.dynamic_scale, tf.float32)
-        for fs, fs_index, bn in self._updates[net_index]:
-            grad = grads[fs_index] if fs_index is not None else None
-            if grad is None:
-                grad = tf.zeros_like(fs.value)
-            new_fs, new_grad, alive = skeleton_lib.skeleton_update(
-                fs.value, grad, sr, self.threshold
-            )
-            fs.assign(new_fs)
-            if fs_index is not None:
-                grads[fs_index] = new_grad
-            for var, index in bn:
-                keep = tf.cast(alive, var.dtype)
-                var.assign(var.value * keep)
-                if index is not None and grads[index] is not None:
-                    grads[index] = grads[index] * tf.cast(
-                        keep, grads[index].dtype
-                    )
-        return grads
+        return self._updates[net_index].transform(
+            self.nets[net_index].trainable_variables,
+            grads,
+            self.optimizers[net_index],
+            self.strategy.num_replicas_in_sync,
+        )
 
     def kept_stripes(self, net_index=0):
         """`{layer: (kept stripes, stripes, alive filters, filters)}`."""
