@@ -61,6 +61,23 @@ ADAPTATIONS = (
             ),
         ),
     ),
+    # "Grafting with model.fit": your own models under one model.fit.
+    Adaptation(
+        starts_with="import keras\nimport tensorflow as tf",
+        substitutions=(
+            (
+                "synthetic.generate(1024, seed=0)",
+                "synthetic.generate(256, seed=0)",
+                "a quarter of the images keeps the test cheap",
+            ),
+            (
+                "epochs=30",
+                "epochs=2",
+                "two epochs: one graft between them, none after the last",
+            ),
+            ("verbose=2", "verbose=0", "no per-epoch lines in test output"),
+        ),
+    ),
     # "Export and serving": loads a run's best export.
     Adaptation(
         starts_with="import numpy as np",
@@ -179,6 +196,19 @@ class ReadmeTest(tf.test.TestCase):
             report = namespace["report"]
             self.assertEqual(report["num_nets"], 2)
             self.assertTrue(os.path.isdir("runs/mine/export/best"))
+        if "streams" in namespace:
+            logs = namespace["history"].history
+            for key in ("net_0_loss", "net_1_accuracy", "val_net_1_loss"):
+                self.assertLen(logs[key], 2)
+            self.assertLen(logs["val_ensemble_accuracy"], 2)
+            # One graft, after epoch 1 (none after the last epoch).
+            self.assertEqual(logs["grafts"], [1, 1])
+            self.assertEqual(namespace["model"].graft_callback.grafts, 1)
+            probs = namespace["probs"]
+            self.assertEqual(probs.shape, (8, 10))
+            self.assertAllClose(probs.sum(-1), [1.0] * 8, atol=1e-5)
+            for i in range(2):
+                self.assertTrue(os.path.isdir(f"runs/fit/net_{i}"))
         if "logits" in namespace:
             self.assertEqual(tuple(namespace["logits"].shape), (4, 10))
         if "result" in namespace:

@@ -2,7 +2,9 @@
 
 `criteria` scores tensors (entropy, L1) and maps score differences to the
 grafting coefficient alpha; `blend` mixes the pre-graft weights of the nets on
-a ring. Both work on plain tensors: the trainer wires them to variables.
+a ring. Both work on plain tensors: `Grafter` wires them to N live nets, and
+the custom trainer's job (`tfgraft.grafting.job`) or `GraftingModel` (N nets
+under one `model.fit`) call its graft step.
 
 `tfgraft.grafting.blend` is the module; the two-tensor mix is
 `tfgraft.grafting.blend.blend` (not re-exported here, so that the function
@@ -26,13 +28,20 @@ from tfgraft.grafting.criteria import filter_entropy
 from tfgraft.grafting.criteria import filter_l1
 from tfgraft.grafting.criteria import invalid_filter_count
 from tfgraft.grafting.criteria import l1
+from tfgraft.grafting.grafter import Grafter
+from tfgraft.grafting.grafting_model import GraftingModel
+from tfgraft.grafting.grafting_model import difflr_scales
+from tfgraft.grafting.grafting_model import per_net_dataset
 
 __all__ = [
     "NUM_BINS",
     "FilterGraftUnit",
+    "Grafter",
+    "GraftingModel",
     "alpha",
     "blend",
     "criteria",
+    "difflr_scales",
     "bn_gamma_weights",
     "entropy",
     "expand_alphas",
@@ -43,6 +52,7 @@ __all__ = [
     "graft_layer_level",
     "invalid_filter_count",
     "l1",
+    "per_net_dataset",
     "ring_alphas",
     "ring_peers",
 ]

@@ -17,7 +17,6 @@ every other model (`grafting.py`) its whole state dict (`resolve_scope`).
 """
 
 import json
-import math
 import os
 import time
 
@@ -27,19 +26,10 @@ from tfgraft import io
 from tfgraft import models
 from tfgraft.models import common as model_common
 from tfgraft.grafting import grafter as grafter_lib
+from tfgraft.grafting.grafting_model import difflr_scales
 from tfgraft.testing import faults
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
-
-
-def difflr_scales(num_nets):
-    """Initial-LR factors of the paper's dlr: (1 + cos(pi (N - i) / N)) / 2.
-
-    Net index k (0-based) is the paper's replica i = k + 1, so the last net
-    keeps the full rate.
-    """
-    n = num_nets
-    return [(1 + math.cos(math.pi * (n - (k + 1)) / n)) / 2 for k in range(n)]
 
 
 def resolve_scope(scope, model_name):

@@ -5,7 +5,6 @@ from tfgraft.layers.gate import ChannelGate
 from tfgraft.layers.gate import FrozenStatsBatchNormalization
 from tfgraft.layers.gate import GatedConv2D
 from tfgraft.layers.gate import GatedDense
-from tfgraft.layers.graft_conv import GraftConv2D
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.layers.standardize import Standardize
 from tfgraft.layers.stripe_conv import CompactStripeConv2D
@@ -18,7 +17,6 @@ __all__ = [
     "FusedBatchNormalization",
     "GatedConv2D",
     "GatedDense",
-    "GraftConv2D",
     "HyperConv2D",
     "Standardize",
     "StripeConv2D",

@@ -114,6 +114,68 @@ class CosineToZero(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="tfgraft")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Another schedule's rate times a constant factor.
+
+    Args:
+        schedule: a `LearningRateSchedule`.
+        scale: the factor (> 0).
+    """
+
+    def __init__(self, schedule, scale):
+        if not scale > 0:
+            raise ValueError(
+                f"ScaledSchedule scale must be > 0. Received: scale={scale}"
+            )
+        self.schedule = schedule
+        self.scale = float(scale)
+
+    def __call__(self, step):
+        lr = self.schedule(step)
+        return lr * ops.cast(self.scale, lr.dtype)
+
+    def get_config(self):
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.optimizers.schedules.deserialize(
+            config["schedule"]
+        )
+        return cls(**config)
+
+
+# Schedules whose rate is linear in their `learning_rate` (warm-up
+# included): scaling that argument scales every step's rate.
+_LINEAR = (EpochDecay, StepDecay, CosineToZero)
+
+
+def scale_learning_rate(learning_rate, scale):
+    """A learning rate (float or schedule) times `scale`.
+
+    A float is multiplied. tfgraft's own schedules are rebuilt with
+    `learning_rate * scale`, which is what `make_schedule(scale=...)`
+    builds, bit for bit; any other schedule is wrapped in
+    `ScaledSchedule` (the same rates up to float rounding of the product's
+    order).
+    """
+    if scale == 1.0:
+        return learning_rate
+    if isinstance(learning_rate, _LINEAR):
+        config = learning_rate.get_config()
+        config["learning_rate"] = config["learning_rate"] * scale
+        return type(learning_rate).from_config(config)
+    base = keras.optimizers.schedules.LearningRateSchedule
+    if isinstance(learning_rate, base):
+        return ScaledSchedule(learning_rate, scale)
+    return float(learning_rate) * scale
+
+
 def _warmup(lr, step, peak, warmup_steps):
     if not warmup_steps:
         return lr

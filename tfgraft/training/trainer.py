@@ -208,7 +208,7 @@ class Trainer(tf.Module):
             grads = self.transform_gradients(i, grads)
             bad = 1.0 - tf.cast(_all_finite(loss, grads, opt), tf.float32)
             opt.apply_gradients(zip(grads, net.trainable_variables))
-            self._sync_statistics(net)
+            sync_statistics(net, self.strategy)
             self.after_apply(i)
             count = tf.cast(tf.shape(images)[0], tf.float32)
             raw_loss = loss
@@ -230,30 +230,6 @@ class Trainer(tf.Module):
                 # Reads are ordered after the updates of the same variables.
                 done = [v.value for v in net.trainable_variables]
         return tf.stack(stats)
-
-    def _sync_statistics(self, net):
-        # Keras 3 creates BN moving statistics as mirrored variables with
-        # aggregation NONE, so each replica would keep its own EMA. Average
-        # them (one packed all-reduce per net) so every replica holds the
-        # same value, as a global-batch EMA of the mean would.
-        if self.strategy.num_replicas_in_sync == 1:
-            return
-        stats = [
-            v
-            for v in net.non_trainable_variables
-            if keras.backend.is_float_dtype(v.dtype)
-        ]
-        if not stats:
-            return
-        ctx = tf.distribute.get_replica_context()
-        # `v.value` is the replica's variable; MultiWorkerMirroredStrategy
-        # (one device per worker) regroups it into the mirrored variable,
-        # which has no device to reduce to. A read tensor keeps its device.
-        means = ctx.all_reduce(
-            tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in stats]
-        )
-        for v, m in zip(stats, means):
-            v.assign(m)
 
     def _train_loop_impl(self, iterators, num_steps):
         totals = tf.zeros([self.num_nets, 4], tf.float32)
@@ -382,6 +358,35 @@ class Trainer(tf.Module):
             lr = opt.learning_rate
             rates.append(float(keras.ops.convert_to_numpy(lr)))
         return rates
+
+
+def sync_statistics(net, strategy):
+    """Averages a net's float non-trainable variables over the replicas.
+
+    Called in replica context after a net's update. Keras 3 creates BN
+    moving statistics as mirrored variables with aggregation NONE, so each
+    replica would keep its own EMA. Averaging them (one packed all-reduce
+    per net) makes every replica hold the same value, as a global-batch EMA
+    of the mean would. A no-op under one replica.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return
+    stats = [
+        v
+        for v in net.non_trainable_variables
+        if keras.backend.is_float_dtype(v.dtype)
+    ]
+    if not stats:
+        return
+    ctx = tf.distribute.get_replica_context()
+    # `v.value` is the replica's variable; MultiWorkerMirroredStrategy
+    # (one device per worker) regroups it into the mirrored variable,
+    # which has no device to reduce to. A read tensor keeps its device.
+    means = ctx.all_reduce(
+        tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in stats]
+    )
+    for v, m in zip(stats, means):
+        v.assign(m)
 
 
 def _undo_state(net, opt):
