@@ -32,7 +32,7 @@ class BuildFileTest(tf.test.TestCase):
         modules = {
             os.path.basename(p)[:-3]
             for p in glob.glob(os.path.join(ROOT, "train", "*.py"))
-        } - {"__init__", "flags"}
+        } - {"__init__", "flags", "startup"}
         self.assertEqual(binaries, modules)
 
     def test_rules_are_loaded_explicitly(self):
