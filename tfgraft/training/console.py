@@ -181,7 +181,7 @@ class Console:
                 total=len(names),
                 desc=desc,
                 unit="",
-                bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]",
+                bar_format="{desc}: {n}/{total}{postfix} [{elapsed}]",
                 file=self.stream,
                 dynamic_ncols=True,
             )
