@@ -42,6 +42,19 @@ def _weights(job):
     return [[w.numpy() for w in net.weights] for net in job.trainer.nets]
 
 
+def _summary_steps(workdir, tag):
+    """The steps at which the run's TensorBoard events hold `tag`."""
+    steps = []
+    for path in sorted(
+        tf.io.gfile.glob(os.path.join(workdir, "summaries", "events.*"))
+    ):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    steps.append(int(event.step))
+    return steps
+
+
 def _assert_same(test, a, b, atol=1e-6):
     for net_a, net_b in zip(a, b):
         for x, y in zip(net_a, net_b):
@@ -163,6 +176,16 @@ class GraftingJobTest(tf.test.TestCase):
         with open(os.path.join(full_dir, "history.json")) as f:
             history = json.load(f)
         self.assertIn("graft", history[0])
+        self.assertIn("graft", history[1])
+        self.assertNotEqual(
+            history[0]["graft"]["mean_alpha"], history[1]["graft"]["mean_alpha"]
+        )
+        # The last epoch's graft is skipped: it has no graft record, and
+        # TensorBoard gets one alpha per graft, none repeated.
+        self.assertNotIn("graft", history[2])
+        self.assertNotIn("net_0/graft_alpha", history[2].get("scalars", {}))
+        alpha_steps = _summary_steps(full_dir, "net_0/graft_alpha")
+        self.assertEqual(alpha_steps, [h["step"] for h in history[:2]])
         # The best export is the best pre-graft net of the history.
         best = report["best"]
         accs = [h["test"]["nets"][best["net"]]["top1"] for h in history]

@@ -88,6 +88,27 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         for a, b in zip(mirrored.nets[0].weights, single.nets[0].weights):
             self.assertAllClose(a.numpy(), b.numpy(), atol=1e-5)
 
+    @parameterized.named_parameters(
+        ("default", False), ("mirrored_logical_cpus", True)
+    )
+    def test_progress_sums_equal_the_loop_statistics(self, mirrored):
+        strategy = _mirrored() if mirrored else tf.distribute.get_strategy()
+        trainer, iterators = _make(strategy)
+        trainer.train_loop(iterators, 2)
+        trainer.reset_progress()
+        self.assertAllEqual(trainer.read_progress(), np.zeros([2, 4]))
+        first = trainer.train_loop(iterators, 3)
+        second = trainer.train_loop(iterators, 2)
+        sums = trainer.read_progress()
+        for i in range(2):
+            loss = 3 * first[i]["loss"] + 2 * second[i]["loss"]
+            self.assertAllClose(sums[i, 0], loss, rtol=1e-5)
+            # 8 examples per step; accuracy is correct / examples.
+            self.assertEqual(sums[i, 2], 5 * 8)
+            self.assertEqual(sums[i, 3], 5)
+            correct = 24 * first[i]["accuracy"] + 16 * second[i]["accuracy"]
+            self.assertAllClose(sums[i, 1], correct, atol=1e-4)
+
     def test_nets_train_independently(self):
         trainer, iterators = _make(tf.distribute.get_strategy())
         before = [w.numpy().copy() for w in trainer.nets[1].weights]

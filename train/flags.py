@@ -19,6 +19,18 @@ FLAGS = flags.FLAGS
 
 _GROUPS = {}
 
+# Read before TensorFlow loads (train/startup.py); not a run setting, so
+# not written to flags.cfg.
+TF_LOG = flags.DEFINE_bool(
+    "tf_log",
+    False,
+    "Show TensorFlow's own log: its C++ start-up lines (oneDNN, CUDA), "
+    "C++ INFO/WARNING records (unless TF_CPP_MIN_LOG_LEVEL is set) and "
+    "the INFO records of its Python modules. Off: the console shows "
+    "tfgraft's lines, warnings and errors only.",
+)
+_NOT_RECORDED = {"tf_log"}
+
 
 class _Defs:
     """`flags.DEFINE_*` bound to one FlagValues (tests use fresh ones)."""
@@ -717,7 +729,7 @@ def flags_text(flag_values=None):
     fv = FLAGS if flag_values is None else flag_values
     lines = ["# Resolved flags of this run; reusable as --flagfile."]
     for flag in fv.get_flags_for_module(__name__):
-        if flag.value is None:
+        if flag.value is None or flag.name in _NOT_RECORDED:
             continue
         serialized = flag.serialize()
         if serialized:
@@ -1047,7 +1059,9 @@ def guard(main):
 
     def guarded(argv):
         from tfgraft import io
+        from train import startup
 
+        startup.configure_logging(TF_LOG.value)
         try:
             return main(argv)
         except user_errors() as e:

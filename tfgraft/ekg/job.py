@@ -50,6 +50,7 @@ from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import io
 from tfgraft import models
+from tfgraft import plotting
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import errors
@@ -504,15 +505,9 @@ class EKGJob(job_lib.Job):
 
 def _plot_search(path, result):
     """FLOPs rate vs val loss along the search; widths before/after."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:  # pictures are optional
-        logging.warning("matplotlib missing; %s not written", path)
+    plt = plotting.pyplot(path)
+    if plt is None:
         return
-    import io as pyio
 
     steps = result["history"] + [result["final"]]
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -552,12 +547,9 @@ def _plot_search(path, result):
         color="C0",
         label="searched",
     )
-    ax1.set_xticks(x, slots, rotation=90, fontsize=6)
+    plotting.layer_ticks(ax1, slots)
     ax1.set_ylabel("channels")
     ax1.set_title(f"Widths (FLOPs rate {result['flops_rate']:.3f})")
     ax1.legend(fontsize=8)
     fig.tight_layout()
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
+    plotting.save(fig, path)

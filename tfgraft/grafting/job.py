@@ -20,14 +20,14 @@ import json
 import os
 import time
 
-from absl import logging
-
 from tfgraft import io
 from tfgraft import models
-from tfgraft.models import common as model_common
 from tfgraft.grafting import grafter as grafter_lib
+from tfgraft.grafting import plot
 from tfgraft.grafting.grafting_model import difflr_scales
+from tfgraft.models import common as model_common
 from tfgraft.testing import faults
+from tfgraft.training import console
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
@@ -50,7 +50,13 @@ def resolve_scope(scope, model_name):
 
 
 class GraftHook(loop.Hook):
-    """Calls the graft step once per epoch (or every `every_steps` steps)."""
+    """Calls the graft step once per epoch (or every `every_steps` steps).
+
+    An epoch's logs get a `graft` record (and alpha and entropy scalars)
+    only when a graft ran in that epoch: the last epoch's graft is
+    skipped, so its entry has none rather than a copy of the previous
+    epoch's.
+    """
 
     def __init__(self, grafter, every_steps=0):
         self.grafter = grafter
@@ -59,6 +65,8 @@ class GraftHook(loop.Hook):
         self.every_steps = int(every_steps)
         self.seconds = []
         self.alphas = None
+        self._grafted = False
+        self._last = False
 
     def _graft(self):
         t0 = time.perf_counter()
@@ -66,6 +74,7 @@ class GraftHook(loop.Hook):
         self.alphas = self.grafter.graft_step().numpy().tolist()
         faults.point("graft.after")
         self.seconds.append(time.perf_counter() - t0)
+        self._grafted = True
 
     def on_steps(self, step):
         self._graft()
@@ -73,18 +82,29 @@ class GraftHook(loop.Hook):
     def on_epoch_end(self, epoch, logs, last):
         if not self.every_steps and not last:
             self._graft()
-        if self.alphas is not None:
-            logs["graft"] = {
-                "mean_alpha": self.alphas,
-                "graft_seconds": self.seconds[-1] if self.seconds else 0.0,
-            }
-            scalars = logs.setdefault("scalars", {})
-            for i, a in enumerate(self.alphas):
-                scalars[f"net_{i}/graft_alpha"] = a
-            for i in range(len(self.grafter.nets)):
-                scalars[f"net_{i}/mean_entropy"] = _mean(
-                    self.grafter.layer_entropies(i)
-                )
+        self._last = last
+        if not self._grafted:
+            return
+        self._grafted = False
+        logs["graft"] = {
+            "mean_alpha": self.alphas,
+            "graft_seconds": self.seconds[-1],
+        }
+        scalars = logs.setdefault("scalars", {})
+        for i, a in enumerate(self.alphas):
+            scalars[f"net_{i}/graft_alpha"] = a
+        for i in range(len(self.grafter.nets)):
+            scalars[f"net_{i}/mean_entropy"] = _mean(
+                self.grafter.layer_entropies(i)
+            )
+
+    def describe(self, logs):
+        graft = logs.get("graft")
+        if graft is None:
+            if self.every_steps < 0:
+                return ""
+            return "no graft (last epoch)" if self._last else "no graft"
+        return f"alpha {console.fmt_nets(graft['mean_alpha'])}"
 
 
 def _mean(d):
@@ -179,7 +199,7 @@ class GraftingJob(job_lib.Job):
             },
         }
         if self.is_chief:
-            _plot(
+            plot.plot_grafting(
                 os.path.join(self.workdir, "grafting.png"),
                 self.start_stats,
                 end,
@@ -192,65 +212,3 @@ def _median(values):
         return None
     s = sorted(values)
     return s[len(s) // 2]
-
-
-def _plot(path, start, end):
-    """Per-layer entropy of each net before/after, and invalid filters."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:  # pictures are optional
-        logging.warning("matplotlib missing; %s not written", path)
-        return
-    import io as pyio
-
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4), width_ratios=[3, 1])
-    for i, (s, e) in enumerate(zip(start, end)):
-        names = list(s["entropy"])
-        x = range(len(names))
-        ax0.plot(
-            x,
-            [s["entropy"][n] for n in names],
-            "--",
-            color=f"C{i}",
-            label=f"net_{i} start",
-        )
-        ax0.plot(
-            x,
-            [e["entropy"][n] for n in names],
-            "-",
-            color=f"C{i}",
-            label=f"net_{i} end",
-        )
-    ax0.set_xlabel("conv layer (topological order)")
-    ax0.set_ylabel("weight entropy (10 bins, nats)")
-    ax0.set_title("Per-layer entropy")
-    ax0.legend(fontsize=7)
-    thresholds = list(start[0]["invalid_filters"]["below"])
-    width = 0.8 / (2 * len(start))
-    for i, (s, e) in enumerate(zip(start, end)):
-        for j, t in enumerate(thresholds):
-            base = j + i * 2 * width
-            ax1.bar(
-                base,
-                s["invalid_filters"]["below"][t],
-                width,
-                color=f"C{i}",
-                alpha=0.4,
-            )
-            ax1.bar(
-                base + width,
-                e["invalid_filters"]["below"][t],
-                width,
-                color=f"C{i}",
-            )
-    ax1.set_xticks(range(len(thresholds)), [f"L1<{t}" for t in thresholds])
-    total = start[0]["invalid_filters"]["total_filters"]
-    ax1.set_title(f"Invalid filters of {total} (light: start)")
-    fig.tight_layout()
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())

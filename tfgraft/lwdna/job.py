@@ -61,6 +61,7 @@ from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import io
 from tfgraft import models
+from tfgraft import plotting
 from tfgraft.lwdna import hypernet as hypernet_lib
 from tfgraft.lwdna import shrink as shrink_lib
 from tfgraft.training import distribute
@@ -266,6 +267,7 @@ class LWDNAJob(job_lib.Job):
         t0 = time.perf_counter()
         self.setup()
         self.load_data()
+        self.console.header(self.header())
         lw = self.config.lwdna
         original = self.original_config()
         widened = self.widened_config()
@@ -344,7 +346,7 @@ class LWDNAJob(job_lib.Job):
                 derived,
                 title=f"{self.config.model.name}: LW-DNA widths",
             )
-        logging.info("Report: %s", os.path.join(self.workdir, "report.json"))
+        self.report_line(time.perf_counter() - t0)
         return report
 
     def check_derived_config(self, config_path, record):
@@ -459,15 +461,9 @@ class LWDNAJob(job_lib.Job):
 
 def plot_widths(path, original, widened, derived, title="LW-DNA widths"):
     """Writes a PNG of the per-slot widths of the three configs."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:  # pictures are optional
-        logging.warning("matplotlib missing; %s not written", path)
+    plt = plotting.pyplot(path)
+    if plt is None:
         return
-    import io as pyio
 
     slots = list(original.widths)
     x = range(len(slots))
@@ -495,12 +491,9 @@ def plot_widths(path, original, widened, derived, title="LW-DNA widths"):
         markersize=3,
         label="LW-DNA (derived)",
     )
-    ax.set_xticks(list(x), slots, rotation=90, fontsize=6)
+    plotting.layer_ticks(ax, slots)
     ax.set_ylabel("output channels")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
+    plotting.save(fig, path)

@@ -473,13 +473,13 @@ class StripeJob(job_lib.Job):
         export_dir = os.path.join(self.workdir, "export")
         if self._compact is None:
             net = trainer.nets[0] if self._dense is None else self._dense
-            export_lib.export_saved_model(net, export_dir, overwrite=True)
+            self.save_models({export_dir: net})
             return
-        export_lib.export_saved_model(self._compact, export_dir, overwrite=True)
-        export_lib.export_saved_model(
-            self._masked,
-            os.path.join(self.workdir, "export_masked"),
-            overwrite=True,
+        self.save_models(
+            {
+                export_dir: self._compact,
+                os.path.join(self.workdir, "export_masked"): self._masked,
+            }
         )
         path = os.path.join(self.workdir, "compact.keras")
         tmp = os.path.join(self.workdir, ".compact.tmp.keras")

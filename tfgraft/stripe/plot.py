@@ -1,30 +1,10 @@
 """Pictures of a stripe-pruned network: kept stripes and filters per layer."""
 
-import io as pyio
 import math
 
 import numpy as np
-from absl import logging
 
-from tfgraft import io
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:  # pictures are optional
-        return None
-    return plt
-
-
-def _save(fig, plt, path):
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
+from tfgraft import plotting
 
 
 def plot_stripes(path, layers, title="Kept stripes per kernel position"):
@@ -38,10 +18,8 @@ def plot_stripes(path, layers, title="Kept stripes per kernel position"):
     Returns:
         `path`, or None when matplotlib is missing or there are no layers.
     """
-    plt = _pyplot()
+    plt = plotting.pyplot(path)
     if plt is None or not layers:
-        if plt is None:
-            logging.warning("matplotlib missing; %s not written", path)
         return None
     cols = min(len(layers), 10)
     rows = math.ceil(len(layers) / cols)
@@ -69,7 +47,7 @@ def plot_stripes(path, layers, title="Kept stripes per kernel position"):
         )
     fig.suptitle(f"{title} (cell: filters keeping it)", fontsize=9)
     fig.tight_layout()
-    _save(fig, plt, path)
+    plotting.save(fig, path)
     return path
 
 
@@ -84,7 +62,7 @@ def plot_filters(path, layers, title="Filters and stripes kept per layer"):
     Returns:
         `path`, or None when matplotlib is missing or there are no layers.
     """
-    plt = _pyplot()
+    plt = plotting.pyplot(path)
     if plt is None or not layers:
         return None
     x = np.arange(len(layers))
@@ -104,7 +82,7 @@ def plot_filters(path, layers, title="Filters and stripes kept per layer"):
         color="C1",
     )
     ax1.set_ylabel("kept stripes (%)")
-    ax1.set_xticks(x, [s.name for s in layers], rotation=90, fontsize=6)
+    plotting.layer_ticks(ax1, [s.name for s in layers])
     fig.tight_layout()
-    _save(fig, plt, path)
+    plotting.save(fig, path)
     return path

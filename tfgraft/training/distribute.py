@@ -129,6 +129,40 @@ def num_workers(strategy):
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
 
 
+def describe(strategy):
+    """Where the steps run, for the console header: `CPU`, `1 GPU (NVIDIA
+    H100 80GB HBM3)`, `2 replicas on CPU:0, CPU:1`, `TPU, 8 cores`, with
+    `2 workers: ` in front for multi-worker runs."""
+    replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        text = f"TPU, {replicas} cores"
+    else:
+        try:
+            devices = list(strategy.extended.worker_devices)
+        except RuntimeError:  # the default strategy: TF's default device
+            devices = []
+        kinds = {tf.DeviceSpec.from_string(d).device_type for d in devices}
+        gpus = tf.config.list_physical_devices("GPU")
+        if "GPU" in kinds or (not devices and gpus):
+            count = sum(1 for d in devices if "GPU" in d.upper()) or 1
+            details = tf.config.experimental.get_device_details(gpus[0])
+            name = details.get("device_name", "")
+            text = f"{count} GPU{'s' if count > 1 else ''}"
+            if name:
+                text += f" ({name})"
+        elif replicas > 1:
+            names = [tf.DeviceSpec.from_string(d) for d in devices]
+            text = f"{replicas} replicas on " + ", ".join(
+                f"{d.device_type}:{d.device_index}" for d in names
+            )
+        else:
+            text = "CPU"
+    workers = num_workers(strategy)
+    if workers > 1:
+        text = f"{workers} workers: {text}"
+    return text
+
+
 def is_chief(strategy):
     """True on the one worker that writes checkpoints, reports and exports.
 

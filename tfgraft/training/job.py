@@ -39,6 +39,7 @@ from tfgraft import io
 from tfgraft import models
 from tfgraft.config import ConfigError
 from tfgraft.config import JobConfig
+from tfgraft.training import console as console_lib
 from tfgraft.training import distribute
 from tfgraft.training import loop
 from tfgraft.training import optimizers as optimizers_lib
@@ -162,6 +163,8 @@ class Job:
         self._strategy = strategy
         self.force_resume = force_resume
         self.workdir_lock = None
+        # Replaced in `setup` by the chief's (other workers show nothing).
+        self.console = console_lib.Console(enabled=False)
 
     # === Hooks for methods ===
 
@@ -235,6 +238,9 @@ class Job:
         # Only the chief writes the workdir (multi-worker runs: the others
         # train along and save their checkpoints into a scratch folder).
         self.is_chief = distribute.is_chief(self.strategy)
+        self.console = console_lib.Console(
+            enabled=self.is_chief, live=r.progress
+        )
         self.check_widths()
         if self.is_chief:
             try:
@@ -274,7 +280,7 @@ class Job:
             except BaseException:
                 self.release_workdir()
                 raise
-        logging.info(
+        logging.debug(
             "Config: %s", io.dumps_json(dataclasses.asdict(self.config))
         )
 
@@ -318,7 +324,7 @@ class Job:
 
     def load_data(self):
         d = self.config.data
-        logging.info("Loading data %s…", d.dataset)
+        logging.debug("Loading data %s…", d.dataset)
         self.source = data_lib.load_source(
             d.dataset,
             data_dir=d.data_dir,
@@ -347,12 +353,36 @@ class Job:
         if r.max_steps:
             self.total_steps = min(self.total_steps, r.max_steps)
 
+    def header(self):
+        """The console's first line: job, model, data, nets, schedule,
+        device and workdir (after `setup` and `load_data`)."""
+        m = self.config.model
+        model = m.name
+        if m.width_mult != 1.0:
+            model += f" x{m.width_mult:g}"
+        if m.channel_config:
+            model += f" ({os.path.basename(m.channel_config)})"
+        n = self.num_nets()
+        info = self.info
+        shape = "x".join(str(d) for d in info.image_shape)
+        return [
+            self.name,
+            f"{model}, {n} net{'s' if n > 1 else ''}",
+            f"data {info.name}: {info.num_train} train, "
+            f"{info.num_test} test, {info.num_classes} classes, "
+            f"{shape}",
+            f"{self.config.run.epochs} epochs x {self.steps_per_epoch} "
+            f"steps, batch {self.config.data.batch_size}",
+            distribute.describe(self.strategy),
+            f"workdir {self.workdir}",
+        ]
+
     def build(self):
         """Nets, optimizers and trainer, inside the strategy scope."""
         o = self.config.optim
         n = self.num_nets()
         scales = self.lr_scales()
-        logging.info("Building %d net(s) %s…", n, self.config.model.name)
+        logging.debug("Building %d net(s) %s…", n, self.config.model.name)
         with self.strategy.scope():
             nets = [self.build_net(i, self.info) for i in range(n)]
             opts = []
@@ -415,6 +445,7 @@ class Job:
         t0 = time.perf_counter()
         self.setup()
         self.load_data()
+        self.console.header(self.header())
         trainer = self.build()
         self.eval_dataset = data_lib.eval_dataset(
             self.source, batch_size=self.config.data.eval_batch_size
@@ -433,6 +464,7 @@ class Job:
             options=self.loop_options(),
             workdir=self.workdir,
             hooks=hooks,
+            console=self.console,
         )
         report = self.make_report(trainer, history, time.perf_counter() - t0)
         if self.is_chief:
@@ -440,32 +472,44 @@ class Job:
             io.atomic_write_json(
                 os.path.join(self.workdir, "report.json"), report
             )
-            logging.info(
-                "Report: %s", os.path.join(self.workdir, "report.json")
-            )
+            self.report_line(time.perf_counter() - t0)
         # Multi-worker runs: no worker leaves before the chief has written.
         distribute.sync_workers(self.strategy)
         return report
 
     # === Outputs ===
 
+    def report_line(self, seconds):
+        """The console's last line: the run's seconds and report's path."""
+        self.console.line(
+            f"done in {console_lib.fmt_seconds(seconds)}; "
+            f"report: {os.path.join(self.workdir, 'report.json')}"
+        )
+
+    def save_models(self, exports):
+        """Exports `{path: net}` as SavedModels, shown one at a time."""
+        names = {
+            os.path.relpath(path, self.workdir): (path, net)
+            for path, net in exports.items()
+        }
+        for name in self.console.tasks("SavedModel", names):
+            path, net = names[name]
+            export_lib.export_saved_model(net, path, overwrite=True)
+
     def export(self, trainer):
         export_dir = os.path.join(self.workdir, "export")
         if trainer.num_nets == 1:
-            export_lib.export_saved_model(
-                trainer.nets[0], export_dir, overwrite=True
-            )
+            self.save_models({export_dir: trainer.nets[0]})
             return
-        for i, net in enumerate(trainer.nets):
-            export_lib.export_saved_model(
-                net, os.path.join(export_dir, f"net_{i}"), overwrite=True
-            )
+        exports = {
+            os.path.join(export_dir, f"net_{i}"): net
+            for i, net in enumerate(trainer.nets)
+        }
         if self.best_tracker is not None and self.best_tracker.best_epoch > 0:
-            export_lib.export_saved_model(
-                self.best_tracker.best_net,
-                os.path.join(export_dir, "best"),
-                overwrite=True,
+            exports[os.path.join(export_dir, "best")] = (
+                self.best_tracker.best_net
             )
+        self.save_models(exports)
 
     def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
         """Exports net `net_index` of the newest checkpoint in the workdir.

@@ -7,6 +7,12 @@ for a step interval, evaluates every `eval_every` epochs and at the end,
 runs the epoch hooks (grafting), saves a checkpoint, writes TensorBoard
 summaries and keeps a per-epoch history.
 
+What a person sees is the `console.Console`'s: a live bar per epoch at a
+terminal, fed by the trainer's `progress` variable between host syncs,
+and one summary line per epoch (the hooks' `describe` fragments at its
+end). The Orbit-style per-loop and per-eval lines are `logging.debug`
+(`--verbosity=1`).
+
 The history is stored *inside* the checkpoint (a string variable), so a
 crash can never leave history and weights out of step; resuming from the
 workdir restores both.
@@ -36,6 +42,7 @@ from absl import logging
 
 from tfgraft import io
 from tfgraft.testing import faults
+from tfgraft.training import console as console_lib
 from tfgraft.training import distribute
 from tfgraft.training import summaries
 
@@ -60,6 +67,11 @@ class Hook:
 
     def checkpoint_items(self):
         return {}
+
+    def describe(self, logs):
+        """A short fragment for the epoch's console line ("" for none)."""
+        del logs
+        return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +144,16 @@ def _save(manager, step, options):
         raise io.write_error(prefix, e) from None
 
 
-def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
+def fit(
+    trainer,
+    *,
+    make_iterators,
+    eval_dataset,
+    options,
+    workdir,
+    hooks=(),
+    console=None,
+):
     """Trains `trainer` for `options.epochs`, resuming from `workdir`.
 
     Args:
@@ -144,12 +165,19 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         options: `LoopOptions`.
         workdir: run folder (`checkpoints/`, `summaries/` are written here).
         hooks: `Hook`s, called in order.
+        console: the `console.Console` that shows the epochs (default: one
+            on stderr, shown by the chief only, live bars per
+            `options.progress`).
 
     Returns:
         The list of per-epoch log dicts (the full history, restored part
         included).
     """
     strategy = trainer.strategy
+    if console is None:
+        console = console_lib.Console(
+            enabled=options.is_chief, live=options.progress
+        )
     history_var = tf.Variable("[]", dtype=tf.string, trainable=False)
     items = dict(trainer.checkpoint_items())
     items["history"] = history_var
@@ -184,7 +212,10 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
     history = json.loads(history_var.numpy().decode())
     start_step = int(trainer.global_step.numpy())
     if restored:
-        logging.info("Restored %s at step %d", restored, start_step)
+        console.line(
+            f"Restored {restored} at step {start_step} (epoch "
+            f"{start_step // options.steps_per_epoch + 1}/{options.epochs})"
+        )
     distribute.check_same_step(strategy, start_step, ckpt_dir)
 
     writer = (
@@ -202,28 +233,40 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         step = int(trainer.global_step.numpy())
         if step >= epoch_end:
             break
-        bar = _progress_bar(epoch, options, epoch_end - step)
         sums = None
         steps_done = 0
+        trainer.reset_progress()
         t0 = time.perf_counter()
-        while step < epoch_end:
-            n = _loop_length(
-                step, epoch_end, options.steps_per_loop, step_hooks
+        with console.epoch(
+            epoch=epoch + 1,
+            epochs=options.epochs,
+            steps=epoch_end - step,
+            num_nets=trainer.num_nets,
+            examples_per_step=options.examples_per_step,
+            read_progress=trainer.read_progress,
+        ) as progress:
+            while step < epoch_end:
+                n = _loop_length(
+                    step, epoch_end, options.steps_per_loop, step_hooks
+                )
+                t_loop = time.perf_counter()
+                stats = trainer.train_loop(iterators, n)
+                dt = time.perf_counter() - t_loop
+                _check_finite(trainer, stats, manager)
+                step += n
+                steps_done += n
+                sums = _accumulate(sums, stats, n)
+                _log_loop(step, n, dt, stats)
+                for hook in step_hooks:
+                    if step % hook.every_steps == 0:
+                        hook.on_steps(step)
+                faults.point("loop.after_steps")
+            train = [_epoch_train_logs(s, steps_done, trainer) for s in sums]
+            progress.finish(
+                steps_done,
+                [t["loss"] for t in train],
+                [t["accuracy"] for t in train],
             )
-            t_loop = time.perf_counter()
-            stats = trainer.train_loop(iterators, n)
-            dt = time.perf_counter() - t_loop
-            _check_finite(trainer, stats, manager)
-            step += n
-            steps_done += n
-            sums = _accumulate(sums, stats, n)
-            _log_loop(step, n, dt, stats, options, bar)
-            for hook in step_hooks:
-                if step % hook.every_steps == 0:
-                    hook.on_steps(step)
-            faults.point("loop.after_steps")
-        if bar is not None:
-            bar.close()
         seconds = time.perf_counter() - t0
         logs = {
             "epoch": epoch + 1,
@@ -233,7 +276,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             * options.examples_per_step
             / max(seconds, 1e-9),
             "learning_rate": trainer.learning_rates(),
-            "train": [_epoch_train_logs(s, steps_done, trainer) for s in sums],
+            "train": train,
         }
         # `last`: the schedule's final epoch (grafting skips its graft);
         # `stop`: this session ends here (--max_steps), so evaluate and save.
@@ -241,9 +284,17 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
         stop = last or step >= options.total_steps
         if (epoch + 1) % options.eval_every == 0 or stop:
             logs["test"] = trainer.evaluate(eval_dataset)
-            logging.info("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
+            logging.debug("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
         for hook in hooks:
             hook.on_epoch_end(epoch, logs, last)
+        console.line(
+            console_lib.epoch_line(
+                logs,
+                options.epochs,
+                trainer.num_nets,
+                [hook.describe(logs) for hook in hooks],
+            )
+        )
         history.append(logs)
         history_var.assign(io.dumps_json(history))
         if (epoch + 1) % options.checkpoint_every == 0 or stop:
@@ -315,33 +366,12 @@ def _epoch_train_logs(sums, steps_done, trainer):
     return logs
 
 
-def _progress_bar(epoch, options, total):
-    if not options.progress or not options.is_chief:
-        return None
-    import tqdm
-
-    return tqdm.tqdm(
-        total=total,
-        desc=f"epoch {epoch + 1}/{options.epochs}",
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-    )
-
-
-def _log_loop(step, n, dt, stats, options, bar):
-    ips = n * options.examples_per_step / max(dt, 1e-9)
+def _log_loop(step, n, dt, stats):
+    # Orbit's per-loop line; the console shows the same live (--verbosity=1).
     parts = [f"train | step: {step:6d} | steps/sec: {n / max(dt, 1e-9):6.1f}"]
     for i, st in enumerate(stats):
         parts.append(f"net_{i}/loss: {st['loss']:.4f}")
-    logging.info(" | ".join(parts))
-    if bar is not None:
-        bar.update(n)
-        bar.set_postfix(
-            loss=f"{stats[0]['loss']:.3f}",
-            acc=f"{stats[0]['accuracy']:.3f}",
-            img_s=f"{ips:.0f}",
-        )
+    logging.debug(" | ".join(parts))
 
 
 def _fmt_eval(logs):

@@ -98,6 +98,15 @@ class Trainer(tf.Module):
             name="global_step",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
+        # Per net: loss, correct, examples, steps since `reset_progress`,
+        # added inside the step loop so that a console thread can show
+        # them while it runs (no host sync per step); not checkpointed.
+        self.progress = tf.Variable(
+            tf.zeros([len(self.nets), 4]),
+            trainable=False,
+            name="progress",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
         for net, opt in zip(self.nets, self.optimizers):
             opt.build(net.trainable_variables)
         self._grad_fns = [
@@ -250,6 +259,9 @@ class Trainer(tf.Module):
             totals += tf.concat(
                 [reduced[:, :3], tf.cast(bad, tf.float32)[:, None]], axis=1
             )
+            self.progress.assign_add(
+                tf.concat([reduced[:, :3], tf.ones([self.num_nets, 1])], 1)
+            )
             step = tf.cast(self.global_step, tf.float32)
             row = tf.stack([tf.fill([self.num_nets], step), lrs, reduced[:, 4]])
             first = tf.where(
@@ -290,6 +302,16 @@ class Trainer(tf.Module):
                 }
             results.append(entry)
         return results
+
+    def reset_progress(self):
+        """Zeroes the sums `read_progress` returns (at an epoch's start)."""
+        self.progress.assign(tf.zeros_like(self.progress))
+
+    def read_progress(self):
+        """Per net `[loss, correct, examples, steps]` summed since the last
+        `reset_progress`, as NumPy; safe to call from another thread while
+        `train_loop` runs (the console's live bar does)."""
+        return self.progress.numpy()
 
     # === Evaluation ===
 
