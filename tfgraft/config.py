@@ -319,6 +319,15 @@ class RunConfig(Section):
         "faster where one net fills the device).",
     )
 
+    def total_steps(self, steps_per_epoch):
+        """The steps of the run: all epochs, or `max_steps` if fewer."""
+        total = self.epochs * steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
+    def loop_steps(self, steps_per_epoch):
+        """Steps per tf.function call (`steps_per_loop`, 0: automatic)."""
+        return self.steps_per_loop or min(steps_per_epoch, 100)
+
 
 @dataclasses.dataclass(frozen=True)
 class GraftConfig(Section):

@@ -25,7 +25,6 @@ gradients were not finite; under `on_nan="stop"` the loop raises
 `NonFiniteError` before anything of that state is saved.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -60,22 +59,6 @@ class Hook:
 
     def checkpoint_items(self):
         return {}
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-    """Lengths and cadences of one run, in steps and epochs."""
-
-    epochs: int
-    steps_per_epoch: int
-    total_steps: int
-    steps_per_loop: int
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    eval_every: int = 1
-    progress: bool = True
-    is_chief: bool = True
-    examples_per_step: int = 0
 
 
 class CheckpointError(RuntimeError):
@@ -132,8 +115,19 @@ def _save(manager, step, options):
         raise io.write_error(prefix, e) from None
 
 
-def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
-    """Trains `trainer` for `options.epochs`, resuming from `workdir`.
+def fit(
+    trainer,
+    *,
+    make_iterators,
+    eval_dataset,
+    run,
+    steps_per_epoch,
+    workdir,
+    hooks=(),
+    is_chief=True,
+    examples_per_step=0,
+):
+    """Trains `trainer` for `run.epochs`, resuming from `workdir`.
 
     Args:
         trainer: a `tfgraft.training.trainer.Trainer`.
@@ -141,9 +135,13 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             one per net, positioned at global step `start_step` (the
             pipelines are pure functions of (seed, step), so this is exact).
         eval_dataset: a finite `tf.data.Dataset` for per-epoch evaluation.
-        options: `LoopOptions`.
+        run: the `tfgraft.config.RunConfig`: epochs, max steps, steps per
+            loop, checkpoint and evaluation cadences, progress bar.
+        steps_per_epoch: training steps per epoch.
         workdir: run folder (`checkpoints/`, `summaries/` are written here).
         hooks: `Hook`s, called in order.
+        is_chief: whether this worker writes checkpoints and summaries.
+        examples_per_step: images per step (for the images/sec figure).
 
     Returns:
         The list of per-epoch log dicts (the full history, restored part
@@ -158,7 +156,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
     checkpoint = tf.train.Checkpoint(**items)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     save_dir = ckpt_dir
-    if not options.is_chief:
+    if not is_chief:
         # Every worker must call save (MultiWorkerMirroredStrategy), but
         # only the chief's checkpoints are kept: the others save into a
         # private scratch folder and resume from the chief's checkpoints.
@@ -166,7 +164,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
     manager = tf.train.CheckpointManager(
         checkpoint,
         save_dir,
-        max_to_keep=options.keep_checkpoints,
+        max_to_keep=run.keep_checkpoints,
         step_counter=trainer.global_step,
     )
     # Runs between the checkpoint's files and the manager's index update.
@@ -176,9 +174,9 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
     restored = restore(
         checkpoint,
         manager
-        if options.is_chief
+        if is_chief
         else tf.train.CheckpointManager(
-            checkpoint, ckpt_dir, max_to_keep=options.keep_checkpoints
+            checkpoint, ckpt_dir, max_to_keep=run.keep_checkpoints
         ),
     )
     history = json.loads(history_var.numpy().decode())
@@ -189,26 +187,27 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
 
     writer = (
         tf.summary.create_file_writer(os.path.join(workdir, "summaries"))
-        if options.is_chief
+        if is_chief
         else tf.summary.create_noop_writer()
     )
     iterators = make_iterators(start_step)
-    spe = options.steps_per_epoch
+    spe = steps_per_epoch
+    total_steps = run.total_steps(spe)
     step_hooks = [h for h in hooks if h.every_steps > 0]
     first_epoch = start_step // spe
 
-    for epoch in range(first_epoch, options.epochs):
-        epoch_end = min((epoch + 1) * spe, options.total_steps)
+    for epoch in range(first_epoch, run.epochs):
+        epoch_end = min((epoch + 1) * spe, total_steps)
         step = int(trainer.global_step.numpy())
         if step >= epoch_end:
             break
-        bar = _progress_bar(epoch, options, epoch_end - step)
+        bar = _progress_bar(epoch, run, is_chief, epoch_end - step)
         sums = None
         steps_done = 0
         t0 = time.perf_counter()
         while step < epoch_end:
             n = _loop_length(
-                step, epoch_end, options.steps_per_loop, step_hooks
+                step, epoch_end, run.loop_steps(spe), step_hooks
             )
             t_loop = time.perf_counter()
             stats = trainer.train_loop(iterators, n)
@@ -217,7 +216,7 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             step += n
             steps_done += n
             sums = _accumulate(sums, stats, n)
-            _log_loop(step, n, dt, stats, options, bar)
+            _log_loop(step, n, dt, stats, examples_per_step, bar)
             for hook in step_hooks:
                 if step % hook.every_steps == 0:
                     hook.on_steps(step)
@@ -230,27 +229,27 @@ def fit(trainer, *, make_iterators, eval_dataset, options, workdir, hooks=()):
             "step": step,
             "seconds": seconds,
             "train_images_per_sec": steps_done
-            * options.examples_per_step
+            * examples_per_step
             / max(seconds, 1e-9),
             "learning_rate": trainer.learning_rates(),
             "train": [_epoch_train_logs(s, steps_done, trainer) for s in sums],
         }
         # `last`: the schedule's final epoch (grafting skips its graft);
         # `stop`: this session ends here (--max_steps), so evaluate and save.
-        last = epoch + 1 == options.epochs
-        stop = last or step >= options.total_steps
-        if (epoch + 1) % options.eval_every == 0 or stop:
+        last = epoch + 1 == run.epochs
+        stop = last or step >= total_steps
+        if (epoch + 1) % run.eval_every == 0 or stop:
             logs["test"] = trainer.evaluate(eval_dataset)
             logging.info("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
         for hook in hooks:
             hook.on_epoch_end(epoch, logs, last)
         history.append(logs)
         history_var.assign(io.dumps_json(history))
-        if (epoch + 1) % options.checkpoint_every == 0 or stop:
+        if (epoch + 1) % run.checkpoint_every == 0 or stop:
             _save(manager, trainer.global_step, save_options)
         with writer.as_default(step=step):
             _write_summaries(logs)
-        if options.is_chief:
+        if is_chief:
             io.atomic_write_json(os.path.join(workdir, "history.json"), history)
     writer.flush()
     if save_dir != ckpt_dir:
@@ -315,22 +314,22 @@ def _epoch_train_logs(sums, steps_done, trainer):
     return logs
 
 
-def _progress_bar(epoch, options, total):
-    if not options.progress or not options.is_chief:
+def _progress_bar(epoch, run, is_chief, total):
+    if not run.progress or not is_chief:
         return None
     import tqdm
 
     return tqdm.tqdm(
         total=total,
-        desc=f"epoch {epoch + 1}/{options.epochs}",
+        desc=f"epoch {epoch + 1}/{run.epochs}",
         unit="step",
         leave=False,
         dynamic_ncols=True,
     )
 
 
-def _log_loop(step, n, dt, stats, options, bar):
-    ips = n * options.examples_per_step / max(dt, 1e-9)
+def _log_loop(step, n, dt, stats, examples_per_step, bar):
+    ips = n * examples_per_step / max(dt, 1e-9)
     parts = [f"train | step: {step:6d} | steps/sec: {n / max(dt, 1e-9):6.1f}"]
     for i, st in enumerate(stats):
         parts.append(f"net_{i}/loss: {st['loss']:.4f}")
