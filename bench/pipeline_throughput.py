@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tfgraft.data import AugmentConfig  # noqa: E402
+from tfgraft.config import DataConfig  # noqa: E402
 from tfgraft.data import load_source  # noqa: E402
 from tfgraft.data import train_dataset  # noqa: E402
 
@@ -55,8 +55,8 @@ def main():
     if os.path.isdir(CIFAR10_SMALL):
         specs.append(f"folder:{CIFAR10_SMALL}")
     configs = {
-        "cifar": AugmentConfig(),
-        "cifar+mix": AugmentConfig(mixup_alpha=0.2, cutmix_alpha=1.0),
+        "cifar": DataConfig(),
+        "cifar+mix": DataConfig(mixup_alpha=0.2, cutmix_alpha=1.0),
     }
     print(f"cpus visible: {len(os.sched_getaffinity(0))}")
     print(f"{'dataset':<48} {'augment':<10} {'img/s (median)':>15} {'min':>9}")

@@ -232,14 +232,14 @@ def _torch_worker(spec):
 
 
 def _pipeline_worker(spec):
-    from tfgraft.data import AugmentConfig
+    from tfgraft.config import DataConfig
     from tfgraft.data import load_source
     from tfgraft.data import train_dataset
 
     source = load_source(spec["dataset"])
     it = iter(
         train_dataset(
-            source, batch_size=spec["batch"], seed=0, augment=AugmentConfig()
+            source, batch_size=spec["batch"], seed=0, augment=DataConfig()
         )
     )
 

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfgraft.data import AugmentConfig
+from tfgraft.config import DataConfig
 from tfgraft.data import DataError
 from tfgraft.data import DatasetInfo
 from tfgraft.data import eval_dataset
@@ -89,7 +89,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(steps_per_epoch(source, 3), 3)
         batches = take(
             train_dataset(
-                source, batch_size=3, seed=0, augment=AugmentConfig("none")
+                source, batch_size=3, seed=0, augment=DataConfig(augment="none")
             ),
             12,
         )
@@ -140,7 +140,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_start_step_resumes_in_memory(self, start):
         # 100 images / batch 8 = 12 steps per epoch.
-        config = AugmentConfig(mixup_alpha=0.4, cutmix_alpha=1.0)
+        config = DataConfig(mixup_alpha=0.4, cutmix_alpha=1.0)
         full = take(
             train_dataset(self.synthetic, batch_size=8, seed=9, augment=config),
             start + 3,
@@ -176,9 +176,15 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreater(np.abs(other[0][0] - full[0][0]).mean(), 5.0)
 
     def test_randaugment_is_deterministic_and_resumable(self):
-        config = AugmentConfig(randaugment=True, randaugment_magnitude=0.6)
+        config = DataConfig(randaugment=True)
         full = take(
-            train_dataset(self.synthetic, batch_size=4, seed=1, augment=config),
+            train_dataset(
+                self.synthetic,
+                batch_size=4,
+                seed=1,
+                augment=config,
+                randaugment_magnitude=0.6,
+            ),
             4,
         )
         resumed = take(
@@ -188,6 +194,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
                 seed=1,
                 start_step=2,
                 augment=config,
+                randaugment_magnitude=0.6,
             ),
             2,
         )
@@ -234,7 +241,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
         source = array_source(images, np.zeros(32, np.int32))
 
         def batch(flip):
-            config = AugmentConfig(recipe=recipe, flip=flip)
+            config = DataConfig(augment=recipe, flip=flip)
             ds = train_dataset(source, batch_size=32, seed=7, augment=config)
             return take(ds, 1)[0][0]
 
@@ -252,7 +259,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
                 self.synthetic,
                 batch_size=8,
                 seed=0,
-                augment=AugmentConfig(recipe="imagenet"),
+                augment=DataConfig(augment="imagenet"),
             ),
             1,
         )[0][0]
@@ -282,7 +289,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
     def test_mixup_labels_are_mixes(self):
         images, labels = constant_images(10)
         source = array_source(images, labels)
-        config = AugmentConfig(recipe="none", mixup_alpha=0.5)
+        config = DataConfig(augment="none", mixup_alpha=0.5)
         x, y = take(
             train_dataset(source, batch_size=10, seed=0, augment=config), 1
         )[0]
@@ -300,7 +307,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
     def test_cutmix_labels_match_pasted_area(self):
         images, labels = constant_images(10)
         source = array_source(images, labels)
-        config = AugmentConfig(recipe="none", cutmix_alpha=1.0)
+        config = DataConfig(augment="none", cutmix_alpha=1.0)
         x, y = take(
             train_dataset(source, batch_size=10, seed=1, augment=config), 1
         )[0]
@@ -368,10 +375,10 @@ class StepsPerEpochTest(tf.test.TestCase):
             train_dataset(source, batch_size=64, seed=0)
 
     def test_bad_augment_config(self):
-        with self.assertRaisesRegex(ValueError, "recipe"):
-            AugmentConfig(recipe="autoaugment")
-        with self.assertRaisesRegex(ValueError, "mixup_alpha"):
-            AugmentConfig(mixup_alpha=-1.0)
+        with self.assertRaisesRegex(ValueError, "--augment=autoaugment"):
+            DataConfig(augment="autoaugment")
+        with self.assertRaisesRegex(ValueError, "--mixup_alpha"):
+            DataConfig(mixup_alpha=-1.0)
 
 
 class IndexBatchesTest(tf.test.TestCase):

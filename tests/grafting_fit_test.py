@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft.config import OptimConfig
+from tfgraft.config import RunConfig
 from tfgraft.grafting import GraftingModel
 from tfgraft.grafting import difflr_scales
 from tfgraft.grafting import grafter as grafter_lib
@@ -94,13 +95,10 @@ def _trainer_run(workdir, strategy, every_steps=0, num_nets=2):
         trainer,
         make_iterators=make_iterators,
         eval_dataset=_eval_dataset(),
-        options=loop.LoopOptions(
-            epochs=EPOCHS,
-            steps_per_epoch=STEPS_PER_EPOCH,
-            total_steps=TOTAL_STEPS,
-            steps_per_loop=STEPS_PER_EPOCH,
-            progress=False,
+        run=RunConfig(
+            epochs=EPOCHS, steps_per_loop=STEPS_PER_EPOCH, progress=False
         ),
+        steps_per_epoch=STEPS_PER_EPOCH,
         workdir=workdir,
         hooks=[hook],
     )

@@ -129,13 +129,6 @@ def _fit(trainer, images, labels, workdir, epochs=2):
             for _ in range(trainer.num_nets)
         ]
 
-    options = loop.LoopOptions(
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=epochs * steps_per_epoch,
-        steps_per_loop=1,
-        progress=False,
-    )
     eval_ds = tf.data.Dataset.from_tensor_slices((images[0], labels[0])).batch(
         BATCH
     )
@@ -143,7 +136,8 @@ def _fit(trainer, images, labels, workdir, epochs=2):
         trainer,
         make_iterators=make_iterators,
         eval_dataset=eval_ds,
-        options=options,
+        run=cfg.RunConfig(epochs=epochs, steps_per_loop=1, progress=False),
+        steps_per_epoch=steps_per_epoch,
         workdir=workdir,
     )
 

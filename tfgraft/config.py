@@ -1,11 +1,22 @@
-"""Frozen run configurations, built by `train/flags.py` and read by jobs.
+"""Frozen run configurations: every knob of tfgraft's jobs, declared once.
 
-The library never reads absl flags: every job takes these dataclasses, so a
-user can drive tfgraft from Python exactly as the command line does.
+Each field of a section below is one `knob`: its default, the help of its
+flag, its allowed values or range and, where the flag is not named after
+the field, the flag's name. `train/flags.py` defines the absl flags from
+these declarations and builds the sections from the flag values, so a
+flag, its default, its check and its `flags.cfg` line all come from one
+place. A section checks its knobs when it is built (`Section`), so Python
+users get the same one-line `ConfigError`, naming the flag, as the command
+line. The library never reads absl flags: every job takes these
+dataclasses, so a user can drive tfgraft from Python exactly as the
+command line does.
 """
 
 import dataclasses
+import importlib.util
 import math
+import re
+import typing
 from typing import Optional
 from typing import Tuple
 
@@ -14,257 +25,312 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message names the flag."""
 
 
-def _check(condition, flag, value, requirement):
-    if not condition:
-        raise ConfigError(f"--{flag}={value}: {requirement}")
+def knob(
+    default,
+    help,
+    *,
+    flag=None,
+    choices=None,
+    bounds=None,
+    also=(),
+    why=None,
+    words=None,
+):
+    """Declares one configuration field.
 
-
-def _has_keras_cv():
-    """Whether keras-cv (the `randaugment` extra) is importable."""
-    import importlib.util
-
-    return importlib.util.find_spec("keras_cv") is not None
-
-
-def _check_finite(config, flag_names=None):
-    """Rejects NaN and +-inf in every float field (and tuple of floats).
-
-    absl's float flags accept `inf` and `nan`, which no range check below
-    catches reliably (`nan > 0` is False, `inf > 0` is True) and which are
-    not JSON numbers. `flag_names` maps fields whose flag is named
-    differently (`{"c": "graft_c"}`).
+    Args:
+        default: the field's (and its flag's) default.
+        help: the flag's help.
+        flag: the flag's name, if not the field's.
+        choices: the allowed values (the flag is an enum).
+        bounds: the allowed range: `"> 0"`, `">= 1"`, `"(0, 1]"`, ... (each
+            item of a tuple field must be in it).
+        also: values allowed outside `bounds` (`-1` for "automatic").
+        why: the error's requirement, if not "must be <bounds>".
+        words: flag words that stand for values (`{"epoch": 0}`); any
+            other flag value must be a positive integer.
     """
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        items = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
-            flag = (flag_names or {}).get(field.name, field.name)
-            shown = (
-                ",".join(map(str, value)) if isinstance(value, tuple) else value
-            )
-            raise ConfigError(f"--{flag}={shown}: must be a finite number")
+    return dataclasses.field(
+        default=default,
+        metadata=dict(
+            help=help,
+            flag=flag,
+            choices=choices,
+            bounds=bounds,
+            also=also,
+            why=why,
+            words=words,
+        ),
+    )
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Which images, how they are batched and augmented."""
+def flag_name(field):
+    """The flag of a `dataclasses.Field` declared with `knob`."""
+    return field.metadata.get("flag") or field.name
 
-    dataset: str = "synthetic"
-    data_dir: Optional[str] = None
-    batch_size: int = 128
-    eval_batch_size: int = 100
-    synthetic_train_size: int = 10000
-    synthetic_test_size: int = 2000
-    augment: str = "auto"
-    flip: bool = True
-    randaugment: bool = False
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+
+def show(value):
+    """A value as its flag would be written (`1.0,2.0`, `true`)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def fail(flag, value, requirement):
+    """Raises the one-line `ConfigError` `--flag=value: requirement`."""
+    raise ConfigError(f"--{flag}={show(value)}: {requirement}")
+
+
+_BOUNDS = re.compile(r"^([(\[])\s*(\S+),\s*(\S+)\s*([)\]])$")
+_COMPARE = {
+    ">": lambda v, b: v > b,
+    ">=": lambda v, b: v >= b,
+    "<": lambda v, b: v < b,
+    "<=": lambda v, b: v <= b,
+}
+
+
+def in_bounds(value, bounds):
+    """Whether `value` is in `bounds` (`"> 0"`, `"[0, 1)"`, ...)."""
+    interval = _BOUNDS.match(bounds)
+    if not interval:
+        op, bound = bounds.split()
+        return _COMPARE[op](value, float(bound))
+    left, low, high, right = interval.groups()
+    above = value >= float(low) if left == "[" else value > float(low)
+    below = value <= float(high) if right == "]" else value < float(high)
+    return above and below
+
+
+def _requirement(bounds):
+    return f"must be {'in ' if _BOUNDS.match(bounds) else ''}{bounds}"
+
+
+def check_field(section, field):
+    """Checks one knob's value: finite, one of its choices, in its range."""
+    value = getattr(section, field.name)
+    meta = field.metadata
+    flag = flag_name(field)
+    items = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+        fail(flag, value, "must be a finite number")
+    choices = meta.get("choices")
+    if choices and value is not None and value not in choices:
+        fail(flag, value, f"must be one of {', '.join(choices)}")
+    bounds = meta.get("bounds")
+    if bounds is None or value is None:
+        return
+    for v in items:
+        if v not in meta["also"] and not in_bounds(v, bounds):
+            fail(flag, value, meta["why"] or _requirement(bounds))
+
+
+class Section:
+    """A config section whose knobs check themselves when it is built.
+
+    `check` holds what ties several knobs together.
+    """
 
     def __post_init__(self):
-        _check_finite(self)
-        _check(
-            not self.randaugment or _has_keras_cv(),
-            "randaugment",
-            "true",
-            "needs keras-cv, which is not installed; pip install "
-            "'keras-cv>=0.9,<1' (README \"Dependencies\")",
-        )
-        _check(
-            self.batch_size > 0, "batch_size", self.batch_size, "must be > 0"
-        )
-        _check(
-            self.eval_batch_size > 0,
-            "eval_batch_size",
-            self.eval_batch_size,
-            "must be > 0",
-        )
-        _check(
-            self.augment in ("auto", "cifar", "imagenet", "none"),
-            "augment",
-            self.augment,
-            "must be one of auto, cifar, imagenet, none",
-        )
-        _check(
-            self.mixup_alpha >= 0,
-            "mixup_alpha",
-            self.mixup_alpha,
-            "must be >= 0",
-        )
-        _check(
-            self.cutmix_alpha >= 0,
-            "cutmix_alpha",
-            self.cutmix_alpha,
-            "must be >= 0",
-        )
+        for field in dataclasses.fields(self):
+            check_field(self, field)
+        self.check()
+
+    def check(self):
+        pass
+
+
+def own_fields(section_type):
+    """The fields a section type declares itself (not inherited)."""
+    own = section_type.__dict__.get("__annotations__", {})
+    return [f for f in dataclasses.fields(section_type) if f.name in own]
+
+
+def flag_kind(field):
+    """`bool`, `int`, `float`, `str`, `enum` or `list` (a tuple field)."""
+    kind = field.type
+    if typing.get_origin(kind) is typing.Union:  # Optional[...]
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is tuple or typing.get_origin(kind) is tuple:
+        return "list"
+    if field.metadata.get("choices"):
+        return "enum"
+    return kind.__name__
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class DataConfig(Section):
+    """Which images, how they are batched and augmented.
+
+    `augment` is the recipe of `tfgraft.data.augment` (`auto`: the
+    dataset's); `flip=False` drops the horizontal flip and keeps every
+    crop as drawn with it on.
+    """
+
+    dataset: str = knob(
+        "synthetic", "synthetic | tfds:<name> | folder:<path>."
+    )
+    data_dir: Optional[str] = knob(None, "tensorflow-datasets data folder.")
+    batch_size: int = knob(128, "Global batch size per net.", bounds="> 0")
+    eval_batch_size: int = knob(
+        100, "Evaluation batch size.", bounds="> 0"
+    )
+    synthetic_train_size: int = knob(
+        10000, "Images in the synthetic train split."
+    )
+    synthetic_test_size: int = knob(
+        2000, "Images in the synthetic test split."
+    )
+    augment: str = knob(
+        "auto",
+        "Augmentation recipe (auto: the dataset's).",
+        choices=("auto", "cifar", "imagenet", "none"),
+    )
+    flip: bool = knob(
+        True,
+        "Random horizontal flip in the cifar/imagenet recipes (--noflip:"
+        " crops only, as the reference LW-DNA ImageNet loader).",
+    )
+    randaugment: bool = knob(False, "keras-cv RandAugment.")
+    mixup_alpha: float = knob(
+        0.0, "keras-cv MixUp alpha (0: off).", bounds=">= 0"
+    )
+    cutmix_alpha: float = knob(
+        0.0, "keras-cv CutMix alpha (0: off).", bounds=">= 0"
+    )
+
+    def check(self):
+        if self.randaugment and not importlib.util.find_spec("keras_cv"):
+            fail(
+                "randaugment",
+                True,
+                "needs keras-cv, which is not installed; pip install "
+                "'keras-cv>=0.9,<1' (README \"Dependencies\")",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Section):
     """Which network, at which widths, with which per-paper preset."""
 
-    name: str = "resnet20"
-    width_mult: float = 1.0
-    channel_config: Optional[str] = None
-    preset: Optional[str] = None
-    shortcut: Optional[str] = None
-
-    def __post_init__(self):
-        _check_finite(self)
-        _check(
-            self.width_mult > 0, "width_mult", self.width_mult, "must be > 0"
-        )
-
-
-SCHEDULES = ("constant", "step", "multistep", "cosine")
+    name: str = knob("resnet20", "Model zoo name.", flag="model")
+    width_mult: float = knob(1.0, "Width multiplier.", bounds="> 0")
+    channel_config: Optional[str] = knob(
+        None, "Per-layer widths (JSON file)."
+    )
+    preset: Optional[str] = knob(
+        None,
+        "Per-paper model preset (default: grafting).",
+        choices=("grafting", "pff", "ekg", "dhp"),
+    )
+    shortcut: Optional[str] = knob(
+        None, "ResNet shortcut type.", choices=("A", "projection")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """PyTorch-style SGD with coupled weight decay and an LR schedule.
 
     `step_epochs`/`milestones` are in epochs (PyTorch StepLR/MultiStepLR
     stepped per epoch); `cosine` anneals per step to 0 at the last step.
     """
 
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "step"
-    step_epochs: int = 60
-    gamma: float = 0.1
-    milestones: Tuple[float, ...] = ()
-    warmup_epochs: float = 0.0
+    learning_rate: float = knob(0.1, "Initial learning rate.", bounds="> 0")
+    momentum: float = knob(0.9, "SGD momentum.", bounds="[0, 1)")
+    nesterov: bool = knob(False, "Nesterov momentum.")
+    weight_decay: float = knob(
+        5e-4, "Coupled L2 weight decay.", bounds=">= 0"
+    )
+    schedule: str = knob(
+        "step",
+        "LR schedule.",
+        choices=("constant", "step", "multistep", "cosine"),
+    )
+    step_epochs: int = knob(60, "StepLR period in epochs.", bounds="> 0")
+    gamma: float = knob(0.1, "LR decay factor.", bounds="(0, 1]")
+    milestones: Tuple[float, ...] = knob(
+        (), "MultiStepLR epochs (comma-separated)."
+    )
+    warmup_epochs: float = knob(
+        0.0, "Linear warm-up epochs.", bounds=">= 0"
+    )
 
-    def __post_init__(self):
-        _check_finite(self)
-        _check(
-            self.learning_rate > 0,
-            "learning_rate",
-            self.learning_rate,
-            "must be > 0",
-        )
-        _check(
-            0 <= self.momentum < 1,
-            "momentum",
-            self.momentum,
-            "must be in [0, 1)",
-        )
-        _check(
-            self.weight_decay >= 0,
-            "weight_decay",
-            self.weight_decay,
-            "must be >= 0",
-        )
-        _check(
-            self.schedule in SCHEDULES,
-            "schedule",
-            self.schedule,
-            f"must be one of {', '.join(SCHEDULES)}",
-        )
-        _check(
-            self.step_epochs > 0, "step_epochs", self.step_epochs, "must be > 0"
-        )
-        _check(0 < self.gamma <= 1, "gamma", self.gamma, "must be in (0, 1]")
-        _check(
-            list(self.milestones) == sorted(self.milestones),
-            "milestones",
-            ",".join(map(str, self.milestones)),
-            "must be increasing",
-        )
-        _check(
-            self.warmup_epochs >= 0,
-            "warmup_epochs",
-            self.warmup_epochs,
-            "must be >= 0",
-        )
-
-
-STRATEGIES = ("mirrored", "one_device", "multi_worker", "tpu", "default")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+    def check(self):
+        if list(self.milestones) != sorted(self.milestones):
+            fail("milestones", self.milestones, "must be increasing")
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """How long, on what hardware and how often to checkpoint and evaluate."""
 
-    epochs: int = 200
-    max_steps: int = 0
-    seed: int = 0
-    strategy: str = "mirrored"
-    jit: Optional[bool] = None
-    accum_steps: int = 1
-    precision: str = "float32"
-    steps_per_loop: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    eval_every: int = 1
-    progress: bool = True
-    deterministic: bool = False
-    concurrent_nets: bool = False
-    on_nan: str = "stop"
+    epochs: int = knob(200, "Training epochs.", bounds="> 0")
+    max_steps: int = knob(
+        0, "Stop after this many steps (0: all epochs).", bounds=">= 0"
+    )
+    # Seeds feed NumPy generators, which take no negative seed.
+    seed: int = knob(0, "Base random seed.", bounds=">= 0")
+    strategy: str = knob(
+        "mirrored",
+        "tf.distribute strategy.",
+        choices=("mirrored", "one_device", "multi_worker", "tpu", "default"),
+    )
+    jit: Optional[bool] = knob(
+        None,
+        "XLA-compile the per-replica forward/backward. Default: on "
+        "for GPU and TPU strategies, off on CPUs (where oneDNN's "
+        "convolutions beat XLA's).",
+    )
+    accum_steps: int = knob(
+        1, "Gradient-accumulation micro-batches per step.", bounds=">= 1"
+    )
+    precision: str = knob(
+        "float32",
+        "Dtype policy.",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    )
+    steps_per_loop: int = knob(
+        0,
+        "Steps per tf.function call (0: min(epoch, 100)).",
+        bounds=">= 0",
+        why="must be >= 0 (0 = automatic)",
+    )
+    checkpoint_every: int = knob(
+        1, "Save a checkpoint every N epochs.", bounds=">= 1"
+    )
+    keep_checkpoints: int = knob(3, "Checkpoints kept.", bounds=">= 1")
+    eval_every: int = knob(
+        1, "Evaluate every N epochs (and at the end).", bounds=">= 1"
+    )
+    progress: bool = knob(True, "tqdm progress bar per epoch.")
+    deterministic: bool = knob(False, "TF op determinism (slower).")
+    on_nan: str = knob(
+        "stop",
+        "NaN/Inf loss or gradient: stop the job (last good checkpoint "
+        "kept) or skip that net's batch.",
+        choices=("stop", "skip_batch"),
+    )
+    concurrent_nets: bool = knob(
+        False,
+        "Run the nets of a step concurrently (off: one after another, "
+        "faster where one net fills the device).",
+    )
 
-    def __post_init__(self):
-        _check_finite(self)
-        _check(self.epochs > 0, "epochs", self.epochs, "must be > 0")
-        _check(self.max_steps >= 0, "max_steps", self.max_steps, "must be >= 0")
-        # Seeds feed NumPy generators, which take no negative seed.
-        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
-        _check(
-            self.strategy in STRATEGIES,
-            "strategy",
-            self.strategy,
-            f"must be one of {', '.join(STRATEGIES)}",
-        )
-        _check(
-            self.accum_steps >= 1,
-            "accum_steps",
-            self.accum_steps,
-            "must be >= 1",
-        )
-        _check(
-            self.precision in PRECISIONS,
-            "precision",
-            self.precision,
-            f"must be one of {', '.join(PRECISIONS)}",
-        )
-        _check(
-            self.steps_per_loop >= 0,
-            "steps_per_loop",
-            self.steps_per_loop,
-            "must be >= 0 (0 = automatic)",
-        )
-        _check(
-            self.checkpoint_every >= 1,
-            "checkpoint_every",
-            self.checkpoint_every,
-            "must be >= 1",
-        )
-        _check(
-            self.keep_checkpoints >= 1,
-            "keep_checkpoints",
-            self.keep_checkpoints,
-            "must be >= 1",
-        )
-        _check(
-            self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1"
-        )
-        _check(
-            self.on_nan in ("stop", "skip_batch"),
-            "on_nan",
-            self.on_nan,
-            "must be one of stop, skip_batch",
-        )
+    def total_steps(self, steps_per_epoch):
+        """The steps of the run: all epochs, or `max_steps` if fewer."""
+        total = self.epochs * steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
 
-
-CRITERIA = ("entropy", "l1")
-LEVELS = ("layer", "filter")
-GRAFT_SCOPES = ("auto", "all", "conv_bn")
+    def loop_steps(self, steps_per_epoch):
+        """Steps per tf.function call (`steps_per_loop`, 0: automatic)."""
+        return self.steps_per_loop or min(steps_per_epoch, 100)
 
 
 @dataclasses.dataclass(frozen=True)
-class GraftConfig:
+class GraftConfig(Section):
     """Filter Grafting options (METHODS.md §1).
 
     `graft_every` is 0 for "once per epoch" (the paper), a step count, or
@@ -278,110 +344,49 @@ class GraftConfig:
     `tfgraft.grafting.job.resolve_scope`).
     """
 
-    num_nets: int = 2
-    criterion: str = "entropy"
-    level: str = "layer"
-    a: float = 0.4
-    c: float = 500.0
-    graft_every: int = 0
-    difflr: bool = False
-    scope: str = "auto"
-
-    def __post_init__(self):
-        _check_finite(self, {"a": "graft_a", "c": "graft_c"})
-        _check(
-            2 <= self.num_nets <= 8,
-            "num_nets",
-            self.num_nets,
-            "grafting needs 2 to 8 nets",
-        )
-        _check(
-            self.criterion in CRITERIA,
-            "criterion",
-            self.criterion,
-            f"must be one of {', '.join(CRITERIA)}",
-        )
-        _check(
-            self.level in LEVELS,
-            "level",
-            self.level,
-            f"must be one of {', '.join(LEVELS)}",
-        )
-        _check(
-            self.scope in GRAFT_SCOPES,
-            "graft_scope",
-            self.scope,
-            f"must be one of {', '.join(GRAFT_SCOPES)}",
-        )
-        _check(0 <= self.a <= 1, "graft_a", self.a, "must be in [0, 1]")
-        _check(self.c > 0, "graft_c", self.c, "must be > 0")
-        _check(
-            self.graft_every >= -1,
-            "graft_every",
-            self.graft_every,
-            "must be 'epoch', 'never' or a positive number of steps",
-        )
+    num_nets: int = knob(
+        2,
+        "Nets grafted (2-8).",
+        bounds="[2, 8]",
+        why="grafting needs 2 to 8 nets",
+    )
+    criterion: str = knob(
+        "entropy", "Grafting information.", choices=("entropy", "l1")
+    )
+    level: str = knob("layer", "Grafting level.", choices=("layer", "filter"))
+    a: float = knob(
+        0.4,
+        "A of alpha = A/pi*arctan(c*dH) + 0.5.",
+        flag="graft_a",
+        bounds="[0, 1]",
+    )
+    c: float = knob(
+        500.0, "c of the same formula.", flag="graft_c", bounds="> 0"
+    )
+    graft_every: int = knob(
+        0,
+        "'epoch', a number of steps, or 'never' (the same N nets "
+        "trained without grafting: the control arm of a study).",
+        words={"epoch": 0, "never": -1},
+        bounds=">= -1",
+        why="must be 'epoch', 'never' or a positive number of steps",
+    )
+    scope: str = knob(
+        "auto",
+        "Tensors a layer-level graft blends: all | conv_bn (conv kernels "
+        "and BN; classifier and conv biases kept, as the reference VGG16 "
+        "script) | auto (conv_bn for vgg16, all otherwise).",
+        flag="graft_scope",
+        choices=("auto", "all", "conv_bn"),
+    )
+    difflr: bool = knob(
+        False,
+        "Different initial LRs lr*(1+cos(pi*(N-i)/N))/2 (paper's dlr).",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
-class JobConfig:
-    """Everything one training job needs."""
-
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    optim: OptimConfig = OptimConfig()
-    run: RunConfig = RunConfig()
-    graft: Optional[GraftConfig] = None
-    lwdna: Optional["LWDNAConfig"] = None
-    ekg: Optional["EKGConfig"] = None
-    stripe: Optional["StripeConfig"] = None
-    l1prune: Optional["L1PruneConfig"] = None
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of `to_dict` (e.g. a workdir's `config.json`)."""
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            value = d.get(field.name)
-            if value is None:
-                continue
-            sub = _SECTION_TYPES.get(field.name)
-            if sub is None:
-                kwargs[field.name] = value
-                continue
-            known = {f.name for f in dataclasses.fields(sub)}
-            args = {k: v for k, v in value.items() if k in known}
-            for k, v in args.items():
-                if isinstance(v, list):
-                    args[k] = tuple(v)
-            kwargs[field.name] = sub(**args)
-        return cls(**kwargs)
-
-
-_SECTION_TYPES = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "optim": OptimConfig,
-    "run": RunConfig,
-    "graft": GraftConfig,
-}
-
-
-def register_section(name, section_type):
-    """Lets a method's config section round-trip through `from_dict`."""
-    _SECTION_TYPES[name] = section_type
-
-
-IMPORTANCES = ("value", "grad")
-CLASSIFIER_INPUTS = ("linear", "keep")
-INITS = ("inherit", "reinit")
-
-
-@dataclasses.dataclass(frozen=True)
-class LWDNAConfig:
+class LWDNAConfig(Section):
     """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
 
     `ratio` is the derived net's FLOPs over the *widened* net's (DHP
@@ -401,218 +406,176 @@ class LWDNAConfig:
     uniform one at the same FLOPs.
     """
 
-    ratio: float = 0.25
-    remain_percentage: float = 0.4
-    linear_percentage: float = 0.45
-    embedding_dim: int = 8
-    epochs_grad: int = 1
-    search_batch_size: int = 64
-    importance: str = "value"
-    grad_normalize: bool = False
-    prune_threshold: float = 5e-3
-    min_channels: int = 4
-    classifier_input: str = "linear"
-    init: str = "inherit"
-    train_uniform: bool = False
-
-    def __post_init__(self):
-        _check_finite(self)
-        _check(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
-        _check(
-            0 < self.remain_percentage <= 1 or self.remain_percentage == -1,
-            "remain_percentage",
-            self.remain_percentage,
-            "must be in (0, 1] (or -1 for --min_channels)",
-        )
-        _check(
-            0 < self.linear_percentage <= 1,
-            "linear_percentage",
-            self.linear_percentage,
-            "must be in (0, 1]",
-        )
-        _check(
-            self.embedding_dim >= 1,
-            "embedding_dim",
-            self.embedding_dim,
-            "must be >= 1",
-        )
-        _check(
-            self.epochs_grad >= 1,
-            "epochs_grad",
-            self.epochs_grad,
-            "must be >= 1",
-        )
-        _check(
-            self.search_batch_size > 0,
-            "search_batch_size",
-            self.search_batch_size,
-            "must be > 0",
-        )
-        _check(
-            self.importance in IMPORTANCES,
-            "importance",
-            self.importance,
-            f"must be one of {', '.join(IMPORTANCES)}",
-        )
-        _check(
-            self.prune_threshold >= 0,
-            "prune_threshold",
-            self.prune_threshold,
-            "must be >= 0",
-        )
-        _check(
-            self.min_channels >= 1,
-            "min_channels",
-            self.min_channels,
-            "must be >= 1",
-        )
-        _check(
-            self.classifier_input in CLASSIFIER_INPUTS,
-            "classifier_input",
-            self.classifier_input,
-            f"must be one of {', '.join(CLASSIFIER_INPUTS)}",
-        )
-        _check(
-            self.init in INITS,
-            "init",
-            self.init,
-            f"must be one of {', '.join(INITS)}",
-        )
-
-
-register_section("lwdna", LWDNAConfig)
-
-
-def _check_pretraining(section):
-    """Checks the pretraining fields shared by the pruning jobs' sections."""
-    _check(
-        section.pretrain_epochs >= 0,
-        "pretrain_epochs",
-        section.pretrain_epochs,
-        "must be >= 0",
+    ratio: float = knob(
+        0.25,
+        "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1]; "
+        "report.json equal_flops.uniform_budget_ratio is the one that "
+        "matches the uniform net.",
+        bounds="(0, 1]",
     )
-    _check(
-        section.pretrain_learning_rate > 0,
-        "pretrain_learning_rate",
-        section.pretrain_learning_rate,
-        "must be > 0",
+    remain_percentage: float = knob(
+        0.4,
+        "Share of each latent's channels always kept (-1: min_channels).",
+        bounds="(0, 1]",
+        also=(-1,),
+        why="must be in (0, 1] (or -1 for --min_channels)",
     )
-    _check(
-        section.pretrain_weight_decay >= 0,
-        "pretrain_weight_decay",
-        section.pretrain_weight_decay,
-        "must be >= 0",
+    linear_percentage: float = knob(
+        0.45,
+        "Share of the classifier-input channels always kept.",
+        bounds="(0, 1]",
     )
-
-
-COST_MODES = ("as_coded", "intended")
+    embedding_dim: int = knob(
+        8, "Hypernetwork embedding dimension.", bounds=">= 1"
+    )
+    epochs_grad: int = knob(
+        1,
+        "Search epochs; the last stops after 2 batches (1: 2 steps).",
+        bounds=">= 1",
+    )
+    search_batch_size: int = knob(
+        64, "Batch size of the search steps.", bounds="> 0"
+    )
+    importance: str = knob(
+        "value",
+        "Channel importance: value (|latent|, what the reference's "
+        "ImageNet ResNets use) | grad (|dL/dlatent|).",
+        choices=("value", "grad"),
+    )
+    grad_normalize: bool = knob(
+        False, "Divide latent gradients by their max."
+    )
+    prune_threshold: float = knob(
+        5e-3, "Initial pruning threshold pt.", bounds=">= 0"
+    )
+    min_channels: int = knob(
+        4, "Channels kept when remain_percentage is -1.", bounds=">= 1"
+    )
+    classifier_input: str = knob(
+        "linear",
+        "Classifier-input stream: linear (prune, keep at least "
+        "linear_percentage) | keep (never prune: stays widened).",
+        choices=("linear", "keep"),
+    )
+    init: str = knob(
+        "inherit",
+        "Derived weights: inherit (from the hypernetwork) | reinit.",
+        choices=("inherit", "reinit"),
+    )
+    train_uniform: bool = knob(
+        False, "Also train the uniform-width original for comparison."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
-class EKGConfig:
-    """EKG options (METHODS.md §3); defaults are the reference's CIFAR ones.
+class Pretraining(Section):
+    """The pretrained net of the pruning jobs (EKG, L1 filter pruning).
 
     `pretrained` is a `train.baseline` workdir or a checkpoint; without it,
     `pretrain_epochs > 0` pretrains the same model in `<workdir>/pretrain`
     (LR `pretrain_learning_rate` x0.1 at 30/60/90% of the epochs, coupled
-    wd `pretrain_weight_decay`, Nesterov). `batch_size` is the search's,
-    the warm-up pass's and the teacher logits' batch. `search_knowledge`
-    scores the search with validation CE plus soft CE to the ensemble of
-    the sub-networks accepted so far (the paper); False scores it with the
-    CE alone (the ablation without the pseudo-supernet). `knowledge=False`
-    fine-tunes with plain CE (the reference's shipped pipeline).
+    wd `pretrain_weight_decay`, Nesterov).
     """
 
-    pretrained: Optional[str] = None
-    pretrain_epochs: int = 0
-    pretrain_learning_rate: float = 0.05
-    pretrain_weight_decay: float = 1e-4
-    target_flops_rate: float = 0.45
-    search_step: float = 0.2
-    cost_mode: str = "as_coded"
-    batch_size: int = 256
-    train_per_class: int = 256
-    val_per_class: int = 32
-    search_seed: int = 1
-    warmup: bool = True
-    num_teachers: int = 5
-    search_knowledge: bool = True
-    knowledge: bool = True
-    temperature: float = 4.0
-
-    def __post_init__(self):
-        _check_finite(self, {"temperature": "kd_temperature"})
-        _check(
-            0 < self.target_flops_rate < 1,
-            "target_flops_rate",
-            self.target_flops_rate,
-            "must be in (0, 1) (the fraction of FLOPs kept)",
-        )
-        _check(
-            0 < self.search_step <= 1,
-            "search_step",
-            self.search_step,
-            "must be in (0, 1]",
-        )
-        _check(
-            self.cost_mode in COST_MODES,
-            "cost_mode",
-            self.cost_mode,
-            f"must be one of {', '.join(COST_MODES)}",
-        )
-        _check_pretraining(self)
-        _check(
-            self.batch_size > 0,
-            "ekg_batch_size",
-            self.batch_size,
-            "must be > 0",
-        )
-        _check(
-            self.train_per_class >= 1,
-            "search_train_per_class",
-            self.train_per_class,
-            "must be >= 1",
-        )
-        _check(
-            self.val_per_class >= 1,
-            "search_val_per_class",
-            self.val_per_class,
-            "must be >= 1",
-        )
-        _check(
-            self.search_seed >= 0,
-            "search_seed",
-            self.search_seed,
-            "must be >= 0",
-        )
-        _check(
-            self.num_teachers >= 1,
-            "num_teachers",
-            self.num_teachers,
-            "must be >= 1",
-        )
-        _check(
-            self.temperature > 0,
-            "kd_temperature",
-            self.temperature,
-            "must be > 0",
-        )
-
-
-register_section("ekg", EKGConfig)
-
-
-STRIPE_FORMULATIONS = (
-    "auto",
-    "dense",
-    "shift_add",
-    "shift_add_matmul",
-    "im2col",
-)
+    pretrained: Optional[str] = knob(
+        None,
+        "Pretrained net: a train.baseline workdir, a checkpoint folder "
+        "or prefix, or a .weights.h5 file.",
+    )
+    pretrain_epochs: int = knob(
+        0,
+        "Without --pretrained: pretrain this many epochs in "
+        "<workdir>/pretrain first (then prune and fine-tune).",
+        bounds=">= 0",
+    )
+    pretrain_learning_rate: float = knob(
+        0.05,
+        "Pretraining LR (x0.1 at 30/60/90% of --pretrain_epochs).",
+        bounds="> 0",
+    )
+    pretrain_weight_decay: float = knob(
+        1e-4, "Pretraining coupled weight decay.", bounds=">= 0"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
-class StripeConfig:
+class EKGConfig(Pretraining):
+    """EKG options (METHODS.md §3); defaults are the reference's CIFAR ones.
+
+    The `pretrain*` fields are `Pretraining`'s. `batch_size` is the
+    search's, the warm-up pass's and the teacher logits' batch.
+    `search_knowledge` scores the search with validation CE plus soft CE
+    to the ensemble of the sub-networks accepted so far (the paper); False
+    scores it with the CE alone (the ablation without the
+    pseudo-supernet). `knowledge=False` fine-tunes with plain CE (the
+    reference's shipped pipeline). `cost_mode` is `"as_coded"` (the
+    reference's `mask_marking`, whose slicing bug makes a gate's cost the
+    sum of all its scores while unpruned and 0 afterwards) or `"intended"`
+    (the sum of the scores the next step would remove).
+    """
+
+    target_flops_rate: float = knob(
+        0.45,
+        "Search stops at FLOPs / original FLOPs <= this (EKG counter).",
+        bounds="(0, 1)",
+        why="must be in (0, 1) (the fraction of FLOPs kept)",
+    )
+    search_step: float = knob(
+        0.2, "Coarse width step of the search.", bounds="(0, 1]"
+    )
+    cost_mode: str = knob(
+        "as_coded",
+        "Pre-filter cost: as_coded (reference slicing bug) | intended.",
+        choices=("as_coded", "intended"),
+    )
+    batch_size: int = knob(
+        256,
+        "Batch of the search, its warm-up pass and the teacher logits.",
+        flag="ekg_batch_size",
+        bounds="> 0",
+    )
+    train_per_class: int = knob(
+        256,
+        "train_sub: first images per class (warm-up pass).",
+        flag="search_train_per_class",
+        bounds=">= 1",
+    )
+    val_per_class: int = knob(
+        32,
+        "val: last training images per class (search objective).",
+        flag="search_val_per_class",
+        bounds=">= 1",
+    )
+    search_seed: int = knob(
+        1, "Shuffle seed of the search sets.", bounds=">= 0"
+    )
+    warmup: bool = knob(
+        True,
+        "One SGD pass over train_sub before the search (reference).",
+        flag="search_warmup",
+    )
+    search_knowledge: bool = knob(
+        True,
+        "Score the search with val CE + soft CE to the ensemble of the "
+        "accepted sub-networks (paper; false: CE only, the ablation "
+        "without the pseudo-supernet).",
+    )
+    num_teachers: int = knob(
+        5, "Teachers in the memory bank.", bounds=">= 1"
+    )
+    knowledge: bool = knob(
+        True, "Fine-tune with the knowledge curriculum (false: plain CE)."
+    )
+    temperature: float = knob(
+        4.0,
+        "Distillation temperature T.",
+        flag="kd_temperature",
+        bounds="> 0",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StripeConfig(Section):
     """Stripe-wise pruning options (METHODS.md §2).
 
     The per-step skeleton update runs when `sr > 0` and `threshold > 0`
@@ -636,98 +599,151 @@ class StripeConfig:
     "shortcut" (the reference's block removal).
     """
 
-    sr: float = 0.0
-    threshold: float = 0.0
-    shape_only: bool = False
-    formulation: str = "auto"
-    compact_jit: bool = False
-    dead_branches: str = "constant"
-    target_flops_cut: float = 0.0
-    target_tolerance: float = 0.02
-    extra_cuts: tuple = ()
+    sr: float = knob(
+        0.0,
+        "L1 strength on the Filter Skeleton (paper's alpha; 0: off).",
+        bounds=">= 0",
+    )
+    threshold: float = knob(
+        0.0,
+        "Stripes with |FS| <= threshold are masked and pruned (0: off).",
+        bounds=">= 0",
+    )
+    shape_only: bool = knob(
+        False, "Freeze the random initial weights; train only the skeletons."
+    )
+    formulation: str = knob(
+        "auto",
+        "CompactStripeConv2D formulation of the exported model.",
+        choices=("auto", "dense", "shift_add", "shift_add_matmul", "im2col"),
+    )
+    compact_jit: bool = knob(
+        False, "XLA-compile each compact layer (kept in the SavedModel)."
+    )
+    dead_branches: str = knob(
+        "constant",
+        "Residual branch left without stripes: add its constant output "
+        "(exact) | shortcut (the reference drops the block and its ReLU).",
+        choices=("constant", "shortcut"),
+    )
+    target_flops_cut: float = knob(
+        0.0,
+        "Prune the selected net at the |FS| threshold that removes this "
+        "fraction of the FLOPs (pff counter; 0: prune at --threshold).",
+        bounds="(0, 1)",
+        also=(0,),
+        why="must be in (0, 1) (the fraction of FLOPs removed) or 0 (off)",
+    )
+    target_tolerance: float = knob(
+        0.02,
+        "Accepted distance of the achieved FLOPs cut to "
+        "--target_flops_cut (absolute fraction).",
+        bounds="[0, 1)",
+    )
+    extra_cuts: Tuple[float, ...] = knob(
+        (),
+        "More FLOPs cuts to prune the same selected net at and report "
+        "(e.g. 0.4,0.9; needs --target_flops_cut).",
+        bounds="(0, 1)",
+        why="every cut must be in (0, 1)",
+    )
 
-    def __post_init__(self):
-        _check_finite(self)
-        _check(self.sr >= 0, "sr", self.sr, "must be >= 0")
-        for cut in self.extra_cuts:
-            _check(
-                0 < cut < 1,
-                "extra_cuts",
-                ",".join(map(str, self.extra_cuts)),
-                "every cut must be in (0, 1)",
-            )
-        _check(
-            not self.extra_cuts or self.target_flops_cut > 0,
-            "extra_cuts",
-            ",".join(map(str, self.extra_cuts)),
-            "needs --target_flops_cut",
-        )
-        _check(self.threshold >= 0, "threshold", self.threshold, "must be >= 0")
-        _check(
-            self.target_flops_cut == 0 or 0 < self.target_flops_cut < 1,
-            "target_flops_cut",
-            self.target_flops_cut,
-            "must be in (0, 1) (the fraction of FLOPs removed) or 0 (off)",
-        )
-        _check(
-            0 <= self.target_tolerance < 1,
-            "target_tolerance",
-            self.target_tolerance,
-            "must be in [0, 1)",
-        )
-        _check(
-            self.formulation in STRIPE_FORMULATIONS,
-            "formulation",
-            self.formulation,
-            f"must be one of {', '.join(STRIPE_FORMULATIONS)}",
-        )
-        _check(
-            self.dead_branches in ("constant", "shortcut"),
-            "dead_branches",
-            self.dead_branches,
-            "must be one of constant, shortcut",
-        )
-
-
-register_section("stripe", StripeConfig)
+    def check(self):
+        if self.extra_cuts and not self.target_flops_cut:
+            fail("extra_cuts", self.extra_cuts, "needs --target_flops_cut")
 
 
 @dataclasses.dataclass(frozen=True)
-class L1PruneConfig:
+class L1PruneConfig(Pretraining):
     """L1-norm filter pruning options (Li et al., ICLR 2017).
 
-    `pretrained` and the `pretrain_*` fields are as in `EKGConfig` (a
-    `train.baseline` workdir or a checkpoint, or pretraining in
-    `<workdir>/pretrain`). `target_flops_cut` is the wanted FLOPs
-    reduction `1 - after / before` (PFF counter, the stripe job's), met
-    within `target_tolerance` by one pruning fraction shared by every
-    prunable channel group (`tfgraft.l1prune.prune`);
+    The `pretrain*` fields are `Pretraining`'s. `target_flops_cut` is the
+    wanted FLOPs reduction `1 - after / before` (PFF counter, the stripe
+    job's), met within `target_tolerance` by one pruning fraction shared
+    by every prunable channel group (`tfgraft.l1prune.prune`);
     `prune_streams=False` prunes block-internal channels only (the paper's
     ResNet scheme).
     """
 
-    pretrained: Optional[str] = None
-    pretrain_epochs: int = 0
-    pretrain_learning_rate: float = 0.05
-    pretrain_weight_decay: float = 1e-4
-    target_flops_cut: float = 0.5
-    target_tolerance: float = 0.02
-    prune_streams: bool = True
-
-    def __post_init__(self):
-        _check(
-            0 < self.target_flops_cut < 1,
-            "target_flops_cut",
-            self.target_flops_cut,
-            "must be in (0, 1) (the fraction of FLOPs removed)",
-        )
-        _check(
-            0 <= self.target_tolerance < 1,
-            "target_tolerance",
-            self.target_tolerance,
-            "must be in [0, 1)",
-        )
-        _check_pretraining(self)
+    target_flops_cut: float = knob(
+        0.5,
+        "FLOPs reduction to reach, 1 - pruned / unpruned FLOPs (PFF "
+        "counter, as the stripe job reports it), in (0, 1).",
+        bounds="(0, 1)",
+        why="must be in (0, 1) (the fraction of FLOPs removed)",
+    )
+    target_tolerance: float = knob(
+        0.02,
+        "Allowed |achieved - target| FLOPs cut (absolute).",
+        bounds="[0, 1)",
+    )
+    prune_streams: bool = knob(
+        True,
+        "Also prune residual-stream channels (summed L1 norm over the "
+        "convs writing a stage's stream); false: block-internal "
+        "channels only, as Li et al. prune ResNets.",
+    )
 
 
-register_section("l1prune", L1PruneConfig)
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """Everything one training job needs: one section per concern.
+
+    The method sections (`graft`, `lwdna`, ...) are None for the jobs of
+    other methods.
+    """
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+    graft: Optional[GraftConfig] = None
+    lwdna: Optional[LWDNAConfig] = None
+    ekg: Optional[EKGConfig] = None
+    stripe: Optional[StripeConfig] = None
+    l1prune: Optional[L1PruneConfig] = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of `to_dict` (e.g. a workdir's `config.json`)."""
+        kwargs = {}
+        for name, sub in section_types().items():
+            value = d.get(name)
+            if value is None:
+                continue
+            known = {f.name for f in dataclasses.fields(sub)}
+            args = {k: v for k, v in value.items() if k in known}
+            for k, v in args.items():
+                if isinstance(v, list):
+                    args[k] = tuple(v)
+            kwargs[name] = sub(**args)
+        return cls(**kwargs)
+
+
+def section_types():
+    """`{section name: section type}` of `JobConfig`, in field order."""
+    hints = typing.get_type_hints(JobConfig)
+    out = {}
+    for field in dataclasses.fields(JobConfig):
+        kind = hints[field.name]
+        if typing.get_origin(kind) is typing.Union:
+            kind = typing.get_args(kind)[0]
+        out[field.name] = kind
+    return out
+
+
+def field_of(dotted):
+    """The `dataclasses.Field` of a dotted `JobConfig` field (`graft.c`)."""
+    section, _, name = dotted.partition(".")
+    for field in dataclasses.fields(section_types()[section]):
+        if field.name == name:
+            return field
+    raise KeyError(dotted)
+
+
+def field_flag(dotted):
+    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
+    return flag_name(field_of(dotted))

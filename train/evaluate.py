@@ -14,6 +14,7 @@ import os
 import tensorflow as tf
 from absl import flags
 
+from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft import export
 from tfgraft import io
@@ -21,21 +22,19 @@ from tfgraft import io
 from . import flags as flags_lib
 
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel folder.")
-_DATASET = flags.DEFINE_string(
-    "dataset", "synthetic", "synthetic | tfds:<name> | folder:<path>."
-)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data folder.")
+# The data knobs of the training jobs (the seed: the synthetic set's).
+for _name in flags_lib.define_knobs(
+    cfg.DataConfig,
+    (
+        "dataset",
+        "data_dir",
+        "eval_batch_size",
+        "synthetic_train_size",
+        "synthetic_test_size",
+    ),
+) + flags_lib.define_knobs(cfg.RunConfig, ("seed",)):
+    flags.declare_key_flag(_name)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split.")
-_BATCH = flags.DEFINE_integer(
-    "eval_batch_size", 100, "Batch size.", lower_bound=1
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data set.")
-_SYN_TRAIN = flags.DEFINE_integer(
-    "synthetic_train_size", 10000, "Synthetic train images."
-)
-_SYN_TEST = flags.DEFINE_integer(
-    "synthetic_test_size", 2000, "Synthetic test images."
-)
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Result JSON (default: <saved_model>.eval.json)."
 )
@@ -69,6 +68,7 @@ def evaluate(serve, dataset):
 def main(argv):
     del argv
     path = _SAVED_MODEL.value
+    d = flags_lib.section_from_flags(cfg.DataConfig)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise export.ExportError(f"--saved_model={path}: no saved_model.pb")
     try:
@@ -84,11 +84,11 @@ def main(argv):
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
     source = data_lib.load_source(
-        _DATASET.value,
-        data_dir=_DATA_DIR.value,
-        synthetic_train_size=_SYN_TRAIN.value,
-        synthetic_test_size=_SYN_TEST.value,
-        seed=_SEED.value,
+        d.dataset,
+        data_dir=d.data_dir,
+        synthetic_train_size=d.synthetic_train_size,
+        synthetic_test_size=d.synthetic_test_size,
+        seed=flags_lib.section_from_flags(cfg.RunConfig).seed,
     )
     spec = model.serve.input_signature[0]
     want = tuple(spec.shape[1:])
@@ -96,16 +96,16 @@ def main(argv):
     if None not in want and want != have:
         raise export.ExportError(
             f"--saved_model={path} takes {want} images but --dataset="
-            f"{_DATASET.value} gives {have}"
+            f"{d.dataset} gives {have}"
         )
     ds = data_lib.eval_dataset(
-        source, batch_size=_BATCH.value, split=_SPLIT.value
+        source, batch_size=d.eval_batch_size, split=_SPLIT.value
     )
     result = evaluate(model.serve, ds)
     result.update(
         {
             "saved_model": os.path.abspath(path),
-            "dataset": _DATASET.value,
+            "dataset": d.dataset,
             "split": _SPLIT.value,
         }
     )

@@ -1,11 +1,15 @@
-"""Every absl flag of tfgraft's jobs, and their conversion to configs.
+"""Every absl flag of tfgraft's jobs, made from `tfgraft.config`'s knobs.
 
 Flags are grouped; each entry point defines the groups it accepts
 (`define("common", "grafting")`), so a flag that a job does not understand
-is an error there. The library never sees flags: `job_config()` turns them
-into the frozen dataclasses of `tfgraft.config`.
+is an error there. A group holds config sections, whose knobs (default,
+help, choices; `tfgraft.config.knob`) become its flags, and the few flags
+that are no knob (`_OWN_FLAGS`). The library never sees flags:
+`job_config()` turns them into the frozen dataclasses of `tfgraft.config`,
+which check their values.
 """
 
+import dataclasses
 import os
 import re
 import sys
@@ -17,7 +21,60 @@ from tfgraft import config as cfg
 
 FLAGS = flags.FLAGS
 
-_GROUPS = {}
+# The flags that are no config knob: where a job runs, how it resumes,
+# and an alias.
+_OWN_FLAGS = {
+    "workdir": (
+        flags.DEFINE_string,
+        None,
+        "Run folder: checkpoints, summaries, report, export.",
+    ),
+    "force_resume": (
+        flags.DEFINE_bool,
+        False,
+        "Resume a --workdir whose run was started with other training "
+        "settings (learning rate, schedule, augmentation, seed, batch "
+        "size, method constants); recorded in invocations.json. Never "
+        "allowed for what the checkpoints hold (job, model, widths, "
+        "dataset, precision, number of nets, search settings).",
+    ),
+    "cos": (
+        flags.DEFINE_bool,
+        False,
+        "Per-step cosine annealing (same as --schedule=cosine).",
+    ),
+}
+
+# Each group's flags in `flags.cfg` order: a config section type defines
+# the knobs it declares itself (`Pretraining`'s are the "pretrained"
+# group's, shared by the EKG and L1 jobs), a name one of `_OWN_FLAGS`.
+_GROUP_FLAGS = {
+    "common": (
+        "workdir",
+        cfg.RunConfig,
+        "force_resume",
+        cfg.DataConfig,
+        cfg.ModelConfig,
+        cfg.OptimConfig,
+    ),
+    "grafting": (cfg.GraftConfig, "cos"),
+    "lwdna": (cfg.LWDNAConfig,),
+    "pretrained": (cfg.Pretraining,),
+    "ekg": (cfg.EKGConfig,),
+    "stripe": (cfg.StripeConfig,),
+    "l1prune": (cfg.L1PruneConfig,),
+}
+
+# The groups defined on each FlagValues (tests use fresh ones), by id; the
+# FlagValues is kept so that its id is not reused.
+_DEFINED = {}
+
+_DEFINE = {
+    "bool": flags.DEFINE_bool,
+    "int": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "str": flags.DEFINE_string,
+}
 
 # Read before TensorFlow loads (train/startup.py); not a run setting, so
 # not written to flags.cfg.
@@ -32,531 +89,54 @@ TF_LOG = flags.DEFINE_bool(
 _NOT_RECORDED = {"tf_log"}
 
 
-class _Defs:
-    """`flags.DEFINE_*` bound to one FlagValues (tests use fresh ones)."""
-
-    def __init__(self, flag_values):
-        self._fv = flag_values
-
-    def __getattr__(self, name):
-        define = getattr(flags, name)
-
-        def bound(*args, **kwargs):
-            return define(*args, flag_values=self._fv, **kwargs)
-
-        return bound
-
-
-class _Common:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        # === Run ===
-        self.workdir = d.DEFINE_string(
-            "workdir",
-            None,
-            "Run folder: checkpoints, summaries, report, export.",
+def _define_knob(field, fv):
+    """Defines the flag of one `tfgraft.config.knob` field."""
+    meta = field.metadata
+    name, default = cfg.flag_name(field), field.default
+    kind = cfg.flag_kind(field)
+    if meta["words"]:
+        words = {value: word for word, value in meta["words"].items()}
+        default, kind = words.get(default, str(default)), "str"
+    if kind == "enum":
+        flags.DEFINE_enum(
+            name, default, list(meta["choices"]), meta["help"], flag_values=fv
         )
-        self.epochs = d.DEFINE_integer("epochs", 200, "Training epochs.")
-        self.max_steps = d.DEFINE_integer(
-            "max_steps", 0, "Stop after this many steps (0: all epochs)."
+    elif kind == "list":
+        flags.DEFINE_list(
+            name, [str(v) for v in default], meta["help"], flag_values=fv
         )
-        self.seed = d.DEFINE_integer("seed", 0, "Base random seed.")
-        self.strategy = d.DEFINE_enum(
-            "strategy",
-            "mirrored",
-            list(cfg.STRATEGIES),
-            "tf.distribute strategy.",
-        )
-        self.jit = d.DEFINE_bool(
-            "jit",
-            None,
-            "XLA-compile the per-replica forward/backward. Default: on "
-            "for GPU and TPU strategies, off on CPUs (where oneDNN's "
-            "convolutions beat XLA's).",
-        )
-        self.accum_steps = d.DEFINE_integer(
-            "accum_steps", 1, "Gradient-accumulation micro-batches per step."
-        )
-        self.precision = d.DEFINE_enum(
-            "precision", "float32", list(cfg.PRECISIONS), "Dtype policy."
-        )
-        self.steps_per_loop = d.DEFINE_integer(
-            "steps_per_loop",
-            0,
-            "Steps per tf.function call (0: min(epoch, 100)).",
-        )
-        self.checkpoint_every = d.DEFINE_integer(
-            "checkpoint_every", 1, "Save a checkpoint every N epochs."
-        )
-        self.keep_checkpoints = d.DEFINE_integer(
-            "keep_checkpoints", 3, "Checkpoints kept."
-        )
-        self.eval_every = d.DEFINE_integer(
-            "eval_every", 1, "Evaluate every N epochs (and at the end)."
-        )
-        self.progress = d.DEFINE_bool(
-            "progress", True, "tqdm progress bar per epoch."
-        )
-        self.deterministic = d.DEFINE_bool(
-            "deterministic", False, "TF op determinism (slower)."
-        )
-        self.on_nan = d.DEFINE_enum(
-            "on_nan",
-            "stop",
-            ["stop", "skip_batch"],
-            "NaN/Inf loss or gradient: stop the job (last good checkpoint "
-            "kept) or skip that net's batch.",
-        )
-        self.concurrent_nets = d.DEFINE_bool(
-            "concurrent_nets",
-            False,
-            "Run the nets of a step concurrently (off: one after another, "
-            "faster where one net fills the device).",
-        )
-        self.force_resume = d.DEFINE_bool(
-            "force_resume",
-            False,
-            "Resume a --workdir whose run was started with other training "
-            "settings (learning rate, schedule, augmentation, seed, batch "
-            "size, method constants); recorded in invocations.json. Never "
-            "allowed for what the checkpoints hold (job, model, widths, "
-            "dataset, precision, number of nets, search settings).",
-        )
-        # === Data ===
-        self.dataset = d.DEFINE_string(
-            "dataset",
-            "synthetic",
-            "synthetic | tfds:<name> | folder:<path>.",
-        )
-        self.data_dir = d.DEFINE_string(
-            "data_dir", None, "tensorflow-datasets data folder."
-        )
-        self.batch_size = d.DEFINE_integer(
-            "batch_size", 128, "Global batch size per net."
-        )
-        self.eval_batch_size = d.DEFINE_integer(
-            "eval_batch_size", 100, "Evaluation batch size."
-        )
-        self.synthetic_train_size = d.DEFINE_integer(
-            "synthetic_train_size",
-            10000,
-            "Images in the synthetic train split.",
-        )
-        self.synthetic_test_size = d.DEFINE_integer(
-            "synthetic_test_size", 2000, "Images in the synthetic test split."
-        )
-        self.augment = d.DEFINE_enum(
-            "augment",
-            "auto",
-            ["auto", "cifar", "imagenet", "none"],
-            "Augmentation recipe (auto: the dataset's).",
-        )
-        self.flip = d.DEFINE_bool(
-            "flip",
-            True,
-            "Random horizontal flip in the cifar/imagenet recipes (--noflip:"
-            " crops only, as the reference LW-DNA ImageNet loader).",
-        )
-        self.randaugment = d.DEFINE_bool(
-            "randaugment", False, "keras-cv RandAugment."
-        )
-        self.mixup_alpha = d.DEFINE_float(
-            "mixup_alpha", 0.0, "keras-cv MixUp alpha (0: off)."
-        )
-        self.cutmix_alpha = d.DEFINE_float(
-            "cutmix_alpha", 0.0, "keras-cv CutMix alpha (0: off)."
-        )
-        # === Model ===
-        self.model = d.DEFINE_string("model", "resnet20", "Model zoo name.")
-        self.width_mult = d.DEFINE_float("width_mult", 1.0, "Width multiplier.")
-        self.channel_config = d.DEFINE_string(
-            "channel_config", None, "Per-layer widths (JSON file)."
-        )
-        self.preset = d.DEFINE_enum(
-            "preset",
-            None,
-            ["grafting", "pff", "ekg", "dhp"],
-            "Per-paper model preset (default: grafting).",
-        )
-        self.shortcut = d.DEFINE_enum(
-            "shortcut", None, ["A", "projection"], "ResNet shortcut type."
-        )
-        # === Optimizer ===
-        self.learning_rate = d.DEFINE_float(
-            "learning_rate", 0.1, "Initial learning rate."
-        )
-        self.momentum = d.DEFINE_float("momentum", 0.9, "SGD momentum.")
-        self.nesterov = d.DEFINE_bool("nesterov", False, "Nesterov momentum.")
-        self.weight_decay = d.DEFINE_float(
-            "weight_decay", 5e-4, "Coupled L2 weight decay."
-        )
-        self.schedule = d.DEFINE_enum(
-            "schedule", "step", list(cfg.SCHEDULES), "LR schedule."
-        )
-        self.step_epochs = d.DEFINE_integer(
-            "step_epochs", 60, "StepLR period in epochs."
-        )
-        self.gamma = d.DEFINE_float("gamma", 0.1, "LR decay factor.")
-        self.milestones = d.DEFINE_list(
-            "milestones", [], "MultiStepLR epochs (comma-separated)."
-        )
-        self.warmup_epochs = d.DEFINE_float(
-            "warmup_epochs", 0.0, "Linear warm-up epochs."
-        )
+    else:
+        _DEFINE[kind](name, default, meta["help"], flag_values=fv)
 
 
-class _Grafting:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.num_nets = d.DEFINE_integer("num_nets", 2, "Nets grafted (2-8).")
-        self.criterion = d.DEFINE_string(
-            "criterion", "entropy", "Grafting information: entropy | l1."
-        )
-        self.level = d.DEFINE_string(
-            "level", "layer", "Grafting level: layer | filter."
-        )
-        self.graft_a = d.DEFINE_float(
-            "graft_a", 0.4, "A of alpha = A/pi*arctan(c*dH) + 0.5."
-        )
-        self.graft_c = d.DEFINE_float(
-            "graft_c", 500.0, "c of the same formula."
-        )
-        self.graft_every = d.DEFINE_string(
-            "graft_every",
-            "epoch",
-            "'epoch', a number of steps, or 'never' (the same N nets "
-            "trained without grafting: the control arm of a study).",
-        )
-        self.graft_scope = d.DEFINE_string(
-            "graft_scope",
-            "auto",
-            "Tensors a layer-level graft blends: all | conv_bn (conv kernels "
-            "and BN; classifier and conv biases kept, as the reference VGG16 "
-            "script) | auto (conv_bn for vgg16, all otherwise).",
-        )
-        self.difflr = d.DEFINE_bool(
-            "difflr",
-            False,
-            "Different initial LRs lr*(1+cos(pi*(N-i)/N))/2 (paper's dlr).",
-        )
-        self.cos = d.DEFINE_bool(
-            "cos",
-            False,
-            "Per-step cosine annealing (same as --schedule=cosine).",
-        )
+def define_knobs(section_type, names=None, flag_values=None):
+    """Defines the flags of a section's own knobs (or of those `names`).
+
+    Returns the names of the flags defined.
+    """
+    fv = FLAGS if flag_values is None else flag_values
+    defined = []
+    for field in cfg.own_fields(section_type):
+        if names is None or field.name in names:
+            _define_knob(field, fv)
+            defined.append(cfg.flag_name(field))
+    return defined
 
 
-_GROUP_TYPES = {"common": _Common, "grafting": _Grafting}
-
-
-class _LWDNA:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.ratio = d.DEFINE_float(
-            "ratio",
-            0.25,
-            "Derived FLOPs / widened FLOPs (DHP counter), in (0, 1]; "
-            "report.json equal_flops.uniform_budget_ratio is the one that "
-            "matches the uniform net.",
-        )
-        self.remain_percentage = d.DEFINE_float(
-            "remain_percentage",
-            0.4,
-            "Share of each latent's channels always kept (-1: min_channels).",
-        )
-        self.linear_percentage = d.DEFINE_float(
-            "linear_percentage",
-            0.45,
-            "Share of the classifier-input channels always kept.",
-        )
-        self.embedding_dim = d.DEFINE_integer(
-            "embedding_dim", 8, "Hypernetwork embedding dimension."
-        )
-        self.epochs_grad = d.DEFINE_integer(
-            "epochs_grad",
-            1,
-            "Search epochs; the last stops after 2 batches (1: 2 steps).",
-        )
-        self.search_batch_size = d.DEFINE_integer(
-            "search_batch_size", 64, "Batch size of the search steps."
-        )
-        self.importance = d.DEFINE_string(
-            "importance",
-            "value",
-            "Channel importance: value (|latent|, what the reference's "
-            "ImageNet ResNets use) | grad (|dL/dlatent|).",
-        )
-        self.grad_normalize = d.DEFINE_bool(
-            "grad_normalize", False, "Divide latent gradients by their max."
-        )
-        self.prune_threshold = d.DEFINE_float(
-            "prune_threshold", 5e-3, "Initial pruning threshold pt."
-        )
-        self.min_channels = d.DEFINE_integer(
-            "min_channels", 4, "Channels kept when remain_percentage is -1."
-        )
-        self.classifier_input = d.DEFINE_string(
-            "classifier_input",
-            "linear",
-            "Classifier-input stream: linear (prune, keep at least "
-            "linear_percentage) | keep (never prune: stays widened).",
-        )
-        self.init = d.DEFINE_string(
-            "init",
-            "inherit",
-            "Derived weights: inherit (from the hypernetwork) | reinit.",
-        )
-        self.train_uniform = d.DEFINE_bool(
-            "train_uniform",
-            False,
-            "Also train the uniform-width original for comparison.",
-        )
-
-
-_GROUP_TYPES["lwdna"] = _LWDNA
-
-
-class _Pretrained:
-    """The pretrained net of the pruning jobs (EKG, L1 filter pruning)."""
-
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.pretrained = d.DEFINE_string(
-            "pretrained",
-            None,
-            "Pretrained net: a train.baseline workdir, a checkpoint folder "
-            "or prefix, or a .weights.h5 file.",
-        )
-        self.pretrain_epochs = d.DEFINE_integer(
-            "pretrain_epochs",
-            0,
-            "Without --pretrained: pretrain this many epochs in "
-            "<workdir>/pretrain first (then prune and fine-tune).",
-        )
-        self.pretrain_learning_rate = d.DEFINE_float(
-            "pretrain_learning_rate",
-            0.05,
-            "Pretraining LR (x0.1 at 30/60/90% of --pretrain_epochs).",
-        )
-        self.pretrain_weight_decay = d.DEFINE_float(
-            "pretrain_weight_decay", 1e-4, "Pretraining coupled weight decay."
-        )
-
-
-_GROUP_TYPES["pretrained"] = _Pretrained
-
-
-class _EKG:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.target_flops_rate = d.DEFINE_float(
-            "target_flops_rate",
-            0.45,
-            "Search stops at FLOPs / original FLOPs <= this (EKG counter).",
-        )
-        self.search_step = d.DEFINE_float(
-            "search_step", 0.2, "Coarse width step of the search."
-        )
-        self.cost_mode = d.DEFINE_enum(
-            "cost_mode",
-            "as_coded",
-            list(cfg.COST_MODES),
-            "Pre-filter cost: as_coded (reference slicing bug) | intended.",
-        )
-        self.ekg_batch_size = d.DEFINE_integer(
-            "ekg_batch_size",
-            256,
-            "Batch of the search, its warm-up pass and the teacher logits.",
-        )
-        self.search_train_per_class = d.DEFINE_integer(
-            "search_train_per_class",
-            256,
-            "train_sub: first images per class (warm-up pass).",
-        )
-        self.search_val_per_class = d.DEFINE_integer(
-            "search_val_per_class",
-            32,
-            "val: last training images per class (search objective).",
-        )
-        self.search_seed = d.DEFINE_integer(
-            "search_seed", 1, "Shuffle seed of the search sets."
-        )
-        self.search_warmup = d.DEFINE_bool(
-            "search_warmup",
-            True,
-            "One SGD pass over train_sub before the search (reference).",
-        )
-        self.search_knowledge = d.DEFINE_bool(
-            "search_knowledge",
-            True,
-            "Score the search with val CE + soft CE to the ensemble of the "
-            "accepted sub-networks (paper; false: CE only, the ablation "
-            "without the pseudo-supernet).",
-        )
-        self.num_teachers = d.DEFINE_integer(
-            "num_teachers", 5, "Teachers in the memory bank."
-        )
-        self.knowledge = d.DEFINE_bool(
-            "knowledge",
-            True,
-            "Fine-tune with the knowledge curriculum (false: plain CE).",
-        )
-        self.kd_temperature = d.DEFINE_float(
-            "kd_temperature", 4.0, "Distillation temperature T."
-        )
-
-
-_GROUP_TYPES["ekg"] = _EKG
-
-
-class _Stripe:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.sr = d.DEFINE_float(
-            "sr",
-            0.0,
-            "L1 strength on the Filter Skeleton (paper's alpha; 0: off).",
-        )
-        self.threshold = d.DEFINE_float(
-            "threshold",
-            0.0,
-            "Stripes with |FS| <= threshold are masked and pruned (0: off).",
-        )
-        self.shape_only = d.DEFINE_bool(
-            "shape_only",
-            False,
-            "Freeze the random initial weights; train only the skeletons.",
-        )
-        self.formulation = d.DEFINE_enum(
-            "formulation",
-            "auto",
-            list(cfg.STRIPE_FORMULATIONS),
-            "CompactStripeConv2D formulation of the exported model.",
-        )
-        self.compact_jit = d.DEFINE_bool(
-            "compact_jit",
-            False,
-            "XLA-compile each compact layer (kept in the SavedModel).",
-        )
-        self.dead_branches = d.DEFINE_enum(
-            "dead_branches",
-            "constant",
-            ["constant", "shortcut"],
-            "Residual branch left without stripes: add its constant output "
-            "(exact) | shortcut (the reference drops the block and its ReLU).",
-        )
-        self.target_flops_cut = d.DEFINE_float(
-            "target_flops_cut",
-            0.0,
-            "Prune the selected net at the |FS| threshold that removes this "
-            "fraction of the FLOPs (pff counter; 0: prune at --threshold).",
-        )
-        self.target_tolerance = d.DEFINE_float(
-            "target_tolerance",
-            0.02,
-            "Accepted distance of the achieved FLOPs cut to "
-            "--target_flops_cut (absolute fraction).",
-        )
-        self.extra_cuts = d.DEFINE_list(
-            "extra_cuts",
-            [],
-            "More FLOPs cuts to prune the same selected net at and report "
-            "(e.g. 0.4,0.9; needs --target_flops_cut).",
-        )
-
-
-_GROUP_TYPES["stripe"] = _Stripe
-
-
-class _L1Prune:
-    def __init__(self, flag_values):
-        d = _Defs(flag_values)
-        self.target_flops_cut = d.DEFINE_float(
-            "target_flops_cut",
-            0.5,
-            "FLOPs reduction to reach, 1 - pruned / unpruned FLOPs (PFF "
-            "counter, as the stripe job reports it), in (0, 1).",
-        )
-        self.target_tolerance = d.DEFINE_float(
-            "target_tolerance",
-            0.02,
-            "Allowed |achieved - target| FLOPs cut (absolute).",
-        )
-        self.prune_streams = d.DEFINE_bool(
-            "prune_streams",
-            True,
-            "Also prune residual-stream channels (summed L1 norm over the "
-            "convs writing a stage's stream); false: block-internal "
-            "channels only, as Li et al. prune ResNets.",
-        )
-
-
-_GROUP_TYPES["l1prune"] = _L1Prune
-
-
-def _l1prune_config(groups):
-    if "l1prune" not in groups:
-        return None
-    g, p = groups["l1prune"], groups["pretrained"]
-    return cfg.L1PruneConfig(
-        pretrained=p.pretrained.value,
-        pretrain_epochs=p.pretrain_epochs.value,
-        pretrain_learning_rate=p.pretrain_learning_rate.value,
-        pretrain_weight_decay=p.pretrain_weight_decay.value,
-        target_flops_cut=g.target_flops_cut.value,
-        target_tolerance=g.target_tolerance.value,
-        prune_streams=g.prune_streams.value,
-    )
-
-
-def _stripe_config(groups):
-    if "stripe" not in groups:
-        return None
-    g = groups["stripe"]
-    return cfg.StripeConfig(
-        sr=g.sr.value,
-        threshold=g.threshold.value,
-        shape_only=g.shape_only.value,
-        formulation=g.formulation.value,
-        compact_jit=g.compact_jit.value,
-        dead_branches=g.dead_branches.value,
-        target_flops_cut=g.target_flops_cut.value,
-        target_tolerance=g.target_tolerance.value,
-        extra_cuts=_floats("extra_cuts", g.extra_cuts.value),
-    )
-
-
-def _floats(flag, values):
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise cfg.ConfigError(
-            f"--{flag}={','.join(values)}: must be numbers"
-        ) from None
-
-
-def _ekg_config(groups):
-    if "ekg" not in groups:
-        return None
-    g, p = groups["ekg"], groups["pretrained"]
-    return cfg.EKGConfig(
-        pretrained=p.pretrained.value,
-        pretrain_epochs=p.pretrain_epochs.value,
-        pretrain_learning_rate=p.pretrain_learning_rate.value,
-        pretrain_weight_decay=p.pretrain_weight_decay.value,
-        target_flops_rate=g.target_flops_rate.value,
-        search_step=g.search_step.value,
-        cost_mode=g.cost_mode.value,
-        batch_size=g.ekg_batch_size.value,
-        train_per_class=g.search_train_per_class.value,
-        val_per_class=g.search_val_per_class.value,
-        search_seed=g.search_seed.value,
-        warmup=g.search_warmup.value,
-        num_teachers=g.num_teachers.value,
-        search_knowledge=g.search_knowledge.value,
-        knowledge=g.knowledge.value,
-        temperature=g.kd_temperature.value,
-    )
+def define(*names, flag_values=None):
+    """Defines the named flag groups, each once per FlagValues."""
+    fv = FLAGS if flag_values is None else flag_values
+    defined = _DEFINED.setdefault(id(fv), (fv, set()))[1]
+    for name in names:
+        if name in defined:
+            continue
+        defined.add(name)
+        for entry in _GROUP_FLAGS[name]:
+            if isinstance(entry, str):
+                define_flag, default, help_text = _OWN_FLAGS[entry]
+                define_flag(entry, default, help_text, flag_values=fv)
+            else:
+                define_knobs(entry, flag_values=fv)
 
 
 # Every training job, once: its flag groups (configs_test parses every
@@ -589,139 +169,73 @@ def job_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def define(*names, flag_values=None):
-    """Defines the named flag groups once per FlagValues; returns them."""
-    fv = FLAGS if flag_values is None else flag_values
-    groups = _GROUPS.setdefault(id(fv), {})
-    out = []
-    for name in names:
-        if name not in groups:
-            groups[name] = _GROUP_TYPES[name](fv)
-        out.append(groups[name])
-    return out if len(out) > 1 else out[0]
-
-
-def _int_or_epoch(flag, value):
-    if value == "epoch":
-        return 0
-    if value == "never":
-        return -1
+def _word_or_steps(flag, value, words):
+    """A flag value that is one of `words` or a positive integer."""
+    if value in words:
+        return words[value]
     try:
         steps = int(value)
     except ValueError:
+        allowed = ", ".join(f"'{w}'" for w in words)
         raise cfg.ConfigError(
-            f"--{flag}={value}: must be 'epoch', 'never' or a positive integer"
+            f"--{flag}={value}: must be {allowed} or a positive integer"
         ) from None
     if steps <= 0:
         raise cfg.ConfigError(f"--{flag}={value}: must be > 0")
     return steps
 
 
-def _lwdna_config(groups):
-    if "lwdna" not in groups:
-        return None
-    g = groups["lwdna"]
-    return cfg.LWDNAConfig(
-        ratio=g.ratio.value,
-        remain_percentage=g.remain_percentage.value,
-        linear_percentage=g.linear_percentage.value,
-        embedding_dim=g.embedding_dim.value,
-        epochs_grad=g.epochs_grad.value,
-        search_batch_size=g.search_batch_size.value,
-        importance=g.importance.value,
-        grad_normalize=g.grad_normalize.value,
-        prune_threshold=g.prune_threshold.value,
-        min_channels=g.min_channels.value,
-        classifier_input=g.classifier_input.value,
-        init=g.init.value,
-        train_uniform=g.train_uniform.value,
-    )
+def _knob_value(field, fv):
+    """The config value of a knob's flag."""
+    flag = cfg.flag_name(field)
+    value = fv[flag].value
+    if field.metadata["words"]:
+        return _word_or_steps(flag, value, field.metadata["words"])
+    if cfg.flag_kind(field) == "list":
+        try:
+            return tuple(float(v) for v in value)
+        except ValueError:
+            raise cfg.ConfigError(
+                f"--{flag}={','.join(value)}: must be numbers"
+            ) from None
+    return value
 
 
 def job_config(flag_values=None):
-    """Builds the `JobConfig` the defined flags describe."""
-    groups = _GROUPS[id(FLAGS if flag_values is None else flag_values)]
-    c = groups["common"]
-    milestones = []
-    for m in c.milestones.value:
-        try:
-            milestones.append(float(m))
-        except ValueError:
-            raise cfg.ConfigError(
-                f"--milestones={','.join(c.milestones.value)}: "
-                "must be numbers of epochs"
-            ) from None
-    graft = None
-    schedule = c.schedule.value
-    if "grafting" in groups:
-        g = groups["grafting"]
-        if g.cos.value:
-            schedule = "cosine"
-        graft = cfg.GraftConfig(
-            num_nets=g.num_nets.value,
-            criterion=g.criterion.value,
-            level=g.level.value,
-            a=g.graft_a.value,
-            c=g.graft_c.value,
-            graft_every=_int_or_epoch("graft_every", g.graft_every.value),
-            difflr=g.difflr.value,
-            scope=g.graft_scope.value,
-        )
-    return cfg.JobConfig(
-        data=cfg.DataConfig(
-            dataset=c.dataset.value,
-            data_dir=c.data_dir.value,
-            batch_size=c.batch_size.value,
-            eval_batch_size=c.eval_batch_size.value,
-            synthetic_train_size=c.synthetic_train_size.value,
-            synthetic_test_size=c.synthetic_test_size.value,
-            augment=c.augment.value,
-            flip=c.flip.value,
-            randaugment=c.randaugment.value,
-            mixup_alpha=c.mixup_alpha.value,
-            cutmix_alpha=c.cutmix_alpha.value,
-        ),
-        model=cfg.ModelConfig(
-            name=c.model.value,
-            width_mult=c.width_mult.value,
-            channel_config=c.channel_config.value,
-            preset=c.preset.value,
-            shortcut=c.shortcut.value,
-        ),
-        optim=cfg.OptimConfig(
-            learning_rate=c.learning_rate.value,
-            momentum=c.momentum.value,
-            nesterov=c.nesterov.value,
-            weight_decay=c.weight_decay.value,
-            schedule=schedule,
-            step_epochs=c.step_epochs.value,
-            gamma=c.gamma.value,
-            milestones=tuple(milestones),
-            warmup_epochs=c.warmup_epochs.value,
-        ),
-        run=cfg.RunConfig(
-            epochs=c.epochs.value,
-            max_steps=c.max_steps.value,
-            seed=c.seed.value,
-            strategy=c.strategy.value,
-            jit=c.jit.value,
-            accum_steps=c.accum_steps.value,
-            precision=c.precision.value,
-            steps_per_loop=c.steps_per_loop.value,
-            checkpoint_every=c.checkpoint_every.value,
-            keep_checkpoints=c.keep_checkpoints.value,
-            eval_every=c.eval_every.value,
-            progress=c.progress.value,
-            deterministic=c.deterministic.value,
-            concurrent_nets=c.concurrent_nets.value,
-            on_nan=c.on_nan.value,
-        ),
-        graft=graft,
-        lwdna=_lwdna_config(groups),
-        ekg=_ekg_config(groups),
-        stripe=_stripe_config(groups),
-        l1prune=_l1prune_config(groups),
-    )
+    """Builds the `JobConfig` the defined flags describe.
+
+    A section is built when its type's group is defined, from the flags of
+    all its knobs (the EKG section's `pretrain*` ones included).
+    """
+    fv = FLAGS if flag_values is None else flag_values
+    defined = {
+        entry
+        for group in _DEFINED[id(fv)][1]
+        for entry in _GROUP_FLAGS[group]
+        if not isinstance(entry, str)
+    }
+    sections = {}
+    for name, section_type in cfg.section_types().items():
+        if section_type in defined:
+            sections[name] = section_from_flags(section_type, fv)
+    return cfg.JobConfig(**sections)
+
+
+def section_from_flags(section_type, flag_values=None):
+    """A config section from the flags of those of its knobs defined.
+
+    Knobs without a defined flag keep their defaults; `--cos` sets
+    `schedule` (an alias of `--schedule=cosine`).
+    """
+    fv = FLAGS if flag_values is None else flag_values
+    values = {
+        field.name: _knob_value(field, fv)
+        for field in dataclasses.fields(section_type)
+        if cfg.flag_name(field) in fv
+    }
+    if "schedule" in values and "cos" in fv and fv["cos"].value:
+        values["schedule"] = "cosine"
+    return section_type(**values)
 
 
 def flags_text(flag_values=None):
@@ -914,54 +428,32 @@ def job_main(job_class, flag_values=None):
             raise flags.IllegalFlagValueError(
                 f"unexpected arguments: {' '.join(argv[1:])}"
             )
-        common = _GROUPS[id(fv)]["common"]
         try:
             job_class(
                 job_config(fv),
-                common.workdir.value,
+                fv["workdir"].value,
                 flags_text=flags_text(fv),
-                force_resume=common.force_resume.value,
+                force_resume=fv["force_resume"].value,
             ).run()
         except workdir_lib.WorkdirMismatchError as e:
             raise cfg.ConfigError(mismatch_message(e)) from None
         except KeyboardInterrupt:
-            _exit_interrupted(common.workdir.value)
+            _exit_interrupted(fv["workdir"].value)
 
     return main
 
 
-# Config fields whose flag is not named after the field.
-_FIELD_FLAGS = {
-    "model.name": "model",
-    "graft.a": "graft_a",
-    "graft.c": "graft_c",
-    "graft.scope": "graft_scope",
-    "ekg.batch_size": "ekg_batch_size",
-    "ekg.train_per_class": "search_train_per_class",
-    "ekg.val_per_class": "search_val_per_class",
-    "ekg.warmup": "search_warmup",
-    "ekg.temperature": "kd_temperature",
-}
-
-
-def field_flag(field):
-    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
-    return _FIELD_FLAGS.get(field, field.split(".")[-1])
+field_flag = cfg.field_flag
 
 
 def _flag_setting(field, value):
     if "." not in field:  # a whole section, present on one side only
         return f"{'no ' if value is None else ''}--{field} settings"
-    flag = field_flag(field)
+    knob = cfg.field_of(field)
     if value is None:
-        return f"no --{flag}"
-    if isinstance(value, bool):
-        value = str(value).lower()
-    elif isinstance(value, list):
-        value = ",".join(map(str, value))
-    elif field == "graft.graft_every":
-        value = {0: "epoch", -1: "never"}.get(value, value)
-    return f"--{flag}={value}"
+        return f"no --{cfg.flag_name(knob)}"
+    words = {v: word for word, v in (knob.metadata["words"] or {}).items()}
+    return f"--{cfg.flag_name(knob)}={cfg.show(words.get(value, value))}"
 
 
 def _entry_name(job):

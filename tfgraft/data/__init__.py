@@ -4,7 +4,6 @@
 set; `train_dataset` and `eval_dataset` turn it into batches.
 """
 
-from tfgraft.data.augment import AugmentConfig
 from tfgraft.data.pipeline import eval_dataset
 from tfgraft.data.pipeline import steps_per_epoch
 from tfgraft.data.pipeline import train_dataset
@@ -14,7 +13,6 @@ from tfgraft.data.sources import Source
 from tfgraft.data.sources import load_source
 
 __all__ = [
-    "AugmentConfig",
     "DataError",
     "DatasetInfo",
     "Source",

@@ -16,11 +16,12 @@ Recipes (torchvision equivalents in brackets):
   `CenterCrop(224)`].
 * `"none"`: no random augmentation (the evaluation transform).
 
-`AugmentConfig.flip=False` drops the horizontal flip from both recipes and
-keeps everything else, crops included, exactly as drawn with the flip on
-(the reference LW-DNA ImageNet loader trains without flip, METHODS §4.5).
+`flip=False` (the `tfgraft.config.DataConfig` knob) drops the horizontal
+flip from both recipes and keeps everything else, crops included, exactly
+as drawn with the flip on (the reference LW-DNA ImageNet loader trains
+without flip, METHODS §4.5).
 
-On top, `AugmentConfig` can switch on keras-cv's RandAugment and MixUp /
+On top, `DataConfig` can switch on keras-cv's RandAugment and MixUp /
 CutMix (the latter two reimplemented here with stateless ops, following
 keras-cv's definitions, because keras-cv draws from stateful generators).
 
@@ -35,78 +36,16 @@ one pair of operations for the whole batch, not one per image as the paper
 and keras-cv do. See README "Dependencies".
 """
 
-import dataclasses
 import math
 
 import tensorflow as tf
 
-RECIPES = ("auto", "cifar", "imagenet", "none")
 CIFAR_PADDING = 4
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 RRC_ATTEMPTS = 10
 # Evaluation resize: shorter side = crop / 0.875 (256 for a 224 crop).
 EVAL_CROP_FRACTION = 0.875
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation switches.
-
-    Attributes:
-        recipe: `"auto"` (the source's `DatasetInfo.recipe`), `"cifar"`,
-            `"imagenet"` or `"none"`.
-        flip: random horizontal flip in the `"cifar"` and `"imagenet"`
-            recipes. Off, every crop is the one drawn with it on.
-        randaugment: apply `keras_cv.layers.RandAugment` (value range 0-255)
-            to every training batch after the crop and flip. Its magnitude is
-            fixed (`magnitude_stddev=0`, as in the RandAugment paper) so the
-            stream stays a pure function of `(seed, step)`.
-        randaugment_magnitude: RandAugment magnitude in [0, 1].
-        randaugment_layers: augmentations applied per image.
-        mixup_alpha: Beta(alpha, alpha) parameter of MixUp; > 0 turns it on.
-        cutmix_alpha: Beta(alpha, alpha) parameter of CutMix; > 0 turns it
-            on. With both on, each batch uses one of the two at random.
-    """
-
-    recipe: str = "auto"
-    flip: bool = True
-    randaugment: bool = False
-    randaugment_magnitude: float = 0.5
-    randaugment_layers: int = 2
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-
-    def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(
-                f"AugmentConfig.recipe must be one of {RECIPES}. "
-                f"Received: recipe={self.recipe!r}"
-            )
-        if not 0.0 <= self.randaugment_magnitude <= 1.0:
-            raise ValueError(
-                "AugmentConfig.randaugment_magnitude must be in [0, 1]. "
-                f"Received: randaugment_magnitude={self.randaugment_magnitude}"
-            )
-        if self.randaugment_layers < 1:
-            raise ValueError(
-                "AugmentConfig.randaugment_layers must be >= 1. "
-                f"Received: randaugment_layers={self.randaugment_layers}"
-            )
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0.0:
-                raise ValueError(
-                    f"AugmentConfig.{name} must be >= 0. "
-                    f"Received: {name}={getattr(self, name)}"
-                )
-
-    @property
-    def mixes(self):
-        """Whether labels become mixed one-hot vectors."""
-        return self.mixup_alpha > 0.0 or self.cutmix_alpha > 0.0
-
-    def resolve_recipe(self, info):
-        return info.recipe if self.recipe == "auto" else self.recipe
 
 
 def split_seed(seed, num):
@@ -477,7 +416,16 @@ class RandAugmenter:
     sequential `map`).
     """
 
-    def __init__(self, magnitude, layers):
+    def __init__(self, magnitude=0.5, layers=2):
+        if not 0.0 <= magnitude <= 1.0:
+            raise ValueError(
+                f"RandAugment magnitude must be in [0, 1]. Received: "
+                f"magnitude={magnitude}"
+            )
+        if layers < 1:
+            raise ValueError(
+                f"RandAugment layers must be >= 1. Received: layers={layers}"
+            )
         keras_cv = _import_keras_cv()
 
         self.layer = keras_cv.layers.RandAugment(

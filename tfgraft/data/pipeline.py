@@ -25,10 +25,9 @@ augmented with vectorised stateless ops.
 import numpy as np
 import tensorflow as tf
 
+from tfgraft.config import DataConfig
 from tfgraft.data import augment as augment_lib
 from tfgraft.data import sources
-
-AugmentConfig = augment_lib.AugmentConfig
 
 # Seed domains, so that epoch permutations and batch augmentations drawn
 # from the same user seed are independent.
@@ -78,7 +77,9 @@ def train_dataset(
     batch_size,
     seed,
     start_step=0,
-    augment=AugmentConfig(),
+    augment=DataConfig(),
+    randaugment_magnitude=0.5,
+    randaugment_layers=2,
 ):
     """The infinite training stream of global batches.
 
@@ -87,7 +88,14 @@ def train_dataset(
         batch_size: global batch size.
         seed: integer seed of the data order and the augmentation.
         start_step: global step of the first batch (for resuming).
-        augment: an `AugmentConfig`.
+        augment: a `tfgraft.config.DataConfig`, read for its augmentation
+            knobs: `augment` (the recipe; `auto`: the source's), `flip`,
+            `randaugment`, `mixup_alpha` and `cutmix_alpha` (with both
+            on, each batch uses one of the two at random).
+        randaugment_magnitude: RandAugment magnitude in [0, 1], fixed
+            (`magnitude_stddev=0`, as in the RandAugment paper) so the
+            stream stays a pure function of `(seed, step)`.
+        randaugment_layers: RandAugment augmentations per image.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32 `[B, H, W, 3]` on
@@ -107,7 +115,7 @@ def train_dataset(
     if int(start_step) < 0:
         raise ValueError(f"start_step must be >= 0. Received: {start_step}")
     info = source.info
-    recipe = augment.resolve_recipe(info)
+    recipe = info.recipe if augment.augment == "auto" else augment.augment
     _check_recipe(info, recipe)
     steps = steps_per_epoch(info, batch_size)
     if source.in_memory:
@@ -121,7 +129,7 @@ def train_dataset(
     # From here on elements are (step, images, labels) batches.
     if augment.randaugment:
         augmenter = augment_lib.RandAugmenter(
-            augment.randaugment_magnitude, augment.randaugment_layers
+            randaugment_magnitude, randaugment_layers
         )
 
         def rand_augment(step, images, labels):
@@ -130,7 +138,7 @@ def train_dataset(
 
         # Sequential on purpose: RandAugmenter reseeds shared generators.
         ds = ds.map(rand_augment, num_parallel_calls=None)
-    if augment.mixes:
+    if augment.mixup_alpha > 0.0 or augment.cutmix_alpha > 0.0:
 
         def mix(step, images, labels):
             images, labels = augment_lib.mix_batch(

@@ -185,7 +185,7 @@ class LWDNAJob(job_lib.Job):
             self.source,
             batch_size=lw.search_batch_size,
             seed=job_lib.data_seed(r.seed, 0),
-            augment=self.augment,
+            augment=self.config.data,
         )
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         logging.info(

@@ -338,20 +338,9 @@ class Job:
                 os.path.join(self.workdir, "data_info.json"),
                 dataclasses.asdict(self.info),
             )
-        self.augment = data_lib.AugmentConfig(
-            recipe=d.augment,
-            flip=d.flip,
-            randaugment=d.randaugment,
-            mixup_alpha=d.mixup_alpha,
-            cutmix_alpha=d.cutmix_alpha,
-        )
         self.steps_per_epoch = data_lib.steps_per_epoch(
             self.source, d.batch_size
         )
-        r = self.config.run
-        self.total_steps = r.epochs * self.steps_per_epoch
-        if r.max_steps:
-            self.total_steps = min(self.total_steps, r.max_steps)
 
     def header(self):
         """The console's first line: job, model, data, nets, schedule,
@@ -415,29 +404,13 @@ class Job:
                 batch_size=d.batch_size,
                 seed=data_seed(self.config.run.seed, i),
                 start_step=start_step,
-                augment=self.augment,
+                augment=self.config.data,
             )
             dist = self.strategy.experimental_distribute_dataset(
                 distribute.shard_by_data(ds)
             )
             iterators.append(iter(dist))
         return iterators
-
-    def loop_options(self):
-        r = self.config.run
-        spl = r.steps_per_loop or min(self.steps_per_epoch, 100)
-        return loop.LoopOptions(
-            epochs=r.epochs,
-            steps_per_epoch=self.steps_per_epoch,
-            total_steps=self.total_steps,
-            steps_per_loop=spl,
-            checkpoint_every=r.checkpoint_every,
-            keep_checkpoints=r.keep_checkpoints,
-            eval_every=r.eval_every,
-            progress=r.progress,
-            is_chief=self.is_chief,
-            examples_per_step=self.config.data.batch_size,
-        )
 
     @releases_workdir
     def run(self):
@@ -461,9 +434,12 @@ class Job:
             trainer,
             make_iterators=self.make_iterators,
             eval_dataset=self.eval_dataset,
-            options=self.loop_options(),
+            run=self.config.run,
+            steps_per_epoch=self.steps_per_epoch,
             workdir=self.workdir,
             hooks=hooks,
+            is_chief=self.is_chief,
+            examples_per_step=self.config.data.batch_size,
             console=self.console,
         )
         report = self.make_report(trainer, history, time.perf_counter() - t0)

@@ -31,7 +31,6 @@ gradients were not finite; under `on_nan="stop"` the loop raises
 `NonFiniteError` before anything of that state is saved.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -72,22 +71,6 @@ class Hook:
         """A short fragment for the epoch's console line ("" for none)."""
         del logs
         return ""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-    """Lengths and cadences of one run, in steps and epochs."""
-
-    epochs: int
-    steps_per_epoch: int
-    total_steps: int
-    steps_per_loop: int
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    eval_every: int = 1
-    progress: bool = True
-    is_chief: bool = True
-    examples_per_step: int = 0
 
 
 class CheckpointError(RuntimeError):
@@ -149,12 +132,15 @@ def fit(
     *,
     make_iterators,
     eval_dataset,
-    options,
+    run,
+    steps_per_epoch,
     workdir,
     hooks=(),
+    is_chief=True,
+    examples_per_step=0,
     console=None,
 ):
-    """Trains `trainer` for `options.epochs`, resuming from `workdir`.
+    """Trains `trainer` for `run.epochs`, resuming from `workdir`.
 
     Args:
         trainer: a `tfgraft.training.trainer.Trainer`.
@@ -162,12 +148,16 @@ def fit(
             one per net, positioned at global step `start_step` (the
             pipelines are pure functions of (seed, step), so this is exact).
         eval_dataset: a finite `tf.data.Dataset` for per-epoch evaluation.
-        options: `LoopOptions`.
+        run: the `tfgraft.config.RunConfig`: epochs, max steps, steps per
+            loop, checkpoint and evaluation cadences, progress bar.
+        steps_per_epoch: training steps per epoch.
         workdir: run folder (`checkpoints/`, `summaries/` are written here).
         hooks: `Hook`s, called in order.
+        is_chief: whether this worker writes checkpoints and summaries.
+        examples_per_step: images per step (for the images/sec figure).
         console: the `console.Console` that shows the epochs (default: one
             on stderr, shown by the chief only, live bars per
-            `options.progress`).
+            `run.progress`).
 
     Returns:
         The list of per-epoch log dicts (the full history, restored part
@@ -175,9 +165,7 @@ def fit(
     """
     strategy = trainer.strategy
     if console is None:
-        console = console_lib.Console(
-            enabled=options.is_chief, live=options.progress
-        )
+        console = console_lib.Console(enabled=is_chief, live=run.progress)
     history_var = tf.Variable("[]", dtype=tf.string, trainable=False)
     items = dict(trainer.checkpoint_items())
     items["history"] = history_var
@@ -186,7 +174,7 @@ def fit(
     checkpoint = tf.train.Checkpoint(**items)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     save_dir = ckpt_dir
-    if not options.is_chief:
+    if not is_chief:
         # Every worker must call save (MultiWorkerMirroredStrategy), but
         # only the chief's checkpoints are kept: the others save into a
         # private scratch folder and resume from the chief's checkpoints.
@@ -194,7 +182,7 @@ def fit(
     manager = tf.train.CheckpointManager(
         checkpoint,
         save_dir,
-        max_to_keep=options.keep_checkpoints,
+        max_to_keep=run.keep_checkpoints,
         step_counter=trainer.global_step,
     )
     # Runs between the checkpoint's files and the manager's index update.
@@ -204,9 +192,9 @@ def fit(
     restored = restore(
         checkpoint,
         manager
-        if options.is_chief
+        if is_chief
         else tf.train.CheckpointManager(
-            checkpoint, ckpt_dir, max_to_keep=options.keep_checkpoints
+            checkpoint, ckpt_dir, max_to_keep=run.keep_checkpoints
         ),
     )
     history = json.loads(history_var.numpy().decode())
@@ -214,22 +202,23 @@ def fit(
     if restored:
         console.line(
             f"Restored {restored} at step {start_step} (epoch "
-            f"{start_step // options.steps_per_epoch + 1}/{options.epochs})"
+            f"{start_step // steps_per_epoch + 1}/{run.epochs})"
         )
     distribute.check_same_step(strategy, start_step, ckpt_dir)
 
     writer = (
         tf.summary.create_file_writer(os.path.join(workdir, "summaries"))
-        if options.is_chief
+        if is_chief
         else tf.summary.create_noop_writer()
     )
     iterators = make_iterators(start_step)
-    spe = options.steps_per_epoch
+    spe = steps_per_epoch
+    total_steps = run.total_steps(spe)
     step_hooks = [h for h in hooks if h.every_steps > 0]
     first_epoch = start_step // spe
 
-    for epoch in range(first_epoch, options.epochs):
-        epoch_end = min((epoch + 1) * spe, options.total_steps)
+    for epoch in range(first_epoch, run.epochs):
+        epoch_end = min((epoch + 1) * spe, total_steps)
         step = int(trainer.global_step.numpy())
         if step >= epoch_end:
             break
@@ -239,15 +228,15 @@ def fit(
         t0 = time.perf_counter()
         with console.epoch(
             epoch=epoch + 1,
-            epochs=options.epochs,
+            epochs=run.epochs,
             steps=epoch_end - step,
             num_nets=trainer.num_nets,
-            examples_per_step=options.examples_per_step,
+            examples_per_step=examples_per_step,
             read_progress=trainer.read_progress,
         ) as progress:
             while step < epoch_end:
                 n = _loop_length(
-                    step, epoch_end, options.steps_per_loop, step_hooks
+                    step, epoch_end, run.loop_steps(spe), step_hooks
                 )
                 t_loop = time.perf_counter()
                 stats = trainer.train_loop(iterators, n)
@@ -273,16 +262,16 @@ def fit(
             "step": step,
             "seconds": seconds,
             "train_images_per_sec": steps_done
-            * options.examples_per_step
+            * examples_per_step
             / max(seconds, 1e-9),
             "learning_rate": trainer.learning_rates(),
             "train": train,
         }
         # `last`: the schedule's final epoch (grafting skips its graft);
         # `stop`: this session ends here (--max_steps), so evaluate and save.
-        last = epoch + 1 == options.epochs
-        stop = last or step >= options.total_steps
-        if (epoch + 1) % options.eval_every == 0 or stop:
+        last = epoch + 1 == run.epochs
+        stop = last or step >= total_steps
+        if (epoch + 1) % run.eval_every == 0 or stop:
             logs["test"] = trainer.evaluate(eval_dataset)
             logging.debug("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
         for hook in hooks:
@@ -290,18 +279,18 @@ def fit(
         console.line(
             console_lib.epoch_line(
                 logs,
-                options.epochs,
+                run.epochs,
                 trainer.num_nets,
                 [hook.describe(logs) for hook in hooks],
             )
         )
         history.append(logs)
         history_var.assign(io.dumps_json(history))
-        if (epoch + 1) % options.checkpoint_every == 0 or stop:
+        if (epoch + 1) % run.checkpoint_every == 0 or stop:
             _save(manager, trainer.global_step, save_options)
         with writer.as_default(step=step):
             _write_summaries(logs)
-        if options.is_chief:
+        if is_chief:
             io.atomic_write_json(os.path.join(workdir, "history.json"), history)
     writer.flush()
     if save_dir != ckpt_dir:

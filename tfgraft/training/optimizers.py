@@ -30,7 +30,7 @@ class TorchSGD(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=0.1,
+        learning_rate,
         momentum=0.9,
         nesterov=False,
         weight_decay=0.0,
