@@ -31,7 +31,15 @@ def _conv_filters(op):
     )
 
 
-def rebuild(model, *, filters=None, layer_factory=None, name=None):
+def rebuild(
+    model,
+    *,
+    filters=None,
+    layer_factory=None,
+    output_hook=None,
+    layers=None,
+    name=None,
+):
     """A new functional model with `model`'s graph and fresh layers.
 
     Args:
@@ -41,6 +49,12 @@ def rebuild(model, *, filters=None, layer_factory=None, name=None):
         layer_factory: optional `f(layer, config) -> layer or None`, called
             for every layer with its (updated) config; a layer it returns
             replaces the copy (e.g. LW-DNA's `HyperConv2D` for a conv).
+        output_hook: optional `f(node, outputs) -> outputs`, called with
+            each graph node of `model` and the new output tensors, whose
+            return value the rest of the graph reads (EKG inserts its
+            gates here).
+        layers: optional dict, filled with `{layer name: new layer}` (keras
+            ops such as `x + y` are reused as they are).
         name: the new model's name (default: `model.name`).
 
     Returns:
@@ -77,7 +91,7 @@ def rebuild(model, *, filters=None, layer_factory=None, name=None):
         )
         tensors[id(t)] = new
         inputs.append(new)
-    layers = {}
+    layers = {} if layers is None else layers
     for node in nodes:
         if node.is_input:
             continue
@@ -88,6 +102,8 @@ def rebuild(model, *, filters=None, layer_factory=None, name=None):
             layers[op.name] = layer
         args, kwargs = node.arguments.fill_in(tensors)
         outputs = keras.tree.flatten(layer(*args, **kwargs))
+        if output_hook is not None:
+            outputs = output_hook(node, outputs)
         for old, new in zip(node.outputs, outputs):
             tensors[id(old)] = new
     outputs = [tensors[id(t)] for t in functional.outputs]

@@ -39,6 +39,7 @@ import numpy as np
 from tfgraft import complexity
 from tfgraft import graph as graph_lib
 from tfgraft import surgery
+from tfgraft.data import model_arrays
 from tfgraft.ekg import errors
 from tfgraft.ekg import extract as extract_lib
 from tfgraft.ekg import gated as gated_lib
@@ -109,42 +110,16 @@ def _fail(message):
 
 
 def _check_data(arg, data, model, required=True):
-    """`(images, labels)` as numpy arrays, checked against `model`."""
     if data is None:
         if required:
             _fail(f"{arg} must be (images, labels). Received: {arg}=None")
         return None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        _fail(
-            f"{arg} must be a pair (images, labels) of arrays. Received: "
-            f"{type(data).__name__}"
-        )
-    images, labels = np.asarray(data[0]), np.asarray(data[1])
-    want = tuple(model.inputs[0].shape[1:])
-    if images.ndim != 4 or tuple(images.shape[1:]) != want:
-        _fail(
-            f"{arg} images must be [N, {', '.join(map(str, want))}] for "
-            f"model '{model.name}'. Received: shape {images.shape}"
-        )
-    if labels.shape != (images.shape[0],):
-        _fail(
-            f"{arg} needs one int label per image. Received: "
-            f"{images.shape[0]} images, labels of shape {labels.shape}"
-        )
-    if images.shape[0] < 1:
-        _fail(f"{arg} is empty")
-    if not np.issubdtype(labels.dtype, np.integer):
-        _fail(f"{arg} labels must be ints. Received: dtype {labels.dtype}")
-    classes = int(model.outputs[0].shape[-1])
-    if labels.min() < 0 or labels.max() >= classes:
-        _fail(
-            f"{arg} labels must lie in [0, {classes}) (the model's "
-            f"outputs). Received: [{labels.min()}, {labels.max()}]"
-        )
-    return images, labels.astype(np.int32)
+    return model_arrays.check_labeled_images(
+        arg, data, model, errors.EKGError
+    )
 
 
-def _check_args(target_flops_rate, search_step, cost_mode, batch_size, teachers):
+def _check_args(target_flops_rate, search_step, cost_mode, batch, teachers):
     if not 0.0 < target_flops_rate < 1.0:
         _fail(
             "target_flops_rate must be in (0, 1) (the fraction of FLOPs "
@@ -160,8 +135,8 @@ def _check_args(target_flops_rate, search_step, cost_mode, batch_size, teachers)
             f"cost_mode must be one of {', '.join(search_lib.COST_MODES)}. "
             f"Received: cost_mode={cost_mode!r}"
         )
-    if int(batch_size) != batch_size or batch_size < 1:
-        _fail(f"batch_size must be an int >= 1. Received: {batch_size}")
+    if int(batch) != batch or batch < 1:
+        _fail(f"batch_size must be an int >= 1. Received: {batch}")
     if int(teachers) != teachers or teachers < 1:
         _fail(f"num_teachers must be an int >= 1. Received: {teachers}")
 

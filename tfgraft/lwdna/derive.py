@@ -43,6 +43,7 @@ import tensorflow as tf
 from tfgraft import complexity
 from tfgraft import graph as graph_lib
 from tfgraft import surgery
+from tfgraft.data import model_arrays
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna import hypernet as hypernet_lib
 from tfgraft.lwdna import shrink as shrink_lib
@@ -107,33 +108,18 @@ def _dataset(data, model, batch_size, seed):
     """A repeated dataset of `(float32 images, int32 labels)` batches."""
     if isinstance(data, tf.data.Dataset):
         return data.repeat()
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
+    if not isinstance(data, (tuple, list)):
         _fail(
             "data must be (images, labels) arrays or a tf.data.Dataset of "
             f"such batches. Received: {type(data).__name__}"
         )
-    images, labels = np.asarray(data[0]), np.asarray(data[1])
-    want = tuple(model.inputs[0].shape[1:])
-    if images.ndim != 4 or tuple(images.shape[1:]) != want:
-        _fail(
-            f"data images must be [N, {', '.join(map(str, want))}] for "
-            f"model '{model.name}'. Received: shape {images.shape}"
-        )
-    if labels.shape != (images.shape[0],):
-        _fail(
-            f"data needs one label per image. Received: {images.shape[0]} "
-            f"images, labels of shape {labels.shape}"
-        )
+    images, labels = model_arrays.check_labeled_images(
+        "data", data, model, LWDNAError
+    )
     if images.shape[0] < batch_size:
         _fail(
             f"batch_size must be <= the number of images "
             f"({images.shape[0]}). Received: batch_size={batch_size}"
-        )
-    classes = int(model.outputs[0].shape[-1])
-    if labels.min() < 0 or labels.max() >= classes:
-        _fail(
-            f"data labels must lie in [0, {classes}). Received: "
-            f"[{labels.min()}, {labels.max()}]"
         )
     ds = tf.data.Dataset.from_tensor_slices(
         (images.astype(np.float32), labels.astype(np.int32))
