@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -103,6 +104,41 @@ ADAPTATIONS = (
                 "epochs=1, verbose=0)",
                 "one quiet epoch",
             ),
+        ),
+    ),
+    # "EKG and LW-DNA on your own model": search_subnet, KnowledgeModel.
+    Adaptation(
+        starts_with="import keras",
+        substitutions=(
+            (
+                "synthetic.generate(2048, seed=0)",
+                "synthetic.generate(256, seed=0)",
+                "256 images: a 64-image search set, 192 to fine-tune on",
+            ),
+            ("epochs=5)", "epochs=1, verbose=0)", "one quiet epoch"),
+            (
+                "images[-320:], labels[-320:]",
+                "images[-64:], labels[-64:]",
+                "a smaller search set",
+            ),
+            (
+                "images[:-320], labels[:-320]",
+                "images[:-64], labels[:-64]",
+                "the rest",
+            ),
+            ("epochs=10)", "epochs=1, verbose=0)", "one quiet epoch"),
+        ),
+    ),
+    # The same section: derive_widths.
+    Adaptation(
+        starts_with="import keras",
+        substitutions=(
+            (
+                "synthetic.generate(2048, seed=0)",
+                "synthetic.generate(256, seed=0)",
+                "two search steps and one epoch need few images",
+            ),
+            ("epochs=10)", "epochs=1, verbose=0)", "one quiet epoch"),
         ),
     ),
 )
@@ -222,6 +258,30 @@ class ReadmeTest(tf.test.TestCase):
                 result.model(x), result.masked(x), rtol=1e-4, atol=1e-4
             )
             self.assertTrue(os.path.isfile("compact.keras"))
+        if "subnet" in namespace:
+            # EKG: the target is met; the saved compact net is the trained
+            # student.
+            subnet = namespace["subnet"]
+            self.assertLessEqual(subnet.flops_rate, 0.45)
+            self.assertLess(
+                subnet.params["ekg"]["after"], subnet.params["ekg"]["before"]
+            )
+            x = namespace["images"][:4].astype("float32")
+            saved = keras.saving.load_model("ekg_compact.keras")
+            self.assertAllClose(
+                saved(x, training=False),
+                subnet.model(x, training=False),
+                atol=1e-5,
+            )
+        if "lw" in namespace:
+            # LW-DNA: the derived net costs what the table said, widened
+            # ~4x and shrunk back.
+            lw = namespace["lw"]
+            flops = lw.flops
+            self.assertGreater(flops["widened"], 3 * flops["original"])
+            self.assertAllClose(
+                flops["derived"] / flops["widened"], lw.threshold.ratio
+            )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ Lee & Song, ECCV 2022 (METHODS.md §3). Modules:
 * `distill`: `kl_t` and the knowledge-curriculum loss;
 * `extract`: the compact network of a sub-network;
 * `data`: the search sets and EKG's augmentation / two-view stream;
-* `trainer`: `KnowledgeTrainer`; `job`: `EKGJob` (all phases).
+* `trainer`: `KnowledgeTrainer`; `job`: `EKGJob` (all phases);
+* `subnet`: `search_subnet(model, train_data, val_data)`, phases 2-4 of
+  the job (warm-up, search, bank, extraction) on your own functional
+  model; `fit`: `KnowledgeModel` and `knowledge_dataset`, the knowledge
+  fine-tuning under plain `model.fit`.
 
 Where tfgraft differs from the reference code (METHODS.md §3):
 
@@ -42,5 +46,15 @@ Where tfgraft differs from the reference code (METHODS.md §3):
 """
 
 from tfgraft.ekg.errors import EKGError
+from tfgraft.ekg.fit import KnowledgeModel
+from tfgraft.ekg.fit import knowledge_dataset
+from tfgraft.ekg.subnet import SubnetResult
+from tfgraft.ekg.subnet import search_subnet
 
-__all__ = ["EKGError"]
+__all__ = [
+    "EKGError",
+    "KnowledgeModel",
+    "SubnetResult",
+    "knowledge_dataset",
+    "search_subnet",
+]

@@ -194,20 +194,56 @@ def train_dataset(
         int32 `[B]`, or `(labels, knowledge[B, classes, T])` when
         `knowledge` is given.
     """
+    images, labels = _arrays(source)
+    # Checks --batch_size against the data set (one-line DataError).
+    steps_per_epoch(source, batch_size)
+    return array_dataset(
+        images,
+        labels,
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        views=views,
+        jitter=jitter,
+        knowledge=knowledge,
+    )
+
+
+def array_dataset(
+    images,
+    labels,
+    *,
+    batch_size,
+    seed,
+    start_step=0,
+    views=1,
+    jitter=False,
+    knowledge=None,
+    stack_views=False,
+):
+    """`train_dataset` on in-memory arrays (images on the 0-255 scale).
+
+    Args:
+        images: `[N, H, W, 3]` (any dtype), labels: int `[N]`; the other
+            arguments as in `train_dataset`, plus `stack_views`: images are
+            `[B, views, H, W, 3]` even for one view.
+    """
     if int(start_step) < 0:
         raise ValueError(f"start_step must be >= 0. Received: {start_step}")
     if views not in (1, 2):
         raise ValueError(f"views must be 1 or 2. Received: views={views}")
-    images, labels = _arrays(source)
-    num = labels.shape[0]
+    num = int(labels.shape[0])
     if knowledge is not None and knowledge.shape[0] != num:
         raise ValueError(
             f"knowledge has {knowledge.shape[0]} rows for {num} training images"
         )
-    # Checks --batch_size against the data set (one-line DataError).
-    steps_per_epoch(source, batch_size)
+    if not 1 <= int(batch_size) <= num:
+        raise ValueError(
+            f"batch_size must be in [1, {num}] (the number of images). "
+            f"Received: batch_size={batch_size}"
+        )
     images = tf.constant(images)
-    labels = tf.constant(labels)
+    labels = tf.constant(np.asarray(labels, np.int32))
     knowledge = None if knowledge is None else tf.constant(knowledge)
     augment_seed = tf.constant([int(seed), _AUGMENT_TAG], tf.int64)
 
@@ -222,7 +258,7 @@ def train_dataset(
             )
             for v in range(views)
         ]
-        batch = out[0] if views == 1 else tf.stack(out, axis=1)
+        batch = out[0] if views == 1 and not stack_views else tf.stack(out, 1)
         y = tf.gather(labels, index)
         if knowledge is None:
             return batch, y

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from tfgraft import graph as graph_lib
+from tfgraft import surgery
 from tfgraft.ekg import errors
 from tfgraft.layers import gate as gate_lib
 
@@ -103,9 +104,15 @@ def _check_supported(model, nodes):
             )
 
 
-def _clone(layer, cls=None):
-    config = layer.get_config()
-    return (cls or type(layer)).from_config(config)
+def _masked_layer(layer, config):
+    """The masked counterpart of a conv, dense or BN layer (else None)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        return gate_lib.GatedConv2D.from_config(config)
+    if isinstance(layer, keras.layers.Dense):
+        return gate_lib.GatedDense.from_config(config)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return gate_lib.FrozenStatsBatchNormalization.from_config(config)
+    return None
 
 
 class GatedNetwork:
@@ -207,48 +214,20 @@ class GatedNetwork:
             )
 
     def _rewrite(self, model, nodes, sites):
-        functional = graph_lib.functional_of(model)
-        tensors = {}
-        inputs = []
-        for t in functional.inputs:
-            new = keras.Input(
-                shape=t.shape[1:], dtype=t.dtype, name=t._keras_history[0].name
-            )
-            tensors[id(t)] = new
-            inputs.append(new)
+        def gate_outputs(node, outputs):
+            if id(node) not in sites:
+                return outputs
+            gate = self.gates[self.group_gate[sites[id(node)]]]
+            return [gate(outputs[0])] + list(outputs[1:])
+
         self.layers = {}
-        for node in nodes:
-            if node.is_input:
-                continue
-            op = node.operation
-            layer = self.layers.get(op.name)
-            if layer is None:
-                layer = self._new_layer(op)
-                self.layers[op.name] = layer
-            args, kwargs = node.arguments.fill_in(tensors)
-            outputs = keras.tree.flatten(layer(*args, **kwargs))
-            if id(node) in sites:
-                gate = self.gates[self.group_gate[sites[id(node)]]]
-                outputs = [gate(outputs[0])]
-            for old, new in zip(node.outputs, outputs):
-                tensors[id(old)] = new
-        outputs = [tensors[id(t)] for t in functional.outputs]
-        self.model = keras.Model(
-            inputs[0] if len(inputs) == 1 else inputs,
-            outputs[0] if len(outputs) == 1 else outputs,
+        self.model = surgery.rebuild(
+            model,
+            layer_factory=_masked_layer,
+            output_hook=gate_outputs,
+            layers=self.layers,
             name=f"{model.name}_gated",
         )
-
-    def _new_layer(self, op):
-        if not isinstance(op, keras.layers.Layer):
-            return op  # a keras op (x + y): stateless, reuse it
-        if isinstance(op, keras.layers.Conv2D):
-            return _clone(op, gate_lib.GatedConv2D)
-        if isinstance(op, keras.layers.Dense):
-            return _clone(op, gate_lib.GatedDense)
-        if isinstance(op, keras.layers.BatchNormalization):
-            return _clone(op, gate_lib.FrozenStatsBatchNormalization)
-        return _clone(op)
 
     def _copy_weights(self, model):
         for name, layer in self.layers.items():

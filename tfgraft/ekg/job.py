@@ -39,14 +39,12 @@ Differences from the reference are listed in `tfgraft/ekg/__init__.py`.
 import dataclasses
 import json
 import os
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import io
 from tfgraft import models
@@ -55,9 +53,9 @@ from tfgraft import pretrained as pretrained_lib
 from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import errors
 from tfgraft.ekg import extract as extract_lib
-from tfgraft.ekg import gated as gated_lib
 from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import search as search_lib
+from tfgraft.ekg import subnet as subnet_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import distribute
 from tfgraft.training import job as job_lib
@@ -303,79 +301,49 @@ class EKGJob(job_lib.Job):
             val_per_class=e.val_per_class,
             seed=e.search_seed,
         )
-        t0 = time.perf_counter()
-        warmup_loss = None
-        if e.warmup:
-            logging.info(
-                "Search warm-up pass over %d images…", len(sets.train_labels)
-            )
-            warmup_loss = search_lib.warmup_pass(
-                plain,
-                sets.train_images,
-                sets.train_labels,
-                batch_size=e.batch_size,
-            )
         slots = models.layer_slots(
             self.config.model.name,
             preset=self.config.model.preset,
             shortcut=self.config.model.shortcut,
             input_shape=self.info.image_shape,
         )
-        gated = gated_lib.GatedNetwork(plain, slots=slots)
         logging.info(
-            "Searching %d gates down to FLOPs rate %.3f on %d val images "
+            "Search (warm-up: %s) down to FLOPs rate %.3f on %d val images "
             "(objective: %s)…",
-            gated.num_gates,
+            e.warmup,
             e.target_flops_rate,
             len(sets.val_labels),
             "CE + soft CE to the ensemble" if e.search_knowledge else "CE",
         )
-        result = search_lib.search(
-            gated,
-            sets.val_images.astype(np.float32),
-            sets.val_labels,
-            search_lib.SearchConfig(
-                target_flops_rate=e.target_flops_rate,
-                search_step=e.search_step,
-                cost_mode=e.cost_mode,
-                batch_size=e.batch_size,
-                ensemble_knowledge=e.search_knowledge,
-            ),
+        # Phases 2-4 are the public API's (`plain` is not changed).
+        found = subnet_lib.search_subnet(
+            plain,
+            self.source.arrays("train"),
+            (sets.val_images, sets.val_labels),
+            target_flops_rate=e.target_flops_rate,
+            search_knowledge=e.search_knowledge,
+            search_step=e.search_step,
+            cost_mode=e.cost_mode,
+            batch_size=e.batch_size,
+            warmup=e.warmup,
+            warmup_data=(sets.train_images, sets.train_labels),
+            num_teachers=e.num_teachers,
+            slots=slots,
+            channel_config=full_config,
             log=search_lib.log_entry,
         )
-        search_seconds = time.perf_counter() - t0
-
-        # === Memory bank and teachers ===
-        sizes = [info.channels for info in gated.info]
+        gated, result, teachers = found.gated, found.search, found.teachers
         history = result.history
-        teachers = bank_lib.select_teachers(
-            [h.val_loss for h in history], e.num_teachers
-        )
-        images, labels = self.source.arrays("train")
-        self.bank = bank_lib.SubnetMemoryBank(
-            len(history),
-            sum(sizes),
-            gated.num_gates,
-            knowledge_shape=(len(labels), self.info.num_classes, len(teachers)),
-        )
-        for h in history:
-            self.bank.push(np.concatenate(h.orders), h.rates, h.val_loss)
+        self.bank = found.bank
+        knowledge = found.knowledge
         logging.info(
-            "Teacher logits of %d teachers %s for %d images…",
-            len(teachers),
+            "Teachers %s; teacher logits for %d images",
             teachers,
-            len(labels),
+            len(knowledge),
         )
-        t1 = time.perf_counter()
-        snapshots = [(history[t].orders, history[t].rates) for t in teachers]
-        knowledge = bank_lib.compute_knowledge(
-            gated, snapshots, images, e.batch_size
-        )
-        self.bank.set_knowledge(knowledge, teachers)
-        bank_seconds = time.perf_counter() - t1
 
-        # === Extraction ===
-        gated.set_state(result.final.orders, result.final.rates)
+        # === Extraction: the zoo's compact net (the job's checkpoints and
+        # exports rebuild it from its channel config) ===
         self.compact, self.pruned_config = extract_lib.extract(
             gated, full_config, model_name="compact", **self._build_kwargs()
         )
@@ -384,14 +352,6 @@ class EKGJob(job_lib.Job):
             "Searched sub-network: top1 %.4f before fine-tuning",
             searched_acc["top1"],
         )
-        cost = {
-            conv: {
-                "before": complexity.count(plain, conv),
-                "after": complexity.count(self.compact, conv),
-            }
-            for conv in ("ekg", "macs")
-        }
-        ekg_full = cost["ekg"]["before"].flops
         result_json = {
             "settings": self._settings(pretrained),
             "pretrained_checkpoint": read,
@@ -404,22 +364,16 @@ class EKGJob(job_lib.Job):
             "ensemble_size": result.ensemble_size,
             "teachers": teachers,
             "teacher_losses": [history[t].val_loss for t in teachers],
-            "warmup_loss": warmup_loss,
+            "warmup_loss": found.warmup_loss,
             "accuracy": {
                 "pretrained": pretrained_acc["top1"],
                 "searched": searched_acc["top1"],
             },
-            "flops": {
-                k: {"before": v["before"].flops, "after": v["after"].flops}
-                for k, v in cost.items()
-            },
-            "params": {
-                k: {"before": v["before"].params, "after": v["after"].params}
-                for k, v in cost.items()
-            },
-            "flops_rate": cost["ekg"]["after"].flops / ekg_full,
-            "search_seconds": search_seconds,
-            "bank_seconds": bank_seconds,
+            "flops": found.flops,
+            "params": found.params,
+            "flops_rate": found.flops_rate,
+            "search_seconds": found.seconds["search"],
+            "bank_seconds": found.seconds["bank"],
             "bank": {
                 "capacity": self.bank.capacity,
                 "snapshot_size": self.bank.snapshot_size,

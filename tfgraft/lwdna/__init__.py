@@ -5,14 +5,19 @@ sharing latent vectors along channel groups; `shrink` runs the two-step
 search, ranks channels, binary-searches the pruning threshold to a FLOPs
 budget and derives the plain network with per-layer widths; `job` wires it
 into a training job (search -> derive -> train, optionally next to the
-uniform original).
+uniform original). `derive`: `derive_widths(model, data)`, the same on
+your own functional CNN (latents from its channel graph,
+`graph_latent_plan`).
 """
 
+from tfgraft.lwdna.derive import DeriveResult
+from tfgraft.lwdna.derive import derive_widths
 from tfgraft.lwdna.hypernet import RGB
 from tfgraft.lwdna.hypernet import HyperNet
 from tfgraft.lwdna.hypernet import LatentPlan
 from tfgraft.lwdna.hypernet import LWDNAError
 from tfgraft.lwdna.hypernet import build_hypernet
+from tfgraft.lwdna.hypernet import graph_latent_plan
 from tfgraft.lwdna.hypernet import latent_plan
 from tfgraft.lwdna.shrink import FlopsTable
 from tfgraft.lwdna.shrink import SearchState
@@ -36,6 +41,7 @@ from tfgraft.lwdna.shrink import zero_pruned_channels
 
 __all__ = [
     "RGB",
+    "DeriveResult",
     "FlopsTable",
     "HyperNet",
     "LWDNAError",
@@ -50,8 +56,10 @@ __all__ = [
     "channel_mask",
     "compute_masks",
     "derive_weights",
+    "derive_widths",
     "derived_config",
     "importance",
+    "graph_latent_plan",
     "keep_floor",
     "latent_plan",
     "mask_floors",

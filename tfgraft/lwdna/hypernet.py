@@ -130,25 +130,97 @@ def _latent_plan(name, preset, shortcut, input_shape):
         # Group 0 is the model input (`Standardize` keeps its channels).
         return RGB if group == 0 else group_slot[group]
 
-    conv_latents = {
-        n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
-    }
     bn_latents = {
         n.bn: key(n.out_group) for n in graph.convs() if n.bn is not None
+    }
+    return _finish_plan(graph, name, key, bn_latents, f"--model={name}")
+
+
+def _finish_plan(graph, model, key, bn_latents, where):
+    """The `LatentPlan` of a checked graph; `where` names the model."""
+    conv_latents = {
+        n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
     }
     dense = graph.dense()
     if len(dense) != 1 or dense[0].in_spatial != 1:
         raise LWDNAError(
-            f"--model={name}: LW-DNA expects one classifier after global "
-            "pooling."
+            f"{where}: LW-DNA expects one classifier after global pooling."
         )
     return LatentPlan(
-        model=name,
+        model=model,
         conv_latents=conv_latents,
         bn_latents=bn_latents,
         classifier=dense[0].name,
         classifier_latent=key(dense[0].in_group),
     )
+
+
+def graph_latent_plan(model):
+    """The latent sharing of any functional CNN, from its channel graph.
+
+    The zoo's `latent_plan` names latents by width slot; a user's model
+    has none, so here each channel group of `tfgraft.graph.analyze(model)`
+    written by convs gets one latent named after its first producing conv
+    (a residual stream: every conv writing it shares it), plus `RGB` for
+    the model input. Every `BatchNormalization` uses its channels' latent.
+
+    Args:
+        model: functional or built `Sequential` Keras model.
+
+    Returns:
+        A `LatentPlan` (`model` is the Keras model's name).
+
+    Raises:
+        LWDNAError: the model has depthwise/grouped convs, conv channels
+            that mix with unprunable ones (concatenation, the input),
+            anything but one `Dense` classifier after global pooling, or a
+            BN on channels no conv writes; the message names the layer.
+    """
+    graph = graph_lib.analyze(model)
+    where = f"model '{model.name}'"
+    keys = {0: RGB}
+    functional = graph_lib.functional_of(model)
+    for node in graph.convs():
+        op = functional.get_layer(node.name)
+        if node.kind != "conv" or getattr(op, "groups", 1) != 1:
+            raise LWDNAError(
+                f"{where}: LW-DNA supports regular convs only; layer "
+                f"'{node.name}' is a depthwise or grouped conv."
+            )
+        group = graph.groups[node.out_group]
+        if not group.prunable:
+            raise LWDNAError(
+                f"{where}: the channels of layer '{node.name}' cannot be "
+                "pruned (they mix with unprunable channels)."
+            )
+        keys.setdefault(node.out_group, group.producers[0])
+    for node in graph.nodes.values():
+        if node.in_group not in keys:
+            raise LWDNAError(
+                f"{where}: layer '{node.name}' reads channels that no conv "
+                "writes (a concatenation, a hidden Dense or an unknown "
+                "layer); LW-DNA cannot give them a latent."
+            )
+
+    def key(group):
+        return keys[group]
+
+    bn_latents = {}
+    bns = {
+        layer.name
+        for layer in functional.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    for name in graph.order:
+        if name in bns:
+            group = graph.layer_groups[name][1]
+            if group not in keys:
+                raise LWDNAError(
+                    f"{where}: BN layer '{name}' normalises channels no conv "
+                    "writes."
+                )
+            bn_latents[name] = key(group)
+    return _finish_plan(graph, model.name, key, bn_latents, where)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,166 @@
+"""EKG's knowledge fine-tuning under plain Keras `fit`.
+
+`KnowledgeModel(student)` wraps the compact network `search_subnet`
+returns so that `model.fit` trains it with the memory bank's curriculum
+(METHODS §3.4): batches are `(images[B, V, H, W, 3], (labels[B],
+knowledge[B, classes, T]))` from `knowledge_dataset`, the student sees the
+`V` views as one view-major batch, and the loss is
+`tfgraft.ekg.distill.knowledge_loss` (CE + KL_T towards the selected
+teachers' mean logits) divided by `V * batch`, exactly what the job's
+`KnowledgeTrainer` computes. Compile with the optimizer only: the loss is
+fixed and the reported metrics are `loss` and `accuracy` (averaged over
+the views). `evaluate`/`predict` take plain `(images, labels)` batches
+(plain CE), so validation data needs no teacher logits.
+
+Save the student (`knowledge_model.student`), not the wrapper.
+"""
+
+import keras
+import tensorflow as tf
+
+from tfgraft.ekg import data as ekg_data
+from tfgraft.ekg import distill
+from tfgraft.ekg import errors
+
+
+class KnowledgeModel(keras.Model):
+    """Trains `student` with EKG's knowledge loss under `model.fit`.
+
+    Args:
+        student: the compact network (raw images -> logits), e.g.
+            `search_subnet(...).model`.
+        temperature: KD temperature `T` (the reference: 4 on CIFAR).
+        **kwargs: `keras.Model` keyword arguments (`name`).
+
+    Call arguments:
+        images: `[B, V, H, W, 3]` views (view-major logits `[V * B,
+            classes]` come out) or plain `[B, H, W, 3]` images.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
+    >>> wrapper = KnowledgeModel(keras.Model(inputs, keras.layers.Dense(5)(x)))
+    >>> tuple(wrapper(tf.zeros((2, 2, 8, 8, 3))).shape)
+    (4, 5)
+    """
+
+    def __init__(self, student, temperature=4.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(student, keras.Model):
+            raise errors.EKGError(
+                "student must be a keras.Model. Received: "
+                f"student={type(student).__name__}"
+            )
+        if not temperature > 0:
+            raise errors.EKGError(
+                f"temperature must be > 0. Received: temperature={temperature}"
+            )
+        self.student = student
+        self.temperature = float(temperature)
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        for arg in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            if kwargs.get(arg) is not None:
+                raise errors.EKGError(
+                    f"KnowledgeModel.compile: {arg} is fixed (EKG's knowledge "
+                    f"loss, accuracy over the views); do not pass {arg}"
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def call(self, images, training=None):
+        if len(images.shape) == 5:
+            # [B, V, ...] -> view-major [V * B, ...]: one forward pass.
+            shape = tf.shape(images)
+            images = tf.reshape(
+                tf.transpose(images, [1, 0, 2, 3, 4]),
+                tf.concat([[-1], shape[2:]], axis=0),
+            )
+        return self.student(images, training=training)
+
+    def _split(self, y):
+        if isinstance(y, (tuple, list)):
+            return y[0], y[1]
+        return y, None
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        del x, sample_weight, training
+        labels, knowledge = self._split(y)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        logits = tf.cast(y_pred, tf.float32)
+        batch = tf.shape(labels)[0]
+        views = tf.reshape(logits, [-1, batch, tf.shape(logits)[-1]])
+        count = tf.cast(tf.shape(views)[0] * batch, tf.float32)
+        if knowledge is None:
+            tiled = tf.tile(labels, [tf.shape(views)[0]])
+            total = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(tiled, logits)
+            )
+        else:
+            total, _, _ = distill.knowledge_loss(
+                views, labels, knowledge, self.temperature
+            )
+        # Keras sums replica gradients: scale to the global batch.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        return total / (count * replicas)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        del x, sample_weight
+        labels, _ = self._split(y)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        views = tf.shape(y_pred)[0] // tf.shape(labels)[0]
+        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        right = tf.cast(tf.equal(pred, tf.tile(labels, [views])), tf.float32)
+        self.accuracy_tracker.update_state(right)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self._loss_tracker, self.accuracy_tracker]
+
+
+def knowledge_dataset(
+    images,
+    labels,
+    knowledge,
+    *,
+    batch_size,
+    seed=0,
+    views=2,
+    jitter=True,
+):
+    """The endless fine-tuning stream for `KnowledgeModel.fit`.
+
+    EKG's augmentation (`tfgraft.ekg.data.ekg_augment`: colour jitter,
+    flip, reflect-pad 4, crop) on `views` views of every image, each row's
+    teacher logits next to its label; shuffled per epoch, remainder
+    dropped, a pure function of `seed` (the job's stream). Pass
+    `steps_per_epoch=len(labels) // batch_size` to `fit`.
+
+    Args:
+        images: uint8 or float `[N, H, W, 3]` on the 0-255 scale, the
+            `train_data` images given to `search_subnet` (same order).
+        labels: int `[N]`.
+        knowledge: `[N, classes, T]` (`SubnetResult.knowledge`).
+        batch_size: images per batch.
+        seed: stream seed.
+        views: views per image (EKG: 2).
+        jitter: colour jitter (EKG's knowledge recipe uses it).
+
+    Returns:
+        A `tf.data.Dataset` of `(views[B, V, H, W, 3], (labels[B],
+        knowledge[B, classes, T]))`.
+    """
+    return ekg_data.array_dataset(
+        images,
+        labels,
+        batch_size=batch_size,
+        seed=seed,
+        views=views,
+        jitter=jitter,
+        knowledge=knowledge,
+        stack_views=True,
+    )

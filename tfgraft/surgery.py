@@ -1,0 +1,163 @@
+"""Rebuilding a functional Keras model with other conv widths.
+
+The zoo rebuilds a pruned or derived network from its `ChannelConfig`
+(`tfgraft.models.build_model`). A user's own functional model has no
+config, so the methods that change widths (EKG extraction, LW-DNA
+widening and derivation) rebuild it from its layer graph instead:
+`rebuild(model, filters={conv name: width})` re-runs the graph with a copy
+of every layer (from its config), `filters` changed where given. Layers
+keep their names, so weights can be copied by name
+(`tfgraft.ekg.extract.copy_compact_weights`,
+`tfgraft.l1prune.prune.copy_kept_weights`, `copy_weights` here); the new
+layers are built on the new input shapes, so a BN, a depthwise conv or a
+dense layer reading narrowed channels narrows with them.
+
+Scope: functional and built `Sequential` models (channels last, no nested
+models), the same as `tfgraft.graph.analyze`.
+"""
+
+import keras
+
+from tfgraft import graph as graph_lib
+
+
+class SurgeryError(ValueError):
+    """A rebuild request does not fit the model; names the layer."""
+
+
+def _conv_filters(op):
+    return isinstance(op, keras.layers.Conv2D) and not isinstance(
+        op, keras.layers.DepthwiseConv2D
+    )
+
+
+def rebuild(
+    model,
+    *,
+    filters=None,
+    layer_factory=None,
+    output_hook=None,
+    layers=None,
+    name=None,
+):
+    """A new functional model with `model`'s graph and fresh layers.
+
+    Args:
+        model: functional or built `Sequential` Keras model.
+        filters: optional `{Conv2D layer name: output channels}`; every
+            other layer keeps its configuration.
+        layer_factory: optional `f(layer, config) -> layer or None`, called
+            for every layer with its (updated) config; a layer it returns
+            replaces the copy (e.g. LW-DNA's `HyperConv2D` for a conv).
+        output_hook: optional `f(node, outputs) -> outputs`, called with
+            each graph node of `model` and the new output tensors, whose
+            return value the rest of the graph reads (EKG inserts its
+            gates here).
+        layers: optional dict, filled with `{layer name: new layer}` (keras
+            ops such as `x + y` are reused as they are).
+        name: the new model's name (default: `model.name`).
+
+    Returns:
+        A `keras.Model` with freshly initialised weights whose
+        layers have `model`'s names; copy weights with `copy_weights` or a
+        method's slicing helper.
+
+    Raises:
+        SurgeryError: `filters` names a layer that is not a Conv2D of
+            `model`, or a width below 1.
+        tfgraft.graph.GraphError: `model` is not a functional model.
+    """
+    filters = dict(filters or {})
+    functional = graph_lib.functional_of(model)
+    nodes = graph_lib.ordered_nodes(model)
+    known = {n.operation.name: n.operation for n in nodes}
+    for layer_name, width in filters.items():
+        op = known.get(layer_name)
+        if op is None or not _conv_filters(op):
+            raise SurgeryError(
+                f"filters names '{layer_name}', which is not a Conv2D layer "
+                f"of model '{model.name}'"
+            )
+        if int(width) != width or width < 1:
+            raise SurgeryError(
+                f"filters['{layer_name}'] must be a positive int. "
+                f"Received: {width!r}"
+            )
+    tensors = {}
+    inputs = []
+    for t in functional.inputs:
+        new = keras.Input(
+            shape=t.shape[1:], dtype=t.dtype, name=t._keras_history[0].name
+        )
+        tensors[id(t)] = new
+        inputs.append(new)
+    layers = {} if layers is None else layers
+    for node in nodes:
+        if node.is_input:
+            continue
+        op = node.operation
+        layer = layers.get(op.name)
+        if layer is None:
+            layer = _new_layer(op, filters, layer_factory)
+            layers[op.name] = layer
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = keras.tree.flatten(layer(*args, **kwargs))
+        if output_hook is not None:
+            outputs = output_hook(node, outputs)
+        for old, new in zip(node.outputs, outputs):
+            tensors[id(old)] = new
+    outputs = [tensors[id(t)] for t in functional.outputs]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=name or model.name,
+    )
+
+
+def _new_layer(op, filters, layer_factory):
+    if not isinstance(op, keras.layers.Layer):
+        return op  # a keras op (`x + y`): stateless, reuse it
+    config = op.get_config()
+    if op.name in filters:
+        config["filters"] = int(filters[op.name])
+    if layer_factory is not None:
+        layer = layer_factory(op, config)
+        if layer is not None:
+            return layer
+    return type(op).from_config(config)
+
+
+def copy_weights(source, target):
+    """Copies every weighted layer's weights from `source` into `target`.
+
+    Layers are matched by name; shapes must agree (same widths).
+
+    Raises:
+        SurgeryError: a layer is missing or its weights differ in shape.
+    """
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            raise SurgeryError(
+                f"layer '{layer.name}' of '{target.name}' is missing from "
+                f"'{source.name}'"
+            ) from None
+        values = src.get_weights()
+        if [tuple(v.shape) for v in values] != [
+            tuple(w.shape) for w in layer.weights
+        ]:
+            raise SurgeryError(
+                f"layer '{layer.name}': weight shapes differ between "
+                f"'{source.name}' and '{target.name}'"
+            )
+        layer.set_weights(values)
+
+
+def clone(model, *, name=None):
+    """A copy of `model` (same graph, layer names and weights)."""
+    copy = rebuild(model, name=name)
+    copy_weights(model, copy)
+    return copy
