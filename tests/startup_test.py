@@ -56,6 +56,28 @@ class EntryModuleTest(tf.test.TestCase):
         for argv, module in cases:
             self.assertEqual(startup.entry_module(argv), module, argv)
 
+    def test_job_of_every_spelling(self):
+        # (sys.orig_argv, sys.argv, expected): under `-m`, sys.argv[0] is
+        # the module's file and the rest are its arguments.
+        cases = [
+            (["python", "-m", "train.grafting", "--x=1"],
+             ["grafting.py", "--x=1"], ("train.grafting", ["--x=1"])),
+            (["python", "-m", "tfgraft.train.stripe", "--y"],
+             ["stripe.py", "--y"], ("train.stripe", ["--y"])),
+            (["python", "-m", "train", "ekg", "--z"],
+             ["__main__.py", "ekg", "--z"], ("train.ekg", ["--z"])),
+            (["python", "-m", "tfgraft.train", "lwdna"],
+             ["__main__.py", "lwdna"], ("train.lwdna", [])),
+            (["python", "/v/bin/tfgraft-train", "baseline", "--a"],
+             ["/v/bin/tfgraft-train", "baseline", "--a"],
+             ("train.baseline", ["--a"])),
+            (["python", "-m", "pytest", "tests"], ["pytest", "tests"],
+             (None, None)),
+            (["python", "script.py"], ["script.py"], (None, None)),
+        ]
+        for orig_argv, argv, want in cases:
+            self.assertEqual(startup.entry_job(orig_argv, argv), want, orig_argv)
+
 
 class TfLogRequestedTest(tf.test.TestCase):
     def test_command_line_and_nested_flagfiles_last_wins(self):

@@ -2,7 +2,7 @@
 
 # Before TensorFlow loads: tfgraft's oneDNN defaults (tfgraft/__init__.py).
 import tfgraft as _tfgraft  # noqa: F401
-from train import startup as _startup
+from . import startup as _startup
 
 # `python -m train.<job>` only: TensorFlow loads here, its start-up banners
 # caught and filtered (train/startup.py; `--tf_log` shows them).

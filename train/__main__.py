@@ -19,7 +19,7 @@ def jobs():
         name[: -len(".py")]
         for name in os.listdir(here)
         if name.endswith(".py")
-        and name not in ("__init__.py", "__main__.py", "flags.py")
+        and name not in ("__init__.py", "__main__.py", "flags.py", "startup.py")
     )
 
 

@@ -551,7 +551,7 @@ def guard(main):
 
     def guarded(argv):
         from tfgraft import io
-        from train import startup
+        from . import startup
 
         startup.configure_logging(TF_LOG.value)
         try:

@@ -82,14 +82,35 @@ def tf_log_requested(argv):
     return on
 
 
+def entry_job(orig_argv=None, argv=None):
+    """`(module, its flag arguments)` of the entry point being run, as
+    `train.<job>`, or `(None, None)` when no entry point is.
+
+    `python -m train.<job>` (a clone), `python -m tfgraft.train.<job>`
+    (installed), `python -m train <job>` / `python -m tfgraft.train <job>`
+    and the `tfgraft-train <job>` command all count.
+    """
+    argv = sys.argv if argv is None else argv
+    module = entry_module(orig_argv)
+    if module is None:
+        if os.path.basename(argv[0]) == "tfgraft-train" and len(argv) > 1:
+            return f"train.{argv[1]}", argv[2:]
+        return None, None
+    if module.startswith("tfgraft."):
+        module = module[len("tfgraft.") :]
+    if module == "train" and len(argv) > 1:
+        return f"train.{argv[1]}", argv[2:]
+    if module.startswith("train."):
+        return module, argv[1:]
+    return None, None
+
+
 def start():
-    """Runs for `python -m train.<job>` before TensorFlow loads."""
-    module = entry_module()
-    if module is None or not module.startswith("train."):
+    """Runs for an entry point (`entry_job`) before TensorFlow loads."""
+    module, args = entry_job()
+    if module is None or module in _NO_TENSORFLOW:
         return
-    if module in _NO_TENSORFLOW:
-        return
-    _state["tf_log"] = tf_log_requested(sys.argv[1:])
+    _state["tf_log"] = tf_log_requested(args)
     if _state["tf_log"]:
         return
     user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
