@@ -15,7 +15,7 @@ import sys as _sys
 # With oneDNN on, ops also run one at a time (TF_NUM_INTEROP_THREADS=1,
 # each op still uses every core), a precaution: twice in 7 runs with two
 # inter-op threads the LW-DNA search's latent gradient came out unrelated
-# to the true one on a 2-core AMD CPU; 63 later runs did not reproduce it
+# to the true one on a 2-core AMD CPU; 71 later runs did not reproduce it
 # and the cause is unknown (README, Performance; a detector in
 # bench/interop_gradient_check.py). One net's step is as fast.
 if "tensorflow" not in _sys.modules:
