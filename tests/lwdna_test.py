@@ -25,6 +25,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _hypernet(name="resnet20", width_mult=0.5, input_shape=(32, 32, 3)):
+    # The plan is cached per process and building it draws random numbers:
+    # build it before seeding, so the net is the same whatever ran before.
+    lwdna.latent_plan(name, preset="dhp", input_shape=input_shape)
     keras.utils.set_random_seed(0)
     config = models.default_channel_config(name).scaled(width_mult)
     return lwdna.build_hypernet(
@@ -368,37 +371,14 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(table.ratio(masks) * table.total, counted)
 
     def test_search_steps_and_latent_gradients(self):
-        # Run in a fresh process: after the rest of the suite ran in this
-        # one, single entries of the search's latent gradients drifted by
-        # up to 4% from the directly computed ones (cause under
-        # investigation, see the stop-2 note).
-        if os.environ.get("TFGRAFT_ISOLATED_TEST") != "1":
-            env = dict(os.environ, TFGRAFT_ISOLATED_TEST="1")
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    os.path.abspath(__file__),
-                    "-k",
-                    "test_search_steps_and_latent_gradients",
-                ],
-                cwd=root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
-            self.assertIn("1 passed", proc.stdout)
-            return
         # §4.6 check 6 (step count) and the grad importance is dL/dv of
-        # the last batch. One batch repeats and the learning rate is tiny,
-        # so every step's gradient equals the one computed here up front.
+        # the last batch. One batch repeats and the learning rate is 0, so
+        # every step sees the weights the gradient was computed at up front
+        # and the only difference is float rounding (eager vs graph kernels).
+        # A tiny non-zero rate is not enough: this random hypernet is
+        # ill-conditioned (moving the input by 1e-4 of its scale moves some
+        # latent gradients by 10-20%, and weight steps of ~1e-8 flip ReLUs,
+        # jumping gradients by a few %).
         self.assertEqual(lwdna.search_steps(1, 100), 2)
         self.assertEqual(lwdna.search_steps(3, 10), 22)
         net = _hypernet(width_mult=0.25)
@@ -411,7 +391,7 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             )
-        keys = ["stage2", "stage3/block1/conv1", "rgb"]
+        keys = list(net.latents)
         expected = tape.gradient(loss, [net.latents[k] for k in keys])
         state = lwdna.run_search(
             net,
@@ -419,18 +399,17 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
             strategy=tf.distribute.get_strategy(),
             steps=lwdna.search_steps(2, 2),
             global_batch_size=16,
-            learning_rate=1e-9,
+            learning_rate=0.0,
         )
         self.assertEqual(state.steps, 4)
-        self.assertAllClose(state.loss, float(loss), atol=1e-4)
+        self.assertAllClose(state.loss, float(loss), atol=1e-5, rtol=0)
         for key, grad in zip(keys, expected):
-            self.assertGreater(np.abs(grad.numpy()).max(), 0.0)
-            # Relative to the gradient's norm: masked (near-constant)
-            # channels amplify float noise through BN's 1/sqrt(var + eps),
-            # so single small entries move by ~1e-3 between kernels.
             grad = grad.numpy()
-            error = np.linalg.norm(state.grads[key] - grad)
-            self.assertLess(error / np.linalg.norm(grad), 5e-3, key)
+            self.assertGreater(np.abs(grad).min(), 0.0, key)
+            # Measured: at most 6e-7 apart, entries 1e-4 to 0.3.
+            self.assertAllClose(
+                state.grads[key], grad, atol=2e-6, rtol=1e-4, msg=key
+            )
 
 
 @pytest.mark.large

@@ -13,10 +13,11 @@ import sys as _sys
 # The switch is read when TensorFlow loads, so it can only be set here when
 # tfgraft is imported first; an explicit TF_ENABLE_ONEDNN_OPTS wins.
 # With oneDNN on, ops also run one at a time (TF_NUM_INTEROP_THREADS=1,
-# each op still uses every core): with two concurrent ops a hypernetwork's
-# latent gradients (tests/lwdna_test.py) came out wrong in 2 of 4 runs on a
-# 2-core AMD CPU, never with one; one net's step is as fast (README,
-# Performance).
+# each op still uses every core), a precaution: twice in 7 runs with two
+# inter-op threads the LW-DNA search's latent gradient came out unrelated
+# to the true one on a 2-core AMD CPU; 71 later runs did not reproduce it
+# and the cause is unknown (README, Performance; a detector in
+# bench/interop_gradient_check.py). One net's step is as fast.
 if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if _os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
