@@ -61,6 +61,27 @@ def _assert_same(test, a, b, atol=1e-6):
             test.assertAllClose(x, y, atol=atol)
 
 
+def _first(steps, seconds):
+    return {"steps": steps, "seconds": seconds}
+
+
+class SteadyImagesPerSecTest(tf.test.TestCase):
+    def test_first_loops_left_out(self):
+        history = [
+            {"step": 4, "seconds": 5.0, "first_loop": _first(2, 4.0)},
+            {"step": 8, "seconds": 2.0},
+            {"step": 12, "seconds": 3.0, "first_loop": _first(1, 1.5)},
+        ]
+        # (12 - 2 - 1) steps in (10 - 4 - 1.5) s, 16 images a step.
+        self.assertAllClose(
+            job_lib.steady_images_per_sec(history, 16), 9 * 16 / 4.5
+        )
+
+    def test_nothing_but_first_loops_is_none(self):
+        history = [{"step": 4, "seconds": 5.0, "first_loop": _first(4, 5.0)}]
+        self.assertIsNone(job_lib.steady_images_per_sec(history, 16))
+
+
 @pytest.mark.large
 class BaselineJobTest(tf.test.TestCase):
     def test_workdir_contract_and_export_round_trip(self):
@@ -147,6 +168,19 @@ class BaselineJobTest(tf.test.TestCase):
         report = resumed.run()
         self.assertEqual(report["steps"], 12)
         self.assertEqual(report["epochs"], 3)
+        # Each session's first loop (tracing) is recorded once, in the
+        # epoch it ran in, and left out of the steady-state figure.
+        with open(os.path.join(split_dir, "history.json")) as f:
+            history = json.load(f)
+        firsts = [h["epoch"] for h in history if "first_loop" in h]
+        self.assertEqual(firsts, [1, 2])
+        self.assertLen(report["first_loop_seconds"], 2)
+        self.assertEqual(
+            report["steady_images_per_sec"],
+            job_lib.steady_images_per_sec(
+                history, resumed.config.data.batch_size
+            ),
+        )
         _assert_same(self, _weights(full), _weights(resumed), atol=1e-5)
 
 

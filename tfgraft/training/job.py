@@ -53,6 +53,31 @@ def count_params(net):
     return int(sum(math.prod(w.shape) for w in net.trainable_weights))
 
 
+def steady_images_per_sec(history, batch_size):
+    """Per-net training images/s of `history` without each session's first
+    loop (which traces the step), or None when nothing else was timed.
+
+    Args:
+        history: `loop.fit`'s per-epoch logs (`step`, `seconds`, and
+            `first_loop` = `{"steps", "seconds"}` in the epoch where a
+            session started).
+        batch_size: global batch size (images per step and net).
+    """
+    steps = seconds = 0.0
+    previous = 0
+    for h in history:
+        steps += h["step"] - previous
+        seconds += h["seconds"]
+        previous = h["step"]
+        first = h.get("first_loop")
+        if first:
+            steps -= first["steps"]
+            seconds -= first["seconds"]
+    if steps <= 0 or seconds <= 0:
+        return None
+    return steps * batch_size / seconds
+
+
 def net_seed(base_seed, index):
     """Initialisation seed of net `index` (different for every net)."""
     return base_seed * 1000 + index
@@ -550,11 +575,13 @@ class Job:
         per_net_ips = (
             steps * self.config.data.batch_size / max(train_seconds, 1e-9)
         )
+        steady = steady_images_per_sec(history, self.config.data.batch_size)
         for entry in nets:
             # All nets train in the same steps, so they share these figures.
             entry["epochs"] = len(history)
             entry["wall_seconds"] = seconds
             entry["train_images_per_sec"] = per_net_ips
+            entry["steady_images_per_sec"] = steady
         report = {
             "job": self.name,
             "model": self.config.model.name,
@@ -570,6 +597,12 @@ class Job:
                 * trainer.num_nets
                 / max(train_seconds, 1e-9)
             ),
+            "steady_images_per_sec": (
+                None if steady is None else steady * trainer.num_nets
+            ),
+            "first_loop_seconds": [
+                h["first_loop"]["seconds"] for h in history if "first_loop" in h
+            ],
             "flops_convention": "macs",
             "nets": nets,
         }

@@ -216,6 +216,9 @@ def fit(
     total_steps = run.total_steps(spe)
     step_hooks = [h for h in hooks if h.every_steps > 0]
     first_epoch = start_step // spe
+    # The session's first `train_loop` call traces (and XLA-compiles) the
+    # step; it is kept apart so that throughput figures are steady-state.
+    first_loop = None
 
     for epoch in range(first_epoch, run.epochs):
         epoch_end = min((epoch + 1) * spe, total_steps)
@@ -224,6 +227,7 @@ def fit(
             break
         sums = None
         steps_done = 0
+        epoch_first_loop = None
         trainer.reset_progress()
         t0 = time.perf_counter()
         with console.epoch(
@@ -241,6 +245,9 @@ def fit(
                 t_loop = time.perf_counter()
                 stats = trainer.train_loop(iterators, n)
                 dt = time.perf_counter() - t_loop
+                if first_loop is None:
+                    first_loop = {"steps": n, "seconds": dt}
+                    epoch_first_loop = first_loop
                 _check_finite(trainer, stats, manager)
                 step += n
                 steps_done += n
@@ -267,6 +274,10 @@ def fit(
             "learning_rate": trainer.learning_rates(),
             "train": train,
         }
+        if epoch_first_loop is not None:
+            # This session's first loop: its steps and seconds, tracing
+            # included (`steady_images_per_sec` leaves them out).
+            logs["first_loop"] = epoch_first_loop
         # `last`: the schedule's final epoch (grafting skips its graft);
         # `stop`: this session ends here (--max_steps), so evaluate and save.
         last = epoch + 1 == run.epochs
