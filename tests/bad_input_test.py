@@ -127,9 +127,28 @@ _CASES = (
         "synthetic_size",
         "baseline",
         [*_RUN, "--synthetic_train_size=0"],
-        "synthetic",
+        "--synthetic_train_size=0: must be >= 1",
     ),
-    ("unknown_model", "baseline", [*_RUN, "--model=resnet21"], "resnet21"),
+    (
+        "unknown_model",
+        "baseline",
+        [*_RUN, "--model=resnet21"],
+        "--model=resnet21: unknown model",
+    ),
+    (
+        "shortcut_of_a_vgg",
+        "baseline",
+        [*_RUN, "--model=vgg16", "--shortcut=A"],
+        "--shortcut=A: shortcut types apply to ResNets only, not to "
+        "--model=vgg16",
+    ),
+    (
+        "lwdna_option_a",
+        "lwdna",
+        [*_RUN, "--preset=grafting"],
+        "--model=resnet20 with option-A shortcuts cannot prune its streams "
+        "(pass --shortcut=projection or --preset=dhp)",
+    ),
     ("seed_negative", "baseline", [*_RUN, "--seed=-3"], "--seed=-3: must be"),
     (
         "width_mult_empties_layers",
@@ -166,7 +185,7 @@ _CASES = (
         "missing_folder",
         "baseline",
         [*_RUN, "--dataset=folder:{tmp}/nowhere"],
-        "{tmp}/nowhere",
+        "--dataset=folder:{tmp}/nowhere: folder {tmp}/nowhere does not exist",
     ),
     (
         "empty_folder",
@@ -180,12 +199,17 @@ _CASES = (
         [*_RUN, "--dataset=folder:{tmp}/corrupt"],
         "{tmp}/corrupt/train/a/1.png",
     ),
-    ("unknown_scheme", "lwdna", [*_RUN, "--dataset=ftp:cifar"], "ftp:cifar"),
+    (
+        "unknown_scheme",
+        "lwdna",
+        [*_RUN, "--dataset=ftp:cifar"],
+        "--dataset=ftp:cifar is not",
+    ),
     (
         "unknown_tfds_name",
         "baseline",
         [*_RUN, "--dataset=tfds:no_such_set", "--data_dir={tmp}/tfds"],
-        "tfds:no_such_set",
+        "--dataset=tfds:no_such_set: TFDS has no dataset",
     ),
     # --- Channel configs ---
     (
@@ -381,7 +405,7 @@ _CASES = (
             "--dataset=s3:bucket",
             "--output={run}/eval.json",
         ],
-        "s3:bucket",
+        "--dataset=s3:bucket is not",
     ),
     (
         "evaluate_batch_zero",

@@ -11,6 +11,7 @@ from tfgraft.models import ChannelConfigError
 from tfgraft.models import build_model
 from tfgraft.models import default_channel_config
 from tfgraft.models import resolve_topology
+from train import flags as flags_lib
 
 
 class ChannelConfigTest(tf.test.TestCase, parameterized.TestCase):
@@ -190,17 +191,17 @@ class TopologyTest(tf.test.TestCase, parameterized.TestCase):
         (
             "default_preset",
             dict(),
-            "built for --preset=dhp, got --preset=grafting",
+            "built for preset 'dhp', got {preset}grafting",
         ),
         (
             "other_preset",
             dict(preset="pff", shortcut="projection"),
-            "built for --preset=dhp, got --preset=pff",
+            "built for preset 'dhp', got {preset}pff",
         ),
         (
             "other_shortcut",
             dict(preset="dhp", shortcut="A"),
-            "built for --shortcut=projection, got --shortcut=A",
+            "built for shortcut 'projection', got {shortcut}A",
         ),
     )
     def test_mismatch_is_one_line_naming_file(self, kwargs, message):
@@ -208,17 +209,32 @@ class TopologyTest(tf.test.TestCase, parameterized.TestCase):
         config = ChannelConfig.load(path)
         with self.assertRaises(ChannelConfigError) as ctx:
             build_model("resnet20", channel_config=config, **kwargs)
+        # Python's words; the command line's (train/flags.py) name flags.
         self.assertEqual(
-            str(ctx.exception), f"--channel_config={path}: {message}"
+            str(ctx.exception),
+            f"channel_config='{path}': "
+            + message.format(preset="preset='", shortcut="shortcut='")
+            + "'",
+        )
+        self.assertEqual(
+            flags_lib.flag_message(ctx.exception),
+            f"--channel_config={path}: "
+            + message.format(preset="--preset=", shortcut="--shortcut="),
         )
 
-    def test_model_mismatch_names_flag(self):
+    def test_model_mismatch_names_argument_and_flag(self):
         config = ChannelConfig.load(_derived_file(self.get_temp_dir()))
         with self.assertRaisesRegex(
             ChannelConfigError,
-            r"derived.json: built for --model=resnet20, got --model=resnet32$",
-        ):
+            r"derived.json': built for model 'resnet20', got "
+            r"name='resnet32'$",
+        ) as ctx:
             build_model("resnet32", channel_config=config, preset="dhp")
+        self.assertRegex(
+            flags_lib.flag_message(ctx.exception),
+            r"^--channel_config=\S*derived.json: built for model 'resnet20', "
+            r"got --model=resnet32$",
+        )
 
     def test_matching_topology_builds(self):
         config = ChannelConfig.load(_derived_file(self.get_temp_dir()))

@@ -369,10 +369,12 @@ class StepsPerEpochTest(tf.test.TestCase):
         self.assertEqual(steps_per_epoch(source, 16), 3)
         self.assertEqual(steps_per_epoch(source.info, 50), 1)
         for bad in (0, 51):
-            with self.assertRaisesRegex(DataError, "--batch_size"):
+            with self.assertRaisesRegex(DataError, f"^batch_size={bad}"):
                 steps_per_epoch(source, bad)
-        with self.assertRaisesRegex(DataError, "--batch_size"):
+        with self.assertRaisesRegex(DataError, "^batch_size=64 is larger"):
             train_dataset(source, batch_size=64, seed=0)
+        with self.assertRaisesRegex(DataError, "^batch_size=0: must be"):
+            eval_dataset(source, batch_size=0)
 
     def test_bad_augment_config(self):
         with self.assertRaisesRegex(ValueError, "--augment=autoaugment"):

@@ -94,7 +94,7 @@ class PiecesTest(tf.test.TestCase, parameterized.TestCase):
             search_lib.SearchConfig(target_flops_rate=rate)
         self.assertEqual(
             str(e.exception),
-            f"--target_flops_rate={rate}: must be in (0, 1) (the fraction "
+            f"target_flops_rate={rate}: must be in (0, 1) (the fraction "
             "of FLOPs kept)",
         )
         with self.assertRaisesRegex(cfg.ConfigError, "^--target_flops_rate"):

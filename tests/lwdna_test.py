@@ -20,6 +20,7 @@ from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna import job as job_lib
 from tfgraft.training import job as base_job
+from train import flags as flags_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,12 +113,35 @@ class LatentPlanTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(net.latent_sizes()["stage3"], 32)
 
     @parameterized.named_parameters(
-        ("option_a", "resnet20", dict(preset="grafting"), "projection"),
-        ("depthwise", "mobilenetv2", {}, "depthwise"),
+        (
+            "option_a",
+            "resnet20",
+            dict(preset="grafting"),
+            r"^LW-DNA needs projection shortcuts: name='resnet20' with "
+            r"option-A shortcuts cannot prune its streams \(pass "
+            r"shortcut='projection' or preset='dhp'\)\.$",
+        ),
+        (
+            "depthwise",
+            "mobilenetv2",
+            {},
+            r"^LW-DNA supports regular convs only; name='mobilenetv2' has "
+            r"the depthwise conv '",
+        ),
     )
     def test_unsupported_models(self, name, kwargs, message):
-        with self.assertRaisesRegex(lwdna.LWDNAError, message):
+        with self.assertRaisesRegex(lwdna.LWDNAError, message) as ctx:
             lwdna.latent_plan(name, **kwargs)
+        self.assertNotIn("--", str(ctx.exception))
+
+    def test_unsupported_model_in_flag_words(self):
+        with self.assertRaises(lwdna.LWDNAError) as ctx:
+            lwdna.latent_plan("resnet20", preset="grafting")
+        self.assertIn(
+            "--model=resnet20 with option-A shortcuts cannot prune its "
+            "streams (pass --shortcut=projection or --preset=dhp).",
+            flags_lib.flag_message(ctx.exception),
+        )
 
 
 class MaskTest(tf.test.TestCase, parameterized.TestCase):
@@ -131,7 +155,9 @@ class MaskTest(tf.test.TestCase, parameterized.TestCase):
             lwdna.importance(v, g, "grad", grad_normalize=True),
             [0.5, 2.0, 1.0],
         )
-        with self.assertRaisesRegex(ValueError, "importance"):
+        with self.assertRaisesRegex(
+            ValueError, "^importance kind='norm': must be one of value, grad$"
+        ):
             lwdna.importance(v, g, "norm")
 
     def test_keep_floor(self):
@@ -237,7 +263,9 @@ class ThresholdSearchTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(search.iterations, 100)
         self.assertEqual(table.ratio(result.masks), search.ratio)
         self.assertLess(abs(search.ratio - 0.4), 0.05)
-        with self.assertRaisesRegex(ValueError, "ratio"):
+        with self.assertRaisesRegex(
+            ValueError, r"^ratio=1.5: must be in \(0, 1\]$"
+        ):
             lwdna.shrink_masks(
                 table,
                 net.plan,
@@ -509,7 +537,12 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
             build()
         self.assertEqual(
             str(ctx.exception),
-            f"--channel_config={path}: built for --preset=dhp, "
+            f"channel_config='{path}': built for preset 'dhp', "
+            "got preset='grafting'",
+        )
+        self.assertEqual(
+            flags_lib.flag_message(ctx.exception),
+            f"--channel_config={path}: built for preset 'dhp', "
             "got --preset=grafting",
         )
         net = build(preset="dhp")

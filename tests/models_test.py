@@ -362,7 +362,11 @@ class LeakyTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(model.get_layer("stem_conv").filters, 4)
         # A config names the network it fits: the ReLU twin's is refused.
-        with self.assertRaisesRegex(ValueError, "built for --model=resnet56"):
+        with self.assertRaisesRegex(
+            ValueError,
+            "^channel config \\(in memory\\): built for model 'resnet56', "
+            "got name='resnet56_leaky'$",
+        ):
             build_model(
                 "resnet56_leaky",
                 channel_config=default_channel_config("resnet56"),
@@ -393,7 +397,8 @@ class ErrorTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaises(UnknownModelError) as ctx:
             build_model("resnet57")
         message = str(ctx.exception)
-        self.assertIn("--model 'resnet57'", message)
+        self.assertStartsWith(message, "name='resnet57': unknown model")
+        self.assertNotIn("--", message)
         self.assertIn("resnet56", message)
         self.assertIsInstance(ctx.exception, ValueError)
         with self.assertRaises(UnknownModelError):
@@ -402,20 +407,43 @@ class ErrorTest(tf.test.TestCase, parameterized.TestCase):
             model_family("resnet56_relu")
 
     @parameterized.named_parameters(
-        ("preset", dict(preset="slim"), "--preset 'slim'"),
-        ("shortcut", dict(shortcut="B"), "--shortcut 'B'"),
+        ("preset", dict(preset="slim"), "^preset='slim': must be one of"),
+        ("shortcut", dict(shortcut="B"), "^shortcut='B': must be one of"),
         ("width_mult", dict(width_mult=0.0), "width_mult"),
         ("mean_len", dict(mean=(0.5,)), "input_shape"),
+        (
+            "mean_on_255_scale",
+            dict(mean=(125.3, 123.0, 113.9)),
+            r"^Standardize 'standardize': mean=\(125.3, 123.0, 113.9\): "
+            r"each must be in \[0, 1\]",
+        ),
+        (
+            "std_on_255_scale",
+            dict(std=(63.0, 62.1, 66.7)),
+            r"^Standardize 'standardize': std=\(63.0, 62.1, 66.7\): each "
+            r"must be in \(0, 1\]",
+        ),
     )
     def test_bad_arguments(self, kwargs, fragment):
         with self.assertRaisesRegex(ValueError, fragment):
             build_model("resnet20", **kwargs)
 
     def test_shortcut_only_where_it_exists(self):
-        with self.assertRaisesRegex(ValueError, "ResNets only"):
-            build_model("vgg16", shortcut="A")
-        with self.assertRaisesRegex(ValueError, "CIFAR ResNets only"):
-            build_model("resnet18", shortcut="A")
+        for name, message in (
+            (
+                "vgg16",
+                "shortcut='A': shortcut types apply to ResNets only, not to "
+                "name='vgg16'",
+            ),
+            (
+                "resnet18",
+                "shortcut='A' exists for CIFAR ResNets only; name='resnet18' "
+                "uses projection shortcuts",
+            ),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                build_model(name, shortcut="A")
+            self.assertEqual(str(raised.exception), message)
 
 
 class SerializationTest(tf.test.TestCase):

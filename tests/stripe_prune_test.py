@@ -21,6 +21,7 @@ from tfgraft.stripe import skeleton
 from tfgraft.stripe import trainer as trainer_lib
 from tfgraft.testing import devices
 from tfgraft.training import optimizers
+from train import flags as flags_lib
 
 THRESHOLD = 0.01
 
@@ -132,6 +133,21 @@ class StripeTrainerTest(tf.test.TestCase, parameterized.TestCase):
                 global_batch_size=batch,
             )
         return trainer
+
+    def test_errors_name_python_arguments(self):
+        for kwargs, message in (
+            (dict(sr=-0.1, threshold=0.0), "StripeTrainer: sr=-0.1 must"),
+            (dict(sr=0.0, threshold=-1), "StripeTrainer: threshold=-1 must"),
+            (
+                dict(sr=0.0, threshold=float("nan")),
+                "StripeTrainer: threshold=nan must",
+            ),
+        ):
+            with self.assertRaises(ValueError) as ctx:
+                trainer_lib.StripeTrainer(
+                    [], [], None, global_batch_size=8, **kwargs
+                )
+            self.assertEqual(str(ctx.exception), message + " be >= 0")
 
     def test_transform_gradients(self):
         trainer = self._trainer(tf.distribute.get_strategy(), _tiny_net)
@@ -285,10 +301,21 @@ class CompactTest(tf.test.TestCase, parameterized.TestCase):
         model = _zoo("vgg16", width=0.125)
         fs = model.get_layer("conv5").filter_skeleton
         fs.assign(np.zeros(fs.shape, "f4"))
-        with self.assertRaisesRegex(
-            skeleton.StripePruningError, "'conv5' is pruned"
-        ):
+        with self.assertRaises(skeleton.StripePruningError) as ctx:
             prune.compact(model, THRESHOLD)
+        # The layer and the Python argument; the CLI's flags elsewhere.
+        self.assertEqual(
+            str(ctx.exception),
+            f"Every stripe of layer 'conv5' is pruned (|FS| <= threshold="
+            f"{THRESHOLD}) and no shortcut bypasses it: the compact network "
+            "would be cut. Lower threshold (or train with a lower sr).",
+        )
+        self.assertIn(
+            f"<= --threshold={THRESHOLD}) and no shortcut bypasses it: the "
+            "compact network would be cut. Lower --threshold (or train with "
+            "a lower --sr).",
+            flags_lib.flag_message(ctx.exception),
+        )
 
     def _cut_blocks(self):
         model = _randomize(_zoo("resnet20", shortcut="projection"), seed=7)

@@ -159,8 +159,14 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(result["ensemble"]["top1"], ens)
 
     def test_batch_not_divisible_is_rejected(self):
-        with self.assertRaisesRegex(ValueError, "--batch_size=6"):
+        with self.assertRaises(ValueError) as raised:
             _make(tf.distribute.get_strategy(), batch=6, accum=4)
+        message = str(raised.exception)
+        self.assertEqual(
+            message,
+            "global_batch_size=6 must be divisible by the replicas (1) x "
+            "accum_steps=4",
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import typing
 from typing import Optional
 from typing import Tuple
 
+from tfgraft import errors
+
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the flag."""
@@ -69,13 +71,8 @@ def flag_name(field):
     return field.metadata.get("flag") or field.name
 
 
-def show(value):
-    """A value as its flag would be written (`1.0,2.0`, `true`)."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+# A value as its flag would be written (`1.0,2.0`, `true`).
+show = errors.flag_value
 
 
 def fail(flag, value, requirement):
@@ -742,6 +739,25 @@ def field_of(dotted):
         if field.name == name:
             return field
     raise KeyError(dotted)
+
+
+def argument_flag(argument):
+    """The flag that feeds a library argument of this name, or None.
+
+    The knob flag of that name (`threshold`, `batch_size`), else the flag
+    of the one knob field of that name (`name` -> `model`, `temperature` ->
+    `kd_temperature`). A job that passes a field under another name says
+    so at the call (`tfgraft.errors.flag_names`).
+    """
+    fields = [
+        field
+        for section_type in section_types().values()
+        for field in dataclasses.fields(section_type)
+    ]
+    if any(flag_name(f) == argument for f in fields):
+        return argument
+    flags = {flag_name(f) for f in fields if f.name == argument}
+    return flags.pop() if len(flags) == 1 else None
 
 
 def field_flag(dotted):

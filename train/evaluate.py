@@ -16,6 +16,7 @@ from absl import flags
 
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
+from tfgraft import errors
 from tfgraft import export
 from tfgraft import io
 
@@ -83,13 +84,14 @@ def main(argv):
         ) from None
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
-    source = data_lib.load_source(
-        d.dataset,
-        data_dir=d.data_dir,
-        synthetic_train_size=d.synthetic_train_size,
-        synthetic_test_size=d.synthetic_test_size,
-        seed=flags_lib.section_from_flags(cfg.RunConfig).seed,
-    )
+    with errors.flag_names(spec="dataset"):
+        source = data_lib.load_source(
+            d.dataset,
+            data_dir=d.data_dir,
+            synthetic_train_size=d.synthetic_train_size,
+            synthetic_test_size=d.synthetic_test_size,
+            seed=flags_lib.section_from_flags(cfg.RunConfig).seed,
+        )
     spec = model.serve.input_signature[0]
     want = tuple(spec.shape[1:])
     have = tuple(source.info.image_shape)
@@ -98,9 +100,10 @@ def main(argv):
             f"--saved_model={path} takes {want} images but --dataset="
             f"{d.dataset} gives {have}"
         )
-    ds = data_lib.eval_dataset(
-        source, batch_size=d.eval_batch_size, split=_SPLIT.value
-    )
+    with errors.flag_names(batch_size="eval_batch_size"):
+        ds = data_lib.eval_dataset(
+            source, batch_size=d.eval_batch_size, split=_SPLIT.value
+        )
     result = evaluate(model.serve, ds)
     result.update(
         {

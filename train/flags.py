@@ -383,6 +383,7 @@ def check_flagfiles(argv):
 def user_errors():
     """Exception types reported as one line (no traceback) by `run`."""
     from tfgraft import data
+    from tfgraft import errors
     from tfgraft import export
     from tfgraft import io
     from tfgraft import models
@@ -394,6 +395,7 @@ def user_errors():
     from tfgraft.training import loop
 
     return (
+        errors.ArgumentError,
         stripe_skeleton.StripePruningError,
         ekg_errors.EKGError,
         pretrained.PretrainedError,
@@ -517,9 +519,34 @@ def run_job(job_class):
     run(job_main(job_class))
 
 
+def flag_message(error):
+    """`error`'s message in flag words.
+
+    A library `tfgraft.errors.ArgumentError` names Python arguments; each
+    becomes the flag that feeds it: the one its job named at the call site
+    (`errors.flag_names`), else the one the config declarations give
+    (`tfgraft.config.argument_flag`). An argument that no flag feeds keeps
+    its Python spelling.
+    """
+    from tfgraft import errors
+
+    if not isinstance(error, errors.ArgumentError):
+        return str(error)
+
+    def flag_of(argument):
+        if argument in _OWN_FLAGS:
+            return argument
+        return cfg.argument_flag(argument)
+
+    return error.render(flag_of)
+
+
 def _exit_with(error):
-    """Prints `error: <message>` as one line on stderr; exits with 2."""
-    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+    """Prints `error: <message>` as one line on stderr; exits with 2.
+
+    The message is in flag words (`flag_message`).
+    """
+    lines = [x.strip() for x in flag_message(error).splitlines() if x.strip()]
     print(f"error: {'; '.join(lines) or type(error).__name__}", file=sys.stderr)
     sys.exit(2)
 

@@ -27,39 +27,52 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 def load(path):
     """Opens `path` as an image-folder tree; see the module docstring."""
     root = sources.resolve_path(path)
-    flag = f"--dataset=folder:{path}"
+    spec = f"folder:{path}"
     if not os.path.isdir(root):
-        raise sources.DataError(f"{flag}: folder {root} does not exist.")
+        raise sources.DataError(
+            "{spec}: " f"folder {root} does not exist.",
+            spec=spec,
+        )
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
-        raise sources.DataError(f"{flag}: {root} has no train/ folder.")
+        raise sources.DataError(
+            "{spec}: " f"{root} has no train/ folder.",
+            spec=spec,
+        )
     test_dir = None
     for candidate in ("test", "val"):
         if os.path.isdir(os.path.join(root, candidate)):
             test_dir = os.path.join(root, candidate)
             break
     if test_dir is None:
-        raise sources.DataError(f"{flag}: {root} has no test/ or val/ folder.")
+        raise sources.DataError(
+            "{spec}: " f"{root} has no test/ or val/ folder.",
+            spec=spec,
+        )
 
-    class_names = _class_folders(train_dir, flag)
+    class_names = _class_folders(train_dir, spec)
     if not class_names:
-        raise sources.DataError(f"{flag}: {train_dir} has no class folders.")
-    test_classes = _class_folders(test_dir, flag)
+        raise sources.DataError(
+            "{spec}: " f"{train_dir} has no class folders.",
+            spec=spec,
+        )
+    test_classes = _class_folders(test_dir, spec)
     if test_classes != class_names:
         only_train = sorted(set(class_names) - set(test_classes))
         only_test = sorted(set(test_classes) - set(class_names))
         raise sources.DataError(
-            f"{flag}: class folders of train/ and "
+            "{spec}: class folders of train/ and "
             f"{os.path.basename(test_dir)}/ differ: only in train: "
             f"{only_train or 'none'}; only in "
-            f"{os.path.basename(test_dir)}: {only_test or 'none'}."
+            f"{os.path.basename(test_dir)}: {only_test or 'none'}.",
+            spec=spec,
         )
     files = {
-        "train": _list_images(train_dir, class_names, flag),
-        "test": _list_images(test_dir, class_names, flag),
+        "train": _list_images(train_dir, class_names, spec),
+        "test": _list_images(test_dir, class_names, spec),
     }
 
-    height, width = _common_size(files["train"][0], flag)
+    height, width = _common_size(files["train"][0], spec)
     num_pixels = sum(len(paths) for paths, _ in files.values())
     small = max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
     name = f"folder:{root}"
@@ -74,7 +87,7 @@ def load(path):
         sources.MAX_IN_MEMORY_BYTES
     ):
         splits = {
-            split: (_decode_all(paths, (height, width, 3), flag), labels)
+            split: (_decode_all(paths, (height, width, 3), spec), labels)
             for split, (paths, labels) in files.items()
         }
         mean, std = sources.channel_stats(splits["train"][0])
@@ -90,7 +103,7 @@ def load(path):
     if num_pixels <= MAX_HEADER_CHECKS:
         for paths, _ in files.values():
             for file in paths:
-                _check_header(file, flag)
+                _check_header(file, spec)
     if small:
         # Too many small images to hold in memory: stream them with the
         # CIFAR recipe and the ImageNet statistics as a neutral default.
@@ -179,18 +192,18 @@ def decode_image(contents, path):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def _common_size(paths, flag, samples=9):
+def _common_size(paths, spec, samples=9):
     """(height, width) most of `samples` spread-out files have.
 
     Not simply the first file's: an odd first file would make every good
     file look wrong.
     """
     step = max(1, len(paths) // samples)
-    sizes = [_decode_file(p, flag).shape[:2] for p in paths[::step][:samples]]
+    sizes = [_decode_file(p, spec).shape[:2] for p in paths[::step][:samples]]
     return collections.Counter(sizes).most_common(1)[0][0]
 
 
-def _scan(folder, flag):
+def _scan(folder, spec):
     """`os.scandir(folder)` as (entry, is_dir, is_file); an entry that
     cannot be examined (a symlink loop, no permission) is a `DataError`
     naming it."""
@@ -199,7 +212,8 @@ def _scan(folder, flag):
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
         raise sources.DataError(
-            f"{flag}: cannot list {folder} ({e.strerror})."
+            "{spec}: " f"cannot list {folder} ({e.strerror}).",
+            spec=spec,
         ) from None
     for entry in entries:
         if entry.name.startswith("."):
@@ -208,36 +222,38 @@ def _scan(folder, flag):
             out.append((entry, entry.is_dir(), entry.is_file()))
         except OSError as e:
             raise sources.DataError(
-                f"{flag}: cannot read {entry.path} ({e.strerror})."
+                "{spec}: " f"cannot read {entry.path} ({e.strerror}).",
+                spec=spec,
             ) from None
     return out
 
 
-def _class_folders(split_dir, flag=""):
-    return [entry.name for entry, is_dir, _ in _scan(split_dir, flag) if is_dir]
+def _class_folders(split_dir, spec=""):
+    return [entry.name for entry, is_dir, _ in _scan(split_dir, spec) if is_dir]
 
 
-def _list_images(split_dir, class_names, flag):
+def _list_images(split_dir, class_names, spec):
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(split_dir, class_name)
         images = [
             entry.name
-            for entry, _, is_file in _scan(class_dir, flag)
+            for entry, _, is_file in _scan(class_dir, spec)
             if is_file
             and entry.name.lower().endswith(sources.IMAGE_EXTENSIONS)
         ]
         if not images:
             raise sources.DataError(
-                f"{flag}: class folder {class_dir} has no images "
-                f"({'/'.join(sources.IMAGE_EXTENSIONS)})."
+                "{spec}: " f"class folder {class_dir} has no images "
+                f"({'/'.join(sources.IMAGE_EXTENSIONS)}).",
+                spec=spec,
             )
         paths.extend(os.path.join(class_dir, name) for name in images)
         labels.extend([label] * len(images))
     return paths, labels
 
 
-def _decode_file(path, flag):
+def _decode_file(path, spec):
     """Eagerly decodes one file, naming it if it is broken."""
     try:
         with open(path, "rb") as f:
@@ -250,27 +266,30 @@ def _decode_file(path, flag):
     except (OSError, ValueError, tf.errors.OpError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise sources.DataError(
-            f"{flag}: cannot decode image file {path} ({reason})."
+            "{spec}: " f"cannot decode image file {path} ({reason}).",
+            spec=spec,
         ) from None
     return image.numpy()
 
 
-def _check_header(path, flag):
+def _check_header(path, spec):
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as e:
         raise sources.DataError(
-            f"{flag}: cannot read image file {path} ({e.strerror})."
+            "{spec}: " f"cannot read image file {path} ({e.strerror}).",
+            spec=spec,
         ) from None
     if not head.startswith(_MAGIC):
         raise sources.DataError(
-            f"{flag}: cannot decode image file {path} (not a JPEG, PNG, "
-            "GIF, BMP or WebP file)."
+            "{spec}: " f"cannot decode image file {path} (not a JPEG, PNG, "
+            "GIF, BMP or WebP file).",
+            spec=spec,
         )
 
 
-def _decode_all(paths, shape, flag):
+def _decode_all(paths, shape, spec):
     """Decodes every file to one uint8 array of `shape` images.
 
     The fast path decodes in parallel inside tf.data. If anything fails, the
@@ -292,7 +311,7 @@ def _decode_all(paths, shape, flag):
         return np.concatenate([batch.numpy() for batch in ds], axis=0)
     except tf.errors.OpError:
         pass
-    sizes = {path: _decode_file(path, flag).shape for path in paths}
+    sizes = {path: _decode_file(path, spec).shape for path in paths}
     counts = collections.Counter(sizes.values())
     common = counts.most_common(1)[0][0]
     if len(counts) > 1:
@@ -300,16 +319,19 @@ def _decode_all(paths, shape, flag):
         path = next(p for p, s in sizes.items() if s != common)
         odd = sizes[path]
         raise sources.DataError(
-            f"{flag}: image file {path} is {odd[1]}x{odd[0]}, but "
+            "{spec}: " f"image file {path} is {odd[1]}x{odd[0]}, but "
             f"{counts[common]} of the {len(paths)} images are "
-            f"{common[1]}x{common[0]}; all must have one size."
+            f"{common[1]}x{common[0]}; all must have one size.",
+            spec=spec,
         )
     if common != tuple(shape):
         raise sources.DataError(
-            f"{flag}: image file {paths[0]} is {common[1]}x{common[0]} (as "
+            "{spec}: " f"image file {paths[0]} is {common[1]}x{common[0]} (as "
             f"all of its split), but the train images are "
-            f"{shape[1]}x{shape[0]}; all must have one size."
+            f"{shape[1]}x{shape[0]}; all must have one size.",
+            spec=spec,
         )
     raise sources.DataError(
-        f"{flag}: decoding the images failed, but none failed on its own."
+        "{spec}: decoding the images failed, but none failed on its own.",
+        spec=spec,
     )

@@ -53,16 +53,19 @@ def steps_per_epoch(info_or_source, batch_size):
         `num_train // batch_size`.
 
     Raises:
-        DataError: naming `--batch_size` if that is less than one batch.
+        DataError: naming `batch_size` if that is less than one batch.
     """
     info = _info(info_or_source)
     if int(batch_size) < 1:
-        raise sources.DataError(f"--batch_size must be >= 1; got {batch_size}.")
+        raise sources.DataError(
+            "{batch_size}: must be >= 1.", batch_size=batch_size
+        )
     steps = info.num_train // int(batch_size)
     if steps < 1:
         raise sources.DataError(
-            f"--batch_size={batch_size} is larger than the {info.num_train} "
-            f"training images of {info.name}."
+            "{batch_size} is larger than the "
+            f"{info.num_train} training images of {info.name}.",
+            batch_size=batch_size,
         )
     return steps
 
@@ -232,7 +235,7 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
 
 def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
     images, labels = source.arrays("train")
-    # Checks --batch_size against the data set (one-line DataError).
+    # Checks batch_size against the data set (one-line DataError).
     steps_per_epoch(source.info, batch_size)
     out_size = tuple(source.info.image_shape[:2])
     images = tf.constant(images)
@@ -314,7 +317,9 @@ def eval_dataset(source, *, batch_size, split="test"):
         are; ImageNet recipe: shorter side resized to 256, centre crop 224.
     """
     if int(batch_size) < 1:
-        raise sources.DataError(f"--batch_size must be >= 1; got {batch_size}.")
+        raise sources.DataError(
+            "{batch_size}: must be >= 1.", batch_size=batch_size
+        )
     info = source.info
     if source.in_memory:
         images, labels = source.arrays(split)

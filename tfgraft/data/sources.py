@@ -1,8 +1,8 @@
 """Data sources: where images come from, before any augmentation.
 
 A `Source` hands out raw uint8 RGB images and int32 labels, plus a
-`DatasetInfo` describing them. Three kinds exist, picked by the `--dataset`
-spec given to `load_source`:
+`DatasetInfo` describing them. Three kinds exist, picked by the spec given
+to `load_source`:
 
 * `synthetic`: the procedural shapes set of `tfgraft.data.synthetic`,
   in memory.
@@ -24,6 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import errors
 from tfgraft.data import synthetic
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -44,8 +45,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLITS = ("train", "test")
 
 
-class DataError(ValueError):
-    """Bad `--dataset` / `--data_dir` input; the message is one line."""
+class DataError(errors.ArgumentError):
+    """Bad data set input; one line naming the argument or file at fault."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,12 +224,12 @@ def load_source(
     synthetic_test_size=2000,
     seed=0,
 ):
-    """Opens the data set named by a `--dataset` spec.
+    """Opens the data set a spec names.
 
     Args:
         spec: `"synthetic"`, `"tfds:<name>"` or `"folder:<path>"` (relative
             paths resolve against the current directory).
-        data_dir: TFDS data directory (`--data_dir`); `None` means the TFDS
+        data_dir: TFDS data directory; `None` means the TFDS
             default. Ignored by the other kinds.
         synthetic_train_size: number of synthetic training images.
         synthetic_test_size: number of synthetic test images.
@@ -238,7 +239,8 @@ def load_source(
         A `Source`.
 
     Raises:
-        DataError: with a one-line message naming the flag or file at fault.
+        DataError: with a one-line message naming the argument
+            (`spec='folder:x'`) or file at fault.
 
     Example:
 
@@ -249,8 +251,8 @@ def load_source(
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(
-            f"--dataset must be 'synthetic', 'tfds:<name>' or "
-            f"'folder:<path>'; got {spec!r}."
+            "{spec}: must be 'synthetic', 'tfds:<name>' or 'folder:<path>'.",
+            spec=spec,
         )
     spec = spec.strip()
     kind, _, arg = spec.partition(":")
@@ -265,18 +267,18 @@ def load_source(
 
         return folder_source.load(arg)
     raise DataError(
-        f"--dataset={spec!r} is not 'synthetic', 'tfds:<name>' or "
-        "'folder:<path>'."
+        "{spec} is not 'synthetic', 'tfds:<name>' or 'folder:<path>'.",
+        spec=spec,
     )
 
 
 def _load_synthetic(train_size, test_size, seed):
-    for flag, size in (
+    for name, size in (
         ("synthetic_train_size", train_size),
         ("synthetic_test_size", test_size),
     ):
         if int(size) < 1:
-            raise DataError(f"--{flag} must be >= 1; got {size}.")
+            raise DataError("{%s}: must be >= 1." % name, **{name: size})
     train = synthetic.generate(train_size, seed=seed, split="train")
     test = synthetic.generate(test_size, seed=seed, split="test")
     mean, std = channel_stats(train[0])

@@ -25,7 +25,7 @@ def load(name, *, data_dir=None):
     """Opens the prepared TFDS dataset `name`; see the module docstring."""
     import tensorflow_datasets as tfds
 
-    flag = f"--dataset=tfds:{name}"
+    spec = f"tfds:{name}"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -33,21 +33,26 @@ def load(name, *, data_dir=None):
         matches = sources.close_matches(base, tfds.list_builders())
         hint = f"; did you mean {', '.join(matches)}?" if matches else "."
         raise sources.DataError(
-            f"{flag}: TFDS has no dataset named {base!r}{hint}"
+            "{spec}: " f"TFDS has no dataset named {base!r}{hint}",
+            spec=spec,
         ) from None
     except Exception as e:  # Bad version or config: TFDS says which.
-        raise sources.DataError(f"{flag}: {_first_line(e)}") from None
-    if not builder.is_prepared():
-        where = data_dir if data_dir else "the TFDS default directory"
         raise sources.DataError(
-            f"{flag} is not prepared under --data_dir={where} (looked for "
+            "{spec}: " + _first_line(e), spec=spec
+        ) from None
+    if not builder.is_prepared():
+        where = "{data_dir}" if data_dir else "the TFDS default directory"
+        raise sources.DataError(
+            "{spec} is not prepared under " + where + " (looked for "
             f"{builder.data_dir}) and cannot be downloaded here; run `tfds "
             f"build {name} --data_dir=DIR` where there is network access and "
-            "pass --data_dir=DIR."
+            "pass {data_dir!n}=DIR.",
+            spec=spec,
+            data_dir=data_dir,
         )
 
     info = builder.info
-    image_key, label_key = _feature_keys(info, flag)
+    image_key, label_key = _feature_keys(info, spec)
     label_feature = info.features[label_key]
     split_names = {"train": "train", "test": None}
     for candidate in ("test", "validation"):
@@ -56,8 +61,9 @@ def load(name, *, data_dir=None):
             break
     if "train" not in info.splits or split_names["test"] is None:
         raise sources.DataError(
-            f"{flag} needs a 'train' and a 'test' or 'validation' split; it "
-            f"has {sorted(info.splits.keys())}."
+            "{spec} needs a 'train' and a 'test' or 'validation' split; it "
+            f"has {sorted(info.splits.keys())}.",
+            spec=spec,
         )
     num_train = info.splits["train"].num_examples
     num_test = info.splits[split_names["test"]].num_examples
@@ -218,7 +224,7 @@ class TfdsStreamSource(sources.Source):
         return image, tf.cast(label, tf.int32)
 
 
-def _feature_keys(info, flag):
+def _feature_keys(info, spec):
     import tensorflow_datasets as tfds
 
     keys = info.supervised_keys
@@ -234,8 +240,9 @@ def _feature_keys(info, flag):
         and isinstance(features[label_key], tfds.features.ClassLabel)
     ):
         raise sources.DataError(
-            f"{flag} is not an image classification dataset (needs an Image "
-            "feature and a ClassLabel feature)."
+            "{spec} is not an image classification dataset (needs an Image "
+            "feature and a ClassLabel feature).",
+            spec=spec,
         )
     return image_key, label_key
 

@@ -33,8 +33,9 @@ _AUGMENT_TAG = 0xE6A2
 def _arrays(source, split="train"):
     if not source.in_memory:
         raise sources.DataError(
-            f"--dataset={source.info.name}: EKG needs an in-memory dataset "
-            "(fixed search sets and per-image teacher logits)"
+            "{source}: EKG needs an in-memory dataset (fixed search sets "
+            "and per-image teacher logits)",
+            source=source.info.name,
         )
     return source.arrays(split)
 
@@ -78,8 +79,9 @@ def search_indices(labels, *, train_per_class=256, val_per_class=32, seed=1):
         idx = np.flatnonzero(labels == c)
         if idx.size <= val_per_class:
             raise sources.DataError(
-                f"--search_val_per_class={val_per_class}: class {c} has only "
-                f"{idx.size} training images"
+                "{val_per_class}: "
+                f"class {c} has only {idx.size} training images",
+                val_per_class=val_per_class,
             )
         val_idx.append(idx[::-1][:val_per_class])
         train_idx.append(idx[: min(train_per_class, idx.size - val_per_class)])
@@ -195,7 +197,7 @@ def train_dataset(
         `knowledge` is given.
     """
     images, labels = _arrays(source)
-    # Checks --batch_size against the data set (one-line DataError).
+    # Checks batch_size against the data set (one-line DataError).
     steps_per_epoch(source, batch_size)
     return array_dataset(
         images,

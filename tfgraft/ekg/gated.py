@@ -92,7 +92,8 @@ def _check_supported(model, nodes):
             raise GatingError(
                 f"layer '{op.name}' is an option-A shortcut; EKG prunes "
                 "residual streams and needs projection shortcuts "
-                "(--shortcut=projection, the ekg preset's default)"
+                "({shortcut}, the ekg preset's default)",
+                shortcut="projection",
             )
         if isinstance(op, _UNSUPPORTED) or (
             isinstance(op, keras.layers.Conv2D) and op.groups != 1

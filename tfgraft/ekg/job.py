@@ -46,6 +46,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import data as data_lib
+from tfgraft import errors as errors_lib
 from tfgraft import io
 from tfgraft import models
 from tfgraft import plotting
@@ -289,9 +290,10 @@ class EKGJob(job_lib.Job):
         _, _, trained = pretrained_lib.resolve(pretrained)
         pretrained_lib.check_config(pretrained, trained, self.config.model)
         read = pretrained_lib.load(pretrained, plain, self.config.model.name)
-        test_ds = data_lib.eval_dataset(
-            self.source, batch_size=self.config.data.eval_batch_size
-        )
+        with errors_lib.flag_names(batch_size="eval_batch_size"):
+            test_ds = data_lib.eval_dataset(
+                self.source, batch_size=self.config.data.eval_batch_size
+            )
         pretrained_acc = evaluate_model(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
 
@@ -316,22 +318,23 @@ class EKGJob(job_lib.Job):
             "CE + soft CE to the ensemble" if e.search_knowledge else "CE",
         )
         # Phases 2-4 are the public API's (`plain` is not changed).
-        found = subnet_lib.search_subnet(
-            plain,
-            self.source.arrays("train"),
-            (sets.val_images, sets.val_labels),
-            target_flops_rate=e.target_flops_rate,
-            search_knowledge=e.search_knowledge,
-            search_step=e.search_step,
-            cost_mode=e.cost_mode,
-            batch_size=e.batch_size,
-            warmup=e.warmup,
-            warmup_data=(sets.train_images, sets.train_labels),
-            num_teachers=e.num_teachers,
-            slots=slots,
-            channel_config=full_config,
-            log=search_lib.log_entry,
-        )
+        with errors_lib.flag_names(batch_size="ekg_batch_size"):
+            found = subnet_lib.search_subnet(
+                plain,
+                self.source.arrays("train"),
+                (sets.val_images, sets.val_labels),
+                target_flops_rate=e.target_flops_rate,
+                search_knowledge=e.search_knowledge,
+                search_step=e.search_step,
+                cost_mode=e.cost_mode,
+                batch_size=e.batch_size,
+                warmup=e.warmup,
+                warmup_data=(sets.train_images, sets.train_labels),
+                num_teachers=e.num_teachers,
+                slots=slots,
+                channel_config=full_config,
+                log=search_lib.log_entry,
+            )
         gated, result, teachers = found.gated, found.search, found.teachers
         history = result.history
         self.bank = found.bank
@@ -406,7 +409,8 @@ class EKGJob(job_lib.Job):
         `Job.run` calls this after `setup` and `load_data`, so the EKG job
         keeps the base run (fit, report, export) unchanged.
         """
-        ekg_data._arrays(self.source)  # EKG needs an in-memory source
+        with errors_lib.flag_names(source="dataset"):
+            ekg_data._arrays(self.source)  # EKG needs an in-memory source
         pretrained = self._pretrained_path()
         settings = self._settings(pretrained)
         self.search_result = self._load_search(settings) or self._search(

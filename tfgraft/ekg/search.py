@@ -77,21 +77,23 @@ class SearchConfig:
     def __post_init__(self):
         if not 0.0 < self.target_flops_rate < 1.0:
             raise SearchError(
-                f"--target_flops_rate={self.target_flops_rate}: must be in "
-                "(0, 1) (the fraction of FLOPs kept)"
+                "{target_flops_rate}: must be in (0, 1) (the fraction of "
+                "FLOPs kept)",
+                target_flops_rate=self.target_flops_rate,
             )
         if not 0.0 < self.search_step <= 1.0:
             raise SearchError(
-                f"--search_step={self.search_step}: must be in (0, 1]"
+                "{search_step}: must be in (0, 1]",
+                search_step=self.search_step,
             )
         if self.cost_mode not in COST_MODES:
             raise SearchError(
-                f"--cost_mode={self.cost_mode}: must be one of "
-                f"{', '.join(COST_MODES)}"
+                "{cost_mode}: must be one of " + ", ".join(COST_MODES),
+                cost_mode=self.cost_mode,
             )
         if self.batch_size < 1:
             raise SearchError(
-                f"--search_batch_size={self.batch_size}: must be >= 1"
+                "{batch_size}: must be >= 1", batch_size=self.batch_size
             )
 
 
@@ -501,9 +503,10 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
     while entries[-1].flops_rate > target:
         if config.max_steps and len(entries) > config.max_steps:
             raise SearchError(
-                f"--target_flops_rate={target}: not reached within "
+                "{target_flops_rate}: not reached within "
                 f"{config.max_steps} steps (FLOPs rate "
-                f"{entries[-1].flops_rate:.4f})"
+                f"{entries[-1].flops_rate:.4f})",
+                target_flops_rate=target,
             )
         t0 = time.perf_counter()
         k32 = ensemble.astype(np.float32)
@@ -554,8 +557,9 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
             tried.append((i, w, result))
         if not tried:
             raise SearchError(
-                f"--target_flops_rate={target}: unreachable, no gate can "
-                f"shrink further (FLOPs rate {entries[-1].flops_rate:.4f})"
+                "{target_flops_rate}: unreachable, no gate can shrink "
+                f"further (FLOPs rate {entries[-1].flops_rate:.4f})",
+                target_flops_rate=target,
             )
         # d. Accept the lowest objective (ties: the earliest gate).
         i, w, result = min(tried, key=lambda t: (t[2]["score"], t[0]))

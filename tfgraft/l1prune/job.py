@@ -39,6 +39,7 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import data as data_lib
+from tfgraft import errors
 from tfgraft import io
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
@@ -194,9 +195,10 @@ class L1PruneJob(job_lib.Job):
         _, _, trained = pretrained_lib.resolve(pretrained)
         pretrained_lib.check_config(pretrained, trained, m)
         read = pretrained_lib.load(pretrained, plain, m.name)
-        test_ds = data_lib.eval_dataset(
-            self.source, batch_size=self.config.data.eval_batch_size
-        )
+        with errors.flag_names(batch_size="eval_batch_size"):
+            test_ds = data_lib.eval_dataset(
+                self.source, batch_size=self.config.data.eval_batch_size
+            )
         pretrained_acc = evaluate(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
 

@@ -59,6 +59,7 @@ import keras
 import numpy as np
 
 from tfgraft import complexity
+from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft import models
 
@@ -66,7 +67,7 @@ INTERNAL = "internal"
 STREAM = "stream"
 
 
-class L1PruneError(ValueError):
+class L1PruneError(errors.ArgumentError):
     """The model or a target cannot be pruned; names the argument at fault."""
 
 

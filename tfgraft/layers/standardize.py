@@ -13,10 +13,19 @@ class Standardize(keras.layers.Layer):
     and an exported SavedModel serves raw images without tfgraft. The layer
     has no weights: grafting, pruning and surgery never see it.
 
+    The statistics are on the 0-1 scale while the input is on the 0-255
+    scale, as torchvision's `Normalize` after `ToTensor` and as datasets
+    publish them; unlike `keras.layers.Normalization`, whose statistics
+    are on the scale of its input. Statistics measured on 0-255 pixels
+    (`mean=[125.3, 123.0, 113.9]`) would be silently wrong here, so the
+    layer refuses any mean outside [0, 1] and any std outside (0, 1]:
+    divide such statistics by 255 first.
+
     Args:
-        mean: per-channel mean on the 0-1 scale, e.g. CIFAR's
-            `(0.4914, 0.4822, 0.4465)`.
-        std: per-channel standard deviation on the 0-1 scale.
+        mean: per-channel mean on the 0-1 scale, each in [0, 1], e.g.
+            CIFAR's `(0.4914, 0.4822, 0.4465)`.
+        std: per-channel standard deviation on the 0-1 scale, each in
+            (0, 1].
         **kwargs: base layer keyword arguments.
 
     Call arguments:
@@ -37,14 +46,22 @@ class Standardize(keras.layers.Layer):
         super().__init__(**kwargs)
         mean = tuple(float(m) for m in mean)
         std = tuple(float(s) for s in std)
+        where = f"Standardize '{self.name}'"
         if len(mean) != len(std):
             raise ValueError(
-                "Standardize needs one std per mean. "
+                f"{where} needs one std per mean. "
                 f"Received: mean={mean}, std={std}"
             )
-        if any(s <= 0 for s in std):
+        # `not 0 <= m <= 1` also refuses NaN.
+        if not all(0.0 <= m <= 1.0 for m in mean):
             raise ValueError(
-                f"Standardize std must be > 0. Received: std={std}"
+                f"{where}: mean={mean}: each must be in [0, 1] (the 0-1 "
+                "scale; the layer divides its 0-255 input by 255 first)"
+            )
+        if not all(0.0 < s <= 1.0 for s in std):
+            raise ValueError(
+                f"{where}: std={std}: each must be in (0, 1] (the 0-1 "
+                "scale; the layer divides its 0-255 input by 255 first)"
             )
         self.mean = mean
         self.std = std

@@ -17,6 +17,7 @@ import functools
 
 import keras
 
+from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
@@ -24,7 +25,7 @@ from tfgraft.layers.hyper_conv import HyperConv2D
 RGB = "rgb"
 
 
-class LWDNAError(ValueError):
+class LWDNAError(errors.ArgumentError):
     """The model or a setting does not suit LW-DNA; one-line message."""
 
 
@@ -99,31 +100,39 @@ def _latent_plan(name, preset, shortcut, input_shape):
     for layer in tiny.layers:
         if isinstance(layer, models.OptionAShortcut):
             raise LWDNAError(
-                f"LW-DNA needs projection shortcuts: --model={name} with "
-                "option-A shortcuts cannot prune its streams (pass "
-                "--shortcut=projection or --preset=dhp)."
+                "LW-DNA needs projection shortcuts: {name} with option-A "
+                "shortcuts cannot prune its streams (pass {shortcut} or "
+                "{preset}).",
+                name=name,
+                shortcut="projection",
+                preset="dhp",
             )
     group_slot = {}
     for node in graph.convs():
         if node.kind != "conv":
             raise LWDNAError(
-                f"LW-DNA supports regular convs only; --model={name} has the "
-                f"depthwise conv '{node.name}' (use a ResNet or vgg16)."
+                "LW-DNA supports regular convs only; {name} has the "
+                f"depthwise conv '{node.name}' (use a ResNet or vgg16).",
+                name=name,
             )
         slot = slots[node.name]
         if group_slot.setdefault(node.out_group, slot) != slot:
             raise LWDNAError(
-                f"--model={name}: slots '{slot}' and "
-                f"'{group_slot[node.out_group]}' write the same channels."
+                "{name}: "
+                f"slots '{slot}' and '{group_slot[node.out_group]}' write "
+                "the same channels.",
+                name=name,
             )
         if not graph.groups[node.out_group].prunable:
             raise LWDNAError(
-                f"--model={name}: the channels of '{node.name}' cannot be "
-                "pruned (they mix with unprunable channels)."
+                "{name}: "
+                f"the channels of '{node.name}' cannot be pruned (they mix "
+                "with unprunable channels).",
+                name=name,
             )
     if len(set(group_slot.values())) != len(group_slot):
         raise LWDNAError(
-            f"--model={name}: one width slot spans several channel groups."
+            "{name}: one width slot spans several channel groups.", name=name
         )
 
     def key(group):
@@ -133,18 +142,20 @@ def _latent_plan(name, preset, shortcut, input_shape):
     bn_latents = {
         n.bn: key(n.out_group) for n in graph.convs() if n.bn is not None
     }
-    return _finish_plan(graph, name, key, bn_latents, f"--model={name}")
+    return _finish_plan(graph, name, key, bn_latents, "{name}")
 
 
 def _finish_plan(graph, model, key, bn_latents, where):
-    """The `LatentPlan` of a checked graph; `where` names the model."""
+    """The `LatentPlan` of a checked graph; `where` names the model (the
+    `{name}` field of a zoo model's name argument)."""
     conv_latents = {
         n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
     }
     dense = graph.dense()
     if len(dense) != 1 or dense[0].in_spatial != 1:
         raise LWDNAError(
-            f"{where}: LW-DNA expects one classifier after global pooling."
+            f"{where}: LW-DNA expects one classifier after global pooling.",
+            name=model,
         )
     return LatentPlan(
         model=model,

@@ -59,6 +59,7 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import data as data_lib
+from tfgraft import errors
 from tfgraft import io
 from tfgraft import models
 from tfgraft import plotting
@@ -179,7 +180,8 @@ class LWDNAJob(job_lib.Job):
                 model_name="hypernet",
                 **self._build_kwargs(),
             )
-        spe = data_lib.steps_per_epoch(self.source, lw.search_batch_size)
+        with errors.flag_names(batch_size="search_batch_size"):
+            spe = data_lib.steps_per_epoch(self.source, lw.search_batch_size)
         steps = shrink_lib.search_steps(lw.epochs_grad, spe)
         dataset = data_lib.train_dataset(
             self.source,

@@ -83,9 +83,9 @@ def importance(value, grad=None, kind="value", grad_normalize=False):
         float64 numpy scores, one per channel.
     """
     if kind not in IMPORTANCES:
-        raise ValueError(
-            f"--importance must be one of {', '.join(IMPORTANCES)}. "
-            f"Received: {kind}"
+        raise LWDNAError(
+            "importance {kind}: must be one of " + ", ".join(IMPORTANCES),
+            kind=kind,
         )
     if kind == "value":
         return np.abs(np.asarray(value, np.float64))
@@ -144,9 +144,10 @@ def check_classifier_input(classifier_input):
       for it).
     """
     if classifier_input not in CLASSIFIER_INPUTS:
-        raise ValueError(
-            "--classifier_input must be one of "
-            f"{', '.join(CLASSIFIER_INPUTS)}. Received: {classifier_input}"
+        raise LWDNAError(
+            "{classifier_input}: must be one of "
+            + ", ".join(CLASSIFIER_INPUTS),
+            classifier_input=classifier_input,
         )
     return classifier_input
 
@@ -366,7 +367,7 @@ def shrink_masks(
         A `ShrinkResult`.
     """
     if not 0 < ratio <= 1:
-        raise ValueError(f"--ratio={ratio}: must be in (0, 1]")
+        raise LWDNAError("{ratio}: must be in (0, 1]", ratio=ratio)
     sizes = {k: len(s) for k, s in scores.items()}
     floors = mask_floors(
         plan,

@@ -30,11 +30,13 @@ import math
 import os
 from collections.abc import Mapping
 
+from tfgraft import errors
+
 _KEYS = ("model", "widths")
 _OPTIONAL_KEYS = ("preset", "shortcut")
 
 
-class ChannelConfigError(ValueError):
+class ChannelConfigError(errors.ArgumentError):
     """A channel config (file) does not fit its model; names file and slot."""
 
 
@@ -45,11 +47,10 @@ def describe_source(source):
     return "channel config (in memory)"
 
 
-def _flag_source(source):
-    # Topology mismatches are made on the command line: name the flag.
-    if source:
-        return f"--channel_config={source}"
-    return "channel config (in memory)"
+def _source_field(source):
+    # A topology mismatch is the caller's choice of config: name it as the
+    # argument (`channel_config=`, the flag on the command line).
+    return "{channel_config}" if source else "channel config (in memory)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,31 +140,35 @@ class ChannelConfig:
 
     # === Checks against a model ===
 
-    def check_slots(self, model, expected_slots):
-        """Raises `ChannelConfigError` unless this config fits `model`.
+    def check_slots(self, name, expected_slots):
+        """Raises `ChannelConfigError` unless this config fits model `name`.
 
         Args:
-            model: registry name the config must belong to.
+            name: registry name the config must belong to (the `name` of
+                `build_model`).
             expected_slots: every slot name the model needs.
         """
-        if self.model != model:
+        if self.model != name:
             raise ChannelConfigError(
-                f"{_flag_source(self.source)}: built for --model="
-                f"{self.model}, got --model={model}"
+                _source_field(self.source)
+                + f": built for model {self.model!r}, got "
+                + "{name}",
+                channel_config=self.source,
+                name=name,
             )
         where = describe_source(self.source)
         expected = list(expected_slots)
         missing = [slot for slot in expected if slot not in self.widths]
         if missing:
             raise ChannelConfigError(
-                f"{where}: missing slot '{missing[0]}' for model '{model}' "
+                f"{where}: missing slot '{missing[0]}' for model '{name}' "
                 f"({len(missing)} missing in all)."
             )
         known = set(expected)
         extra = [slot for slot in self.widths if slot not in known]
         if extra:
             raise ChannelConfigError(
-                f"{where}: unknown slot '{extra[0]}' for model '{model}' "
+                f"{where}: unknown slot '{extra[0]}' for model '{name}' "
                 f"({len(extra)} unknown in all)."
             )
 
@@ -181,8 +186,11 @@ class ChannelConfig:
             recorded = getattr(self, key)
             if recorded is not None and recorded != value:
                 raise ChannelConfigError(
-                    f"{_flag_source(self.source)}: built for --{key}="
-                    f"{recorded}, got --{key}={value}"
+                    _source_field(self.source)
+                    + f": built for {key} {recorded!r}, got "
+                    + "{%s}" % key,
+                    channel_config=self.source,
+                    **{key: value},
                 )
 
     # === Derived configs ===

@@ -39,6 +39,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from tfgraft import errors
 from tfgraft.layers import batch_norm as bn_lib
 
 PRESETS = ("grafting", "pff", "ekg", "dhp")
@@ -106,8 +107,8 @@ def check_preset(preset):
     if preset is None:
         return "grafting"
     if preset not in PRESETS:
-        raise ValueError(
-            f"Unknown --preset '{preset}'. Choose one of: {', '.join(PRESETS)}."
+        raise errors.ArgumentError(
+            "{preset}: must be one of " + ", ".join(PRESETS), preset=preset
         )
     return preset
 

@@ -29,6 +29,7 @@ import types
 
 import keras
 
+from tfgraft import errors
 from tfgraft.layers.standardize import Standardize
 from tfgraft.models import common
 from tfgraft.models import mobilenet_v2_cifar
@@ -38,8 +39,8 @@ from tfgraft.models import vgg_cifar
 from tfgraft.models.channel_config import ChannelConfig
 
 
-class UnknownModelError(ValueError):
-    """The `--model` name is not in the registry; lists the choices."""
+class UnknownModelError(errors.ArgumentError):
+    """A model name is not in the registry; lists the choices."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +83,8 @@ def model_family(name):
 def _entry(name):
     if name not in _MODELS:
         raise UnknownModelError(
-            f"Unknown --model '{name}'. Choose one of: {', '.join(_MODELS)}."
+            "{name}: unknown model; choose one of " + ", ".join(_MODELS),
+            name=name,
         )
     return _MODELS[name]
 
@@ -90,22 +92,26 @@ def _entry(name):
 def _resolve_shortcut(name, family, preset, shortcut):
     if family in (common.VGG, common.MOBILENET_V2):
         if shortcut is not None:
-            raise ValueError(
-                f"--shortcut applies to ResNets only, not --model '{name}'. "
-                f"Received: shortcut={shortcut!r}"
+            raise errors.ArgumentError(
+                "{shortcut}: shortcut types apply to ResNets only, not to "
+                "{name}",
+                shortcut=shortcut,
+                name=name,
             )
         return None
     if shortcut is None:
         return common.default_shortcut(preset, family)
     if shortcut not in common.SHORTCUTS:
-        raise ValueError(
-            f"Unknown --shortcut '{shortcut}'. Choose one of: "
-            f"{', '.join(common.SHORTCUTS)}."
+        raise errors.ArgumentError(
+            "{shortcut}: must be one of " + ", ".join(common.SHORTCUTS),
+            shortcut=shortcut,
         )
     if shortcut == "A" and family != common.RESNET_CIFAR:
-        raise ValueError(
-            f"--shortcut 'A' exists for CIFAR ResNets only; --model '{name}' "
-            "uses projection shortcuts."
+        raise errors.ArgumentError(
+            "{shortcut} exists for CIFAR ResNets only; {name} uses "
+            "projection shortcuts",
+            shortcut=shortcut,
+            name=name,
         )
     return shortcut
 

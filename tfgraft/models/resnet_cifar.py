@@ -82,7 +82,8 @@ def validate(config, name, shortcut):
                 f"{describe_source(config.source)}: slot 'stage{s}' = {cur} "
                 f"is narrower than 'stage{s - 1}' = {prev}; option-A "
                 "shortcuts can only zero-pad the stream wider (use "
-                "shortcut='projection' for such widths)."
+                "{shortcut} for such widths).",
+                shortcut="projection",
             )
 
 

@@ -439,9 +439,10 @@ class _Builder:
             if isinstance(value, _Dead):
                 raise StripePruningError(
                     f"Every stripe of layer '{value.origin}' is pruned (|FS| "
-                    f"<= {self.threshold}) and no shortcut bypasses it: the "
-                    "compact network would be cut. Lower --threshold or "
-                    "--sr."
+                    "<= {threshold}) and no shortcut bypasses it: the "
+                    "compact network would be cut. Lower {threshold!n} (or "
+                    "train with a lower {sr!n}).",
+                    threshold=self.threshold,
                 )
             outputs.append(value)
         return outputs[0] if len(outputs) == 1 else outputs

@@ -18,11 +18,12 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
 
 
-class StripePruningError(ValueError):
+class StripePruningError(errors.ArgumentError):
     """A model cannot be stripe-pruned as asked; the message names why."""
 
 

@@ -1,5 +1,6 @@
 """StripeTrainer: the per-step Filter Skeleton update inside the train step."""
 
+from tfgraft import errors
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
 
@@ -33,12 +34,11 @@ class StripeTrainer(trainer_lib.Trainer):
     """
 
     def __init__(self, nets, optimizers, strategy, *, sr, threshold, **kwargs):
-        if sr < 0:
-            raise ValueError(f"--sr must be >= 0. Received: sr={sr}")
-        if threshold < 0:
-            raise ValueError(
-                f"--threshold must be >= 0. Received: threshold={threshold}"
-            )
+        for name, value in (("sr", sr), ("threshold", threshold)):
+            if not value >= 0:
+                raise errors.ArgumentError(
+                    "StripeTrainer: {%s} must be >= 0" % name, **{name: value}
+                )
         self.sr = float(sr)
         self.threshold = float(threshold)
         self.plans = [skeleton_lib.skeleton_plan(net) for net in nets]

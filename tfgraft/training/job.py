@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import data as data_lib
+from tfgraft import errors
 from tfgraft import export as export_lib
 from tfgraft import io
 from tfgraft import models
@@ -350,13 +351,14 @@ class Job:
     def load_data(self):
         d = self.config.data
         logging.debug("Loading data %s…", d.dataset)
-        self.source = data_lib.load_source(
-            d.dataset,
-            data_dir=d.data_dir,
-            synthetic_train_size=d.synthetic_train_size,
-            synthetic_test_size=d.synthetic_test_size,
-            seed=self.config.run.seed,
-        )
+        with errors.flag_names(spec="dataset"):
+            self.source = data_lib.load_source(
+                d.dataset,
+                data_dir=d.data_dir,
+                synthetic_train_size=d.synthetic_train_size,
+                synthetic_test_size=d.synthetic_test_size,
+                seed=self.config.run.seed,
+            )
         self.info = self.source.info
         if self.is_chief:
             io.atomic_write_json(
@@ -445,9 +447,10 @@ class Job:
         self.load_data()
         self.console.header(self.header())
         trainer = self.build()
-        self.eval_dataset = data_lib.eval_dataset(
-            self.source, batch_size=self.config.data.eval_batch_size
-        )
+        with errors.flag_names(batch_size="eval_batch_size"):
+            self.eval_dataset = data_lib.eval_dataset(
+                self.source, batch_size=self.config.data.eval_batch_size
+            )
         hooks = list(self.hooks(trainer))
         self.best_tracker = None
         if trainer.num_nets > 1:

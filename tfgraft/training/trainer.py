@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from tfgraft import errors
+
 ON_NAN = ("stop", "skip_batch")
 
 
@@ -80,9 +82,11 @@ class Trainer(tf.Module):
             )
         replicas = strategy.num_replicas_in_sync
         if global_batch_size % (replicas * accum_steps):
-            raise ValueError(
-                f"--batch_size={global_batch_size} must be divisible by "
-                f"replicas ({replicas}) x --accum_steps ({accum_steps})"
+            raise errors.ArgumentError(
+                "{global_batch_size} must be divisible by the replicas "
+                f"({replicas}) x " + "{accum_steps}",
+                global_batch_size=global_batch_size,
+                accum_steps=accum_steps,
             )
         self.nets = list(nets)
         self.optimizers = list(optimizers)
