@@ -60,6 +60,7 @@ from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import distribute
+from tfgraft.training import evaluation
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 from tfgraft.training import trainer as trainer_lib
@@ -77,31 +78,10 @@ class BankHook(loop.Hook):
 
 def evaluate_model(model, dataset, training=False):
     """Top-1 accuracy and mean CE of one model on a finite dataset."""
-    image_shape = model.inputs[0].shape[1:]
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, *image_shape], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-        ]
+    result = evaluation.evaluate(
+        lambda images: model(images, training=training), dataset
     )
-    def step(images, labels):
-        logits = tf.cast(model(images, training=training), tf.float32)
-        labels = tf.cast(labels, tf.int32)
-        pred = tf.argmax(logits, -1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
-        loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        )
-        return correct, loss, tf.cast(tf.shape(labels)[0], tf.float32)
-
-    totals = np.zeros(3)
-    for images, labels in dataset:
-        totals += [float(v) for v in step(images, tf.cast(labels, tf.int32))]
-    return {
-        "top1": totals[0] / max(totals[2], 1.0),
-        "loss": totals[1] / max(totals[2], 1.0),
-    }
+    return {"top1": result["top1"], "loss": result["loss"]}
 
 
 class EKGJob(job_lib.Job):
