@@ -400,6 +400,11 @@ class EKGJob(job_lib.Job):
             "flops_rate": cost["ekg"]["after"].flops / ekg_full,
             "search_seconds": search_seconds,
             "bank_seconds": bank_seconds,
+            # The teacher-logit pass (forward only, training-mode BN):
+            # images x teachers per second, tracing included.
+            "teacher_images_per_sec": len(labels)
+            * len(teachers)
+            / max(bank_seconds, 1e-9),
             "bank": {
                 "capacity": self.bank.capacity,
                 "snapshot_size": self.bank.snapshot_size,
@@ -477,6 +482,7 @@ class EKGJob(job_lib.Job):
                 "original_widths": r["original_widths"],
                 "search_seconds": r["search_seconds"],
                 "bank_seconds": r["bank_seconds"],
+                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
                 # Training steps of the fine-tuning, all sessions (no eval).
                 "finetune_seconds": sum(h["seconds"] for h in history),
             },
