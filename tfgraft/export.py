@@ -21,8 +21,8 @@ functions over every variable. `Exporter` therefore saves a small
 architecture; each further net of the same architecture (the N nets of a
 grafting run and its best net) only assigns its weights into the copies
 before `tf.saved_model.save`, which then reuses the traced graphs. On 2
-CPU cores this takes ResNet-20 (x0.5) exports from 3-6 s to under 1 s
-per net after the first (README, Performance).
+loaded CPU cores this took a ResNet-20 (x0.5) net's export from 1.1-1.4 s
+to 0.4-0.5 s (README, Performance).
 
 The export lands in a temporary folder that is renamed into place once
 complete, so a crash never leaves a half-written SavedModel; a failed
