@@ -17,6 +17,11 @@ images per second that each net sees (the unit of history.json's
 
     python bench/export_eval.py --rounds=5
 
+EKG teacher logits: `tfgraft.ekg.memory_bank.compute_knowledge` (a
+training-mode BN forward of the gated supernet, one call per teacher) over
+`--eval_images` images for 4 teachers, against a 1-net `Trainer` step of
+the same network (`preset="ekg"`), interleaved.
+
 Prints medians over rounds (and every round) as JSON.
 """
 
@@ -152,6 +157,59 @@ def bench_eval(strategy, rounds, train_steps, eval_images, width):
     }
 
 
+def bench_knowledge(strategy, rounds, train_steps, images, width):
+    from tfgraft import models
+    from tfgraft.ekg import gated as gated_lib
+    from tfgraft.ekg import memory_bank as bank_lib
+
+    batch, teachers = 64, 4
+    rng = np.random.default_rng(0)
+    plain = build_model("resnet20", width_mult=width, preset="ekg")
+    slots = models.layer_slots("resnet20", preset="ekg")
+    gated = gated_lib.GatedNetwork(plain, slots=slots)
+    snapshots = [gated.state()] * teachers
+    data = rng.uniform(0, 255, (images, 32, 32, 3)).astype("uint8")
+    with strategy.scope():
+        net = build_model("resnet20", width_mult=width, preset="ekg")
+        trainer = trainer_lib.Trainer(
+            [net],
+            [optimizers.TorchSGD(0.05, momentum=0.9)],
+            strategy,
+            global_batch_size=batch,
+        )
+    x = rng.uniform(0, 255, (8 * batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, 8 * batch).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices((x, y))
+    train = train.batch(batch, drop_remainder=True).repeat()
+    iterators = [iter(strategy.experimental_distribute_dataset(train))]
+    trainer.train_loop(iterators, train_steps)  # warm-up (traces)
+    bank_lib.compute_knowledge(gated, snapshots[:1], data[:256], 256)
+    rates = {"train": [], "knowledge": []}
+    for r in range(rounds):
+        for what in (
+            ("train", "knowledge") if r % 2 == 0 else ("knowledge", "train")
+        ):
+            t0 = time.perf_counter()
+            if what == "train":
+                trainer.train_loop(iterators, train_steps)
+                done = train_steps * batch
+            else:
+                # Each call traces its function once (as the EKG job's
+                # one call does): included.
+                bank_lib.compute_knowledge(gated, snapshots, data, 256)
+                done = teachers * images
+            rates[what].append(done / (time.perf_counter() - t0))
+    train_med = statistics.median(rates["train"])
+    know_med = statistics.median(rates["knowledge"])
+    return {
+        "train_images_per_sec": train_med,
+        "teacher_images_per_sec": know_med,
+        "teacher_over_train": know_med / train_med,
+        "train_rounds": rates["train"],
+        "teacher_rounds": rates["knowledge"],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -159,11 +217,16 @@ def main():
     parser.add_argument("--width_mult", type=float, default=0.5)
     parser.add_argument("--train_steps", type=int, default=20)
     parser.add_argument("--eval_images", type=int, default=1000)
-    parser.add_argument("--skip", choices=["export", "eval"], default=None)
+    parser.add_argument(
+        "--only",
+        choices=["export", "eval", "knowledge"],
+        default=None,
+        help="Run one part only.",
+    )
     args = parser.parse_args()
     strategy = tf.distribute.MirroredStrategy()
     out = {"load_average_start": os.getloadavg()}
-    if args.skip != "export":
+    if args.only in (None, "export"):
         with strategy.scope():
             nets = [
                 build_model(
@@ -173,12 +236,20 @@ def main():
             ]
         with tempfile.TemporaryDirectory() as root:
             out["export"] = bench_export(nets, args.rounds, root)
-    if args.skip != "eval":
+    if args.only in (None, "eval"):
         out["eval"] = bench_eval(
             strategy,
             args.rounds,
             args.train_steps,
             args.eval_images,
+            args.width_mult,
+        )
+    if args.only in (None, "knowledge"):
+        out["knowledge"] = bench_knowledge(
+            strategy,
+            args.rounds,
+            args.train_steps,
+            args.eval_images * 3,
             args.width_mult,
         )
     out["load_average_end"] = os.getloadavg()
