@@ -103,6 +103,36 @@ def bench_export(nets, rounds, root):
     }
 
 
+def _interleaved(rounds, runs):
+    """Times each of `runs` (`name: fn -> images done`) once per round,
+    in rotating order; returns images/s and CPU seconds per wall second
+    (on a loaded machine a window that got less CPU shows it; 2.0 = both
+    cores) per name, one entry per round."""
+    names = list(runs)
+    rates = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            done = runs[name]()
+            dt = time.perf_counter() - t0
+            rates[name].append(done / dt)
+            cpu[name].append((time.process_time() - c0) / dt)
+    return rates, cpu
+
+
+def _train_iterators(strategy, rng, batch, num_nets):
+    """One endless distributed iterator per net over 8 random batches."""
+    images = rng.uniform(0, 255, (8 * batch, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, 8 * batch).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices((images, labels))
+    train = train.batch(batch, drop_remainder=True).repeat()
+    return [
+        iter(strategy.experimental_distribute_dataset(train))
+        for _ in range(num_nets)
+    ]
+
+
 def bench_eval(strategy, rounds, train_steps, eval_images, width):
     batch, eval_batch = 64, 250
     rng = np.random.default_rng(0)
@@ -115,35 +145,23 @@ def bench_eval(strategy, rounds, train_steps, eval_images, width):
         trainer = trainer_lib.Trainer(
             nets, opts, strategy, global_batch_size=batch
         )
-    images = rng.uniform(0, 255, (8 * batch, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, 10, 8 * batch).astype("int32")
-    train = tf.data.Dataset.from_tensor_slices((images, labels))
-    train = train.batch(batch, drop_remainder=True).repeat()
-    iterators = [
-        iter(strategy.experimental_distribute_dataset(train)) for _ in nets
-    ]
+    iterators = _train_iterators(strategy, rng, batch, len(nets))
+    labels = np.zeros([eval_images], "int32")
     test_images = rng.uniform(0, 255, (eval_images, 32, 32, 3))
     test = tf.data.Dataset.from_tensor_slices(
-        (test_images.astype("float32"), labels[:1].repeat(eval_images))
+        (test_images.astype("float32"), labels)
     ).batch(eval_batch)
     trainer.train_loop(iterators, train_steps)  # warm-up (traces)
     trainer.evaluate(test)
-    rates = {"train": [], "eval": []}
-    # Process CPU seconds per wall second of each window: on a loaded
-    # machine a window that got less CPU shows it (2.0 = both cores).
-    cpu = {"train": [], "eval": []}
-    for r in range(rounds):
-        for what in (("train", "eval") if r % 2 == 0 else ("eval", "train")):
-            t0, c0 = time.perf_counter(), time.process_time()
-            if what == "train":
-                trainer.train_loop(iterators, train_steps)
-                images_done = train_steps * batch
-            else:
-                trainer.evaluate(test)
-                images_done = eval_images
-            dt = time.perf_counter() - t0
-            rates[what].append(images_done / dt)
-            cpu[what].append((time.process_time() - c0) / dt)
+    def run_train():
+        trainer.train_loop(iterators, train_steps)
+        return train_steps * batch
+
+    def run_eval():
+        trainer.evaluate(test)
+        return eval_images
+
+    rates, cpu = _interleaved(rounds, {"train": run_train, "eval": run_eval})
     train_med = statistics.median(rates["train"])
     eval_med = statistics.median(rates["eval"])
     return {
@@ -177,28 +195,22 @@ def bench_knowledge(strategy, rounds, train_steps, images, width):
             strategy,
             global_batch_size=batch,
         )
-    x = rng.uniform(0, 255, (8 * batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, 8 * batch).astype("int32")
-    train = tf.data.Dataset.from_tensor_slices((x, y))
-    train = train.batch(batch, drop_remainder=True).repeat()
-    iterators = [iter(strategy.experimental_distribute_dataset(train))]
+    iterators = _train_iterators(strategy, rng, batch, 1)
     trainer.train_loop(iterators, train_steps)  # warm-up (traces)
     bank_lib.compute_knowledge(gated, snapshots[:1], data[:256], 256)
-    rates = {"train": [], "knowledge": []}
-    for r in range(rounds):
-        for what in (
-            ("train", "knowledge") if r % 2 == 0 else ("knowledge", "train")
-        ):
-            t0 = time.perf_counter()
-            if what == "train":
-                trainer.train_loop(iterators, train_steps)
-                done = train_steps * batch
-            else:
-                # Each call traces its function once (as the EKG job's
-                # one call does): included.
-                bank_lib.compute_knowledge(gated, snapshots, data, 256)
-                done = teachers * images
-            rates[what].append(done / (time.perf_counter() - t0))
+    # Each compute_knowledge call traces its function once, as the EKG
+    # job's one call does: included.
+    def run_train():
+        trainer.train_loop(iterators, train_steps)
+        return train_steps * batch
+
+    def run_knowledge():
+        bank_lib.compute_knowledge(gated, snapshots, data, 256)
+        return teachers * images
+
+    rates, _ = _interleaved(
+        rounds, {"train": run_train, "knowledge": run_knowledge}
+    )
     train_med = statistics.median(rates["train"])
     know_med = statistics.median(rates["knowledge"])
     return {
