@@ -193,6 +193,32 @@ class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
         want = (x - [1.0, 2.0]) / np.sqrt(1 + 1e-5) * [1.5, 0.5] + [0.1, -0.2]
         self.assertAllClose(y, want, atol=1e-5)
 
+    def test_frozen_stats_fused_matches_keras_ops(self):
+        # 4-D inputs take the fused kernel: outputs and gradients (through
+        # the batch statistics) as Keras's separate ops give them; 2-D
+        # inputs take Keras's ops. Neither moves the moving statistics.
+        rng = np.random.default_rng(6)
+        for shape in [(4, 3, 3, 2), (6, 2)]:
+            x = tf.constant(rng.normal(2.0, 3.0, size=shape), tf.float32)
+            w = tf.constant(rng.normal(size=shape), tf.float32)
+            frozen = gate_lib.FrozenStatsBatchNormalization(epsilon=1e-3)
+            keras_bn = keras.layers.BatchNormalization(epsilon=1e-3)
+            results = []
+            for bn in (frozen, keras_bn):
+                bn.build(shape)
+                bn.gamma.assign([1.5, 0.5])
+                bn.beta.assign([0.1, -0.2])
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = bn(x, training=True)
+                    loss = tf.reduce_sum(y * w)
+                grads = tape.gradient(loss, [x, bn.gamma.value, bn.beta.value])
+                results.append([y] + grads)
+            for a, b in zip(*results):
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-5)
+            self.assertAllEqual(frozen.moving_mean.numpy(), [0.0, 0.0])
+            self.assertAllEqual(frozen.moving_variance.numpy(), [1.0, 1.0])
+
     @parameterized.named_parameters(
         ("gate", gate_lib.ChannelGate, {}),
         ("conv", gate_lib.GatedConv2D, {"filters": 3, "kernel_size": 3}),

@@ -206,11 +206,30 @@ class GraftingJobTest(tf.test.TestCase):
         for sub in ("net_0", "net_1", "best"):
             path = os.path.join(full_dir, "export", sub, "saved_model.pb")
             self.assertTrue(os.path.exists(path), sub)
+        self.assertCountEqual(
+            report["export_seconds"],
+            ["export/net_0", "export/net_1", "export/best"],
+        )
+        # Eval speed: images x nets per second, the later evaluations'
+        # median (the first traces); every eval counted the 64 images.
+        self.assertIsInstance(report["eval_images_per_sec"], float)
+        self.assertIsInstance(report["eval_images_per_sec_first"], float)
         self.assertTrue(os.path.exists(os.path.join(full_dir, "grafting.png")))
         with open(os.path.join(full_dir, "history.json")) as f:
             history = json.load(f)
         self.assertIn("graft", history[0])
         self.assertIn("graft", history[1])
+        self.assertEqual([h["test"]["images"] for h in history], [64] * 3)
+        self.assertAllClose(
+            [h["eval_images_per_sec"] for h in history],
+            [64 / h["eval_seconds"] for h in history],
+        )
+        # The report's unit is images x nets (2 nets).
+        rates = [2 * h["eval_images_per_sec"] for h in history]
+        self.assertAllClose(
+            report["eval_images_per_sec"], np.median(rates[1:])
+        )
+        self.assertAllClose(report["eval_images_per_sec_first"], rates[0])
         self.assertNotEqual(
             history[0]["graft"]["mean_alpha"], history[1]["graft"]["mean_alpha"]
         )

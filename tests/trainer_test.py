@@ -141,12 +141,22 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(lp, lj, rtol=1e-4)
         for a, b in zip(plain.nets[0].weights, jitted.nets[0].weights):
             self.assertAllClose(a.numpy(), b.numpy(), atol=1e-4)
+        # Evaluation runs its forward pass under XLA too: same figures.
+        images, labels = _data(5, n=10)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+        ep, ej = plain.evaluate(ds), jitted.evaluate(ds)
+        self.assertEqual(ej["images"], 10)
+        self.assertAllClose(ep["nets"][0]["top1"], ej["nets"][0]["top1"])
+        self.assertAllClose(
+            ep["nets"][0]["loss"], ej["nets"][0]["loss"], rtol=1e-4
+        )
 
     def test_evaluate_counts_and_ensemble(self):
         trainer, _ = _make(tf.distribute.get_strategy(), num_nets=2)
         images, labels = _data(5, n=10)
         ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
         result = trainer.evaluate(ds)
+        self.assertEqual(result["images"], 10)
         for i, net in enumerate(trainer.nets):
             logits = net(images, training=False).numpy()
             top1 = np.mean(np.argmax(logits, -1) == labels)

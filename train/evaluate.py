@@ -19,6 +19,7 @@ from tfgraft import data as data_lib
 from tfgraft import errors
 from tfgraft import export
 from tfgraft import io
+from tfgraft.training import evaluation
 
 from . import flags as flags_lib
 
@@ -42,28 +43,8 @@ _OUTPUT = flags.DEFINE_string(
 
 
 def evaluate(serve, dataset):
-    """Top-1/top-5 of a `serve` function over a finite dataset."""
-    top1 = top5 = count = 0
-    for images, labels in dataset:
-        logits = serve(images)
-        labels = tf.cast(labels, tf.int32)
-        k = min(5, int(logits.shape[-1]))
-        top1 += int(
-            tf.reduce_sum(
-                tf.cast(tf.math.in_top_k(labels, logits, 1), tf.int32)
-            )
-        )
-        top5 += int(
-            tf.reduce_sum(
-                tf.cast(tf.math.in_top_k(labels, logits, k), tf.int32)
-            )
-        )
-        count += int(labels.shape[0])
-    return {
-        "top1": top1 / max(count, 1),
-        "top5": top5 / max(count, 1),
-        "count": count,
-    }
+    """Top-1/top-5 (and mean CE) of a `serve` function over a dataset."""
+    return evaluation.evaluate(serve, dataset)
 
 
 def main(argv):

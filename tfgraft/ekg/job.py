@@ -59,6 +59,7 @@ from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import subnet as subnet_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import distribute
+from tfgraft.training import evaluation
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 from tfgraft.training import trainer as trainer_lib
@@ -76,31 +77,10 @@ class BankHook(loop.Hook):
 
 def evaluate_model(model, dataset, training=False):
     """Top-1 accuracy and mean CE of one model on a finite dataset."""
-    image_shape = model.inputs[0].shape[1:]
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, *image_shape], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-        ]
+    result = evaluation.evaluate(
+        lambda images: model(images, training=training), dataset
     )
-    def step(images, labels):
-        logits = tf.cast(model(images, training=training), tf.float32)
-        labels = tf.cast(labels, tf.int32)
-        pred = tf.argmax(logits, -1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
-        loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        )
-        return correct, loss, tf.cast(tf.shape(labels)[0], tf.float32)
-
-    totals = np.zeros(3)
-    for images, labels in dataset:
-        totals += [float(v) for v in step(images, tf.cast(labels, tf.int32))]
-    return {
-        "top1": totals[0] / max(totals[2], 1.0),
-        "loss": totals[1] / max(totals[2], 1.0),
-    }
+    return {"top1": result["top1"], "loss": result["loss"]}
 
 
 class EKGJob(job_lib.Job):
@@ -377,6 +357,11 @@ class EKGJob(job_lib.Job):
             "flops_rate": found.flops_rate,
             "search_seconds": found.seconds["search"],
             "bank_seconds": found.seconds["bank"],
+            # The teacher-logit pass (forward only, training-mode BN):
+            # images x teachers per second, tracing included.
+            "teacher_images_per_sec": len(knowledge)
+            * len(teachers)
+            / max(found.seconds["bank"], 1e-9),
             "bank": {
                 "capacity": self.bank.capacity,
                 "snapshot_size": self.bank.snapshot_size,
@@ -455,6 +440,7 @@ class EKGJob(job_lib.Job):
                 "original_widths": r["original_widths"],
                 "search_seconds": r["search_seconds"],
                 "bank_seconds": r["bank_seconds"],
+                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
                 # Training steps of the fine-tuning, all sessions (no eval).
                 "finetune_seconds": sum(h["seconds"] for h in history),
             },

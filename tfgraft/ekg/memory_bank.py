@@ -216,21 +216,29 @@ def compute_knowledge(gated, snapshots, images, batch_size=256):
         had before the call.
     """
     saved = gated.state()
-    forward = tf.function(
-        lambda x: tf.cast(gated.model(x, training=True), tf.float32),
-        input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)],
-    )
+    data = tf.constant(images)
+    batch_size = int(batch_size)
+
+    # All batches of one snapshot in one call (one host sync per teacher,
+    # not per batch); traced once, the masks are variables.
+    @tf.function(input_signature=[tf.TensorSpec(data.shape, data.dtype)])
+    def forward(x):
+        num = tf.shape(x)[0]
+        batches = (num + batch_size - 1) // batch_size
+        rows = tf.TensorArray(tf.float32, size=batches, infer_shape=False)
+        for k in tf.range(batches):
+            batch = x[k * batch_size : (k + 1) * batch_size]
+            batch = tf.cast(batch, tf.float32)
+            rows = rows.write(
+                k, tf.cast(gated.model(batch, training=True), tf.float32)
+            )
+        return rows.concat()
+
     columns = []
     try:
         for orders, rates in snapshots:
             gated.set_state(orders=orders, rates=rates)
-            rows = [
-                forward(
-                    tf.constant(images[i : i + batch_size], tf.float32)
-                ).numpy()
-                for i in range(0, len(images), batch_size)
-            ]
-            columns.append(np.concatenate(rows, axis=0))
+            columns.append(forward(data).numpy())
     finally:
         gated.set_state(*saved)
     return np.stack(columns, axis=-1).astype(np.float32)

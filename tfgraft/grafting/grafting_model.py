@@ -170,7 +170,8 @@ class GraftingModel(keras.Model):
     of the nets' softmax probabilities (of their outputs when
     `from_logits=False`), as the trainer's ensemble. `model.nets` are the
     user's own models, trained in place, ready to export one by one
-    (`tfgraft.export.export_saved_model(model.nets[i], path)`).
+    (`tfgraft.export.export_saved_model(model.nets[i], path)`, or one
+    `tfgraft.export.Exporter()` for all, which traces once).
 
     Fit logs (and `history.history`): `loss` (mean over the nets),
     `net_<i>_loss`, `net_<i>_accuracy` (top-1 by argmax, sparse or one-hot

@@ -44,6 +44,7 @@ from tfgraft import io
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import prune as prune_lib
+from tfgraft.training import evaluation
 from tfgraft.training import job as job_lib
 
 CONVENTION = "pff"
@@ -51,26 +52,10 @@ CONVENTION = "pff"
 
 def evaluate(model, dataset):
     """Top-1 and top-5 accuracy of one model (inference mode)."""
-
-    @tf.function
-    def step(images, labels):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        labels = tf.cast(labels, tf.int32)
-        k = min(5, logits.shape[-1])
-        top1 = tf.math.in_top_k(labels, logits, 1)
-        top5 = tf.math.in_top_k(labels, logits, k)
-        return (
-            tf.reduce_sum(tf.cast(top1, tf.int32)),
-            tf.reduce_sum(tf.cast(top5, tf.int32)),
-            tf.size(labels),
-        )
-
-    totals = [0, 0, 0]
-    for images, labels in dataset:
-        for i, v in enumerate(step(images, labels)):
-            totals[i] += int(v)
-    n = max(totals[2], 1)
-    return {"top1": totals[0] / n, "top5": totals[1] / n}
+    result = evaluation.evaluate(
+        lambda images: model(images, training=False), dataset
+    )
+    return {"top1": result["top1"], "top5": result["top5"]}
 
 
 def _costs(before, after):

@@ -57,6 +57,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         Ioffe & Szegedy, "Batch Normalization", ICML 2015.
     """
 
+    # Subclasses that normalise with batch statistics but must not move
+    # the moving ones (`FrozenStatsBatchNormalization`) set this False.
+    _update_moving_statistics = True
+
     def _fused_ok(self, inputs, training, mask):
         return (
             mask is None
@@ -97,18 +101,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC",
                 is_training=True,
             )
-            # The kernel returns the unbiased variance; Keras (and this
-            # layer's moving statistics) use the biased one.
-            n = tf.cast(tf.size(x) // channels, "float32")
-            variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
-            m = self.momentum
-            self.moving_mean.assign(
-                self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m)
-            )
-            self.moving_variance.assign(
-                self.moving_variance * m
-                + tf.stop_gradient(variance) * (1.0 - m)
-            )
+            if self._update_moving_statistics:
+                # The kernel returns the unbiased variance; Keras (and this
+                # layer's moving statistics) use the biased one.
+                n = tf.cast(tf.size(x) // channels, "float32")
+                variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+                m = self.momentum
+                self.moving_mean.assign(
+                    self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m)
+                )
+                self.moving_variance.assign(
+                    self.moving_variance * m
+                    + tf.stop_gradient(variance) * (1.0 - m)
+                )
         else:
             y, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=x,

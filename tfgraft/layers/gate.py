@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfgraft.layers.batch_norm import FusedBatchNormalization
 from tfgraft.layers.own_variables import OwnVariablesMixin
 
 
@@ -313,7 +314,7 @@ class GatedDense(OwnVariablesMixin, keras.layers.Dense):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class FrozenStatsBatchNormalization(keras.layers.BatchNormalization):
+class FrozenStatsBatchNormalization(FusedBatchNormalization):
     """`BatchNormalization` that never updates its moving statistics.
 
     In training mode it normalises with the batch's mean and (biased)
@@ -321,6 +322,11 @@ class FrozenStatsBatchNormalization(keras.layers.BatchNormalization):
     `moving_variance` untouched; in inference mode it uses them. EKG
     evaluates hundreds of sub-networks of one shared supernet in training
     mode, and none of them may shift the supernet's statistics.
+
+    It computes with TensorFlow's fused kernel as `FusedBatchNormalization`
+    (same results to float rounding, epsilon at least 1.001e-5), about 1.5x
+    faster for EKG's forward passes on CPU; inputs the kernel does not
+    serve take Keras's separate ops.
 
     Args:
         **kwargs: `BatchNormalization` keyword arguments (`renorm` is not
@@ -349,9 +355,15 @@ class FrozenStatsBatchNormalization(keras.layers.BatchNormalization):
                 f"Received: renorm={self.renorm}"
             )
 
+    _update_moving_statistics = False
+
     def call(self, inputs, training=None, mask=None):
+        if self._fused_ok(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
         if not (training and self.trainable):
-            return super().call(inputs, training=False, mask=mask)
+            return keras.layers.BatchNormalization.call(
+                self, inputs, training=False, mask=mask
+            )
         compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
         x = ops.cast(inputs, compute_dtype)
         mean, variance = self._moments(x, mask)

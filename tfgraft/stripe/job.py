@@ -50,6 +50,7 @@ from tfgraft.stripe import plot as plot_lib
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import trainer as trainer_lib
 from tfgraft.training import distribute
+from tfgraft.training import evaluation
 from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
@@ -108,26 +109,10 @@ def _plain_copy(model):
 
 
 def _evaluate(model, dataset):
-    @tf.function
-    def step(images, labels):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        labels = tf.cast(labels, tf.int32)
-        k = min(5, logits.shape[-1])
-        top1 = tf.reduce_sum(
-            tf.cast(tf.math.in_top_k(labels, logits, 1), tf.int32)
-        )
-        top5 = tf.reduce_sum(
-            tf.cast(tf.math.in_top_k(labels, logits, k), tf.int32)
-        )
-        return top1, top5
-
-    top1 = top5 = count = 0
-    for images, labels in dataset:
-        a, b = step(images, labels)
-        top1 += int(a)
-        top5 += int(b)
-        count += int(labels.shape[0])
-    return {"top1": top1 / max(count, 1), "top5": top5 / max(count, 1)}
+    result = evaluation.evaluate(
+        lambda images: model(images, training=False), dataset
+    )
+    return {"top1": result["top1"], "top5": result["top5"]}
 
 
 def _record_cut(target, before, after):

@@ -12,7 +12,8 @@ A job writes into its workdir:
   resume: running the same command again continues from the newest one);
 * `summaries/` — TensorBoard scalars; `history.json` — per-epoch logs;
 * `report.json` — per net: final and best test top-1, params, FLOPs,
-  epochs, wall seconds, train img/s (plus each method's extras);
+  epochs, wall seconds, train img/s; eval img/s; seconds per SavedModel
+  (`export_seconds`); plus each method's extras;
 * `export/` — the SavedModel of the final net (one net), or
   `export/net_<i>/` and `export/best/` (several nets).
 
@@ -27,6 +28,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import time
 
 import keras
@@ -191,6 +193,8 @@ class Job:
         self.workdir_lock = None
         # Replaced in `setup` by the chief's (other workers show nothing).
         self.console = console_lib.Console(enabled=False)
+        # `{name: seconds}` of the SavedModels `save_models` wrote.
+        self.export_seconds = {}
 
     # === Hooks for methods ===
 
@@ -473,6 +477,7 @@ class Job:
         report = self.make_report(trainer, history, time.perf_counter() - t0)
         if self.is_chief:
             self.export(trainer)
+            report["export_seconds"] = self.export_seconds
             io.atomic_write_json(
                 os.path.join(self.workdir, "report.json"), report
             )
@@ -496,9 +501,12 @@ class Job:
             os.path.relpath(path, self.workdir): (path, net)
             for path, net in exports.items()
         }
+        # One exporter: nets of one architecture share its traced graphs.
+        exporter = export_lib.Exporter()
         for name in self.console.tasks("SavedModel", names):
             path, net = names[name]
-            export_lib.export_saved_model(net, path, overwrite=True)
+            exporter.export(net, path, overwrite=True)
+            self.export_seconds[name] = exporter.seconds[path]
 
     def export(self, trainer):
         export_dir = os.path.join(self.workdir, "export")
@@ -609,6 +617,18 @@ class Job:
             "flops_convention": "macs",
             "nets": nets,
         }
+        # Forward-only speed in the unit of train_images_per_sec (images x
+        # nets per second): the median of the evaluations after the first,
+        # which traces its function and is reported alone.
+        rates = [
+            h["eval_images_per_sec"] * trainer.num_nets
+            for h in evals
+            if "eval_images_per_sec" in h
+        ]
+        report["eval_images_per_sec"] = (
+            statistics.median(rates[1:] or rates) if rates else None
+        )
+        report["eval_images_per_sec_first"] = rates[0] if rates else None
         if trainer.num_nets > 1 and evals:
             ens = [h["test"]["ensemble"]["top1"] for h in evals]
             report["ensemble"] = {"final_top1": ens[-1], "best_top1": max(ens)}

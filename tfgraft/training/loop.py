@@ -283,7 +283,14 @@ def fit(
         last = epoch + 1 == run.epochs
         stop = last or step >= total_steps
         if (epoch + 1) % run.eval_every == 0 or stop:
+            t_eval = time.perf_counter()
             logs["test"] = trainer.evaluate(eval_dataset)
+            # Forward-only speed, comparable with train_images_per_sec
+            # (images per second that each net sees).
+            logs["eval_seconds"] = time.perf_counter() - t_eval
+            logs["eval_images_per_sec"] = logs["test"].get(
+                "images", 0
+            ) / max(logs["eval_seconds"], 1e-9)
             logging.debug("eval | epoch: %d | %s", epoch + 1, _fmt_eval(logs))
         for hook in hooks:
             hook.on_epoch_end(epoch, logs, last)
@@ -400,5 +407,7 @@ def _write_summaries(logs):
                 "ensemble/test_top1", logs["test"]["ensemble"]["top1"]
             )
     summaries.scalar("train_images_per_sec", logs["train_images_per_sec"])
+    if "eval_images_per_sec" in logs:
+        summaries.scalar("eval_images_per_sec", logs["eval_images_per_sec"])
     for key, value in logs.get("scalars", {}).items():
         summaries.scalar(key, value)

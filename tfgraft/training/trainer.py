@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfgraft import errors
+from tfgraft.training.evaluation import eval_row as _eval_row
 
 ON_NAN = ("stop", "skip_batch")
 
@@ -120,6 +121,14 @@ class Trainer(tf.Module):
             for i in range(len(self.nets))
         ]
         self._train_loop = tf.function(self._train_loop_impl)
+        # The evaluation's forward pass is compiled like the training's
+        # (XLA under `jit`, called inside the replica function as the
+        # gradients are); the loop over batches stays in one function.
+        self._eval_rows_fn = (
+            tf.function(self._eval_rows, jit_compile=True)
+            if self.jit
+            else self._eval_rows
+        )
         self._eval_fn = tf.function(self._eval_impl)
 
     @property
@@ -320,6 +329,9 @@ class Trainer(tf.Module):
     # === Evaluation ===
 
     def _eval_replica(self, images, labels):
+        return self._eval_rows_fn(images, labels)
+
+    def _eval_rows(self, images, labels):
         labels = tf.cast(labels, tf.int32)
         probs_sum = None
         rows = []
@@ -350,8 +362,8 @@ class Trainer(tf.Module):
         with a loss made infinite by log(softmax) underflow).
 
         Returns:
-            `{"nets": [{"top1", "top5", "loss"}, ...], "ensemble": {...}}`,
-            without "ensemble" for one net.
+            `{"nets": [{"top1", "top5", "loss"}, ...], "ensemble": {...},
+            "images": count}`, without "ensemble" for one net.
         """
         dist = self.strategy.experimental_distribute_dataset(dataset)
         totals = self._eval_fn(dist).numpy()
@@ -363,9 +375,10 @@ class Trainer(tf.Module):
             }
             for t in totals
         ]
-        if self.num_nets == 1:
-            return {"nets": results[:-1]}
-        return {"nets": results[:-1], "ensemble": results[-1]}
+        out = {"nets": results[:-1], "images": int(totals[0][3])}
+        if self.num_nets > 1:
+            out["ensemble"] = results[-1]
+        return out
 
     # === State ===
 
@@ -449,19 +462,3 @@ def _count_correct(logits, labels):
         labels = tf.argmax(labels, axis=-1, output_type=tf.int32)
     labels = tf.cast(labels, tf.int32)
     return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
-
-
-def _eval_row(logits, labels):
-    classes = logits.shape[-1]
-    k = min(5, classes) if classes else 5
-    top1 = tf.reduce_sum(
-        tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)
-    )
-    top5 = tf.reduce_sum(
-        tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)
-    )
-    loss = tf.reduce_sum(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-    )
-    count = tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.stack([top1, top5, loss, count])
