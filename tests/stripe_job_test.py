@@ -85,6 +85,16 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
             dict(extra_cuts=(0.3,)),
             "--extra_cuts=0.3: needs --target_flops_cut",
         ),
+        (
+            "steer_needs_target",
+            dict(sr=1e-3, threshold=0.01, steer_sr=True),
+            "^--steer_sr=true: needs --target_flops_cut$",
+        ),
+        (
+            "steer_needs_sr",
+            dict(threshold=0.01, target_flops_cut=0.5, steer_sr=True),
+            r"--steer_sr=true: needs --sr > 0 and --threshold > 0",
+        ),
     )
     def test_bad_values(self, kwargs, message):
         with self.assertRaisesRegex(cfg.ConfigError, message):
@@ -217,6 +227,102 @@ class _DeadBranchJob(job_lib.StripeJob):
 def _read_report(workdir):
     with open(os.path.join(workdir, "report.json")) as f:
         return json.load(f)
+
+
+class SteerSrTest(tf.test.TestCase):
+    def test_controller_rule(self):
+        # Ramp: 0.7 * (e + 1) / (0.75 * 4), capped at the target.
+        sr, desired = job_lib.steered_sr(1e-3, 0.4, 0.7, 1, 4)
+        self.assertAllClose(desired, 0.7 * 2 / 3)
+        self.assertAllClose(sr, 1e-3 * np.exp(5 * (0.7 * 2 / 3 - 0.4)))
+        sr, desired = job_lib.steered_sr(1e-3, 0.75, 0.7, 3, 4)
+        self.assertAllClose(desired, 0.7)
+        self.assertAllClose(sr, 1e-3 * np.exp(-0.25))
+        # One epoch moves sr by at most a factor 2 either way.
+        self.assertAllClose(job_lib.steered_sr(1e-3, 0.0, 0.7, 0, 4)[0], 2e-3)
+        self.assertAllClose(job_lib.steered_sr(1e-3, 0.9, 0.7, 3, 4)[0], 5e-4)
+        # On the ramp: unchanged.
+        self.assertAllClose(job_lib.steered_sr(1e-3, 0.35, 0.7, 2, 8)[0], 1e-3)
+
+    def test_default_keeps_sr_a_constant(self):
+        config = _config(sr=1e-3, threshold=0.01)
+        job = job_lib.StripeJob(config, self.get_temp_dir())
+        job.setup()
+        job.load_data()
+        job.build()
+        self.assertIsNone(job.trainer.sr_variable)
+        self.assertNotIn("stripe_sr", job.trainer.checkpoint_items())
+        self.assertFalse(
+            any(isinstance(h, job_lib.SrSteeringHook) for h in job.hooks(job.trainer))
+        )
+
+    @pytest.mark.large
+    def test_steering_changes_sr_and_resumes_exactly(self):
+        def config(max_steps=0):
+            c = _config(
+                sr=1e-3, threshold=0.01, target_flops_cut=0.5, steer_sr=True
+            )
+            return dataclasses.replace(
+                c,
+                run=dataclasses.replace(
+                    c.run, epochs=3, max_steps=max_steps, strategy="default"
+                ),
+            )
+
+        full_dir = self.create_tempdir().full_path
+        full = job_lib.StripeJob(config(), full_dir)
+        full.run()
+        steer = _read_report(full_dir)["stripe"]["steer"]
+        self.assertEqual(steer["gain"], job_lib.STEER_GAIN)
+        rows = steer["epochs"]
+        self.assertEqual([r["epoch"] for r in rows], [1, 2, 3])
+        self.assertAllClose(rows[0]["sr"], 1e-3)
+        for row, nxt in zip(rows, rows[1:]):
+            self.assertAllClose(nxt["sr"], row["next_sr"])
+        for i, row in enumerate(rows):
+            want, desired = job_lib.steered_sr(
+                row["sr"], row["cut"], 0.5, i, 3
+            )
+            self.assertAllClose(row["next_sr"], want)
+            self.assertAllClose(row["desired"], desired)
+        self.assertNotAllClose(rows[1]["sr"], rows[0]["sr"])
+        # The cut at the training threshold is the compact model's.
+        self.assertAllClose(
+            rows[-1]["cut"],
+            job_lib.training_cut(full.trainer.nets[0], 0.01),
+        )
+        self.assertAllClose(
+            float(full.trainer.sr_variable.numpy()), rows[-1]["next_sr"]
+        )
+        # The selection-time threshold still runs.
+        self.assertTrue(_read_report(full_dir)["stripe"]["target"])
+
+        # Killed in epoch 2 (4 steps per epoch), after one steering step;
+        # the stop mid-epoch steers nothing.
+        split_dir = self.create_tempdir().full_path
+        first = job_lib.StripeJob(config(max_steps=6), split_dir)
+        first.run()
+        sr_at_kill = float(first.trainer.sr_variable.numpy())
+        self.assertAllClose(sr_at_kill, rows[0]["next_sr"])
+        resumed = job_lib.StripeJob(config(), split_dir)
+        resumed.setup()
+        resumed.load_data()
+        resumed.build()
+        items = dict(resumed.trainer.checkpoint_items())
+        self.assertIn("stripe_sr", items)
+        base_job.restore_items(
+            tf.train.latest_checkpoint(os.path.join(split_dir, "checkpoints")),
+            {"stripe_sr": items["stripe_sr"]},
+        )
+        self.assertEqual(float(items["stripe_sr"].numpy()), sr_at_kill)
+        resumed = job_lib.StripeJob(config(), split_dir)
+        resumed.run()
+        split_rows = _read_report(split_dir)["stripe"]["steer"]["epochs"]
+        self.assertEqual([r["epoch"] for r in split_rows], [1, 2, 3])
+        self.assertEqual(split_rows[1]["sr"], sr_at_kill)
+        self.assertAllClose(
+            [r["sr"] for r in split_rows], [r["sr"] for r in rows]
+        )
 
 
 class StripeJobTest(tf.test.TestCase):

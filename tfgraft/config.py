@@ -587,7 +587,11 @@ class StripeConfig(Section):
     `target_flops_cut`) prune the same selected net at more FLOPs cuts and
     report each compact net's accuracy (one training, several points of
     the accuracy-FLOPs curve; the export is the `target_flops_cut` one).
-    `shape_only` freezes
+    `steer_sr` (needs `target_flops_cut`, `sr > 0`, `threshold > 0`)
+    also adapts `sr` at every epoch end so that the FLOPs cut at the
+    training `threshold` follows a ramp to the target
+    (`tfgraft.stripe.job.SrSteeringHook`, a tfgraft addition); the
+    selection-time threshold still runs at the end. `shape_only` freezes
     every randomly initialised weight and trains only the skeletons.
     `formulation` is the compact layers' `CompactStripeConv2D` formulation;
     `compact_jit` compiles each compact layer with XLA (also when served
@@ -644,10 +648,24 @@ class StripeConfig(Section):
         bounds="(0, 1)",
         why="every cut must be in (0, 1)",
     )
+    steer_sr: bool = knob(
+        False,
+        "Adapt --sr at each epoch end so the FLOPs cut at --threshold "
+        "ramps to --target_flops_cut by 75% of the epochs.",
+    )
 
     def check(self):
         if self.extra_cuts and not self.target_flops_cut:
             fail("extra_cuts", self.extra_cuts, "needs --target_flops_cut")
+        if self.steer_sr:
+            if not self.target_flops_cut:
+                fail("steer_sr", True, "needs --target_flops_cut")
+            if not (self.sr > 0 and self.threshold > 0):
+                fail(
+                    "steer_sr",
+                    True,
+                    "needs --sr > 0 and --threshold > 0 (the update it steers)",
+                )
 
 
 @dataclasses.dataclass(frozen=True)

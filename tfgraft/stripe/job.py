@@ -35,6 +35,7 @@ exported as is.
 """
 
 import dataclasses
+import math
 import os
 import time
 
@@ -83,6 +84,126 @@ class StripeStatsHook(loop.Hook):
             total,
             filters,
         )
+
+
+# The `--steer_sr` controller (a tfgraft addition, not in the paper).
+STEER_GAIN = 5.0
+STEER_RAMP = 0.75  # share of the epochs by which the cut reaches the target
+STEER_CLIP = (0.5, 2.0)  # bounds of one epoch's sr factor
+
+
+def steered_sr(sr, cut, target, epoch, epochs, *, gain=STEER_GAIN):
+    """One epoch-end step of the `--steer_sr` controller (pure).
+
+    The wanted FLOPs cut at the training threshold after epoch `epoch`
+    (0-based) of `epochs` ramps linearly to the target by `STEER_RAMP` of
+    the epochs: `desired = target * min(1, (epoch + 1) / (0.75 * epochs))`.
+    The L1 strength moves multiplicatively towards it:
+    `sr * clip(exp(gain * (desired - cut)), 0.5, 2.0)` -- stronger when
+    training has removed too little, weaker when it removed too much, by
+    at most a factor 2 per epoch.
+
+    Args:
+        sr: the L1 strength used during the epoch, > 0.
+        cut: the FLOPs cut of the compact model at the training threshold
+            after the epoch.
+        target: the wanted final cut (`--target_flops_cut`).
+        epoch: the epoch that ended, 0-based.
+        epochs: the run's epochs.
+        gain: the controller's gain.
+
+    Returns:
+        `(new_sr, desired)`.
+    """
+    desired = target * min(1.0, (epoch + 1) / (STEER_RAMP * epochs))
+    factor = math.exp(gain * (desired - cut))
+    factor = min(max(factor, STEER_CLIP[0]), STEER_CLIP[1])
+    return sr * factor, desired
+
+
+def training_cut(net, threshold, flops_before=None):
+    """The `pff` FLOPs cut of compacting `net` at `threshold`.
+
+    A net that cannot be compacted there (a conv without stripes that no
+    shortcut bypasses) counts as cut 1: the L1 term removed too much.
+    """
+    try:
+        return flops_target.flops_cut(
+            _plain_copy(net), threshold, flops_before=flops_before
+        )[0]
+    except prune_lib.StripePruningError:
+        return 1.0
+
+
+class SrSteeringHook(loop.Hook):
+    """`--steer_sr`: adapts the trainer's `sr_variable` at each epoch end.
+
+    Measures net 0's FLOPs cut at the training threshold, logs it with the
+    `sr` the epoch used (history `steer`, TensorBoard `net_0/sr`,
+    `net_0/train_threshold_flops_cut`) and assigns `steered_sr`'s next
+    value; the variable is in the trainer's checkpoint, so a resumed run
+    continues with the same `sr`. An epoch end where a session stops
+    mid-epoch (`--max_steps`) steers nothing: the resumed run finishes
+    that epoch and steers once, as an uninterrupted run does.
+    """
+
+    def __init__(self, trainer, target, epochs, steps_per_epoch):
+        if trainer.sr_variable is None:
+            raise ValueError("SrSteeringHook needs a StripeTrainer(steer_sr=True)")
+        self.trainer = trainer
+        self.target = target
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self._flops_before = None
+
+    def on_epoch_end(self, epoch, logs, last):
+        if logs["step"] < (epoch + 1) * self.steps_per_epoch:
+            return  # a session stopped mid-epoch
+        net = self.trainer.nets[0]
+        if self._flops_before is None:
+            self._flops_before = prune_lib.cost(_plain_copy(net), "pff")["flops"]
+        cut = training_cut(net, self.trainer.threshold, self._flops_before)
+        sr = float(self.trainer.sr_variable.numpy())
+        new_sr, desired = steered_sr(sr, cut, self.target, epoch, self.epochs)
+        self.trainer.sr_variable.assign(new_sr)
+        logs["steer"] = {
+            "sr": sr,
+            "cut": cut,
+            "desired": desired,
+            "next_sr": new_sr,
+        }
+        scalars = logs.setdefault("scalars", {})
+        scalars["net_0/sr"] = sr
+        scalars["net_0/train_threshold_flops_cut"] = cut
+        logging.info(
+            "stripe | epoch: %d | sr: %.4g | cut at --threshold: %.4f "
+            "(wanted %.4f) | next sr: %.4g",
+            epoch + 1,
+            sr,
+            cut,
+            desired,
+            new_sr,
+        )
+
+    def describe(self, logs):
+        steer = logs.get("steer")
+        if not steer:
+            return ""
+        return f"sr {steer['sr']:.3g} cut {steer['cut']:.3f}"
+
+
+def steer_report(history):
+    """report.json's `steer` entry: the controller and the sr trajectory."""
+    return {
+        "gain": STEER_GAIN,
+        "ramp": STEER_RAMP,
+        "clip": list(STEER_CLIP),
+        "epochs": [
+            {"epoch": h["epoch"], **h["steer"]}
+            for h in history
+            if "steer" in h
+        ],
+    }
 
 
 def freeze_all_but_skeletons(net):
@@ -164,6 +285,7 @@ class StripeJob(job_lib.Job):
             strategy,
             sr=self.stripe.sr,
             threshold=self.stripe.threshold,
+            steer_sr=self.stripe.steer_sr,
             global_batch_size=self.config.data.batch_size,
             jit=distribute.resolve_jit(r.jit, strategy),
             accum_steps=r.accum_steps,
@@ -175,7 +297,17 @@ class StripeJob(job_lib.Job):
         with self.strategy.scope():
             best_net = self.build_net(0, self.info)
         self.stripe_best = job_lib.BestNetTracker(trainer, best_net)
-        return [self.stripe_best, StripeStatsHook(trainer)]
+        hooks = [self.stripe_best, StripeStatsHook(trainer)]
+        if self.stripe.steer_sr:
+            hooks.append(
+                SrSteeringHook(
+                    trainer,
+                    self.stripe.target_flops_cut,
+                    self.config.run.epochs,
+                    self.steps_per_epoch,
+                )
+            )
+        return hooks
 
     # === Prune phase ===
 
@@ -212,7 +344,10 @@ class StripeJob(job_lib.Job):
             else None,
             "target": None,
             "prune_threshold": None,
+            "steer_sr": s.steer_sr,
         }
+        if s.steer_sr:
+            report["steer"] = steer_report(history)
         dense = _plain_copy(source)
         before = {c: prune_lib.cost(dense, c) for c in ("pff", "macs")}
         if s.threshold <= 0 and not s.target_flops_cut:

@@ -171,10 +171,16 @@ class SkeletonUpdate:
         sr: L1 strength on the skeleton (the paper's alpha), >= 0.
         threshold: skeleton magnitude at or below which a stripe is dead.
         plan: `skeleton_plan(model)` if already computed.
+        sr_variable: optional scalar float32 `tf.Variable` read at every
+            step instead of the constant `sr` (so `sr` can change between
+            steps without retracing: `--steer_sr`); whether the update
+            runs is still decided by `sr` (the starting value) and
+            `threshold`.
     """
 
-    def __init__(self, model, *, sr, threshold, plan=None):
+    def __init__(self, model, *, sr, threshold, plan=None, sr_variable=None):
         self.sr = float(sr)
+        self.sr_variable = sr_variable
         self.threshold = float(threshold)
         self.plan = plan or skeleton_plan(model)
         targets = []
@@ -213,7 +219,10 @@ class SkeletonUpdate:
             return grads
         grads = list(grads)
         index = {id(v): i for i, v in enumerate(variables)}
-        sr = tf.constant(self.sr / replicas, tf.float32)
+        if self.sr_variable is None:
+            sr = tf.constant(self.sr / replicas, tf.float32)
+        else:
+            sr = tf.cast(self.sr_variable, tf.float32) / replicas
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             sr = sr * tf.cast(optimizer.dynamic_scale, tf.float32)
         for fs, bn in self._targets:

@@ -1,5 +1,7 @@
 """StripeTrainer: the per-step Filter Skeleton update inside the train step."""
 
+import tensorflow as tf
+
 from tfgraft import errors
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
@@ -30,10 +32,18 @@ class StripeTrainer(trainer_lib.Trainer):
         nets, optimizers, strategy: as `Trainer`.
         sr: L1 strength on the skeleton (the paper's alpha).
         threshold: skeleton magnitude at or below which a stripe is dead.
+        steer_sr: keep `sr` in a non-trainable float32 variable
+            (`sr_variable`, starting at `sr`, in the checkpoint) that the
+            train step reads, so an epoch hook can change it
+            (`tfgraft.stripe.job.SrSteeringHook`); off, `sr` is a constant
+            of the traced step.
         **kwargs: further `Trainer` arguments.
     """
 
-    def __init__(self, nets, optimizers, strategy, *, sr, threshold, **kwargs):
+    def __init__(
+        self, nets, optimizers, strategy, *, sr, threshold, steer_sr=False,
+        **kwargs,
+    ):
         for name, value in (("sr", sr), ("threshold", threshold)):
             if not value >= 0:
                 raise errors.ArgumentError(
@@ -43,9 +53,19 @@ class StripeTrainer(trainer_lib.Trainer):
         self.threshold = float(threshold)
         self.plans = [skeleton_lib.skeleton_plan(net) for net in nets]
         super().__init__(nets, optimizers, strategy, **kwargs)
+        self.sr_variable = None
+        if steer_sr:
+            with self.strategy.scope():
+                self.sr_variable = tf.Variable(
+                    self.sr, trainable=False, dtype=tf.float32, name="stripe_sr"
+                )
         self._updates = [
             skeleton_lib.SkeletonUpdate(
-                net, sr=self.sr, threshold=self.threshold, plan=plan
+                net,
+                sr=self.sr,
+                threshold=self.threshold,
+                plan=plan,
+                sr_variable=self.sr_variable,
             )
             for net, plan in zip(self.nets, self.plans)
         ]
@@ -61,6 +81,12 @@ class StripeTrainer(trainer_lib.Trainer):
             self.optimizers[net_index],
             self.strategy.num_replicas_in_sync,
         )
+
+    def checkpoint_items(self):
+        items = super().checkpoint_items()
+        if self.sr_variable is not None:
+            items["stripe_sr"] = self.sr_variable
+        return items
 
     def kept_stripes(self, net_index=0):
         """`{layer: (kept stripes, stripes, alive filters, filters)}`."""
