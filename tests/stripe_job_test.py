@@ -252,8 +252,9 @@ class SteerSrTest(tf.test.TestCase):
         job.build()
         self.assertIsNone(job.trainer.sr_variable)
         self.assertNotIn("stripe_sr", job.trainer.checkpoint_items())
+        hooks = job.hooks(job.trainer)
         self.assertFalse(
-            any(isinstance(h, job_lib.SrSteeringHook) for h in job.hooks(job.trainer))
+            any(isinstance(h, job_lib.SrSteeringHook) for h in hooks)
         )
 
     @pytest.mark.large

@@ -664,7 +664,8 @@ class StripeConfig(Section):
                 fail(
                     "steer_sr",
                     True,
-                    "needs --sr > 0 and --threshold > 0 (the update it steers)",
+                    "needs --sr > 0 and --threshold > 0 "
+                    "(the update it steers)",
                 )
 
 

@@ -149,7 +149,9 @@ class SrSteeringHook(loop.Hook):
 
     def __init__(self, trainer, target, epochs, steps_per_epoch):
         if trainer.sr_variable is None:
-            raise ValueError("SrSteeringHook needs a StripeTrainer(steer_sr=True)")
+            raise ValueError(
+                "SrSteeringHook needs a StripeTrainer(steer_sr=True)"
+            )
         self.trainer = trainer
         self.target = target
         self.epochs = epochs
@@ -161,7 +163,8 @@ class SrSteeringHook(loop.Hook):
             return  # a session stopped mid-epoch
         net = self.trainer.nets[0]
         if self._flops_before is None:
-            self._flops_before = prune_lib.cost(_plain_copy(net), "pff")["flops"]
+            dense = _plain_copy(net)
+            self._flops_before = prune_lib.cost(dense, "pff")["flops"]
         cut = training_cut(net, self.trainer.threshold, self._flops_before)
         sr = float(self.trainer.sr_variable.numpy())
         new_sr, desired = steered_sr(sr, cut, self.target, epoch, self.epochs)

@@ -57,7 +57,10 @@ class StripeTrainer(trainer_lib.Trainer):
         if steer_sr:
             with self.strategy.scope():
                 self.sr_variable = tf.Variable(
-                    self.sr, trainable=False, dtype=tf.float32, name="stripe_sr"
+                    self.sr,
+                    trainable=False,
+                    dtype=tf.float32,
+                    name="stripe_sr",
                 )
         self._updates = [
             skeleton_lib.SkeletonUpdate(
