@@ -23,6 +23,7 @@ from tfgraft.ekg import data as ekg_data
 from tfgraft.ekg import job as job_lib
 from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import trainer as ekg_trainer
+from tfgraft.testing import test_case
 from tfgraft.training import job as base_job
 from tfgraft.training import optimizers
 
@@ -51,16 +52,8 @@ def _my_model(seed=0):
     x = layers.ReLU()(layers.Add()([y, shortcut]))
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, layers.Dense(10)(x), name="mine")
-    rng = np.random.default_rng(seed)
     # Non-trivial BN state, so a wrongly sliced channel shows in the logits.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.gamma.shape
-            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
-            layer.beta.assign(rng.normal(0.0, 0.3, shape))
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
-    return model
+    return test_case.randomize_bn(model, seed)
 
 
 def _data(seed, n):

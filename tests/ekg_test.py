@@ -26,6 +26,7 @@ from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.layers import gate as gate_lib
 from tfgraft.testing import devices
+from tfgraft.testing import test_case
 from tfgraft.training import optimizers
 from tfgraft.training import trainer as trainer_lib
 
@@ -39,16 +40,8 @@ def _tiny_resnet(seed=0, **kwargs):
     model = models.build_model(
         "resnet20", preset="ekg", width_mult=0.25, **kwargs
     )
-    rng = np.random.default_rng(seed)
     # Non-trivial BN state, so masked channels would show in the logits.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.gamma.shape
-            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
-            layer.beta.assign(rng.normal(0.0, 0.3, shape))
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
-    return model
+    return test_case.randomize_bn(model, seed)
 
 
 def _gated(model):

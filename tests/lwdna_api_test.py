@@ -15,6 +15,7 @@ from tfgraft import lwdna
 from tfgraft import models
 from tfgraft import surgery
 from tfgraft.layers.hyper_conv import HyperConv2D
+from tfgraft.testing import test_case
 
 
 def _my_model(seed=0, widths=(16, 16, 32)):
@@ -47,16 +48,6 @@ def _data(n=64, seed=0):
     images = rng.integers(0, 256, (n, 8, 8, 3)).astype("uint8")
     return images, rng.integers(0, 10, n).astype("int32")
 
-
-def _randomize_bn(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            layer.beta.assign(rng.normal(0.0, 0.3, n))
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
 
 
 class GraphLatentPlanTest(tf.test.TestCase, parameterized.TestCase):
@@ -190,7 +181,7 @@ class DeriveWidthsTest(tf.test.TestCase):
     def test_derived_equals_the_zeroed_widened_network(self):
         # METHODS §4.6 check 5, inference mode.
         r = self.result
-        _randomize_bn(r.hypernet.model, seed=4)
+        test_case.randomize_bn(r.hypernet.model, seed=4)
         weights = lwdna.derive_weights(r.hypernet, r.masks)
         derived = surgery.rebuild(self.model, filters=r.filters)
         lwdna.assign_weights(derived, weights)

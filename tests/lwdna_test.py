@@ -19,6 +19,7 @@ from tfgraft import lwdna
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna import job as job_lib
+from tfgraft.testing import test_case
 from tfgraft.training import job as base_job
 from train import flags as flags_lib
 
@@ -45,18 +46,6 @@ def _random_scores(sizes, seed=0):
     rng = np.random.default_rng(seed)
     return {k: rng.random(n) for k, n in sizes.items()}
 
-
-def _randomize_bn(model, seed=0):
-    # Fresh BNs are the identity in inference mode; random statistics make
-    # every sliced tensor matter.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            layer.beta.assign(rng.normal(0.0, 0.3, n))
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
 
 
 class LatentPlanTest(tf.test.TestCase, parameterized.TestCase):
@@ -286,7 +275,7 @@ class DeriveTest(tf.test.TestCase, parameterized.TestCase):
         # §4.6 check 5 (inference mode, tol 1e-4), and the derived net's
         # FLOPs counted by tfgraft.complexity equal the table's.
         net = _hypernet(name, width_mult)
-        _randomize_bn(net.model, seed=4)
+        test_case.randomize_bn(net.model, seed=4)
         table = lwdna.FlopsTable(net.model, net.plan)
         scores = _random_scores(net.latent_sizes(), seed=5)
         result = lwdna.shrink_masks(
