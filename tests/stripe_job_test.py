@@ -372,7 +372,10 @@ class StripeJobTest(tf.test.TestCase):
     def test_target_flops_cut(self):
         workdir = self.get_temp_dir()
         config = _config(
-            sr=1e-3, threshold=0.02, target_flops_cut=0.5, extra_cuts=(0.7,)
+            sr=1e-3,
+            threshold=0.02,
+            target_flops_cut=0.5,
+            extra_cuts=(0.3, 0.7),
         )
         config = dataclasses.replace(
             config, run=dataclasses.replace(config.run, epochs=1)
@@ -403,7 +406,13 @@ class StripeJobTest(tf.test.TestCase):
         self.assertAllClose(1 - flops / before, target["achieved_cut"])
         # The same selected net pruned at the extra cut: more FLOPs
         # removed, within tolerance, and a row of its own in a study.
-        (extra,) = s["extra_cuts"]
+        lower, extra = s["extra_cuts"]
+        # A cut below the selected one prunes the trained net, not the
+        # export pruned at the selected threshold: fewer FLOPs removed.
+        self.assertEqual(lower["flops_cut"], 0.3)
+        self.assertLess(lower["achieved_cut"], target["achieved_cut"])
+        self.assertLess(lower["threshold"], target["threshold"])
+        self.assertGreater(lower["pff"]["flops"], flops)
         self.assertEqual(extra["flops_cut"], 0.7)
         self.assertTrue(extra["within_tolerance"])
         self.assertLessEqual(abs(extra["achieved_cut"] - 0.7), 0.02)

@@ -507,7 +507,10 @@ class StripeJob(job_lib.Job):
         return out
 
     def _prune_with(self, dense, threshold, s):
-        masked = prune_lib.apply_hard_mask(dense, threshold)
+        # On a copy: `apply_hard_mask` works in place, and `dense` is pruned
+        # again at every extra cut (a cut below the selected one must see
+        # the stripes the selected threshold removed).
+        masked = prune_lib.apply_hard_mask(_plain_copy(dense), threshold)
         result = prune_lib.compact(
             masked,
             threshold,
