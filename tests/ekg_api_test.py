@@ -32,26 +32,9 @@ TARGET = 0.6
 
 def _my_model(seed=0):
     """A user's CNN: 8x8 inputs, stem, identity block, projection block."""
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-
-    def conv_bn(x, filters, strides=1, kernel=3, relu=True):
-        x = layers.Conv2D(
-            filters, kernel, strides, padding="same", use_bias=False
-        )(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-        return layers.ReLU()(x) if relu else x
-
-    inputs = keras.Input((8, 8, 3))
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    x = conv_bn(x, 8)
-    y = conv_bn(conv_bn(x, 8), 8, relu=False)
-    x = layers.ReLU()(x + y)
-    y = conv_bn(conv_bn(x, 16, strides=2), 16, relu=False)
-    shortcut = conv_bn(x, 16, strides=2, kernel=1, relu=False)
-    x = layers.ReLU()(layers.Add()([y, shortcut]))
-    x = layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, layers.Dense(10)(x), name="mine")
+    model = test_case.mini_resnet(
+        seed, rescale=True, operator_add=True, name="mine"
+    )
     # Non-trivial BN state, so a wrongly sliced channel shows in the logits.
     return test_case.randomize_bn(model, seed)
 

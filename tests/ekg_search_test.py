@@ -8,7 +8,6 @@ the pseudo-supernet term against numpy, plus the pure pieces.
 import math
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -17,6 +16,7 @@ from tfgraft import config as cfg
 from tfgraft.ekg import gated as gated_lib
 from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import search as search_lib
+from tfgraft.testing import test_case
 
 
 def _otsu_reference(costs, trim):
@@ -103,25 +103,7 @@ class PiecesTest(tf.test.TestCase, parameterized.TestCase):
 
 def _mini_resnet(seed=0):
     """Stem, an identity block and a strided projection block (8x8 input)."""
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-
-    def conv_bn(x, filters, strides=1, kernel=3, relu=True):
-        x = layers.Conv2D(
-            filters, kernel, strides, padding="same", use_bias=False
-        )(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-        return layers.ReLU()(x) if relu else x
-
-    inputs = keras.Input((8, 8, 3))
-    x = conv_bn(inputs, 8)
-    y = conv_bn(conv_bn(x, 8), 8, relu=False)
-    x = layers.ReLU()(layers.Add()([x, y]))
-    y = conv_bn(conv_bn(x, 16, strides=2), 16, relu=False)
-    shortcut = conv_bn(x, 16, strides=2, kernel=1, relu=False)
-    x = layers.ReLU()(layers.Add()([y, shortcut]))
-    x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(10)(x))
+    return test_case.mini_resnet(seed)
 
 
 class SearchTest(tf.test.TestCase):
