@@ -15,8 +15,8 @@ write (a full disk) removes it and raises `io.WriteError` naming `path`.
 import keras
 import tensorflow as tf
 
+from tfgraft import points
 from tfgraft import io
-from tfgraft.testing import faults
 
 
 class ExportError(ValueError):
@@ -60,7 +60,7 @@ def export_saved_model(model, path, *, overwrite=False):
     try:
         with io.atomic_directory(path, overwrite=overwrite) as tmp:
             archive.write_out(tmp, verbose=False)
-            faults.point("export.before_rename")
+            points.reach("export.before_rename")
     except FileExistsError:
         raise ExportError(
             f"export path {path} exists; remove it or choose another"
