@@ -15,8 +15,8 @@ write (a full disk) removes it and raises `io.WriteError` naming `path`.
 import keras
 import tensorflow as tf
 
-from tfgraft import points
 from tfgraft import io
+from tfgraft import points
 
 
 class ExportError(ValueError):

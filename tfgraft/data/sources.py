@@ -27,10 +27,10 @@ from tfgraft.data import synthetic
 from tfgraft.data import tfds_source
 from tfgraft.data.base import CIFAR_MEAN
 from tfgraft.data.base import CIFAR_STD
+from tfgraft.data.base import IMAGE_EXTENSIONS
 from tfgraft.data.base import IMAGENET_MEAN
 from tfgraft.data.base import IMAGENET_SIZE
 from tfgraft.data.base import IMAGENET_STD
-from tfgraft.data.base import IMAGE_EXTENSIONS
 from tfgraft.data.base import MAX_IN_MEMORY_BYTES
 from tfgraft.data.base import SMALL_IMAGE_MAX_SIDE
 from tfgraft.data.base import SPLITS

@@ -20,15 +20,15 @@ import json
 import os
 import time
 
-from tfgraft import points
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft import models
+from tfgraft import points
 from tfgraft.grafting import grafter as grafter_lib
 from tfgraft.grafting import plot
 from tfgraft.grafting.grafting_model import difflr_scales
 from tfgraft.models import common as model_common
 from tfgraft.training import console
-from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
 

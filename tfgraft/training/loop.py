@@ -39,8 +39,8 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from tfgraft import points
 from tfgraft import io
+from tfgraft import points
 from tfgraft.training import console as console_lib
 from tfgraft.training import distribute
 from tfgraft.training import summaries
