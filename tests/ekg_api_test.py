@@ -17,6 +17,7 @@ import tfgraft.ekg as ekg
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import graph as graph_lib
+from tfgraft import job as base_job
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.ekg import data as ekg_data
@@ -24,7 +25,6 @@ from tfgraft.ekg import job as job_lib
 from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.testing import test_case
-from tfgraft.training import job as base_job
 from tfgraft.training import optimizers
 
 TARGET = 0.6

@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from tfgraft import config as cfg
+from tfgraft import job as base_job
 from tfgraft import models
 from tfgraft.ekg import job as job_lib
-from tfgraft.training import job as base_job
 from tfgraft.training import workdir as workdir_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

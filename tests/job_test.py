@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tfgraft import config as cfg
+from tfgraft import job as job_lib
 from tfgraft.grafting import job as graft_job
-from tfgraft.training import job as job_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,12 +15,12 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
+from tfgraft import job as base_job
 from tfgraft import lwdna
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna import job as job_lib
 from tfgraft.testing import test_case
-from tfgraft.training import job as base_job
 from train import flags as flags_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

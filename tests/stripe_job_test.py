@@ -16,12 +16,12 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
+from tfgraft import job as base_job
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
 from tfgraft.study import figures as study_figures
 from tfgraft.testing import devices
-from tfgraft.training import job as base_job
 from train import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

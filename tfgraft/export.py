@@ -35,7 +35,7 @@ import time
 import tensorflow as tf
 
 from tfgraft import io
-from tfgraft.testing import faults
+from tfgraft import points
 
 
 class ExportError(ValueError):
@@ -189,7 +189,7 @@ class Exporter:
         try:
             with io.atomic_directory(path, overwrite=overwrite) as tmp:
                 tf.saved_model.save(servable, tmp, signatures=signatures)
-                faults.point("export.before_rename")
+                points.reach("export.before_rename")
         except FileExistsError:
             raise ExportError(
                 f"export path {path} exists; remove it or choose another"

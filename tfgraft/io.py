@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from tfgraft.testing import faults
+from tfgraft import points
 
 
 class WriteError(RuntimeError):
@@ -61,8 +61,8 @@ def write_error(path, error):
 def _before_rename(path):
     # Crash-test points: `io.before_rename` (any file) and
     # `io.before_rename.<basename>` (one file, e.g. `.history.json`).
-    faults.point("io.before_rename")
-    faults.point("io.before_rename." + os.path.basename(path))
+    points.reach("io.before_rename")
+    points.reach("io.before_rename." + os.path.basename(path))
 
 
 def atomic_write_text(path, text):

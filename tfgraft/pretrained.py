@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import config as cfg
-from tfgraft.training import job as job_lib
+from tfgraft import job as job_lib
 
 
 class PretrainedError(ValueError):

@@ -6,7 +6,7 @@ Example:
         --workdir=runs/resnet56
 """
 
-from tfgraft.training import job
+from tfgraft import job
 
 from . import flags as flags_lib
 

@@ -144,7 +144,7 @@ def define(*names, flag_values=None):
 # as "module:Class" (`train.export` rebuilds a workdir's net with it; the
 # name is the `job` of its job.json and report.json).
 JOBS = {
-    "baseline": (("common",), "tfgraft.training.job:Job"),
+    "baseline": (("common",), "tfgraft.job:Job"),
     "grafting": (("common", "grafting"), "tfgraft.grafting.job:GraftingJob"),
     "stripe": (("common", "stripe"), "tfgraft.stripe.job:StripeJob"),
     "ekg": (("common", "pretrained", "ekg"), "tfgraft.ekg.job:EKGJob"),

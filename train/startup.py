@@ -23,6 +23,9 @@ loads, since C++ logging cannot be changed afterwards. Only the command-
 line entry points do this (`start`, from `train/__init__.py`, for the
 `train.<job>` module being run); importing `train` or `tfgraft` from
 other code changes nobody's logging.
+
+With `TFGRAFT_KILL_AT` or `TFGRAFT_WAIT_AT` set, `start` also installs
+the crash tests' fault injection (`install_faults`), `--tf_log` or not.
 """
 
 import logging
@@ -108,7 +111,10 @@ def entry_job(orig_argv=None, argv=None):
 def start():
     """Runs for an entry point (`entry_job`) before TensorFlow loads."""
     module, args = entry_job()
-    if module is None or module in _NO_TENSORFLOW:
+    if module is None:
+        return
+    install_faults()
+    if module in _NO_TENSORFLOW:
         return
     _state["tf_log"] = tf_log_requested(args)
     if _state["tf_log"]:
@@ -121,6 +127,17 @@ def start():
     # of an import, say), before the run's own lines.
     sys.stderr.write(filter_startup(_state["captured"], user_level))
     sys.stderr.flush()
+
+
+def install_faults():
+    """Crash tests' fault injection, for an entry point only: with
+    `TFGRAFT_KILL_AT` or `TFGRAFT_WAIT_AT` set, `tfgraft.testing.faults`
+    watches the library's named points (`tfgraft/points.py`). The library
+    itself never imports `tfgraft.testing`; this is where a job opts in.
+    Returns whether it did."""
+    from tfgraft.testing import faults
+
+    return faults.install()
 
 
 def import_tensorflow():

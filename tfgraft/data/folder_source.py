@@ -15,27 +15,27 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfgraft.data import sources
+from tfgraft.data import base
+from tfgraft.data.base import decode_image
 
 # Header checks of a streaming tree read a few bytes of every file; beyond
 # this many files that costs more than it saves and decode-time asserts
 # (which also name the file) take over.
 MAX_HEADER_CHECKS = 50_000
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 
 
 def load(path):
     """Opens `path` as an image-folder tree; see the module docstring."""
-    root = sources.resolve_path(path)
+    root = base.resolve_path(path)
     spec = f"folder:{path}"
     if not os.path.isdir(root):
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"folder {root} does not exist.",
             spec=spec,
         )
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"{root} has no train/ folder.",
             spec=spec,
         )
@@ -45,14 +45,14 @@ def load(path):
             test_dir = os.path.join(root, candidate)
             break
     if test_dir is None:
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"{root} has no test/ or val/ folder.",
             spec=spec,
         )
 
     class_names = _class_folders(train_dir, spec)
     if not class_names:
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"{train_dir} has no class folders.",
             spec=spec,
         )
@@ -60,7 +60,7 @@ def load(path):
     if test_classes != class_names:
         only_train = sorted(set(class_names) - set(test_classes))
         only_test = sorted(set(test_classes) - set(class_names))
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: class folders of train/ and "
             f"{os.path.basename(test_dir)}/ differ: only in train: "
             f"{only_train or 'none'}; only in "
@@ -74,7 +74,7 @@ def load(path):
 
     height, width = _common_size(files["train"][0], spec)
     num_pixels = sum(len(paths) for paths, _ in files.values())
-    small = max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
+    small = max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
     name = f"folder:{root}"
     common = dict(
         name=name,
@@ -84,21 +84,21 @@ def load(path):
         class_names=tuple(class_names),
     )
     if small and num_pixels * height * width * 3 <= (
-        sources.MAX_IN_MEMORY_BYTES
+        base.MAX_IN_MEMORY_BYTES
     ):
         splits = {
             split: (_decode_all(paths, (height, width, 3), spec), labels)
             for split, (paths, labels) in files.items()
         }
-        mean, std = sources.channel_stats(splits["train"][0])
-        info = sources.DatasetInfo(
+        mean, std = base.channel_stats(splits["train"][0])
+        info = base.DatasetInfo(
             image_shape=(height, width, 3),
             mean=mean,
             std=std,
             recipe="cifar",
             **common,
         )
-        return sources.ArraySource(info, splits)
+        return base.ArraySource(info, splits)
 
     if num_pixels <= MAX_HEADER_CHECKS:
         for paths, _ in files.values():
@@ -107,26 +107,26 @@ def load(path):
     if small:
         # Too many small images to hold in memory: stream them with the
         # CIFAR recipe and the ImageNet statistics as a neutral default.
-        info = sources.DatasetInfo(
+        info = base.DatasetInfo(
             image_shape=(height, width, 3),
-            mean=sources.IMAGENET_MEAN,
-            std=sources.IMAGENET_STD,
+            mean=base.IMAGENET_MEAN,
+            std=base.IMAGENET_STD,
             recipe="cifar",
             **common,
         )
         return FolderStreamSource(info, files, fixed_shape=(height, width))
-    size = sources.IMAGENET_SIZE
-    info = sources.DatasetInfo(
+    size = base.IMAGENET_SIZE
+    info = base.DatasetInfo(
         image_shape=(size, size, 3),
-        mean=sources.IMAGENET_MEAN,
-        std=sources.IMAGENET_STD,
+        mean=base.IMAGENET_MEAN,
+        std=base.IMAGENET_STD,
         recipe="imagenet",
         **common,
     )
     return FolderStreamSource(info, files)
 
 
-class FolderStreamSource(sources.Source):
+class FolderStreamSource(base.Source):
     """An image-folder tree decoded on the fly inside tf.data."""
 
     in_memory = False
@@ -143,13 +143,13 @@ class FolderStreamSource(sources.Source):
         self._fixed_shape = fixed_shape
 
     def dataset(self, split):
-        sources._check_split(split)
+        base.check_split(split)
         paths, labels = self._files[split]
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def stream(self, split, *, seed, start=0):
-        sources._check_split(split)
+        base.check_split(split)
         paths, labels = self._files[split]
         num = int(labels.shape[0])
 
@@ -157,7 +157,7 @@ class FolderStreamSource(sources.Source):
             return paths[index], labels[index]
 
         # Shuffle and skip file names; only the images we keep get decoded.
-        ds = sources._epoch_indices(num, seed, start).map(fetch)
+        ds = base.epoch_indices(num, seed, start).map(fetch)
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _decode(self, path, label):
@@ -172,24 +172,6 @@ class FolderStreamSource(sources.Source):
                 image = tf.identity(image)
             image = tf.ensure_shape(image, expected)
         return image, label
-
-
-def decode_image(contents, path):
-    """Decodes JPEG/PNG/GIF/BMP/WebP bytes to uint8 `[h, w, 3]` inside tf.data.
-
-    A file that is not one of these formats fails with an error that names
-    `path`, rather than TensorFlow's anonymous "Unknown image file format".
-    """
-    prefix = tf.strings.substr(contents, 0, 4)
-    known = tf.reduce_any(
-        [tf.strings.substr(prefix, 0, len(m)) == m for m in _MAGIC]
-    )
-    check = tf.debugging.Assert(known, ["Undecodable image file:", path])
-    with tf.control_dependencies([check]):
-        image = tf.io.decode_image(
-            contents, channels=3, expand_animations=False
-        )
-    return tf.ensure_shape(image, [None, None, 3])
 
 
 def _common_size(paths, spec, samples=9):
@@ -211,7 +193,7 @@ def _scan(folder, spec):
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"cannot list {folder} ({e.strerror}).",
             spec=spec,
         ) from None
@@ -221,7 +203,7 @@ def _scan(folder, spec):
         try:
             out.append((entry, entry.is_dir(), entry.is_file()))
         except OSError as e:
-            raise sources.DataError(
+            raise base.DataError(
                 "{spec}: " f"cannot read {entry.path} ({e.strerror}).",
                 spec=spec,
             ) from None
@@ -240,12 +222,12 @@ def _list_images(split_dir, class_names, spec):
             entry.name
             for entry, _, is_file in _scan(class_dir, spec)
             if is_file
-            and entry.name.lower().endswith(sources.IMAGE_EXTENSIONS)
+            and entry.name.lower().endswith(base.IMAGE_EXTENSIONS)
         ]
         if not images:
-            raise sources.DataError(
+            raise base.DataError(
                 "{spec}: " f"class folder {class_dir} has no images "
-                f"({'/'.join(sources.IMAGE_EXTENSIONS)}).",
+                f"({'/'.join(base.IMAGE_EXTENSIONS)}).",
                 spec=spec,
             )
         paths.extend(os.path.join(class_dir, name) for name in images)
@@ -258,14 +240,14 @@ def _decode_file(path, spec):
     try:
         with open(path, "rb") as f:
             contents = f.read()
-        if not contents.startswith(_MAGIC):
+        if not contents.startswith(base.IMAGE_MAGIC):
             raise ValueError("unknown format")
         image = tf.io.decode_image(
             contents, channels=3, expand_animations=False
         )
     except (OSError, ValueError, tf.errors.OpError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"cannot decode image file {path} ({reason}).",
             spec=spec,
         ) from None
@@ -277,12 +259,12 @@ def _check_header(path, spec):
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as e:
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"cannot read image file {path} ({e.strerror}).",
             spec=spec,
         ) from None
-    if not head.startswith(_MAGIC):
-        raise sources.DataError(
+    if not head.startswith(base.IMAGE_MAGIC):
+        raise base.DataError(
             "{spec}: " f"cannot decode image file {path} (not a JPEG, PNG, "
             "GIF, BMP or WebP file).",
             spec=spec,
@@ -318,20 +300,20 @@ def _decode_all(paths, shape, spec):
         # Blame the minority: the first file not of the commonest size.
         path = next(p for p, s in sizes.items() if s != common)
         odd = sizes[path]
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"image file {path} is {odd[1]}x{odd[0]}, but "
             f"{counts[common]} of the {len(paths)} images are "
             f"{common[1]}x{common[0]}; all must have one size.",
             spec=spec,
         )
     if common != tuple(shape):
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " f"image file {paths[0]} is {common[1]}x{common[0]} (as "
             f"all of its split), but the train images are "
             f"{shape[1]}x{shape[0]}; all must have one size.",
             spec=spec,
         )
-    raise sources.DataError(
+    raise base.DataError(
         "{spec}: decoding the images failed, but none failed on its own.",
         spec=spec,
     )

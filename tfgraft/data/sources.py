@@ -15,205 +15,53 @@ In-memory sources (`in_memory=True`) expose whole splits as numpy arrays so
 that the pipeline can gather and augment whole batches at once; streaming
 sources expose `stream()`, an endless, seeded, epoch-by-epoch shuffle that
 can start at any element (this is how training resumes).
+
+This module is the dispatcher: `load_source` picks the kind. What the
+kinds share (`Source`, `ArraySource`, `DatasetInfo`, `DataError`, the
+normalisation constants) lives in `tfgraft.data.base`, which the kinds
+import instead of each other; those names stay importable from here.
 """
 
-import dataclasses
-import difflib
-import os
-
-import numpy as np
-import tensorflow as tf
-
-from tfgraft import errors
+from tfgraft.data import folder_source
 from tfgraft.data import synthetic
+from tfgraft.data import tfds_source
+from tfgraft.data.base import CIFAR_MEAN
+from tfgraft.data.base import CIFAR_STD
+from tfgraft.data.base import IMAGE_EXTENSIONS
+from tfgraft.data.base import IMAGENET_MEAN
+from tfgraft.data.base import IMAGENET_SIZE
+from tfgraft.data.base import IMAGENET_STD
+from tfgraft.data.base import MAX_IN_MEMORY_BYTES
+from tfgraft.data.base import SMALL_IMAGE_MAX_SIDE
+from tfgraft.data.base import SPLITS
+from tfgraft.data.base import ArraySource
+from tfgraft.data.base import DataError
+from tfgraft.data.base import DatasetInfo
+from tfgraft.data.base import Source
+from tfgraft.data.base import channel_stats
+from tfgraft.data.base import close_matches
+from tfgraft.data.base import resolve_path
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_SIZE = 224
-
-# Images whose longer side is at most this many pixels are "small": they get
-# the CIFAR recipe and, when there are not too many, live in memory.
-SMALL_IMAGE_MAX_SIDE = 64
-# Largest in-memory split set, in bytes of uint8 pixels. Larger small-image
-# sets stream instead; this also keeps the arrays (captured by tf.data
-# functions) well below the 2 GB GraphDef limit.
-MAX_IN_MEMORY_BYTES = 1 << 30
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-SPLITS = ("train", "test")
-
-
-class DataError(errors.ArgumentError):
-    """Bad data set input; one line naming the argument or file at fault."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and the pipeline need to know about a data set.
-
-    Attributes:
-        name: the spec, e.g. `"synthetic"`, `"tfds:cifar10"` or
-            `"folder:/abs/path"`.
-        num_classes: number of classes.
-        image_shape: model input `(H, W, 3)`: the native size for the CIFAR
-            recipe, `(224, 224, 3)` for the ImageNet recipe.
-        num_train: number of training images.
-        num_test: number of test images.
-        mean: per-channel mean on the 0-1 scale (for `Standardize`).
-        std: per-channel standard deviation on the 0-1 scale.
-        recipe: `"cifar"` or `"imagenet"`, the default augmentation.
-        class_names: one name per class, in label order.
-    """
-
-    name: str
-    num_classes: int
-    image_shape: tuple
-    num_train: int
-    num_test: int
-    mean: tuple
-    std: tuple
-    recipe: str
-    class_names: tuple
-
-    def num_examples(self, split):
-        _check_split(split)
-        return self.num_train if split == "train" else self.num_test
-
-
-class Source:
-    """Base class of all data sources.
-
-    Attributes:
-        info: the `DatasetInfo`.
-        in_memory: whether `arrays()` is available.
-    """
-
-    info: DatasetInfo
-    in_memory: bool = False
-
-    def arrays(self, split):
-        """Returns `(images, labels)`: uint8 `[N, H, W, 3]`, int32 `[N]`."""
-        raise NotImplementedError(
-            f"{type(self).__name__} streams its data; it has no arrays()."
-        )
-
-    def dataset(self, split):
-        """Unbatched `(uint8 [h, w, 3], int32 [])` elements, fixed order."""
-        raise NotImplementedError
-
-    def stream(self, split, *, seed, start=0):
-        """Endless shuffled `(uint8 image, int32 label)` elements.
-
-        Element `k` of the stream is element `k % N` of epoch `k // N`, where
-        each epoch is its own shuffle seeded by `(seed, epoch)`. The stream
-        from `start` equals the stream from 0 with `start` elements dropped,
-        but the source skips them cheaply (before decoding).
-
-        Args:
-            split: `"train"` or `"test"`.
-            seed: integer seed of the shuffles.
-            start: index of the first element to yield.
-        """
-        raise NotImplementedError
-
-
-class ArraySource(Source):
-    """A source held in numpy arrays (synthetic, small TFDS, small folders)."""
-
-    in_memory = True
-
-    def __init__(self, info, splits):
-        splits = {
-            split: (np.asarray(splits[split][0]), np.asarray(splits[split][1]))
-            for split in SPLITS
-        }
-        for split in SPLITS:
-            images, labels = splits[split]
-            if images.dtype != np.uint8 or images.ndim != 4:
-                raise ValueError(
-                    "ArraySource needs uint8 [N, H, W, 3] images. "
-                    f"Received: {split} images {images.dtype}{images.shape}"
-                )
-            if labels.shape != (images.shape[0],):
-                raise ValueError(
-                    "ArraySource needs one label per image. Received: "
-                    f"{images.shape[0]} {split} images, labels "
-                    f"{labels.shape}"
-                )
-        self.info = info
-        self._splits = {
-            split: (
-                np.ascontiguousarray(images),
-                np.asarray(labels, np.int32),
-            )
-            for split, (images, labels) in splits.items()
-        }
-
-    def arrays(self, split):
-        _check_split(split)
-        return self._splits[split]
-
-    def dataset(self, split):
-        images, labels = self.arrays(split)
-        return tf.data.Dataset.from_tensor_slices((images, labels))
-
-    def stream(self, split, *, seed, start=0):
-        images, labels = self.arrays(split)
-        images = tf.constant(images)
-        labels = tf.constant(labels)
-
-        def fetch(index):
-            return images[index], labels[index]
-
-        return _epoch_indices(len(labels), seed, start).map(fetch)
-
-
-def _epoch_indices(num_examples, seed, start):
-    """Endless int64 indices: epoch e is a permutation seeded by (seed, e)."""
-    if num_examples <= 0:
-        raise ValueError(
-            f"Cannot stream an empty split. Received: {num_examples} examples"
-        )
-    start_epoch, offset = divmod(int(start), num_examples)
-    base = tf.constant([int(seed), 0x5EED], tf.int64)
-
-    def permutation(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(base, epoch)
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_examples, dtype=tf.int64), seed=epoch_seed
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    epochs = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
-    return epochs.flat_map(permutation).skip(offset)
-
-
-def _check_split(split):
-    if split not in SPLITS:
-        raise ValueError(
-            f"split must be 'train' or 'test'. Received: split={split!r}"
-        )
-
-
-def channel_stats(images):
-    """Per-channel mean and std on the 0-1 scale of uint8 `[N, H, W, 3]`."""
-    if images.shape[0] == 0:
-        raise ValueError("channel_stats needs at least one image.")
-    total = np.zeros(3, np.float64)
-    total_sq = np.zeros(3, np.float64)
-    # Chunks keep the float64 temporaries small for CIFAR-sized arrays.
-    for chunk in np.array_split(images, max(1, images.shape[0] // 4096)):
-        pixels = chunk.reshape(-1, 3).astype(np.float64)
-        total += pixels.sum(0)
-        total_sq += np.square(pixels).sum(0)
-    count = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
-    return tuple(float(m / 255.0) for m in mean), tuple(
-        float(s / 255.0) for s in std
-    )
+# Re-exported: the names defined here before `base.py` held them.
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_SIZE",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "MAX_IN_MEMORY_BYTES",
+    "SMALL_IMAGE_MAX_SIDE",
+    "SPLITS",
+    "ArraySource",
+    "DataError",
+    "DatasetInfo",
+    "Source",
+    "channel_stats",
+    "close_matches",
+    "resolve_path",
+    "load_source",
+]
 
 
 def load_source(
@@ -259,12 +107,8 @@ def load_source(
     if kind == "synthetic" and not arg:
         return _load_synthetic(synthetic_train_size, synthetic_test_size, seed)
     if kind == "tfds" and arg:
-        from tfgraft.data import tfds_source
-
         return tfds_source.load(arg, data_dir=data_dir)
     if kind == "folder" and arg:
-        from tfgraft.data import folder_source
-
         return folder_source.load(arg)
     raise DataError(
         "{spec} is not 'synthetic', 'tfds:<name>' or 'folder:<path>'.",
@@ -294,12 +138,3 @@ def _load_synthetic(train_size, test_size, seed):
         class_names=synthetic.CLASS_NAMES,
     )
     return ArraySource(info, {"train": train, "test": test})
-
-
-def close_matches(name, candidates):
-    """Up to three candidates that look like `name`, for error messages."""
-    return difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-
-
-def resolve_path(path):
-    return os.path.abspath(os.path.expanduser(path))

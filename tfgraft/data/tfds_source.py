@@ -10,8 +10,8 @@ with the file order and a shuffle buffer reseeded every epoch.
 import numpy as np
 import tensorflow as tf
 
-from tfgraft.data import sources
-from tfgraft.data.folder_source import decode_image
+from tfgraft.data import base
+from tfgraft.data.base import decode_image
 
 # Encoded images held by the streaming shuffle buffer (ImageNet JPEGs are
 # ~110 KB each, so this is about 1 GB).
@@ -29,20 +29,20 @@ def load(name, *, data_dir=None):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        base = name.split(":")[0].split("/")[0]
-        matches = sources.close_matches(base, tfds.list_builders())
+        wanted = name.split(":")[0].split("/")[0]
+        matches = base.close_matches(wanted, tfds.list_builders())
         hint = f"; did you mean {', '.join(matches)}?" if matches else "."
-        raise sources.DataError(
-            "{spec}: " f"TFDS has no dataset named {base!r}{hint}",
+        raise base.DataError(
+            "{spec}: " f"TFDS has no dataset named {wanted!r}{hint}",
             spec=spec,
         ) from None
     except Exception as e:  # Bad version or config: TFDS says which.
-        raise sources.DataError(
+        raise base.DataError(
             "{spec}: " + _first_line(e), spec=spec
         ) from None
     if not builder.is_prepared():
         where = "{data_dir}" if data_dir else "the TFDS default directory"
-        raise sources.DataError(
+        raise base.DataError(
             "{spec} is not prepared under " + where + " (looked for "
             f"{builder.data_dir}) and cannot be downloaded here; run `tfds "
             f"build {name} --data_dir=DIR` where there is network access and "
@@ -60,7 +60,7 @@ def load(name, *, data_dir=None):
             split_names["test"] = candidate
             break
     if "train" not in info.splits or split_names["test"] is None:
-        raise sources.DataError(
+        raise base.DataError(
             "{spec} needs a 'train' and a 'test' or 'validation' split; it "
             f"has {sorted(info.splits.keys())}.",
             spec=spec,
@@ -70,7 +70,7 @@ def load(name, *, data_dir=None):
     shape = tuple(info.features[image_key].shape)
     height, width = shape[0], shape[1]
     fixed = height is not None and width is not None
-    small = fixed and max(height, width) <= sources.SMALL_IMAGE_MAX_SIDE
+    small = fixed and max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
     common = dict(
         name=f"tfds:{name}",
         num_classes=int(label_feature.num_classes),
@@ -80,31 +80,31 @@ def load(name, *, data_dir=None):
     )
     cifar_stats = name.split(":")[0] in _CIFAR_NAMES
     in_memory_bytes = (num_train + num_test) * (height or 0) * (width or 0) * 3
-    if small and in_memory_bytes <= sources.MAX_IN_MEMORY_BYTES:
+    if small and in_memory_bytes <= base.MAX_IN_MEMORY_BYTES:
         splits = {
             split: _read_arrays(builder, tfds_split, image_key, label_key)
             for split, tfds_split in split_names.items()
         }
         if cifar_stats:
-            mean, std = sources.CIFAR_MEAN, sources.CIFAR_STD
+            mean, std = base.CIFAR_MEAN, base.CIFAR_STD
         else:
-            mean, std = sources.channel_stats(splits["train"][0])
-        info = sources.DatasetInfo(
+            mean, std = base.channel_stats(splits["train"][0])
+        info = base.DatasetInfo(
             image_shape=(height, width, 3),
             mean=mean,
             std=std,
             recipe="cifar",
             **common,
         )
-        return sources.ArraySource(info, splits)
+        return base.ArraySource(info, splits)
 
     if small:
         mean, std = (
-            (sources.CIFAR_MEAN, sources.CIFAR_STD)
+            (base.CIFAR_MEAN, base.CIFAR_STD)
             if cifar_stats
-            else (sources.IMAGENET_MEAN, sources.IMAGENET_STD)
+            else (base.IMAGENET_MEAN, base.IMAGENET_STD)
         )
-        info = sources.DatasetInfo(
+        info = base.DatasetInfo(
             image_shape=(height, width, 3),
             mean=mean,
             std=std,
@@ -112,11 +112,11 @@ def load(name, *, data_dir=None):
             **common,
         )
     else:
-        size = sources.IMAGENET_SIZE
-        info = sources.DatasetInfo(
+        size = base.IMAGENET_SIZE
+        info = base.DatasetInfo(
             image_shape=(size, size, 3),
-            mean=sources.IMAGENET_MEAN,
-            std=sources.IMAGENET_STD,
+            mean=base.IMAGENET_MEAN,
+            std=base.IMAGENET_STD,
             recipe="imagenet",
             **common,
         )
@@ -125,7 +125,7 @@ def load(name, *, data_dir=None):
     )
 
 
-class TfdsStreamSource(sources.Source):
+class TfdsStreamSource(base.Source):
     """A prepared TFDS dataset read from its files inside tf.data."""
 
     in_memory = False
@@ -144,7 +144,7 @@ class TfdsStreamSource(sources.Source):
         self._fixed_shape = fixed_shape
 
     def dataset(self, split):
-        sources._check_split(split)
+        base.check_split(split)
         ds = self._builder.as_dataset(
             split=self._split_names[split],
             shuffle_files=False,
@@ -154,19 +154,19 @@ class TfdsStreamSource(sources.Source):
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def stream(self, split, *, seed, start=0):
-        sources._check_split(split)
+        base.check_split(split)
         split_info = self._builder.info.splits[self._split_names[split]]
         if self._builder.info.file_format.value != "tfrecord":
             return self._stream_as_dataset(split, seed, start)
         files = tf.constant([str(p) for p in split_info.filepaths])
         num_examples = split_info.num_examples
         start_epoch, offset = divmod(int(start), num_examples)
-        base = tf.constant([int(seed), 0xF11E], tf.int64)
+        key = tf.constant([int(seed), 0xF11E], tf.int64)
         features = self._builder.info.features
         decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
 
         def epoch(index):
-            epoch_seed = tf.random.experimental.stateless_fold_in(base, index)
+            epoch_seed = tf.random.experimental.stateless_fold_in(key, index)
             order = tf.random.experimental.stateless_shuffle(
                 tf.range(tf.size(files)), seed=epoch_seed
             )
@@ -239,7 +239,7 @@ def _feature_keys(info, spec):
         and label_key in features
         and isinstance(features[label_key], tfds.features.ClassLabel)
     ):
-        raise sources.DataError(
+        raise base.DataError(
             "{spec} is not an image classification dataset (needs an Image "
             "feature and a ClassLabel feature).",
             spec=spec,

@@ -48,6 +48,7 @@ from absl import logging
 from tfgraft import data as data_lib
 from tfgraft import errors as errors_lib
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import plotting
 from tfgraft import pretrained as pretrained_lib
@@ -60,7 +61,6 @@ from tfgraft.ekg import subnet as subnet_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import distribute
 from tfgraft.training import evaluation
-from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 from tfgraft.training import trainer as trainer_lib
 

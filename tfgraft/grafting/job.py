@@ -21,14 +21,14 @@ import os
 import time
 
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft import models
+from tfgraft import points
 from tfgraft.grafting import grafter as grafter_lib
 from tfgraft.grafting import plot
 from tfgraft.grafting.grafting_model import difflr_scales
 from tfgraft.models import common as model_common
-from tfgraft.testing import faults
 from tfgraft.training import console
-from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
 
@@ -70,9 +70,9 @@ class GraftHook(loop.Hook):
 
     def _graft(self):
         t0 = time.perf_counter()
-        faults.point("graft.before")
+        points.reach("graft.before")
         self.alphas = self.grafter.graft_step().numpy().tolist()
-        faults.point("graft.after")
+        points.reach("graft.after")
         self.seconds.append(time.perf_counter() - t0)
         self._grafted = True
 

@@ -41,11 +41,11 @@ from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import errors
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import prune as prune_lib
 from tfgraft.training import evaluation
-from tfgraft.training import job as job_lib
 
 CONVENTION = "pff"
 

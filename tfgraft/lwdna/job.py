@@ -9,7 +9,7 @@ Workdir layout (METHODS.md §4.3):
   --channel_config=<workdir>/channel_config.json`) and any other is refused
   (`ChannelConfig.check_topology`);
 * `search.json` — search steps and loss, the threshold search, the masks;
-* `derived/` — a complete `tfgraft.training.job.Job` workdir training the
+* `derived/` — a complete `tfgraft.job.Job` workdir training the
   derived net with the unchanged protocol (checkpoints, history, report,
   `export/`);
 * `uniform/` — the same for the uniform-width original (`train_uniform`);
@@ -61,12 +61,12 @@ from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import errors
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import plotting
 from tfgraft.lwdna import hypernet as hypernet_lib
 from tfgraft.lwdna import shrink as shrink_lib
 from tfgraft.training import distribute
-from tfgraft.training import job as job_lib
 
 DEFAULT_PRESET = "dhp"
 # `report["equal_flops"]["within_tolerance"]`: |derived / uniform - 1|.

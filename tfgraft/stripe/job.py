@@ -45,6 +45,7 @@ from absl import logging
 
 from tfgraft import export as export_lib
 from tfgraft import io
+from tfgraft import job as job_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import plot as plot_lib
@@ -52,7 +53,6 @@ from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import trainer as trainer_lib
 from tfgraft.training import distribute
 from tfgraft.training import evaluation
-from tfgraft.training import job as job_lib
 from tfgraft.training import loop
 
 

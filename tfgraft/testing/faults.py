@@ -1,22 +1,20 @@
 """Fault injection: kill the process at a named point, for crash tests.
 
-The library calls `point(name)` at the moments a crash hurts most (after
-an inner step loop, around a graft, between a checkpoint's files and its
-index, before an atomic rename). When the environment variable
+The library calls `tfgraft.points.reach(name)` at the moments a crash hurts
+most (after an inner step loop, around a graft, between a checkpoint's
+files and its index, before an atomic rename; the list of points is in
+`tfgraft/points.py`). `install()` registers this module's `point` there;
+the command-line entry points (`train/startup.py`) call it, so a job run
+as `python -m train.<job>` obeys the variables below, while the library
+imported elsewhere never looks at them. When the environment variable
 `TFGRAFT_KILL_AT` names that point, the process sends itself `SIGKILL`, the
 same as `kill -9` from outside, at a precise and repeatable moment:
 
 * `TFGRAFT_KILL_AT=graft.after` kills at the first pass of `graft.after`;
 * `TFGRAFT_KILL_AT=loop.after_steps:3` kills at its third pass.
 
-Without the variable a point costs one dict lookup.
-
-Points placed in tfgraft: `loop.after_steps`, `graft.before`,
-`graft.after`, `checkpoint.save` (checkpoint files written, index not yet
-updated), `export.before_rename` (SavedModel written to its temporary
-folder), `io.before_rename` (any atomic write, before its rename) and
-`io.before_rename.<file name>` (the atomic write of that file only, e.g.
-`io.before_rename.history.json`).
+Without either variable `install()` registers nothing and a point costs
+a loop over an empty list.
 
 `TFGRAFT_WAIT_AT=<point>[:<n>]=<path>` pauses instead of killing, for
 tests that need a run caught in the middle (a second run on its workdir,
@@ -27,6 +25,8 @@ until `<path>` exists.
 import os
 import signal
 import time
+
+from tfgraft import points
 
 ENV = "TFGRAFT_KILL_AT"
 WAIT_ENV = "TFGRAFT_WAIT_AT"
@@ -55,3 +55,12 @@ def point(name):
             open(path + ".reached", "w").close()
             while not os.path.exists(path):
                 time.sleep(0.05)
+
+
+def install():
+    """Registers `point` with `tfgraft.points` when `TFGRAFT_KILL_AT` or
+    `TFGRAFT_WAIT_AT` is set; returns whether it did."""
+    if not (os.environ.get(ENV) or os.environ.get(WAIT_ENV)):
+        return False
+    points.add(point)
+    return True

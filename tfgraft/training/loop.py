@@ -40,7 +40,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import io
-from tfgraft.testing import faults
+from tfgraft import points
 from tfgraft.training import console as console_lib
 from tfgraft.training import distribute
 from tfgraft.training import summaries
@@ -256,7 +256,7 @@ def fit(
                 for hook in step_hooks:
                     if step % hook.every_steps == 0:
                         hook.on_steps(step)
-                faults.point("loop.after_steps")
+                points.reach("loop.after_steps")
             train = [_epoch_train_logs(s, steps_done, trainer) for s in sums]
             progress.finish(
                 steps_done,
@@ -326,7 +326,7 @@ def _loop_length(step, epoch_end, steps_per_loop, step_hooks):
 
 
 def _checkpoint_fault_point():
-    faults.point("checkpoint.save")
+    points.reach("checkpoint.save")
 
 
 def _check_finite(trainer, stats, manager):
