@@ -10,17 +10,66 @@ import sys as _sys
 # TensorFlow turns its oneDNN kernels on by default only on some Intel CPUs;
 # elsewhere (AMD EPYC, for one) convolutions and their gradients run on
 # Eigen, about 1.7x slower for a CIFAR ResNet step (bench/throughput.py).
-# The switch is read when TensorFlow loads, so it can only be set here when
-# tfgraft is imported first; an explicit TF_ENABLE_ONEDNN_OPTS wins.
-# With oneDNN on, ops also run one at a time (TF_NUM_INTEROP_THREADS=1,
-# each op still uses every core), a precaution: twice in 7 runs with two
-# inter-op threads the LW-DNA search's latent gradient came out unrelated
-# to the true one on a 2-core AMD CPU; 71 later runs did not reproduce it
-# and the cause is unknown (README, Performance; a detector in
-# bench/interop_gradient_check.py). One net's step is as fast.
+# tfgraft turns them on where the CPU has AVX-512, and only there: oneDNN's
+# AVX2 kernel for the filter gradient of a 1x1 stride-2 convolution with 3,
+# 4 or 6 input channels (a narrow ResNet's projection shortcut) returns a
+# wrong gradient in a third to all of its calls, and can corrupt the heap
+# (bench/onednn_conv_grad_check.py; README, Performance). The switch is read
+# when TensorFlow loads, so it can only be set here when tfgraft is imported
+# first; an explicit TF_ENABLE_ONEDNN_OPTS wins (with a warning on an
+# AVX2-only CPU).
+
+
+def _cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _onednn_default(environ, flags):
+    """The `TF_ENABLE_ONEDNN_OPTS` value tfgraft sets, or None to leave it.
+
+    Args:
+        environ: the process environment.
+        flags: the CPU's feature flags (`_cpu_flags()`).
+
+    Returns:
+        `"1"` on an x86 CPU with AVX-512 when the variable is unset, else None.
+    """
+    if "TF_ENABLE_ONEDNN_OPTS" in environ or "avx512f" not in flags:
+        return None
+    return "1"
+
+
+def _onednn_warning(environ, flags):
+    """A one-line warning when oneDNN is forced on an AVX2-only x86 CPU."""
+    if environ.get("TF_ENABLE_ONEDNN_OPTS") != "1":
+        return None
+    if "avx2" not in flags or "avx512f" in flags:
+        return None
+    return (
+        "TF_ENABLE_ONEDNN_OPTS=1 on a CPU without AVX-512: oneDNN's AVX2 "
+        "filter gradient of 1x1 stride-2 convolutions with 3, 4 or 6 input "
+        "channels is wrong in many calls (tfgraft "
+        "bench/onednn_conv_grad_check.py); unset it to train on Eigen."
+    )
+
+
 if "tensorflow" not in _sys.modules:
-    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if _os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
-        _os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    _flags = _cpu_flags()
+    _value = _onednn_default(_os.environ, _flags)
+    if _value is not None:
+        _os.environ["TF_ENABLE_ONEDNN_OPTS"] = _value
+    _message = _onednn_warning(_os.environ, _flags)
+    if _message is not None:
+        import warnings as _warnings
+
+        _warnings.warn(_message, RuntimeWarning, stacklevel=2)
 
 __version__ = "0.1.0"
