@@ -71,6 +71,13 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Warm-up steps.")
 _OUT = flags.DEFINE_string("out_dir", None, "Write md/json/png here.")
 _PLOT = flags.DEFINE_bool("plot", False, "Also write throughput.png.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one contender.")
+_PEAK = flags.DEFINE_float(
+    "peak_gflops",
+    None,
+    "The CPU's float32 peak in GFLOP/s; default: estimated from /proc/cpuinfo "
+    "(cores x nominal clock x FLOPs per cycle of two FMA pipes of the widest "
+    "vector unit).",
+)
 
 _REPLY = "@@ "
 
@@ -350,6 +357,48 @@ def _device():
     return f"{cpu}, {len(os.sched_getaffinity(0))} cores", False
 
 
+def _cpu_peak():
+    """Estimated float32 peak GFLOP/s of this CPU and how it was estimated.
+
+    cores x nominal clock x FLOPs/cycle, where a core has two FMA pipes of
+    the widest vector unit it reports (AVX-512: 16 lanes, AVX2: 8), each
+    FMA counting 2 FLOPs. Boost clocks are unknown (in a VM, too), and
+    some CPUs run 512-bit FMAs at half rate (AMD Zen 4), so achieved
+    fractions are indicative.
+    """
+    flags_, mhz = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags_:
+                    flags_ = set(line.split(":", 1)[1].split())
+                elif line.startswith("cpu MHz") and mhz is None:
+                    mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    if _PEAK.value:
+        return _PEAK.value, "--peak_gflops"
+    if not mhz or "fma" not in flags_:
+        return None, "unknown"
+    lanes = 16 if "avx512f" in flags_ else 8
+    cores = len(os.sched_getaffinity(0))
+    peak = cores * mhz / 1e3 * 2 * lanes * 2
+    how = (
+        f"{cores} cores x {mhz / 1e3:.2f} GHz x 2 FMA pipes x {lanes} "
+        "float32 lanes x 2 FLOPs"
+    )
+    return peak, how
+
+
+def _train_gflop_per_image(model):
+    """Training FLOPs per image / 1e9: 3 x the forward pass (2 per MAC)."""
+    from tfgraft import complexity
+    from tfgraft import models
+
+    macs = complexity.count(models.build_model(model), "macs").flops
+    return 3 * 2 * macs / 1e9
+
+
 def _torch_available():
     try:
         import torch  # noqa: F401
@@ -457,12 +506,21 @@ def _report(results, separate, solo_rss, meta):
         f"TF {meta['tf']}, Keras {meta['keras']}"
         + (f", PyTorch {meta['torch']}" if meta.get("torch") else "")
         + f"; oneDNN {meta['onednn']}; {meta['rounds']} rounds x "
-        f"{meta['steps']} steps, medians.",
+        f"{meta['steps']} steps, medians. GFLOP/s: img/s x training FLOPs "
+        "per image (3 x forward, 2 per multiply-add); peak "
+        + (
+            "unknown"
+            if meta.get("peak_gflops") is None
+            else f"{meta['peak_gflops']:,.0f} GFLOP/s ({meta['peak_how']})"
+        )
+        + ".",
         "",
         "| model | dtype | batch | tfgraft img/s | +XLA | keras fit | "
-        "PyTorch | tfgraft/PyTorch | tfgraft/fit | XLA/no-XLA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "PyTorch | tfgraft/PyTorch | tfgraft/fit | XLA/no-XLA | "
+        "tfgraft GFLOP/s | of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    peak = meta.get("peak_gflops")
     ratios = {}
 
     def fmt(v, digits=0):
@@ -479,15 +537,23 @@ def _report(results, separate, solo_rss, meta):
                 x = med(f"tfgraft+xla {key}")
                 f = med(f"keras_fit {key}")
                 p = med(f"torch {key}")
+                gflops = None
+                if t is not None:
+                    gflops = t * meta["train_gflop_per_image"][model]
                 ratios[key] = {
                     "tfgraft_over_torch": div(t, p),
                     "tfgraft_over_fit": div(t, f),
                     "xla_over_no_xla": div(x, t),
+                    "tfgraft_gflops": gflops,
+                    "tfgraft_of_peak": div(gflops, peak),
                 }
+                share = div(gflops, peak)
                 lines.append(
                     f"| {model} | {dtype} | {batch} | {fmt(t)} | {fmt(x)} | "
                     f"{fmt(f)} | {fmt(p)} | {fmt(div(t, p), 2)} | "
-                    f"{fmt(div(t, f), 2)} | {fmt(div(x, t), 2)} |"
+                    f"{fmt(div(t, f), 2)} | {fmt(div(x, t), 2)} | "
+                    f"{fmt(gflops, 1)} | "
+                    f"{'-' if share is None else f'{share:.0%}'} |"
                 )
     lines += [
         "",
@@ -621,7 +687,11 @@ def main(argv):
         inter_op_threads=os.environ.get("TF_NUM_INTEROP_THREADS", "auto"),
         rounds=_ROUNDS.value,
         steps=_STEPS.value,
+        train_gflop_per_image={
+            m: _train_gflop_per_image(m) for m in _MODELS.value
+        },
     )
+    meta["peak_gflops"], meta["peak_how"] = _cpu_peak()
     if _torch_available():
         import torch
 
