@@ -3,11 +3,11 @@
 A detector for the wrong latent gradient once reported with two inter-op
 threads and oneDNN (README, Performance: "One op at a time with oneDNN"; not
 reproduced so far). It builds the hypernet of
-`tests/lwdna_test.py::test_search_steps_and_latent_gradients`, takes the
-latent gradients eagerly, then runs the search (4 steps per call, learning
-rate 0, so the weights never move) `--repeats` times in one process and
-prints how many bitwise-distinct gradient sets the search produced and how
-far the worst one is from the eager gradient (relative to its norm). Float
+`tests/lwdna/lwdna_test.py::test_search_steps_and_latent_gradients`, takes
+the latent gradients eagerly, then runs the search (4 steps per call,
+learning rate 0, so the weights never move) `--repeats` times in one process
+and prints how many bitwise-distinct gradient sets the search produced and
+how far the worst one is from the eager gradient (relative to its norm). Float
 rounding alone gives one distinct set at about 1e-6; a race gives more
 sets, or a deviation far above 1e-4.
 

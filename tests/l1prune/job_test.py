@@ -23,7 +23,7 @@ from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import job as job_lib
 from train import flags as flags_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _config(epochs=2, max_steps=0, **l1prune):

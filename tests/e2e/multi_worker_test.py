@@ -25,7 +25,7 @@ from tfgraft.grafting import job as graft_job
 from tfgraft.testing import devices
 from tfgraft.training import distribute
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # 64 images / batch 16: one epoch of 4 steps, grafting every 2 steps.
 _FLAGS = [

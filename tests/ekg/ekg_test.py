@@ -2,7 +2,7 @@
 
 METHODS.md §3.8 checks 3 (compact == masked), 4 (ResNet-56 counts) and 7
 (knowledge loss); the search and the memory bank (checks 5, 6) are in
-tests/ekg_search_test.py, the end-to-end job in tests/ekg_job_test.py.
+tests/ekg/search_test.py, the end-to-end job in tests/ekg/job_test.py.
 """
 
 import os

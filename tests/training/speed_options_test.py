@@ -25,7 +25,7 @@ from tfgraft.training import trainer as trainer_lib
 
 _STEPS = 4
 _BATCH = 8
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _net(seed, keras_bn=False):

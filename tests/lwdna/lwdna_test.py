@@ -23,7 +23,7 @@ from tfgraft.lwdna import job as job_lib
 from tfgraft.testing import test_case
 from train import flags as flags_lib
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _hypernet(name="resnet20", width_mult=0.5, input_shape=(32, 32, 3)):

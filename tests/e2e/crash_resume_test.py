@@ -31,7 +31,7 @@ from absl.testing import parameterized
 from tfgraft.testing import faults
 from tfgraft.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # 3 epochs of 2 steps, one step per inner loop: 6 steps, checkpoints at
 # steps 2, 4 and 6, grafts after epochs 1 and 2.

@@ -34,7 +34,7 @@ from train import evaluate as evaluate_entry
 from train import export as export_entry
 from train import flags as flags_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 _JOBS = flags_lib.JOBS
 

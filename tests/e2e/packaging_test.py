@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from train import flags as flags_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # What the wheel is built from (a clone's other folders are not packaged).
 PACKAGED = (
     "tfgraft",

@@ -22,7 +22,7 @@ from tfgraft import models
 from tfgraft.ekg import job as job_lib
 from tfgraft.training import workdir as workdir_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _config(**ekg):

@@ -24,7 +24,7 @@ from tfgraft.study import figures as study_figures
 from tfgraft.testing import devices
 from train import flags as flags_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _mirrored():

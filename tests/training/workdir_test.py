@@ -31,7 +31,7 @@ from tfgraft.testing import faults
 from tfgraft.training import workdir as workdir_lib
 from train import flags as flags_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECORDS = ("config.json", "job.json", "flags.cfg")
 
 
