@@ -17,8 +17,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import keras
@@ -30,6 +28,7 @@ from absl.testing import flagsaver
 from absl.testing import parameterized
 
 from tfgraft import config as cfg
+from tfgraft.testing import test_case
 from train import evaluate as evaluate_entry
 from train import export as export_entry
 from train import flags as flags_lib
@@ -571,10 +570,6 @@ def run_in_process(entry, argv):
     return code, err.getvalue()
 
 
-def _error_lines(stderr):
-    return [x for x in stderr.splitlines() if x.startswith("error:")]
-
-
 class _BadInputBase(parameterized.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -598,7 +593,7 @@ class _BadInputBase(parameterized.TestCase):
     def _check(self, run, code, stderr, culprit):
         self.assertEqual(code, 2, stderr[-3000:])
         self.assertNotIn("Traceback", stderr)
-        lines = _error_lines(stderr)
+        lines = test_case.error_lines(stderr)
         self.assertLen(lines, 1, stderr[-3000:])
         self.assertIn(culprit, lines[0])
         # No partial output: nothing trained, reported or exported.
@@ -696,15 +691,7 @@ class SubprocessTest(_BadInputBase):
     def test_real_command(self, entry, argv, culprit):
         name = self._testMethodName.split("test_real_command_")[-1]
         run, argv, culprit = self._prepare(name, argv, culprit)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [sys.executable, "-m", f"train.{entry}", *argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = test_case.run_entry_point(f"train.{entry}", *argv, cwd=ROOT)
         self._check(run, proc.returncode, proc.stderr, culprit)
         self.assertFalse(os.path.exists(run))
 
@@ -713,14 +700,7 @@ class SubprocessTest(_BadInputBase):
             ("--helpfull", "--width_mult"),
             ("--help", "Try --helpfull"),
         ):
-            proc = subprocess.run(
-                [sys.executable, "-m", "train.baseline", flag],
-                cwd=ROOT,
-                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            proc = test_case.run_entry_point("train.baseline", flag, cwd=ROOT)
             self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
             self.assertIn(shown, proc.stdout)
 

@@ -3,8 +3,6 @@
 import glob
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
@@ -15,6 +13,7 @@ from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import models
 from tfgraft.study import spec as spec_lib
+from tfgraft.testing import test_case
 from train import flags as flags_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -157,15 +156,7 @@ class ConfigsTest(tf.test.TestCase, parameterized.TestCase):
 
 
 def _cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return test_case.run_entry_point(*args, cwd=ROOT)
 
 
 @pytest.mark.large

@@ -9,6 +9,8 @@ import sys
 import pytest
 import tensorflow as tf
 
+from tfgraft.testing import test_case
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 _TINY = [
@@ -136,13 +138,8 @@ class JobConsoleTest(tf.test.TestCase):
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)
         outputs = {}
         for extra in ([], ["--tf_log"]):
-            proc = subprocess.run(
-                [sys.executable, "-m", "train.baseline", "--helpshort", *extra],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
+            proc = test_case.run_entry_point(
+                "train.baseline", "--helpshort", *extra, cwd=ROOT, env=env
             )
             self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
             outputs[bool(extra)] = proc.stderr

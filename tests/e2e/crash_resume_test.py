@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft.testing import faults
+from tfgraft.testing import test_case
 from tfgraft.training import loop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -257,14 +258,7 @@ def _kill_point(job):
 
 
 def _run(args, kill_at=None):
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=_env(kill_at),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return test_case.run_entry_point(*args, cwd=ROOT, env=_env(kill_at))
 
 
 def _assert_consistent(test, workdir):
@@ -291,10 +285,6 @@ def _assert_consistent(test, workdir):
                 state = tf.train.get_checkpoint_state(path)
                 for ckpt in state.all_model_checkpoint_paths if state else ():
                     test.assertTrue(os.path.exists(ckpt + ".index"), ckpt)
-
-
-def _error_lines(stderr):
-    return [x for x in stderr.splitlines() if x.startswith("error:")]
 
 
 @pytest.mark.large
@@ -354,7 +344,7 @@ class MultiPhaseCrashTest(tf.test.TestCase, parameterized.TestCase):
                 json.dump(config, f)
             edited = _run(command)
             self.assertEqual(edited.returncode, 2, edited.stderr[-3000:])
-            lines = _error_lines(edited.stderr)
+            lines = test_case.error_lines(edited.stderr)
             self.assertLen(lines, 1, edited.stderr[-3000:])
             self.assertStartsWith(lines[0], f"error: {path}: edited")
             self.assertNotIn("Traceback", edited.stderr)
@@ -393,7 +383,7 @@ class DiskFullTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
         self.assertNotIn("Traceback", proc.stderr)
-        lines = _error_lines(proc.stderr)
+        lines = test_case.error_lines(proc.stderr)
         self.assertLen(lines, 1, proc.stderr[-3000:])
         self.assertRegex(
             lines[0],
@@ -422,7 +412,7 @@ class DiskFullTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
         self.assertNotIn("Traceback", proc.stderr)
-        lines = _error_lines(proc.stderr)
+        lines = test_case.error_lines(proc.stderr)
         self.assertLen(lines, 1, proc.stderr[-3000:])
         self.assertStartsWith(
             lines[0], f"error: {out}: no space left on device ("

@@ -9,8 +9,6 @@ the search's settings) and the one-line errors of `train.ekg`.
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from tfgraft import config as cfg
 from tfgraft import job as base_job
 from tfgraft import models
 from tfgraft.ekg import job as job_lib
+from tfgraft.testing import test_case
 from tfgraft.training import workdir as workdir_lib
 
 _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -197,19 +196,7 @@ class EKGStudyArmsTest(tf.test.TestCase):
 
 
 def _cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "train.ekg", *args],
-        cwd=_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+    return test_case.run_entry_point("train.ekg", *args, cwd=_ROOT, timeout=120)
 
 
 @pytest.mark.large
@@ -222,7 +209,7 @@ class EKGCommandLineTest(tf.test.TestCase):
         )
         self.assertEqual(out.returncode, 2)
         self.assertEqual(
-            _error_lines(out.stderr),
+            test_case.error_lines(out.stderr),
             [
                 "error: --target_flops_rate=1.5: must be in (0, 1) (the "
                 "fraction of FLOPs kept)"
@@ -248,7 +235,7 @@ class EKGCommandLineTest(tf.test.TestCase):
             "--strategy=default",
         )
         self.assertEqual(out.returncode, 2, out.stderr[-2000:])
-        lines = _error_lines(out.stderr)
+        lines = test_case.error_lines(out.stderr)
         self.assertLen(lines, 1)
         self.assertStartsWith(lines[0], f"error: --pretrained={path}: ")
         self.assertIn("does not match --model=resnet20", lines[0])

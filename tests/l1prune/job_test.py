@@ -7,8 +7,6 @@ on one device; marked large. Also the config and its one-line errors.
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from tfgraft import config as cfg
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import job as job_lib
+from tfgraft.testing import test_case
 from train import flags as flags_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -219,33 +218,24 @@ class L1PruneJobTest(tf.test.TestCase):
 class L1PruneCommandLineTest(tf.test.TestCase):
     def test_unreachable_target_is_one_line(self):
         workdir = os.path.join(self.get_temp_dir(), "cli")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "train.l1prune",
-                f"--workdir={workdir}",
-                "--model=resnet20",
-                "--width_mult=0.25",
-                "--preset=pff",
-                "--synthetic_train_size=32",
-                "--synthetic_test_size=16",
-                "--batch_size=16",
-                "--epochs=1",
-                "--pretrain_epochs=1",
-                "--target_flops_cut=0.999",
-                "--strategy=default",
-                "--progress=false",
-            ],
+        proc = test_case.run_entry_point(
+            "train.l1prune",
+            f"--workdir={workdir}",
+            "--model=resnet20",
+            "--width_mult=0.25",
+            "--preset=pff",
+            "--synthetic_train_size=32",
+            "--synthetic_test_size=16",
+            "--batch_size=16",
+            "--epochs=1",
+            "--pretrain_epochs=1",
+            "--target_flops_cut=0.999",
+            "--strategy=default",
+            "--progress=false",
             cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
         )
         self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-        lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+        lines = test_case.error_lines(proc.stderr)
         self.assertLen(lines, 1)
         self.assertStartsWith(lines[0], "error: target_flops_cut=0.999: ")
         self.assertIn("at most", lines[0])

@@ -6,6 +6,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft.layers import FusedBatchNormalization
+from tfgraft.testing import test_case
 
 
 def _pair(shape, **kwargs):
@@ -118,9 +119,9 @@ class FusedBatchNormTest(tf.test.TestCase, parameterized.TestCase):
         model.layers[-1].set_weights(
             [np.full(4, v, "float32") for v in (2.0, 0.5, 1.0, 4.0)]
         )
-        path = self.create_tempfile("m.keras").full_path
-        model.save(path)
-        loaded = keras.saving.load_model(path, safe_mode=True)
+        loaded = test_case.keras_round_trip(
+            model, self.create_tempdir().full_path
+        )
         self.assertIsInstance(loaded.layers[-1], FusedBatchNormalization)
         self.assertAllClose(loaded(self.x), model(self.x))
         # Same variable structure as the Keras layer: checkpoints load

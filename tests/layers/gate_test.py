@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfgraft import export as export_lib
 from tfgraft.layers import gate as gate_lib
+from tfgraft.testing import test_case
 
 
 def _gate(channels=4, order=None, rate=1.0):
@@ -123,18 +123,6 @@ class MaskedKernelTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(zero, np.zeros((3, 2)))
 
 
-def _np_conv_same(x, kernel):
-    """Stride-1 'same' convolution in numpy (odd kernels)."""
-    kh, kw = kernel.shape[:2]
-    padded = np.pad(x, [(0, 0), (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)])
-    out = np.zeros(x.shape[:3] + (kernel.shape[-1],), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = padded[:, i : i + x.shape[1], j : j + x.shape[2], :]
-            out += np.einsum("bhwc,co->bhwo", patch, kernel[i, j])
-    return out
-
-
 class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
     def test_gated_conv_matches_numpy_reference(self):
         rng = np.random.default_rng(2)
@@ -151,7 +139,7 @@ class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
         masked = kernel * in_mask[:, None] * out_mask
         masked *= np.linalg.norm(kernel) / np.linalg.norm(masked)
         self.assertAllClose(
-            layer(x), _np_conv_same(x, masked), rtol=5e-4, atol=1e-4
+            layer(x), test_case.numpy_conv2d(x, masked), rtol=5e-4, atol=1e-4
         )
 
     def test_gated_conv_with_ones_equals_conv2d(self):
@@ -227,7 +215,8 @@ class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_config_round_trip(self, cls, kwargs):
         layer = cls(name="x", **kwargs)
-        clone = cls.from_config(layer.get_config())
+        clone = test_case.config_round_trip(layer)
+        self.assertIsInstance(clone, cls)
         self.assertEqual(clone.get_config(), layer.get_config())
 
     def test_keras_and_saved_model_round_trip(self):
@@ -247,14 +236,11 @@ class GatedLayersTest(tf.test.TestCase, parameterized.TestCase):
         model.get_layer("fc").in_mask.assign(mask)
         x = rng.uniform(0, 1, (2, 8, 8, 4)).astype("float32")
         want = model(x, training=False).numpy()
-        path = os.path.join(self.get_temp_dir(), "m.keras")
-        model.save(path)
-        loaded = keras.models.load_model(path)
+        loaded = test_case.keras_round_trip(model, self.get_temp_dir())
         self.assertAllClose(loaded(x, training=False), want, atol=1e-6)
         self.assertAllEqual(loaded.get_layer("g").mask(), mask)
         export = os.path.join(self.get_temp_dir(), "sm")
-        export_lib.export_saved_model(model, export)
-        reloaded = tf.saved_model.load(export)
+        reloaded = test_case.saved_model_round_trip(model, export)
         self.assertAllClose(reloaded.serve(x), want, atol=1e-5)
 
     def test_own_variables_store_masks_and_check_count(self):

@@ -9,6 +9,7 @@ from absl.testing import parameterized
 
 from tfgraft.layers import hyper_conv
 from tfgraft.layers.hyper_conv import HyperConv2D
+from tfgraft.testing import test_case
 
 
 def _randomize_biases(layer, seed=0):
@@ -177,9 +178,7 @@ class HyperConv2DTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(config["embedding_dim"], 5)
         clone = HyperConv2D.from_config(config)
         self.assertEqual(clone.get_config(), config)
-        restored = keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(layer)
-        )
+        restored = test_case.config_round_trip(layer)
         self.assertIsInstance(restored, HyperConv2D)
         self.assertEqual(restored.embedding_dim, 5)
 
@@ -206,9 +205,9 @@ class HyperConv2DTest(tf.test.TestCase, parameterized.TestCase):
         data = data.astype("float32")
         expected = model(data)
         tmp = self.get_temp_dir()
-        path = os.path.join(tmp, f"hyper_{shared}.keras")
-        model.save(path)
-        reloaded = keras.saving.load_model(path)
+        reloaded = test_case.keras_round_trip(
+            model, tmp, f"hyper_{shared}.keras"
+        )
         self.assertAllClose(reloaded(data), expected, atol=1e-6)
         export_dir = os.path.join(tmp, f"saved_{shared}")
         model.export(export_dir, format="tf_saved_model")

@@ -1,7 +1,6 @@
 """Standardize: 0-1-scale statistics on 0-255 input, anything else refused."""
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -9,6 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tfgraft.layers.standardize import Standardize
+from tfgraft.testing import test_case
 
 
 class StandardizeTest(tf.test.TestCase, parameterized.TestCase):
@@ -85,9 +85,7 @@ class StandardizeTest(tf.test.TestCase, parameterized.TestCase):
         )
         x = np.random.RandomState(1).uniform(0, 255, (2, 8, 8, 4))
         x = x.astype("float32")
-        path = os.path.join(self.get_temp_dir(), "standardize.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path, safe_mode=True)
+        loaded = test_case.keras_round_trip(model, self.get_temp_dir())
         self.assertAllClose(loaded(x), model(x), atol=1e-6)
 
 

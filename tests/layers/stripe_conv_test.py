@@ -11,6 +11,7 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft.layers import CompactStripeConv2D
 from tfgraft.layers import StripeConv2D
+from tfgraft.testing import test_case
 
 INPUT_SHAPE = (2, 8, 8, 4)
 FORMULATIONS = ("dense", "shift_add", "shift_add_matmul", "im2col", "auto")
@@ -35,22 +36,6 @@ def _random_skeleton(layer, seed, dead=0.4):
     fs[dead_mask] = rng.uniform(-0.01, 0.01, dead_mask.sum())
     layer.filter_skeleton.assign(fs.astype("f4"))
     return np.abs(fs) > 0.01
-
-
-def _numpy_conv(x, kernel, stride, pads):
-    """Direct NHWC convolution with explicit (top, bottom, left, right)."""
-    top, bottom, left, right = pads
-    x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)])
-    kh, kw, _, out = kernel.shape
-    ho = (x.shape[1] - kh) // stride + 1
-    wo = (x.shape[2] - kw) // stride + 1
-    y = np.zeros((x.shape[0], ho, wo, out), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, i : i + stride * (ho - 1) + 1 : stride]
-            patch = patch[:, :, j : j + stride * (wo - 1) + 1 : stride]
-            y += np.einsum("nhwc,co->nhwo", patch, kernel[i, j])
-    return y
 
 
 class StripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
@@ -117,7 +102,8 @@ class StripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
             layer.kernel.numpy() * layer.filter_skeleton.numpy()[:, :, None, :]
             + 0.0
         )
-        want = _numpy_conv(x, kernel, stride, pads) + layer.bias.numpy()
+        want = test_case.numpy_conv2d(x, kernel, stride, pads)
+        want += layer.bias.numpy()
         self.assertAllClose(layer(x), want, rtol=5e-4, atol=1e-5)
 
     def test_skeleton_gradient_is_sum_of_kernel_times_grad(self):
@@ -170,8 +156,7 @@ class StripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_config_json_round_trip(self):
         layer = StripeConv2D(8, 3, strides=2, use_bias=False, name="s")
-        blob = json.dumps(keras.saving.serialize_keras_object(layer))
-        restored = keras.saving.deserialize_keras_object(json.loads(blob))
+        restored = test_case.config_round_trip(layer)
         self.assertIsInstance(restored, StripeConv2D)
         self.assertEqual(restored.get_config(), layer.get_config())
         self.assertEqual(restored.padding, "symmetric")
@@ -181,9 +166,7 @@ class StripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
         layer = StripeConv2D(6, 3, strides=2)
         model = keras.Model(inputs, layer(inputs))
         _random_skeleton(layer, 4)
-        path = os.path.join(self.get_temp_dir(), "stripe.keras")
-        model.save(path)
-        restored = keras.saving.load_model(path)
+        restored = test_case.keras_round_trip(model, self.get_temp_dir())
         x = _inputs(seed=5)
         self.assertAllClose(restored(x), model(x), atol=1e-6)
         self.assertAllClose(
@@ -224,7 +207,8 @@ class CompactStripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
         keep[..., 0] = False
         self.assertGreaterEqual(1 - keep.mean(), 0.3)
         masked = layer.folded_kernel() * keep[:, :, None, :]
-        want = _numpy_conv(x, masked, s, (k // 2,) * 4) + layer.bias.numpy()
+        want = test_case.numpy_conv2d(x, masked, s, (k // 2,) * 4)
+        want += layer.bias.numpy()
         scale = np.abs(want).max()
         for formulation in FORMULATIONS:
             compact = layer.to_compact(0.01, formulation=formulation)

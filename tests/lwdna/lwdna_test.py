@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -545,29 +543,18 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         env = dict(
             os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""
         )
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "train.lwdna",
-                f"--workdir={self.get_temp_dir()}/cli",
-                "--remain_percentage=1.2",
-            ],
+        proc = test_case.run_entry_point(
+            "train.lwdna",
+            f"--workdir={self.get_temp_dir()}/cli",
+            "--remain_percentage=1.2",
             cwd=_REPO,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=120,
         )
         self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
         self.assertNotIn("Traceback", proc.stderr)
-        errors = [
-            line
-            for line in proc.stderr.splitlines()
-            if line.startswith("error:")
-        ]
         self.assertEqual(
-            errors,
+            test_case.error_lines(proc.stderr),
             [
                 "error: --remain_percentage=1.2: must be in (0, 1] "
                 "(or -1 for --min_channels)"

@@ -8,24 +8,7 @@ from absl.testing import parameterized
 from tfgraft.models import OptionAShortcut
 from tfgraft.models import build_model
 from tfgraft.models import common
-
-
-def np_conv(x, kernel, stride, pads):
-    """Cross-correlation of NHWC `x` with explicit (top, bottom, left,
-    right) zero padding, as PyTorch / the paper defines it."""
-    top, bottom, left, right = pads
-    x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)])
-    kh, kw, _, c_out = kernel.shape
-    h = (x.shape[1] - kh) // stride + 1
-    w = (x.shape[2] - kw) // stride + 1
-    out = np.zeros((x.shape[0], h, w, c_out), np.float64)
-    for i in range(h):
-        for j in range(w):
-            patch = x[
-                :, i * stride : i * stride + kh, j * stride : j * stride + kw
-            ]
-            out[:, i, j] = np.tensordot(patch, kernel, axes=3)
-    return out
+from tfgraft.testing import test_case
 
 
 class PresetTest(tf.test.TestCase, parameterized.TestCase):
@@ -138,12 +121,12 @@ class PaddingTest(tf.test.TestCase, parameterized.TestCase):
         inp, out = probe(x.astype("float32"), training=False)
         kernel = conv.kernel.numpy().astype(np.float64)
         inp = inp.numpy().astype(np.float64)
-        expected = np_conv(inp, kernel, 2, pads)
+        expected = test_case.numpy_conv2d(inp, kernel, 2, pads)
         self.assertEqual(out.shape, expected.shape)
         self.assertAllClose(out, expected, rtol=5e-4, atol=1e-4)
         if preset == "grafting":
             # And it really differs from TF's one-sided padding.
-            other = np_conv(inp, kernel, 2, (0, 1, 0, 1))
+            other = test_case.numpy_conv2d(inp, kernel, 2, (0, 1, 0, 1))
             self.assertGreater(np.abs(other - expected).max(), 1e-2)
 
     def test_imagenet_stem_pool_symmetric(self):
@@ -180,7 +163,8 @@ class OptionAShortcutTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_config_and_errors(self):
         layer = OptionAShortcut(8, strides=2, name="sc")
-        again = OptionAShortcut.from_config(layer.get_config())
+        again = test_case.config_round_trip(layer)
+        self.assertIsInstance(again, OptionAShortcut)
         self.assertEqual((again.filters, again.strides), (8, 2))
         with self.assertRaisesRegex(ValueError, "filters"):
             OptionAShortcut(0)

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfgraft import export as export_lib
 from tfgraft.layers import Standardize
 from tfgraft.models import ChannelConfig
 from tfgraft.models import OptionAShortcut
@@ -18,6 +17,7 @@ from tfgraft.models import build_model
 from tfgraft.models import default_channel_config
 from tfgraft.models import layer_slots
 from tfgraft.models import model_family
+from tfgraft.testing import test_case
 
 # === Independent parameter arithmetic (from the architecture text) ===
 
@@ -378,17 +378,14 @@ class LeakyTest(tf.test.TestCase, parameterized.TestCase):
         x = x.astype("float32")
         model(x, training=True)
         expected = model(x, training=False)
-        path = os.path.join(self.get_temp_dir(), "leaky.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path)
+        loaded = test_case.keras_round_trip(model, self.get_temp_dir())
         self.assertIsInstance(
             loaded.get_layer("stem_relu"), keras.layers.LeakyReLU
         )
         self.assertAllClose(loaded(x, training=False), expected, atol=1e-6)
-        export = export_lib.export_saved_model(
+        reloaded = test_case.saved_model_round_trip(  # keep: owns the vars
             model, os.path.join(self.get_temp_dir(), "export")
         )
-        reloaded = tf.saved_model.load(export)  # keep: it owns the vars
         self.assertAllClose(reloaded.serve(x), expected, atol=1e-5)
 
 
@@ -454,9 +451,7 @@ class SerializationTest(tf.test.TestCase):
         x = x.astype("float32")
         # One training-mode call so moving statistics differ from init.
         model(x, training=True)
-        path = os.path.join(self.get_temp_dir(), "resnet20.keras")
-        model.save(path)
-        loaded = keras.saving.load_model(path)
+        loaded = test_case.keras_round_trip(model, self.get_temp_dir())
         self.assertIsInstance(
             loaded.get_layer("stage2_block0_shortcut"), OptionAShortcut
         )

@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -22,6 +20,7 @@ from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
 from tfgraft.study import figures as study_figures
 from tfgraft.testing import devices
+from tfgraft.testing import test_case
 from train import flags as flags_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -482,19 +481,11 @@ class StripeJobTest(tf.test.TestCase):
 
     @pytest.mark.large
     def test_command_line_errors_are_one_line(self):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "train.stripe",
-                f"--workdir={self.get_temp_dir()}",
-                "--threshold=-1",
-            ],
+        proc = test_case.run_entry_point(
+            "train.stripe",
+            f"--workdir={self.get_temp_dir()}",
+            "--threshold=-1",
             cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
         )
         self.assertEqual(proc.returncode, 2)
         self.assertIn("error: --threshold=-1.0: must be >= 0", proc.stderr)

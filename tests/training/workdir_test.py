@@ -28,6 +28,7 @@ from absl.testing import parameterized
 from tfgraft import config as cfg
 from tfgraft import io
 from tfgraft.testing import faults
+from tfgraft.testing import test_case
 from tfgraft.training import workdir as workdir_lib
 from train import flags as flags_lib
 
@@ -421,10 +422,6 @@ def _wait_until_paused(test, proc, wait_file):
     test.fail("run never reached its pause point")
 
 
-def _errors(stderr):
-    return [x for x in stderr.splitlines() if x.startswith("error:")]
-
-
 @pytest.mark.large
 class WorkdirCommandTest(tf.test.TestCase):
     @classmethod
@@ -464,7 +461,7 @@ class WorkdirCommandTest(tf.test.TestCase):
         self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
         self.assertNotIn("Traceback", proc.stderr)
         self.assertEqual(
-            _errors(proc.stderr),
+            test_case.error_lines(proc.stderr),
             [
                 f"error: --workdir={workdir} holds a run with "
                 "--width_mult=0.25, this command has --width_mult=0.5; use "
@@ -503,7 +500,7 @@ class WorkdirCommandTest(tf.test.TestCase):
             open(wait_file, "w").close()
             _, err = first.communicate(timeout=300)
         self.assertEqual(second.returncode, 2, second.stderr[-3000:])
-        (line,) = _errors(second.stderr)
+        (line,) = test_case.error_lines(second.stderr)
         self.assertRegex(
             line,
             rf"^error: --workdir={re.escape(workdir)} is in use by pid "
@@ -548,7 +545,7 @@ class WorkdirCommandTest(tf.test.TestCase):
         self.assertNotIn("Traceback", err)
         ckpt = os.path.join(workdir, "checkpoints", "ckpt-2")
         self.assertEqual(
-            _errors(err),
+            test_case.error_lines(err),
             [
                 f"error: interrupted; last checkpoint: {ckpt}; run the same "
                 "command again to resume"
