@@ -1,5 +1,9 @@
 """Keeps BUILD honest: every entry point has a py_binary, tests are globbed.
 
+Also keeps tests/ mirroring the tree (tests/README.md): each of its folders
+is a package of tfgraft, `train` or `e2e`, with an `__init__.py`, so test
+files in different folders may share a name.
+
 Bazel cannot resolve its rules offline on these machines (Debian's
 bazel-bootstrap needs to download rules_cc and rules_python), so this test
 is the check CI runs; `bazel test //...` works where Bazel has its rules.
@@ -54,7 +58,7 @@ class BuildFileTest(tf.test.TestCase):
     def test_library_and_tests_are_globbed(self):
         text = _build_text()
         self.assertIn('glob(["tfgraft/**/*.py"])', text)
-        self.assertIn('glob(["tests/*_test.py"])', text)
+        self.assertIn('glob(["tests/**/*_test.py"])', text)
         # Nothing importable lives outside the globbed folders.
         for path in glob.glob(
             os.path.join(ROOT, "tfgraft", "**", "*.py"), recursive=True
@@ -62,11 +66,38 @@ class BuildFileTest(tf.test.TestCase):
             self.assertTrue(path.startswith(os.path.join(ROOT, "tfgraft")))
 
     def test_large_tests_exist_and_are_marked(self):
-        for src in _list(_build_text(), "LARGE_TESTS"):
+        listed = _list(_build_text(), "LARGE_TESTS")
+        for src in listed:
             path = os.path.join(ROOT, src)
             self.assertTrue(os.path.isfile(path), src)
             with open(path) as f:
                 self.assertIn("pytest.mark.large", f.read(), src)
+        marked = []
+        for path in glob.glob(
+            os.path.join(ROOT, "tests", "**", "*_test.py"), recursive=True
+        ):
+            with open(path) as f:
+                if re.search(r"^\s*@pytest\.mark\.large", f.read(), re.M):
+                    marked.append(os.path.relpath(path, ROOT))
+        self.assertCountEqual(listed, marked)
+
+    def test_test_folders_mirror_the_tree(self):
+        tests = os.path.join(ROOT, "tests")
+        self.assertTrue(os.path.isfile(os.path.join(tests, "__init__.py")))
+        for folder, subfolders, files in os.walk(tests):
+            subfolders[:] = [d for d in subfolders if d != "__pycache__"]
+            if folder == tests:
+                continue
+            relative = os.path.relpath(folder, tests)
+            self.assertIn("__init__.py", files, relative)
+            if relative in ("e2e", "train"):
+                continue
+            self.assertTrue(
+                os.path.isfile(
+                    os.path.join(ROOT, "tfgraft", relative, "__init__.py")
+                ),
+                f"tests/{relative} mirrors no package of tfgraft",
+            )
 
     def test_every_package_folder_has_init(self):
         for folder, _, files in os.walk(os.path.join(ROOT, "tfgraft")):

@@ -211,8 +211,9 @@ class FlopsTable:
     `k*k * C_in * C_out * H_out * W_out` and the classifier's `in * out`;
     keeping `a` input and `b` output channels scales a layer's count by
     `a * b / (C_in * C_out)`. The table stores those factors once, so the
-    binary search evaluates a mask set in microseconds; `tests/lwdna_test`
-    checks it against `complexity.count` on the derived networks.
+    binary search evaluates a mask set in microseconds;
+    `tests/lwdna/lwdna_test.py` checks it against `complexity.count` on the
+    derived networks.
 
     Args:
         model: the widened network (hyper or plain; same counts).

@@ -8,7 +8,7 @@ exports. The others save their checkpoints (every worker must call save)
 into a private scratch folder that is removed at the end of the run.
 Setting `TFGRAFT_WORKER_SCRATCH=<dir>` puts that folder at
 `<dir>/<task type>_<task index>` and keeps it (for debugging and for
-tests/multi_worker_test.py, which compares the workers' final weights).
+tests/e2e/multi_worker_test.py, which compares the workers' final weights).
 """
 
 import json

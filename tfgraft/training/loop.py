@@ -24,7 +24,7 @@ LR schedule position), the global step, the history and each hook's items.
 The data iterators need no state: the training stream is a pure function
 of (seed, step), so `make_iterators(step)` resumes it exactly, augmentation
 randomness included. With TF op determinism on, the resumed run ends with
-the uninterrupted run's weights bit for bit (tests/crash_resume_test.py).
+the uninterrupted run's weights bit for bit (tests/e2e/crash_resume_test.py).
 
 Numerical faults: each inner loop reports the steps whose loss or
 gradients were not finite; under `on_nan="stop"` the loop raises
