@@ -453,6 +453,11 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
       under XLA.
     * `"shift_add_matmul"`: the same, but the add into filters is a matmul
       with the 0/1 stripe-to-filter matrix (fast in plain TensorFlow).
+    * `"shift_add_segment"`: the same, but the add into filters is a
+      segment sum over the channels-first stripe outputs (two transposes
+      instead of the 0/1 matmul, whose cost grows with `filters`; faster
+      on wide layers at low resolution, e.g. VGG16's 512-channel 4x4
+      layers).
     * `"im2col"`: the patches of the positions that have any stripe, then
       one matmul with the zero-filled `(positions * C, filters)` kernel.
     * `"dense"`: a dense convolution with the zero-filled kernel (oneDNN);
@@ -471,7 +476,9 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
         formulation: one of `"auto"`, `"shift_add"`, `"shift_add_matmul"`,
-            `"im2col"`, `"dense"`.
+            `"shift_add_segment"`, `"im2col"`, `"dense"`. For a choice
+            timed on this machine see `StripeConv2D.to_compact(...,
+            formulation="calibrate")` and `calibrate_formulation`.
         jit_compile: run the layer as its own XLA cluster (kept in an
             exported SavedModel); best with `"shift_add"`.
         **kwargs: `use_bias`, `activation`, initializers and base layer
