@@ -16,13 +16,17 @@ Variants, all `tf.function`s of the whole model in inference mode:
   (`dense`: only removed filters/channels; `shift_add`: the reference's
   1x1 conv + shift-and-add, add into filters by gather; `shift_add_matmul`:
   the add as a 0/1 matmul; `im2col`: gathered patches + one matmul;
-  `auto`: per-layer choice by the cost model);
+  `shift_add_segment`: the add as a segment sum over channels-first
+  stripes; `auto`: per-layer choice by the cost model; `calibrate`: per
+  layer the fastest of dense / shift_add_matmul / shift_add_segment (with
+  `+lxla`: dense / shift_add) timed on this machine at the row's batch);
 * `<...>+lxla` -- each compact layer is its own XLA cluster
   (`compact(..., jit_compile=True)`, what `--compact_jit` exports);
 * `<...>+xla` -- the whole model compiled with XLA (`dense+xla` too).
 
 Variants of one row are timed round-robin, one call each per round, so
-load changes hit all alike; the median is printed with the speedup over
+load changes hit all alike; the median (and the fastest call, the least
+disturbed by other load) is printed with the speedup over
 the plain dense net, the FLOPs reduction (PFF counter), the FLOPs ratio and
 `eff = speedup / FLOPs ratio` (the issue's target: >= 0.7 at >= 70% FLOPs
 reduction). A variant slower than 3x the dense net after warm-up is timed
@@ -56,15 +60,23 @@ VARIANTS = (
     ("compact:shift_add", "shift_add", False, False, False),
     ("compact:shift_add_matmul", "shift_add_matmul", False, False, True),
     ("compact:im2col", "im2col", False, False, False),
+    ("compact:shift_add_segment", "shift_add_segment", False, False, False),
     ("compact:auto", "auto", False, False, True),
+    ("compact:calibrate", "calibrate", False, False, True),
     ("compact:shift_add+lxla", "shift_add", True, False, True),
     ("compact:auto+lxla", "auto", True, False, True),
+    ("compact:calibrate+lxla", "calibrate", True, False, True),
     ("compact:shift_add+xla", "shift_add", False, True, True),
 )
 # Measured 2-9x slower than the plain dense net at batch 64 on 2 CPU cores
 # (ResNet-56 and VGG16, every sparsity): timed at batch 1 only, to keep the
 # run short; `--all_variants` times them everywhere.
-SLOW_AT_BATCH = ("dense+xla", "compact:shift_add", "compact:im2col")
+SLOW_AT_BATCH = (
+    "dense+xla",
+    "compact:shift_add",
+    "compact:im2col",
+    "compact:shift_add_segment",
+)
 
 
 def random_skeletons(model, sparsity, seed):
@@ -97,7 +109,7 @@ def compile_fn(model, xla):
 
 
 def time_row(fns, x, seconds, slow_factor=3.0, max_rounds=50):
-    """Median seconds per call, timed round-robin; slow variants once."""
+    """(median, min) seconds per call, round-robin; slow variants once."""
     once = {}
     for key, fn in fns.items():  # warm-up: trace / compile
         fn(x).numpy()
@@ -115,8 +127,10 @@ def time_row(fns, x, seconds, slow_factor=3.0, max_rounds=50):
             t0 = time.perf_counter()
             fns[key](x).numpy()
             times[key].append(time.perf_counter() - t0)
-    result = {k: (statistics.median(v), False) for k, v in times.items()}
-    result.update({k: (once[k], True) for k in slow})
+    result = {
+        k: (statistics.median(v), min(v), False) for k, v in times.items()
+    }
+    result.update({k: (once[k], once[k], True) for k in slow})
     return {k: result[k] for k in fns}, rounds
 
 
@@ -152,7 +166,7 @@ def main():
     )
     header = (
         f"{'model':9s} {'sparsity':>8s} {'batch':>5s} {'variant':27s} "
-        f"{'ms':>9s} {'speedup':>8s} {'FLOPs-':>7s} {'ratio':>6s} {'eff':>5s}"
+        f"{'ms':>9s} {'min ms':>8s} {'speedup':>8s} {'FLOPs-':>7s} {'ratio':>6s} {'eff':>5s}"
     )
     for name in args.models.split(","):
         dense = build(name)
@@ -168,14 +182,18 @@ def main():
             masked = prune.hard_mask(stripe, THRESHOLD)
             compacts = {}
             for key, formulation, layer_xla, _, _ in variants:
+                if formulation == "calibrate":
+                    continue  # per batch, below
                 compacts[key] = prune.compact(
                     masked,
                     THRESHOLD,
                     formulation=formulation,
                     jit_compile=layer_xla,
                 )
-            results = list(compacts.values())
-            flops = complexity.count(results[0].model, "pff").flops
+            flops = complexity.count(
+                prune.compact(masked, THRESHOLD, formulation="dense").model,
+                "pff",
+            ).flops
             ratio = dense_flops / flops
             reduction = 100 * (1 - flops / dense_flops)
             picked = {}
@@ -199,6 +217,23 @@ def main():
                     "dense": dense_fns[(batch, False)],
                     "dense+xla": dense_fns[(batch, True)],
                 }
+                for key, formulation, layer_xla, _, _ in variants:
+                    if formulation != "calibrate":
+                        continue
+                    t0 = time.perf_counter()
+                    compacts[key] = prune.compact(
+                        masked,
+                        THRESHOLD,
+                        formulation=formulation,
+                        jit_compile=layer_xla,
+                        calibrate_batch=batch,
+                    )
+                    forms = [s.formulation for s in compacts[key].layers]
+                    print(
+                        f"#   {key} at batch {batch} "
+                        f"({time.perf_counter() - t0:.0f} s): "
+                        f"{ {f: forms.count(f) for f in sorted(set(forms))} }"
+                    )
                 for key, _, _, model_xla, _ in variants:
                     fns[key] = compile_fn(compacts[key].model, model_xla)
                 if batch > 1 and not args.all_variants:
@@ -206,7 +241,7 @@ def main():
                         fns.pop(key, None)
                 times, rounds = time_row(fns, x, args.seconds)
                 base = times["dense"][0]
-                for key, (t, once) in times.items():
+                for key, (t, t_min, once) in times.items():
                     is_dense = key.startswith("dense")
                     speedup = base / t
                     cols = ("", "", "")
@@ -219,10 +254,12 @@ def main():
                     mark = "*" if once else " "
                     print(
                         f"{name:9s} {sparsity:8.0%} {batch:5d} {key:27s} "
-                        f"{1e3 * t:8.2f}{mark} {speedup:8.2f} {cols[0]:>7s} "
+                        f"{1e3 * t:8.2f}{mark} {1e3 * t_min:8.2f} "
+                        f"{speedup:8.2f} {cols[0]:>7s} "
                         f"{cols[1]:>6s} {cols[2]:>5s}"
                     )
-                print(f"#   ({rounds} rounds)")
+                load = open("/proc/loadavg").read().split()[0]
+                print(f"#   ({rounds} rounds, load average {load})")
                 sys.stdout.flush()
     print(f"\n# total {time.perf_counter() - t_start:.0f} s")
 

@@ -11,10 +11,18 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft.layers import CompactStripeConv2D
 from tfgraft.layers import StripeConv2D
+from tfgraft.layers import stripe_conv
 from tfgraft.testing import test_case
 
 INPUT_SHAPE = (2, 8, 8, 4)
-FORMULATIONS = ("dense", "shift_add", "shift_add_matmul", "im2col", "auto")
+FORMULATIONS = (
+    "dense",
+    "shift_add",
+    "shift_add_matmul",
+    "im2col",
+    "shift_add_segment",
+    "auto",
+)
 
 
 def _inputs(shape=INPUT_SHAPE, seed=0):
@@ -228,6 +236,42 @@ class CompactStripeConv2DTest(tf.test.TestCase, parameterized.TestCase):
             compact = layer.to_compact(0.01, formulation=formulation)
             got = tf.function(compact.__call__, jit_compile=True)(x)
             self.assertAllClose(got, want, rtol=1e-5, atol=1e-5)
+
+    def test_calibrate_picks_a_timed_formulation(self):
+        x = _inputs((2, 9, 9, 4))
+        layer = _layer(x, filters=6, kernel_size=3, strides=2)
+        _random_skeleton(layer, 12)
+        want = layer.to_compact(0.01, formulation="dense")(x)
+        for jit, candidates in (
+            (False, stripe_conv.CALIBRATION_CANDIDATES),
+            (True, stripe_conv.CALIBRATION_CANDIDATES_XLA),
+        ):
+            compact = layer.to_compact(
+                0.01,
+                formulation="calibrate",
+                calibrate_shape=(1, 9, 9, 4),
+                jit_compile=jit,
+            )
+            # The choice is stored: a config round trip keeps it.
+            chosen = compact.get_config()["formulation"]
+            self.assertIn(chosen, candidates)
+            self.assertEqual(compact._resolved, chosen)
+            self.assertAllClose(compact(x), want, rtol=1e-5, atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "calibrate_shape"):
+            layer.to_compact(0.01, formulation="calibrate")
+        kernel = layer.folded_kernel()
+        mask = layer.stripe_mask(0.01)
+        with self.assertRaisesRegex(ValueError, "include 'dense'"):
+            stripe_conv.calibrate_formulation(
+                kernel, mask, (1, 9, 9, 4), candidates=("shift_add",)
+            )
+        # Timings of every candidate come back; a stripe formulation wins
+        # only by more than the margin (here: never).
+        choice, times = stripe_conv.calibrate_formulation(
+            kernel, mask, (1, 9, 9, 4), strides=(2, 2), margin=1.0
+        )
+        self.assertEqual(choice, "dense")
+        self.assertEqual(set(times), set(stripe_conv.CALIBRATION_CANDIDATES))
 
     def test_layer_jit_compile(self):
         x = _inputs((2, 8, 8, 4))

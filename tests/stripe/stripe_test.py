@@ -16,6 +16,7 @@ from tfgraft import export as export_lib
 from tfgraft import models
 from tfgraft.layers import CompactStripeConv2D
 from tfgraft.layers import StripeConv2D
+from tfgraft.layers import stripe_conv
 from tfgraft.stripe import prune
 from tfgraft.stripe import skeleton
 from tfgraft.stripe import trainer as trainer_lib
@@ -253,6 +254,24 @@ class CompactTest(tf.test.TestCase, parameterized.TestCase):
         for formulation in ("dense", "shift_add", "shift_add_matmul", "im2col"):
             got = prune.compact(masked, THRESHOLD, formulation=formulation)
             self.assertAllClose(got.model(x), want, rtol=1e-4, atol=1e-4)
+
+    def test_calibrate_stores_measured_choices(self):
+        model = _randomize(_zoo("resnet20", shortcut="projection"), seed=7)
+        masked = prune.hard_mask(model, THRESHOLD)
+        x = _images(2)
+        want = masked(x).numpy()
+        result = prune.compact(
+            masked, THRESHOLD, formulation="calibrate", calibrate_batch=2
+        )
+        self.assertAllClose(result.model(x), want, rtol=1e-4, atol=1e-4)
+        for stats in result.layers:
+            layer = result.model.get_layer(stats.name)
+            self.assertIn(
+                stats.formulation, stripe_conv.CALIBRATION_CANDIDATES
+            )
+            self.assertEqual(
+                layer.get_config()["formulation"], stats.formulation
+            )
 
     def test_reference_counts(self):
         # METHODS §2.6 check 5: the unpruned reference numbers.

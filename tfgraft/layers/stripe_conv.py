@@ -1,6 +1,7 @@
 """StripeConv2D (Filter Skeleton) and CompactStripeConv2D (deploy form)."""
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ FORMULATIONS = (
     "shift_add",
     "shift_add_matmul",
     "im2col",
+    "shift_add_segment",
 )
 
 
@@ -203,6 +205,7 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         filters=None,
         formulation="auto",
         jit_compile=False,
+        calibrate_shape=None,
         name=None,
     ):
         """Builds the deploy form of this layer.
@@ -216,8 +219,13 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 (the previous layer's surviving filters); default all.
             filters: optional indices of the filters to keep; every dropped
                 filter must have no surviving stripe. Default all.
-            formulation: see `CompactStripeConv2D`.
+            formulation: see `CompactStripeConv2D`; or `"calibrate"`: the
+                fastest of `CALIBRATION_CANDIDATES` timed on this machine
+                at `calibrate_shape` (see `calibrate_formulation`); the
+                layer then stores the formulation it chose.
             jit_compile: compile the compact layer with XLA.
+            calibrate_shape: full input shape `(batch, h, w, channels)`
+                of the calibration (with `"calibrate"` only).
             name: layer name; default this layer's name.
 
         Returns:
@@ -255,19 +263,28 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             bias = np.asarray(keras.ops.convert_to_numpy(self.bias))
             if filters is not None:
                 bias = bias[filters]
-        layer = CompactStripeConv2D.from_dense(
-            kernel,
-            mask,
+        kwargs = dict(
             bias=bias,
             strides=self.strides,
             padding=self.padding,
-            formulation=formulation,
             jit_compile=jit_compile,
             activation=self.activation,
             name=name or self.name,
             dtype=self.dtype_policy,
         )
-        return layer
+        if formulation == "calibrate":
+            if calibrate_shape is None:
+                raise ValueError(
+                    f"StripeConv2D '{self.name}': formulation='calibrate' "
+                    "needs calibrate_shape=(batch, height, width, channels)."
+                )
+            shape = tuple(calibrate_shape[:-1]) + (kernel.shape[2],)
+            formulation, _ = calibrate_formulation(
+                kernel, mask, shape, **kwargs
+            )
+        return CompactStripeConv2D.from_dense(
+            kernel, mask, formulation=formulation, **kwargs
+        )
 
     # === Complexity hooks (tfgraft.complexity) ===
 
@@ -318,6 +335,112 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         return config
 
 
+# Formulations `"calibrate"` times: in plain TF, and under per-layer XLA.
+CALIBRATION_CANDIDATES = ("dense", "shift_add_matmul", "shift_add_segment")
+CALIBRATION_CANDIDATES_XLA = ("dense", "shift_add")
+
+
+def calibrate_formulation(
+    kernel,
+    mask,
+    input_shape,
+    *,
+    candidates=None,
+    seconds=0.3,
+    margin=0.05,
+    seed=0,
+    **kwargs,
+):
+    """Times the compact formulations of one layer; returns the fastest.
+
+    Every candidate `CompactStripeConv2D` (followed by an inference BN and
+    a ReLU, which oneDNN fuses into a dense convolution as in a real
+    network) runs as a `tf.function` on random inputs of `input_shape`
+    (below batch 8, `8 // batch` independent calls per function, so the
+    function's dispatch cost does not hide the layer's); they are timed
+    round-robin, one call each per round, for about `seconds` (at least 5
+    rounds, at most 50), and each one's fastest call counts (the least
+    disturbed by other load). A stripe formulation replaces `"dense"`
+    only when it is more than `margin` faster, so near-ties keep the
+    dense convolution, whose result does not depend on timing noise.
+
+    Args:
+        kernel: NumPy `(kh, kw, in, filters)` folded kernel.
+        mask: boolean `(kh, kw, filters)` stripes to keep.
+        input_shape: `(batch, height, width, in)` to time at.
+        candidates: formulations to time; default
+            `CALIBRATION_CANDIDATES` (`CALIBRATION_CANDIDATES_XLA` with
+            `jit_compile=True`). `"dense"` must be one of them.
+        seconds: timing budget of the round-robin.
+        margin: relative speed a stripe formulation must gain on dense.
+        seed: seed of the random input.
+        **kwargs: `CompactStripeConv2D.from_dense` arguments (`bias`,
+            `strides`, `padding`, `jit_compile`, ...).
+
+    Returns:
+        `(formulation, {formulation: seconds})`.
+    """
+    if candidates is None:
+        candidates = (
+            CALIBRATION_CANDIDATES_XLA
+            if kwargs.get("jit_compile")
+            else CALIBRATION_CANDIDATES
+        )
+    if "dense" not in candidates:
+        raise ValueError(
+            f"calibration candidates must include 'dense'. "
+            f"Received: candidates={candidates}"
+        )
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("name", "dtype")}
+    kwargs["activation"] = None
+    rng = np.random.default_rng(seed)
+    # Small batches: several independent calls per timed function, so the
+    # function's own dispatch cost does not hide the layer's.
+    repeats = max(1, 8 // int(input_shape[0]))
+    x = tf.constant(
+        rng.standard_normal((repeats, *input_shape)).astype(np.float32)
+    )
+    filters = kernel.shape[-1]
+    scale = tf.constant(rng.uniform(0.5, 1.5, filters).astype(np.float32))
+    offset = tf.constant(rng.normal(0, 0.1, filters).astype(np.float32))
+
+    def epilogue(y):
+        # An inference BN + ReLU, which oneDNN fuses into a dense conv as
+        # in the real network.
+        y = tf.compat.v1.nn.fused_batch_norm(
+            y, scale, offset, offset, scale, is_training=False
+        )[0]
+        return tf.nn.relu(y)
+
+    fns = {}
+    for formulation in candidates:
+        layer = CompactStripeConv2D.from_dense(
+            kernel, mask, formulation=formulation, **kwargs
+        )
+        fns[formulation] = tf.function(
+            lambda t, layer=layer: [
+                epilogue(layer(t[r])) for r in range(repeats)
+            ],
+            autograph=False,
+        )
+    best = {}
+    for key, fn in fns.items():  # trace, compile, first-call allocations
+        fn(x)[-1].numpy()
+        best[key] = math.inf
+    deadline = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < 50 and (rounds < 5 or time.perf_counter() < deadline):
+        rounds += 1
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn(x)[-1].numpy()
+            best[key] = min(best[key], time.perf_counter() - start)
+    fastest = min(best, key=best.get)
+    if best[fastest] > (1 - margin) * best["dense"]:
+        fastest = "dense"
+    return fastest, best
+
+
 def _check_threshold(name, threshold):
     if not threshold >= 0:
         raise ValueError(
@@ -352,6 +475,11 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
       under XLA.
     * `"shift_add_matmul"`: the same, but the add into filters is a matmul
       with the 0/1 stripe-to-filter matrix (fast in plain TensorFlow).
+    * `"shift_add_segment"`: the same, but the add into filters is a
+      segment sum over the channels-first stripe outputs (two transposes
+      instead of the 0/1 matmul, whose cost grows with `filters`; faster
+      on wide layers at low resolution, e.g. VGG16's 512-channel 4x4
+      layers).
     * `"im2col"`: the patches of the positions that have any stripe, then
       one matmul with the zero-filled `(positions * C, filters)` kernel.
     * `"dense"`: a dense convolution with the zero-filled kernel (oneDNN);
@@ -370,7 +498,9 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
         formulation: one of `"auto"`, `"shift_add"`, `"shift_add_matmul"`,
-            `"im2col"`, `"dense"`.
+            `"shift_add_segment"`, `"im2col"`, `"dense"`. For a choice
+            timed on this machine see `StripeConv2D.to_compact(...,
+            formulation="calibrate")` and `calibrate_formulation`.
         jit_compile: run the layer as its own XLA cluster (kept in an
             exported SavedModel); best with `"shift_add"`.
         **kwargs: `use_bias`, `activation`, initializers and base layer
@@ -601,6 +731,7 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         onehot = np.zeros((p_total, filters), dtype=np.float32)
         onehot[np.arange(p_total), [o for _, _, o in order]] = 1.0
         self._onehot = onehot
+        self._stripe_filter = np.asarray([o for _, _, o in order], np.int32)
         self._live_positions = [
             p for p, filt in enumerate(self.stripes) if filt
         ]
@@ -648,6 +779,18 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         ho = (h + top + bottom - kh) // sh + 1
         wo = (w + left + right - kw) // sw + 1
         return (top, bottom, left, right), ho, wo
+
+    def _native_padding(self):
+        """`"SAME"`/`"VALID"` where TF's padding equals this layer's."""
+        if self.padding == "valid":
+            return "VALID"
+        if self.padding == "same":
+            return "SAME"
+        # "symmetric" pads k // 2 on both sides; "SAME" pads the same at
+        # stride 1 with odd kernels.
+        if self.strides == (1, 1) and all(k % 2 for k in self.kernel_size):
+            return "SAME"
+        return None
 
     def _padded(self, inputs):
         pads, ho, wo = self._pads_of(inputs)
@@ -720,7 +863,12 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         if mode == "dense":
             full = kernel
             pads, _, _ = self._pads_of(inputs)
-            if all(isinstance(v, int) for v in pads):
+            native = self._native_padding()
+            if native is not None:
+                # TF's own "SAME"/"VALID": the very graph of a plain
+                # Conv2D (EXPLICIT padding measured no slower, within noise).
+                x, padding = inputs, native
+            elif all(isinstance(v, int) for v in pads):
                 # Explicit padding inside the conv: no padded copy.
                 top, bottom, left, right = pads
                 x = inputs
@@ -751,7 +899,14 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         else:
             z = self._stripe_outputs(inputs, kernel)
             out_shape = tf.concat([tf.shape(z)[:-1], [self.filters]], 0)
-            if mode == "shift_add_matmul":
+            if mode == "shift_add_segment":
+                m = tf.reduce_prod(tf.shape(z)[:-1])
+                zt = tf.transpose(tf.reshape(z, [m, self.num_stripes]))
+                y = tf.math.unsorted_segment_sum(
+                    zt, self._stripe_filter, self.filters
+                )
+                y = tf.reshape(tf.transpose(y), out_shape)
+            elif mode == "shift_add_matmul":
                 onehot = tf.constant(self._onehot, dtype=z.dtype)
                 y = tf.matmul(tf.reshape(z, [-1, self.num_stripes]), onehot)
                 y = tf.reshape(y, out_shape)

@@ -272,6 +272,7 @@ def compact(
     formulation="auto",
     jit_compile=False,
     dead_branches="constant",
+    calibrate_batch=1,
     name=None,
 ):
     """Prunes stripes and dead filters; returns the compact model.
@@ -280,7 +281,12 @@ def compact(
         model: functional Keras model with `StripeConv2D` layers (trained).
         threshold: stripes with `|FS| <= threshold` are removed.
         formulation: `CompactStripeConv2D` formulation for every compacted
-            layer (`"auto"` picks per layer).
+            layer (`"auto"` picks per layer by a cost model). `"calibrate"`
+            times the candidate formulations of every layer on this machine
+            at its real input shape (`calibrate_batch` images; see
+            `tfgraft.layers.stripe_conv.calibrate_formulation`) and keeps
+            the fastest; the choice is stored in the layer's config, so a
+            saved or exported model keeps it.
         jit_compile: compile every compact layer as its own XLA cluster
             (kept in exported SavedModels; fastest on CPU, see
             `CompactStripeConv2D`).
@@ -290,6 +296,8 @@ def compact(
             activation, so the compact logits equal the hard-masked ones;
             `"shortcut"` is the reference: the block becomes its shortcut,
             dropping that constant and the closing ReLU.
+        calibrate_batch: batch size the `"calibrate"` timings use (the
+            serving batch).
         name: name of the new model; default `<model name>_compact`.
 
     Returns:
@@ -327,6 +335,7 @@ def compact(
         pruned,
         jit_compile,
         dead_branches,
+        calibrate_batch,
     )
     outputs = builder.run()
     result_stats = tuple(
@@ -354,8 +363,10 @@ class _Builder:
         pruned,
         jit_compile,
         dead_branches,
+        calibrate_batch=1,
     ):
         self.jit_compile = jit_compile
+        self.calibrate_batch = calibrate_batch
         self.dead_branches = dead_branches
         self.model = model
         self.graph = graph
@@ -522,15 +533,24 @@ class _Builder:
             filters = np.flatnonzero(mask.any(axis=(0, 1)))
         if not mask.any():
             return _Dead(op.name)
+        (x,), _ = node.arguments.fill_in(values)
+        calibrate_shape = None
+        if self.formulation == "calibrate":
+            if any(d is None for d in x.shape[1:]):
+                raise ValueError(
+                    f"formulation='calibrate' needs the static input shape "
+                    f"of layer '{op.name}'. Received: {tuple(x.shape)}"
+                )
+            calibrate_shape = (self.calibrate_batch, *x.shape[1:])
         layer = op.to_compact(
             self.threshold,
             in_channels=self._in_keep(op.name),
             filters=filters,
             formulation=self.formulation,
             jit_compile=self.jit_compile,
+            calibrate_shape=calibrate_shape,
         )
         self.formulations[op.name] = layer._resolved
-        (x,), _ = node.arguments.fill_in(values)
         return layer(x)
 
     # === Weights ===
