@@ -128,14 +128,14 @@ class ImportArrowsTest(tf.test.TestCase):
     def test_training_is_a_leaf_loop_library(self):
         # Trainer, fit loop, checkpoints, optimizers, schedules, distribute:
         # no models, data or export. The job template that wires them to
-        # those is `tfgraft/job.py`, above them.
+        # those is `tfgraft/experiment.py`, above them.
         forbidden = [
             "tfgraft." + m
             for m in (
                 "models",
                 "data",
                 "export",
-                "job",
+                "experiment",
                 "pretrained",
                 "study",
                 "grafting",
@@ -182,6 +182,6 @@ class ImportArrowsTest(tf.test.TestCase):
         # `tfgraft/testing/faults.py` imports the points module at its top.
         self.assertIn("tfgraft.points", imports["tfgraft.testing.faults"])
         self.assertIn("tfgraft.io", imports["tfgraft.training.loop"])
-        # `job.py` imports `tfgraft.complexity` inside a function.
+        # `experiment.py` imports `tfgraft.complexity` inside a function.
         graph = _module_graph()
-        self.assertIn("tfgraft.complexity", graph["tfgraft.job"])
+        self.assertIn("tfgraft.complexity", graph["tfgraft.experiment"])

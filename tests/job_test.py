@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfgraft import config as cfg
-from tfgraft import job as job_lib
+from tfgraft import experiment as job_lib
 from tfgraft.grafting import job as graft_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +86,9 @@ class SteadyImagesPerSecTest(tf.test.TestCase):
 class BaselineJobTest(tf.test.TestCase):
     def test_workdir_contract_and_export_round_trip(self):
         workdir = self.create_tempdir().full_path
-        job = job_lib.Job(_config(), workdir, flags_text="--epochs=2\n")
+        job = job_lib.Experiment(
+            job_lib.Method(_config()), workdir, flags_text="--epochs=2\n"
+        )
         report = job.run()
         for name in (
             "flags.cfg",
@@ -140,15 +142,19 @@ class BaselineJobTest(tf.test.TestCase):
 
     def test_resume_continues_at_the_right_step_with_same_lr(self):
         full_dir = self.create_tempdir().full_path
-        full = job_lib.Job(_config(epochs=3), full_dir)
+        full = job_lib.Experiment(job_lib.Method(_config(epochs=3)), full_dir)
         full.run()
 
         split_dir = self.create_tempdir().full_path
-        first = job_lib.Job(_config(epochs=3, max_steps=4), split_dir)
+        first = job_lib.Experiment(
+            job_lib.Method(_config(epochs=3, max_steps=4)), split_dir
+        )
         first.run()
         self.assertEqual(int(first.trainer.global_step.numpy()), 4)
         lr_after_first = first.trainer.learning_rates()
-        second = job_lib.Job(_config(epochs=3), split_dir)
+        second = job_lib.Experiment(
+            job_lib.Method(_config(epochs=3)), split_dir
+        )
         second.setup()
         second.load_data()
         second.build()
@@ -164,7 +170,9 @@ class BaselineJobTest(tf.test.TestCase):
         self.assertEqual(int(second.trainer.global_step.numpy()), 4)
         self.assertAllClose(second.trainer.learning_rates(), lr_after_first)
 
-        resumed = job_lib.Job(_config(epochs=3), split_dir)
+        resumed = job_lib.Experiment(
+            job_lib.Method(_config(epochs=3)), split_dir
+        )
         report = resumed.run()
         self.assertEqual(report["steps"], 12)
         self.assertEqual(report["epochs"], 3)
@@ -189,7 +197,9 @@ class GraftingJobTest(tf.test.TestCase):
     def test_two_nets_report_exports_and_resume(self):
         graft = cfg.GraftConfig(num_nets=2, difflr=True)
         full_dir = self.create_tempdir().full_path
-        full = graft_job.GraftingJob(_config(epochs=3, graft=graft), full_dir)
+        full = job_lib.Experiment(
+            graft_job.Grafting(_config(epochs=3, graft=graft)), full_dir
+        )
         report = full.run()
         self.assertEqual(report["num_nets"], 2)
         self.assertLen(report["nets"], 2)
@@ -245,11 +255,11 @@ class GraftingJobTest(tf.test.TestCase):
         self.assertAllClose(best["top1"], max(accs))
 
         split_dir = self.create_tempdir().full_path
-        graft_job.GraftingJob(
-            _config(epochs=3, max_steps=4, graft=graft), split_dir
-        ).run()
-        resumed = graft_job.GraftingJob(
-            _config(epochs=3, graft=graft), split_dir
+        graft_job.Grafting(_config(epochs=3, max_steps=4, graft=graft)).run(
+            split_dir
+        )
+        resumed = job_lib.Experiment(
+            graft_job.Grafting(_config(epochs=3, graft=graft)), split_dir
         )
         resumed.run()
         _assert_same(self, _weights(full), _weights(resumed), atol=1e-5)

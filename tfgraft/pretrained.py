@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import config as cfg
-from tfgraft import job as job_lib
+from tfgraft import experiment
 
 
 class PretrainedError(ValueError):
@@ -229,7 +229,7 @@ def locate_or_pretrain(
         ),
         run=dataclasses.replace(config.run, epochs=n, max_steps=0),
     )
-    job_lib.Job(
-        pretrain_config, path, strategy=strategy, force_resume=force_resume
-    ).run()
+    experiment.Method(pretrain_config).run(
+        path, strategy=strategy, force_resume=force_resume
+    )
     return path

@@ -6,11 +6,11 @@ Example:
         --workdir=runs/resnet56
 """
 
-from tfgraft import job
+from tfgraft import experiment
 
 from . import flags as flags_lib
 
 flags_lib.define("common")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.Job)
+    flags_lib.run_job(experiment.Method)

@@ -17,4 +17,4 @@ from . import flags as flags_lib
 flags_lib.define("common", "pretrained", "ekg")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.EKGJob)
+    flags_lib.run_job(job.EKG)

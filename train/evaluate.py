@@ -42,11 +42,6 @@ _OUTPUT = flags.DEFINE_string(
 )
 
 
-def evaluate(serve, dataset):
-    """Top-1/top-5 (and mean CE) of a `serve` function over a dataset."""
-    return evaluation.evaluate(serve, dataset)
-
-
 def main(argv):
     del argv
     path = _SAVED_MODEL.value
@@ -85,7 +80,7 @@ def main(argv):
         ds = data_lib.eval_dataset(
             source, batch_size=d.eval_batch_size, split=_SPLIT.value
         )
-    result = evaluate(model.serve, ds)
+    result = evaluation.evaluate(model.serve, ds)
     result.update(
         {
             "saved_model": os.path.abspath(path),

@@ -77,8 +77,8 @@ def main(argv):
         raise cfg.ConfigError(
             f"--workdir={workdir}: no job.json or report.json; pass --job"
         )
-    job = flags_lib.job_class(name)(config, workdir)
-    out = job.export_from_checkpoint(_NET.value, export_dir)
+    job = flags_lib.job_class(name)(config)
+    out = job.export_from_checkpoint(workdir, _NET.value, export_dir)
     print(f"exported net {_NET.value} of {workdir} to {out}")
 
 

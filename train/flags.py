@@ -142,16 +142,19 @@ def define(*names, flag_values=None):
 # Every training job, once: its flag groups (configs_test parses every
 # config with the groups of the job its header command names) and its class
 # as "module:Class" (`train.export` rebuilds a workdir's net with it; the
-# name is the `job` of its job.json and report.json).
+# name is the `job` of its job.json and report.json). A job class is made
+# from the `JobConfig` and has `name`, `config`, `run(workdir, ...)` and
+# `export_from_checkpoint(workdir, ...)`: a `tfgraft.experiment.Method`,
+# or a pipeline of training phases (L1 pruning, EKG, LW-DNA).
 JOBS = {
-    "baseline": (("common",), "tfgraft.job:Job"),
-    "grafting": (("common", "grafting"), "tfgraft.grafting.job:GraftingJob"),
-    "stripe": (("common", "stripe"), "tfgraft.stripe.job:StripeJob"),
-    "ekg": (("common", "pretrained", "ekg"), "tfgraft.ekg.job:EKGJob"),
-    "lwdna": (("common", "lwdna"), "tfgraft.lwdna.job:LWDNAJob"),
+    "baseline": (("common",), "tfgraft.experiment:Method"),
+    "grafting": (("common", "grafting"), "tfgraft.grafting.job:Grafting"),
+    "stripe": (("common", "stripe"), "tfgraft.stripe.job:Stripe"),
+    "ekg": (("common", "pretrained", "ekg"), "tfgraft.ekg.job:EKG"),
+    "lwdna": (("common", "lwdna"), "tfgraft.lwdna.job:LWDNA"),
     "l1prune": (
         ("common", "pretrained", "l1prune"),
-        "tfgraft.l1prune.job:L1PruneJob",
+        "tfgraft.l1prune.job:L1Prune",
     ),
 }
 JOB_GROUPS = {name: groups for name, (groups, _) in JOBS.items()}
@@ -431,12 +434,11 @@ def job_main(job_class, flag_values=None):
                 f"unexpected arguments: {' '.join(argv[1:])}"
             )
         try:
-            job_class(
-                job_config(fv),
+            job_class(job_config(fv)).run(
                 fv["workdir"].value,
                 flags_text=flags_text(fv),
                 force_resume=fv["force_resume"].value,
-            ).run()
+            )
         except workdir_lib.WorkdirMismatchError as e:
             raise cfg.ConfigError(mismatch_message(e)) from None
         except KeyboardInterrupt:

@@ -12,4 +12,4 @@ from . import flags as flags_lib
 flags_lib.define("common", "grafting")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.GraftingJob)
+    flags_lib.run_job(job.Grafting)

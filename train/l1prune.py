@@ -17,4 +17,4 @@ from . import flags as flags_lib
 flags_lib.define("common", "pretrained", "l1prune")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.L1PruneJob)
+    flags_lib.run_job(job.L1Prune)

@@ -24,4 +24,4 @@ flags_lib.define("common", "lwdna")
 if __name__ == "__main__":
     # LW-DNA widens the network first; x2 is the paper's setting.
     flags.FLAGS.set_default("width_mult", 2.0)
-    flags_lib.run_job(job.LWDNAJob)
+    flags_lib.run_job(job.LWDNA)

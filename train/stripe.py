@@ -14,4 +14,4 @@ from . import flags as flags_lib
 flags_lib.define("common", "stripe")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.StripeJob)
+    flags_lib.run_job(job.Stripe)

@@ -532,7 +532,7 @@ def _recorded_run(workdir, entry):
     fv = flags.FlagValues()
     flags_lib.define(*flags_lib.JOB_GROUPS[entry], flag_values=fv)
     fv([entry, f"--workdir={workdir}", *_TINY])
-    job = _job_class(entry)(flags_lib.job_config(fv), workdir)
+    job = _job_class(entry)(flags_lib.job_config(fv))
     os.makedirs(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(job.config.to_dict(), f)

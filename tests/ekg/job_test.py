@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfgraft import config as cfg
-from tfgraft import job as base_job
+from tfgraft import experiment as base_job
 from tfgraft import models
 from tfgraft.ekg import job as job_lib
 from tfgraft.testing import test_case
@@ -54,8 +54,8 @@ class EKGJobTest(tf.test.TestCase):
         config = _config(pretrain_epochs=1, target_flops_rate=0.75)
         # One device: tracing under two logical CPUs doubles the run time;
         # KnowledgeTrainer's replica behaviour is tested in ekg_test.py.
-        job = job_lib.EKGJob(config, workdir)
-        report = job.run()
+        job = job_lib.EKG(config)
+        report = job.run(workdir)
         e = report["ekg"]
 
         # Pretraining ran in the sub-workdir and was used.
@@ -99,7 +99,7 @@ class EKGJobTest(tf.test.TestCase):
             self.assertAllClose(h["val_score"], h["val_loss"] + h["val_soft"])
 
         # The fine-tuned net is the compact one, and so is the export.
-        net = job.trainer.nets[0]
+        net = job.experiment.trainer.nets[0]
         widths = e["channel_config"]
         self.assertEqual(net.get_layer("stem_conv").filters, widths["stage1"])
         self.assertEqual(
@@ -118,11 +118,11 @@ class EKGJobTest(tf.test.TestCase):
         self.assertEqual(models.ChannelConfig.load(config_file).widths, widths)
 
         # A rerun resumes: same search result, no new search, same net.
-        again = job_lib.EKGJob(config, workdir)
-        report2 = again.run()
+        again = job_lib.EKG(config)
+        report2 = again.run(workdir)
         self.assertEqual(report2["ekg"]["history"], e["history"])
         self.assertAllClose(
-            again.trainer.nets[0](x, training=False),
+            again.experiment.trainer.nets[0](x, training=False),
             net(x, training=False),
             atol=1e-6,
         )
@@ -144,16 +144,17 @@ class EKGStudyArmsTest(tf.test.TestCase):
             optim=cfg.OptimConfig(learning_rate=0.05, nesterov=True),
             run=config.run,
         )
-        base_job.Job(base, self.pretrained).run()
+        base_job.Method(base).run(self.pretrained)
 
     def _search(self, name, **ekg):
         config = _config(
             pretrained=self.pretrained, target_flops_rate=0.75, **ekg
         )
-        job = job_lib.EKGJob(config, os.path.join(self.root, name))
-        job.setup()
-        job.load_data()
-        job.build()  # phases 1-4 and the trainer; no fine-tuning
+        job = job_lib.EKG(config)
+        ex = base_job.Experiment(job, os.path.join(self.root, name))
+        ex.setup()
+        ex.load_data()
+        job.search(ex)  # phases 1-4; no fine-tuning
         return job
 
     def _path(self, job):

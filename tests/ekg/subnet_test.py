@@ -17,7 +17,7 @@ import tfgraft.ekg as ekg
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import graph as graph_lib
-from tfgraft import job as base_job
+from tfgraft import experiment as base_job
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.ekg import data as ekg_data
@@ -314,15 +314,14 @@ class JobEquivalenceTest(tf.test.TestCase):
         model_cfg = cfg.ModelConfig("resnet20", width_mult=0.25, preset="ekg")
         run = cfg.RunConfig(epochs=1, progress=False, strategy="default")
         pretrained = os.path.join(root, "pretrain")
-        base_job.Job(
+        base_job.Method(
             cfg.JobConfig(
                 data=data,
                 model=model_cfg,
                 optim=cfg.OptimConfig(learning_rate=0.05, nesterov=True),
                 run=run,
-            ),
-            pretrained,
-        ).run()
+            )
+        ).run(pretrained)
         e = cfg.EKGConfig(
             pretrained=pretrained,
             target_flops_rate=0.75,
@@ -333,13 +332,14 @@ class JobEquivalenceTest(tf.test.TestCase):
         config = cfg.JobConfig(
             data=data, model=model_cfg, optim=cfg.OptimConfig(), run=run, ekg=e
         )
-        job = job_lib.EKGJob(config, os.path.join(root, "ekg"))
-        job.setup()
-        job.load_data()
-        job.build()
+        job = job_lib.EKG(config)
+        ex = base_job.Experiment(job, os.path.join(root, "ekg"))
+        ex.setup()
+        ex.load_data()
+        job.search(ex)
         r = job.search_result
 
-        info = job.info
+        info = ex.info
         model = models.build_model(
             "resnet20",
             width_mult=0.25,
@@ -351,13 +351,13 @@ class JobEquivalenceTest(tf.test.TestCase):
         )
         pretrained_lib.load(pretrained, model, "resnet20")
         sets = ekg_data.search_split(
-            job.source, train_per_class=8, val_per_class=6, seed=1
+            ex.source, train_per_class=8, val_per_class=6, seed=1
         )
         slots = models.layer_slots("resnet20", preset="ekg")
         full = models.model_channel_config(model_cfg)
         ours = ekg.search_subnet(
             model,
-            job.source.arrays("train"),
+            ex.source.arrays("train"),
             (sets.val_images, sets.val_labels),
             target_flops_rate=0.75,
             batch_size=64,

@@ -78,7 +78,7 @@ class L1PruneConfigTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(back.l1prune, config.l1prune)
         with self.assertRaisesRegex(ValueError, "config.l1prune"):
-            job_lib.L1PruneJob(cfg.JobConfig(), self.get_temp_dir())
+            job_lib.L1Prune(cfg.JobConfig())
 
     def test_paper_recipe(self):
         fv = flags.FlagValues()
@@ -103,23 +103,24 @@ class L1PruneJobTest(tf.test.TestCase):
         workdir = os.path.join(self.get_temp_dir(), "l1")
         config = _config(pretrain_epochs=1, target_flops_cut=0.5)
         # Stop after 2 of the 8 fine-tuning steps, as a kill would.
-        first = job_lib.L1PruneJob(
+        first = job_lib.L1Prune(
             dataclasses.replace(
                 config, run=dataclasses.replace(config.run, max_steps=2)
-            ),
-            workdir,
+            )
         )
-        first.run()
-        self.assertEqual(int(first.trainer.global_step.numpy()), 2)
+        first.run(workdir)
+        trainer = first.experiment.trainer
+        self.assertEqual(int(trainer.global_step.numpy()), 2)
         with open(os.path.join(workdir, "prune", "result.json")) as f:
             result = json.load(f)
         pruned_weights = [w.numpy() for w in first.pruned.weights]
 
         # The rerun reuses prune/ (never prunes again) and continues.
-        job = job_lib.L1PruneJob(config, workdir)
+        job = job_lib.L1Prune(config)
         job._prune = None  # calling it would fail
-        report = job.run()
-        self.assertEqual(int(job.trainer.global_step.numpy()), 8)
+        report = job.run(workdir)
+        trainer = job.experiment.trainer
+        self.assertEqual(int(trainer.global_step.numpy()), 8)
         with open(os.path.join(workdir, "history.json")) as f:
             self.assertEqual(json.load(f)[-1]["epoch"], 2)
         for a, b in zip(job.pruned.weights, pruned_weights):
@@ -133,7 +134,7 @@ class L1PruneJobTest(tf.test.TestCase):
         self.assertLessEqual(abs(r["flops_cut"] - 0.5), 0.02)
         self.assertEqual(r["convention"], "pff")
         pff = r["complexity"]["pff"]
-        net = job.trainer.nets[0]
+        net = trainer.nets[0]
         self.assertEqual(pff["after"], _pff(net))
         unpruned = models.build_model(
             "resnet20", width_mult=0.25, preset="pff", shortcut="projection"
@@ -184,7 +185,7 @@ class L1PruneJobTest(tf.test.TestCase):
             exported.serve(x), net(x, training=False), atol=1e-4
         )
         out = os.path.join(self.get_temp_dir(), "again")
-        job_lib.L1PruneJob(config, workdir).export_from_checkpoint(0, out)
+        job_lib.L1Prune(config).export_from_checkpoint(workdir, 0, out)
         again = tf.saved_model.load(out)  # kept alive: serve reads its vars
         self.assertAllClose(again.serve(x), net(x, training=False), atol=1e-4)
 
@@ -197,7 +198,7 @@ class L1PruneJobTest(tf.test.TestCase):
             target_flops_cut=0.3,
             prune_streams=False,
         )
-        report2 = job_lib.L1PruneJob(config2, other).run()
+        report2 = job_lib.L1Prune(config2).run(other)
         r2 = report2["l1prune"]
         self.assertLessEqual(abs(r2["flops_cut"] - 0.3), 0.02)
         self.assertEqual({g["kind"] for g in r2["groups"]}, {"internal"})
@@ -209,9 +210,9 @@ class L1PruneJobTest(tf.test.TestCase):
         with self.assertRaisesRegex(
             pretrained_lib.PretrainedError, "--width_mult"
         ):
-            job_lib.L1PruneJob(
-                wide, os.path.join(self.get_temp_dir(), "wide")
-            ).run()
+            job_lib.L1Prune(wide).run(
+                os.path.join(self.get_temp_dir(), "wide")
+            )
 
 
 @pytest.mark.large

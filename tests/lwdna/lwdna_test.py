@@ -13,7 +13,7 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
-from tfgraft import job as base_job
+from tfgraft import experiment as base_job
 from tfgraft import lwdna
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
@@ -518,7 +518,10 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
                     name="resnet20", channel_config=path, **model
                 )
             )
-            return base_job.Job(config, self.get_temp_dir()).build_net(0, info)
+            job = base_job.Method(config)
+            return base_job.Experiment(job, self.get_temp_dir()).build_net(
+                0, info
+            )
 
         with self.assertRaises(models.ChannelConfigError) as ctx:
             build()
@@ -537,7 +540,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_job_needs_lwdna_section(self):
         with self.assertRaisesRegex(ValueError, "config.lwdna"):
-            job_lib.LWDNAJob(cfg.JobConfig(), self.get_temp_dir())
+            job_lib.LWDNA(cfg.JobConfig())
 
     def test_cli_prints_one_line(self):
         env = dict(
@@ -600,7 +603,7 @@ class LWDNAJobTest(tf.test.TestCase):
                 train_uniform=True,
             ),
         )
-        report = job_lib.LWDNAJob(config, workdir).run()
+        report = job_lib.LWDNA(config).run(workdir)
         with open(os.path.join(workdir, "report.json")) as f:
             self.assertEqual(json.load(f)["job"], "lwdna")
         search = report["search"]
@@ -649,7 +652,9 @@ class LWDNAJobTest(tf.test.TestCase):
                 sub = json.load(f)["nets"][0]
             self.assertEqual(entry["final_top1"], sub["final_top1"])
             self.assertEqual(entry["best_top1"], sub["best_top1"])
-            net = base_job.Job(configs[arm], workdir).build_net(0, info)
+            net = base_job.Experiment(
+                base_job.Method(configs[arm]), workdir
+            ).build_net(0, info)
             slots = models.layer_slots("resnet20", preset="dhp")
             for layer_name, slot in slots.items():
                 self.assertEqual(

@@ -14,7 +14,7 @@ from absl.testing import parameterized
 from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
-from tfgraft import job as base_job
+from tfgraft import experiment as base_job
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
@@ -108,7 +108,7 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_job_needs_stripe_config(self):
         with self.assertRaisesRegex(ValueError, "config.stripe"):
-            job_lib.StripeJob(cfg.JobConfig(), self.get_temp_dir())
+            job_lib.Stripe(cfg.JobConfig())
 
     @parameterized.named_parameters(
         ("resnet56", "stripe_cifar10_resnet56.cfg", "resnet56", False),
@@ -167,7 +167,9 @@ class BuildNetTest(tf.test.TestCase):
         info = data_lib.load_source(
             "synthetic", synthetic_train_size=8, synthetic_test_size=8
         ).info
-        job = job_lib.StripeJob(_config(), self.get_temp_dir())
+        job = base_job.Experiment(
+            job_lib.Stripe(_config()), self.get_temp_dir()
+        )
         # The preset is resolved once, so config.json records it.
         self.assertEqual(job.config.model.preset, "pff")
         net = job.build_net(0, info)
@@ -185,18 +187,16 @@ class BuildNetTest(tf.test.TestCase):
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, preset="dhp")
         )
-        job = job_lib.StripeJob(config, self.get_temp_dir())
+        job = job_lib.Stripe(config)
         self.assertEqual(job.config.model.preset, "dhp")
-        self.assertIsNone(
-            base_job.Job(config, self.get_temp_dir()).conv_layer()
-        )
+        self.assertIsNone(base_job.Method(config).conv_layer)
 
 
-class _SeededJob(job_lib.StripeJob):
+class _Seeded(job_lib.Stripe):
     """Starts with 40% of the pruned stripes at 0: they must stay dead."""
 
-    def build_net(self, index, info):
-        net = super().build_net(index, info)
+    def init_net(self, net, index):
+        super().init_net(net, index)
         rng = np.random.default_rng(7)
         for name in skeleton.skeleton_plan(net).names():
             fs = net.get_layer(name).filter_skeleton
@@ -204,23 +204,21 @@ class _SeededJob(job_lib.StripeJob):
             values[rng.random(fs.shape) < 0.4] = 0.0
             values[..., 0] = 1.0  # every layer keeps a filter
             fs.assign(values)
-        return net
 
 
-class _DeadBranchJob(job_lib.StripeJob):
+class _DeadBranch(job_lib.Stripe):
     """Starts with every stripe of one block's conv1 at 0 (stays dead).
 
     The block's bn2 beta starts at 0.5, so the branch's constant output
     (which the reference's shortcut form drops) is far from 0.
     """
 
-    def build_net(self, index, info):
-        net = super().build_net(index, info)
+    def init_net(self, net, index):
+        super().init_net(net, index)
         fs = net.get_layer("stage1_block1_conv1").filter_skeleton
         fs.assign(np.zeros(fs.shape, "f4"))
         beta = net.get_layer("stage1_block1_bn2").beta
         beta.assign(np.full(beta.shape, 0.5, "f4"))
-        return net
 
 
 def _read_report(workdir):
@@ -245,13 +243,13 @@ class SteerSrTest(tf.test.TestCase):
 
     def test_default_keeps_sr_a_constant(self):
         config = _config(sr=1e-3, threshold=0.01)
-        job = job_lib.StripeJob(config, self.get_temp_dir())
+        job = base_job.Experiment(job_lib.Stripe(config), self.get_temp_dir())
         job.setup()
         job.load_data()
         job.build()
         self.assertIsNone(job.trainer.sr_variable)
         self.assertNotIn("stripe_sr", job.trainer.checkpoint_items())
-        hooks = job.hooks(job.trainer)
+        hooks = job.method.hooks(job, job.trainer)
         self.assertFalse(
             any(isinstance(h, job_lib.SrSteeringHook) for h in hooks)
         )
@@ -270,7 +268,7 @@ class SteerSrTest(tf.test.TestCase):
             )
 
         full_dir = self.create_tempdir().full_path
-        full = job_lib.StripeJob(config(), full_dir)
+        full = base_job.Experiment(job_lib.Stripe(config()), full_dir)
         full.run()
         steer = _read_report(full_dir)["stripe"]["steer"]
         self.assertEqual(steer["gain"], job_lib.STEER_GAIN)
@@ -300,11 +298,13 @@ class SteerSrTest(tf.test.TestCase):
         # Killed in epoch 2 (4 steps per epoch), after one steering step;
         # the stop mid-epoch steers nothing.
         split_dir = self.create_tempdir().full_path
-        first = job_lib.StripeJob(config(max_steps=6), split_dir)
+        first = base_job.Experiment(
+            job_lib.Stripe(config(max_steps=6)), split_dir
+        )
         first.run()
         sr_at_kill = float(first.trainer.sr_variable.numpy())
         self.assertAllClose(sr_at_kill, rows[0]["next_sr"])
-        resumed = job_lib.StripeJob(config(), split_dir)
+        resumed = base_job.Experiment(job_lib.Stripe(config()), split_dir)
         resumed.setup()
         resumed.load_data()
         resumed.build()
@@ -315,7 +315,7 @@ class SteerSrTest(tf.test.TestCase):
             {"stripe_sr": items["stripe_sr"]},
         )
         self.assertEqual(float(items["stripe_sr"].numpy()), sr_at_kill)
-        resumed = job_lib.StripeJob(config(), split_dir)
+        resumed = base_job.Experiment(job_lib.Stripe(config()), split_dir)
         resumed.run()
         split_rows = _read_report(split_dir)["stripe"]["steer"]["epochs"]
         self.assertEqual([r["epoch"] for r in split_rows], [1, 2, 3])
@@ -329,12 +329,9 @@ class StripeJobTest(tf.test.TestCase):
     @pytest.mark.large
     def test_train_prune_compact_export(self):
         workdir = self.get_temp_dir()
-        job = _SeededJob(
-            _config(sr=1e-3, threshold=0.02),
-            workdir,
-            strategy=_mirrored(),
+        report = _Seeded(_config(sr=1e-3, threshold=0.02)).run(
+            workdir, strategy=_mirrored()
         )
-        report = job.run()
         s = report["stripe"]
         self.assertTrue(s["pruned"])
         self.assertTrue(s["update_active"])
@@ -379,7 +376,7 @@ class StripeJobTest(tf.test.TestCase):
         config = dataclasses.replace(
             config, run=dataclasses.replace(config.run, epochs=1)
         )
-        job_lib.StripeJob(config, workdir).run()
+        job_lib.Stripe(config).run(workdir)
         report = _read_report(workdir)
         s = report["stripe"]
         self.assertTrue(s["pruned"])
@@ -429,8 +426,8 @@ class StripeJobTest(tf.test.TestCase):
         config = dataclasses.replace(
             config, run=dataclasses.replace(config.run, epochs=1)
         )
-        job = _DeadBranchJob(config, workdir)
-        job.run()
+        job = _DeadBranch(config)
+        job.run(workdir)
         s = _read_report(workdir)["stripe"]
         self.assertIsNone(s["target"])
         self.assertEqual(s["prune_threshold"], 0.02)
@@ -458,7 +455,7 @@ class StripeJobTest(tf.test.TestCase):
     def test_shape_only_trains_skeletons_only(self):
         workdir = self.get_temp_dir()
         config = _config(shape_only=True)
-        job = job_lib.StripeJob(config, workdir)
+        job = base_job.Experiment(job_lib.Stripe(config), workdir)
         job.setup()
         job.load_data()
         trainer = job.build()

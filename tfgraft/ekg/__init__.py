@@ -10,7 +10,7 @@ Lee & Song, ECCV 2022 (METHODS.md §3). Modules:
 * `distill`: `kl_t` and the knowledge-curriculum loss;
 * `extract`: the compact network of a sub-network;
 * `data`: the search sets and EKG's augmentation / two-view stream;
-* `trainer`: `KnowledgeTrainer`; `job`: `EKGJob` (all phases);
+* `trainer`: `KnowledgeTrainer`; `job`: `EKG` (all phases);
 * `subnet`: `search_subnet(model, train_data, val_data)`, phases 2-4 of
   the job (warm-up, search, bank, extraction) on your own functional
   model; `fit`: `KnowledgeModel` and `knowledge_dataset`, the knowledge

@@ -40,15 +40,14 @@ import dataclasses
 import json
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tfgraft import data as data_lib
 from tfgraft import errors as errors_lib
+from tfgraft import experiment
 from tfgraft import io
-from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import plotting
 from tfgraft import pretrained as pretrained_lib
@@ -59,10 +58,8 @@ from tfgraft.ekg import memory_bank as bank_lib
 from tfgraft.ekg import search as search_lib
 from tfgraft.ekg import subnet as subnet_lib
 from tfgraft.ekg import trainer as ekg_trainer
-from tfgraft.training import distribute
 from tfgraft.training import evaluation
 from tfgraft.training import loop
-from tfgraft.training import trainer as trainer_lib
 
 
 class BankHook(loop.Hook):
@@ -75,149 +72,90 @@ class BankHook(loop.Hook):
         return {"memory_bank": self.bank}
 
 
-def evaluate_model(model, dataset, training=False):
+def _accuracy(model, dataset, training=False):
     """Top-1 accuracy and mean CE of one model on a finite dataset."""
-    result = evaluation.evaluate(
-        lambda images: model(images, training=training), dataset
-    )
+    result = evaluation.evaluate_model(model, dataset, training=training)
     return {"top1": result["top1"], "loss": result["loss"]}
 
 
-class EKGJob(job_lib.Job):
+class EKG:
     """Searches, distils and fine-tunes an EKG sub-network (one net).
+
+    The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
+    search -> memory bank -> extraction -> fine-tuning. After `search`,
+    `search_result`, `compact` (the extracted net), `bank` and `knowledge`
+    hold phases 2-4; after `run`, `experiment` is the run's `Experiment`.
 
     Args:
         config: a `JobConfig` with `ekg` set; `model.preset` defaults to
             `"ekg"`.
-        workdir: run folder.
-        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
     """
 
     name = "ekg"
+    num_nets = 1
 
-    def __init__(self, config, workdir, **kwargs):
+    def __init__(self, config):
         if config.ekg is None:
-            raise ValueError("EKGJob needs config.ekg (an EKGConfig)")
+            raise ValueError("EKG needs config.ekg (an EKGConfig)")
         if config.model.preset is None:
             config = dataclasses.replace(
                 config, model=dataclasses.replace(config.model, preset="ekg")
             )
-        super().__init__(config, workdir, **kwargs)
-        self.search_dir = os.path.join(self.workdir, "search")
+        self.config = config
         self.compact = None
         self.pruned_config = None
 
-    # === Models ===
+    def run(self, workdir, **kwargs):
+        """Runs the phases in `workdir`; returns the report dict.
 
-    def _build_kwargs(self):
-        info = self.info
-        return dict(
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            mean=info.mean,
-            std=info.std,
-            preset=self.config.model.preset,
-            shortcut=self.config.model.shortcut,
-        )
-
-    def _plain_net(self, channel_config, seed_index=0, name=None):
-        keras.utils.set_random_seed(
-            job_lib.net_seed(self.config.run.seed, seed_index)
-        )
-        return models.build_model(
-            self.config.model.name,
-            channel_config=channel_config,
-            model_name=name,
-            **self._build_kwargs(),
-        )
-
-    def build_net(self, index, info):
-        """The compact net, initialised with the extracted weights.
-
-        Without a search in this process (`train.export`), the compact net
-        of the widths the run's search saved, for its checkpoint to fill.
+        Args:
+            workdir: the run folder.
+            **kwargs: `experiment.Experiment` keyword arguments.
         """
-        del info
-        if self.compact is None:
-            self.pruned_config = self._searched_config()
-            return self._plain_net(self.pruned_config, index, f"net_{index}")
-        net = self._plain_net(self.pruned_config, index, f"net_{index}")
-        net.set_weights(self.compact.get_weights())
-        return net
+        ex = self.experiment = experiment.Experiment(self, workdir, **kwargs)
+        with ex.opened():
+            finetune = self.search(ex)  # phases 1-4
+            return ex.train(finetune)  # 5. fine-tuning
 
-    def _searched_config(self):
-        """The compact net's `ChannelConfig` from `search/result.json`."""
-        path = os.path.join(self.search_dir, "result.json")
-        if not os.path.isfile(path):
-            raise errors.EKGError(
-                f"{path}: missing; the run's search has not finished"
-            )
-        with open(path) as f:
-            widths = json.load(f)["channel_config"]
-        m = self.config.model
-        # result.json keeps bare widths; record this run's topology.
-        return models.ChannelConfig(m.name, widths).with_topology(
-            *models.resolve_topology(m.name, m.preset, m.shortcut)
-        )
-
-    def make_trainer(self, nets, optimizers, strategy):
-        r, e = self.config.run, self.config.ekg
-        kwargs = dict(
-            global_batch_size=self.config.data.batch_size,
-            jit=distribute.resolve_jit(r.jit, strategy),
-            accum_steps=r.accum_steps,
-            concurrent_nets=r.concurrent_nets,
-            on_nan=r.on_nan,
-        )
-        if e.knowledge:
-            return ekg_trainer.KnowledgeTrainer(
-                nets,
-                optimizers,
-                strategy,
-                temperature=e.temperature,
-                **kwargs,
-            )
-        return trainer_lib.Trainer(nets, optimizers, strategy, **kwargs)
-
-    def make_iterators(self, start_step):
-        e = self.config.ekg
-        iterators = []
-        for i in range(self.trainer.num_nets):
-            ds = ekg_data.train_dataset(
-                self.source,
-                batch_size=self.config.data.batch_size,
-                seed=job_lib.data_seed(self.config.run.seed, i),
-                start_step=start_step,
-                views=2 if e.knowledge else 1,
-                jitter=e.knowledge,
-                knowledge=self.knowledge if e.knowledge else None,
-            )
-            dist = self.strategy.experimental_distribute_dataset(ds)
-            iterators.append(iter(dist))
-        return iterators
-
-    def hooks(self, trainer):
-        return [BankHook(self.bank)]
-
-    # === Phase 1: the pretrained net ===
-
-    def _pretrained_path(self):
-        return pretrained_lib.locate_or_pretrain(
+    def search(self, ex):
+        """Phases 1-4 in the opened experiment `ex`; returns phase 5's
+        `FineTune` method."""
+        with errors_lib.flag_names(source="dataset"):
+            ekg_data._arrays(ex.source)  # EKG needs an in-memory source
+        # 1. The pretrained net (a baseline run of its own if needed).
+        pretrained = pretrained_lib.locate_or_pretrain(
             self.config,
-            self.workdir,
+            ex.workdir,
             self.config.ekg,
-            strategy=self.strategy,
-            force_resume=self.force_resume,
+            strategy=ex.strategy,
+            force_resume=ex.force_resume,
+        )
+        # 2-4. Search, memory bank, extraction, or their saved result.
+        found = self._load_search(ex, pretrained)
+        self.search_result = found or self._search(ex, pretrained)
+        self.knowledge = self.bank.knowledge.numpy()
+        return FineTune(
+            self.config,
+            self.pruned_config,
+            self.compact,
+            self.bank,
+            self.search_result,
+        )
+
+    def export_from_checkpoint(self, workdir, *args, **kwargs):
+        """Exports the fine-tuned sub-network of the run in `workdir`."""
+        return FineTune(self.config).export_from_checkpoint(
+            workdir, *args, **kwargs
         )
 
     # === Phases 2-4: search, bank, extraction ===
 
-    def _settings(self, pretrained):
+    def _settings(self, ex, pretrained):
         e, m = self.config.ekg, self.config.model
         return {
             "pretrained": os.path.abspath(pretrained),
             "model": dataclasses.asdict(m),
-            "dataset": self.info.name,
+            "dataset": ex.info.name,
             "target_flops_rate": e.target_flops_rate,
             "search_step": e.search_step,
             "cost_mode": e.cost_mode,
@@ -233,23 +171,26 @@ class EKGJob(job_lib.Job):
     def _checkpoint(self):
         return tf.train.Checkpoint(memory_bank=self.bank, compact=self.compact)
 
-    def _load_search(self, settings):
-        path = os.path.join(self.search_dir, "result.json")
+    def _load_search(self, ex, pretrained):
+        search_dir = os.path.join(ex.workdir, "search")
+        path = os.path.join(search_dir, "result.json")
         if not os.path.isfile(path):
             return None
         with open(path) as f:
             result = json.load(f)
         saved = result["settings"]
-        for key, value in settings.items():
+        for key, value in self._settings(ex, pretrained).items():
             if saved.get(key) != value:
                 raise errors.EKGError(
-                    f"--workdir={self.workdir}: search/ was made with "
+                    f"--workdir={ex.workdir}: search/ was made with "
                     f"{key}={saved.get(key)}, this run has {value}; use a "
                     "new workdir"
                 )
-        logging.info("Restoring the search result from %s…", self.search_dir)
-        self.pruned_config = self._searched_config()
-        self.compact = self._plain_net(self.pruned_config, name="compact")
+        logging.info("Restoring the search result from %s…", search_dir)
+        self.pruned_config = searched_config(ex.workdir, self.config.model)
+        self.compact = experiment.plain_net(
+            self.config, ex.info, self.pruned_config, "compact"
+        )
         shapes = result["bank"]
         self.bank = bank_lib.SubnetMemoryBank(
             shapes["capacity"],
@@ -258,27 +199,29 @@ class EKGJob(job_lib.Job):
             knowledge_shape=shapes["knowledge_shape"],
         )
         self._checkpoint().read(
-            os.path.join(self.search_dir, "checkpoint")
+            os.path.join(search_dir, "checkpoint")
         ).assert_existing_objects_matched()
         return result
 
-    def _search(self, pretrained):
+    def _search(self, ex, pretrained):
         e = self.config.ekg
         full_config = models.model_channel_config(self.config.model)
         logging.info("Loading the pretrained net from %s…", pretrained)
-        plain = self._plain_net(full_config, name="pretrained")
+        plain = experiment.plain_net(
+            self.config, ex.info, full_config, "pretrained"
+        )
         _, _, trained = pretrained_lib.resolve(pretrained)
         pretrained_lib.check_config(pretrained, trained, self.config.model)
         read = pretrained_lib.load(pretrained, plain, self.config.model.name)
         with errors_lib.flag_names(batch_size="eval_batch_size"):
             test_ds = data_lib.eval_dataset(
-                self.source, batch_size=self.config.data.eval_batch_size
+                ex.source, batch_size=self.config.data.eval_batch_size
             )
-        pretrained_acc = evaluate_model(plain, test_ds)
+        pretrained_acc = _accuracy(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
 
         sets = ekg_data.search_split(
-            self.source,
+            ex.source,
             train_per_class=e.train_per_class,
             val_per_class=e.val_per_class,
             seed=e.search_seed,
@@ -287,7 +230,7 @@ class EKGJob(job_lib.Job):
             self.config.model.name,
             preset=self.config.model.preset,
             shortcut=self.config.model.shortcut,
-            input_shape=self.info.image_shape,
+            input_shape=ex.info.image_shape,
         )
         logging.info(
             "Search (warm-up: %s) down to FLOPs rate %.3f on %d val images "
@@ -301,7 +244,7 @@ class EKGJob(job_lib.Job):
         with errors_lib.flag_names(batch_size="ekg_batch_size"):
             found = subnet_lib.search_subnet(
                 plain,
-                self.source.arrays("train"),
+                ex.source.arrays("train"),
                 (sets.val_images, sets.val_labels),
                 target_flops_rate=e.target_flops_rate,
                 search_knowledge=e.search_knowledge,
@@ -328,15 +271,18 @@ class EKGJob(job_lib.Job):
         # === Extraction: the zoo's compact net (the job's checkpoints and
         # exports rebuild it from its channel config) ===
         self.compact, self.pruned_config = extract_lib.extract(
-            gated, full_config, model_name="compact", **self._build_kwargs()
+            gated,
+            full_config,
+            model_name="compact",
+            **experiment.model_kwargs(self.config.model, ex.info),
         )
-        searched_acc = evaluate_model(self.compact, test_ds)
+        searched_acc = _accuracy(self.compact, test_ds)
         logging.info(
             "Searched sub-network: top1 %.4f before fine-tuning",
             searched_acc["top1"],
         )
         result_json = {
-            "settings": self._settings(pretrained),
+            "settings": self._settings(ex, pretrained),
             "pretrained_checkpoint": read,
             "channel_config": dict(self.pruned_config.widths),
             "original_widths": dict(full_config.widths),
@@ -369,42 +315,94 @@ class EKGJob(job_lib.Job):
                 "knowledge_shape": list(knowledge.shape),
             },
         }
-        if self.is_chief:
-            os.makedirs(self.search_dir, exist_ok=True)
-            self._checkpoint().write(
-                os.path.join(self.search_dir, "checkpoint")
-            )
+        if ex.is_chief:
+            search_dir = os.path.join(ex.workdir, "search")
+            os.makedirs(search_dir, exist_ok=True)
+            self._checkpoint().write(os.path.join(search_dir, "checkpoint"))
             self.pruned_config.save(
-                os.path.join(self.search_dir, "channel_config.json")
+                os.path.join(search_dir, "channel_config.json")
             )
             _plot_search(
-                os.path.join(self.workdir, "ekg_search.png"), result_json
+                os.path.join(ex.workdir, "ekg_search.png"), result_json
             )
             # Written last: its presence marks the phase as complete.
             io.atomic_write_json(
-                os.path.join(self.search_dir, "result.json"), result_json
+                os.path.join(search_dir, "result.json"), result_json
             )
         return result_json
 
-    # === The run ===
+class FineTune(experiment.Method):
+    """Phase 5: fine-tunes the compact net (the run's `ekg` report).
 
-    def build(self):
-        """Phases 1-4 (they produce the compact net), then the trainer.
+    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
+    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
 
-        `Job.run` calls this after `setup` and `load_data`, so the EKG job
-        keeps the base run (fit, report, export) unchanged.
-        """
-        with errors_lib.flag_names(source="dataset"):
-            ekg_data._arrays(self.source)  # EKG needs an in-memory source
-        pretrained = self._pretrained_path()
-        settings = self._settings(pretrained)
-        self.search_result = self._load_search(settings) or self._search(
-            pretrained
+    Args:
+        config: the job's `JobConfig`.
+        channel_config: the compact net's widths; default: the run's
+            `search/result.json` (`train.export`).
+        compact: the extracted net, whose weights the net starts from.
+        bank: the `SubnetMemoryBank` (teacher logits).
+        search_result: phases 2-4's `search/result.json`.
+    """
+
+    name = "ekg"
+
+    def __init__(
+        self,
+        config,
+        channel_config=None,
+        compact=None,
+        bank=None,
+        search_result=None,
+    ):
+        super().__init__(config)
+        self.compact_config = channel_config
+        self.compact = compact
+        self.bank = bank
+        self.search_result = search_result
+
+    def channel_config(self, ex):
+        if self.compact_config is None:
+            # train.export: the widths the run's search saved, for its
+            # checkpoint to fill.
+            self.compact_config = searched_config(
+                ex.workdir, self.config.model
+            )
+        return self.compact_config
+
+    def init_net(self, net, index):
+        if self.compact is not None:
+            net.set_weights(self.compact.get_weights())
+
+    def make_trainer(self, nets, optimizers, strategy, **options):
+        e = self.config.ekg
+        if e.knowledge:
+            return ekg_trainer.KnowledgeTrainer(
+                nets,
+                optimizers,
+                strategy,
+                temperature=e.temperature,
+                **options,
+            )
+        return super().make_trainer(nets, optimizers, strategy, **options)
+
+    def train_dataset(self, ex, index, start_step):
+        e = self.config.ekg
+        return ekg_data.train_dataset(
+            ex.source,
+            batch_size=self.config.data.batch_size,
+            seed=experiment.data_seed(self.config.run.seed, index),
+            start_step=start_step,
+            views=2 if e.knowledge else 1,
+            jitter=e.knowledge,
+            knowledge=self.bank.knowledge.numpy() if e.knowledge else None,
         )
-        self.knowledge = self.bank.knowledge.numpy()
-        return super().build()
 
-    def report_extras(self, trainer, history):
+    def hooks(self, ex, trainer):
+        return [BankHook(self.bank)]
+
+    def report_extras(self, ex, trainer, history):
         r = dict(self.search_result)
         e = self.config.ekg
         evals = [h for h in history if "test" in h]
@@ -445,6 +443,22 @@ class EKGJob(job_lib.Job):
                 "finetune_seconds": sum(h["seconds"] for h in history),
             },
         }
+
+
+def searched_config(workdir, model):
+    """The compact net's `ChannelConfig` from `search/result.json`."""
+    path = os.path.join(workdir, "search", "result.json")
+    if not os.path.isfile(path):
+        raise errors.EKGError(
+            f"{path}: missing; the run's search has not finished"
+        )
+    with open(path) as f:
+        widths = json.load(f)["channel_config"]
+    m = model
+    # result.json keeps bare widths; record this run's topology.
+    return models.ChannelConfig(m.name, widths).with_topology(
+        *models.resolve_topology(m.name, m.preset, m.shortcut)
+    )
 
 
 def _plot_search(path, result):

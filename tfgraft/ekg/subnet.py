@@ -1,6 +1,6 @@
 """EKG on your own model: `search_subnet(model, train_data, val_data)`.
 
-The EKG job (`tfgraft.ekg.job.EKGJob`) runs phases 2-4 of METHODS §3 on a
+The EKG job (`tfgraft.ekg.job.EKG`) runs phases 2-4 of METHODS §3 on a
 zoo network it builds by name. `search_subnet` runs the same phases on
 any functional Keras CNN (the job calls it too, so both search the same
 sub-network from the same weights and data):

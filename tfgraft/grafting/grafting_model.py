@@ -1,7 +1,7 @@
 """GraftingModel: Filter Grafting with N nets under one `model.fit`.
 
 The custom trainer (`tfgraft.training.trainer.Trainer` driven by
-`tfgraft.grafting.job.GraftingJob`) and this model do the same thing: every
+`tfgraft.grafting.job.Grafting`) and this model do the same thing: every
 step updates each net with its own optimizer on its own batch, and a
 `Grafter` blends the nets on their ring once per epoch (or every k steps).
 This module only wires that into Keras' `fit`; the graft math is

@@ -20,8 +20,8 @@ import json
 import os
 import time
 
+from tfgraft import experiment
 from tfgraft import io
-from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import points
 from tfgraft.grafting import grafter as grafter_lib
@@ -111,27 +111,25 @@ def _mean(d):
     return sum(d.values()) / max(len(d), 1)
 
 
-class GraftingJob(job_lib.Job):
+class Grafting(experiment.Method):
     """Trains `config.graft.num_nets` nets with Filter Grafting."""
 
     name = "grafting"
 
-    def __init__(self, config, workdir, **kwargs):
+    def __init__(self, config):
         if config.graft is None:
-            raise ValueError("GraftingJob needs config.graft (a GraftConfig)")
-        super().__init__(config, workdir, **kwargs)
-
-    def num_nets(self):
-        return self.config.graft.num_nets
+            raise ValueError("Grafting needs config.graft (a GraftConfig)")
+        super().__init__(config)
+        self.num_nets = config.graft.num_nets
 
     def lr_scales(self):
         if self.config.graft.difflr:
-            return difflr_scales(self.num_nets())
-        return [1.0] * self.num_nets()
+            return difflr_scales(self.num_nets)
+        return super().lr_scales()
 
-    def hooks(self, trainer):
+    def hooks(self, ex, trainer):
         g = self.config.graft
-        with self.strategy.scope():
+        with ex.strategy.scope():
             self.grafter = grafter_lib.Grafter(
                 trainer.nets,
                 criterion=g.criterion,
@@ -140,19 +138,19 @@ class GraftingJob(job_lib.Job):
                 c=g.c,
                 scope=resolve_scope(g.scope, self.config.model.name),
             )
-        self.start_stats = self._start_stats(trainer)
+        self.start_stats = self._start_stats(ex, trainer)
         self.graft_hook = GraftHook(self.grafter, g.graft_every)
         return [self.graft_hook]
 
-    def _start_stats(self, trainer):
+    def _start_stats(self, ex, trainer):
         # Statistics of the freshly initialised nets, kept in the workdir so
         # a resumed run still reports the true start.
-        path = os.path.join(self.workdir, "graft_start.json")
+        path = os.path.join(ex.workdir, "graft_start.json")
         if int(trainer.global_step.numpy()) > 0 and os.path.exists(path):
             with open(path) as f:
                 return json.load(f)
         stats = self._net_stats()
-        if self.is_chief:
+        if ex.is_chief:
             io.atomic_write_json(path, stats)
         return stats
 
@@ -165,7 +163,7 @@ class GraftingJob(job_lib.Job):
             for i in range(len(self.grafter.nets))
         ]
 
-    def report_extras(self, trainer, history):
+    def report_extras(self, ex, trainer, history):
         end = self._net_stats()
         g = self.config.graft
         seconds = self.graft_hook.seconds
@@ -198,9 +196,9 @@ class GraftingJob(job_lib.Job):
                 "end": [s["invalid_filters"] for s in end],
             },
         }
-        if self.is_chief:
+        if ex.is_chief:
             plot.plot_grafting(
-                os.path.join(self.workdir, "grafting.png"),
+                os.path.join(ex.workdir, "grafting.png"),
                 self.start_stats,
                 end,
             )

@@ -3,7 +3,7 @@
 `prune` ranks the filters of a trained zoo network by their L1 norms,
 searches the one pruning fraction shared by all prunable channel groups
 that meets a FLOPs target, and builds the pruned network with the kept
-weights; `job.L1PruneJob` chains pretrained net -> prune -> fine-tune ->
+weights; `job.L1Prune` chains pretrained net -> prune -> fine-tune ->
 export (`python -m train.l1prune`).
 
 Submodules are imported on demand (`from tfgraft.l1prune import job`), so

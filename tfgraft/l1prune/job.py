@@ -33,28 +33,26 @@ import json
 import os
 import time
 
-import keras
 import tensorflow as tf
 from absl import logging
 
 from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import errors
+from tfgraft import experiment
 from tfgraft import io
-from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import prune as prune_lib
 from tfgraft.training import evaluation
 
 CONVENTION = "pff"
+# The pruned net's widths, in the workdir.
+CHANNEL_CONFIG = "channel_config.json"
 
 
-def evaluate(model, dataset):
-    """Top-1 and top-5 accuracy of one model (inference mode)."""
-    result = evaluation.evaluate(
-        lambda images: model(images, training=False), dataset
-    )
+def _accuracy(model, dataset):
+    result = evaluation.evaluate_model(model, dataset)
     return {"top1": result["top1"], "top5": result["top5"]}
 
 
@@ -72,121 +70,116 @@ def _costs(before, after):
     return out
 
 
-class L1PruneJob(job_lib.Job):
+class L1Prune:
     """L1-norm filter pruning to a FLOPs cut, then fine-tuning (one net).
+
+    The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
+    prune -> fine-tune. After a run, `experiment` is the run's
+    `Experiment` and `pruned` the pruned net before fine-tuning.
 
     Args:
         config: a `JobConfig` with `l1prune` set; `model` describes the
             unpruned (pretrained) net.
-        workdir: run folder.
-        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
     """
 
     name = "l1prune"
+    num_nets = 1
 
-    def __init__(self, config, workdir, **kwargs):
+    def __init__(self, config):
         if config.l1prune is None:
-            raise ValueError(
-                "L1PruneJob needs config.l1prune (an L1PruneConfig)"
-            )
-        super().__init__(config, workdir, **kwargs)
-        self.prune_dir = os.path.join(self.workdir, "prune")
-        self.config_path = os.path.join(self.workdir, "channel_config.json")
+            raise ValueError("L1Prune needs config.l1prune (an L1PruneConfig)")
+        self.config = config
         self.pruned = None
         self.pruned_config = None
 
-    # === Models ===
+    def run(self, workdir, **kwargs):
+        """Runs the phases in `workdir`; returns the report dict.
 
-    def _plain_net(self, channel_config, info, name, seed_index=0):
-        m = self.config.model
-        keras.utils.set_random_seed(
-            job_lib.net_seed(self.config.run.seed, seed_index)
-        )
-        return models.build_model(
-            m.name,
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            mean=info.mean,
-            std=info.std,
-            channel_config=channel_config,
-            preset=m.preset,
-            shortcut=m.shortcut,
-            model_name=name,
-        )
+        Args:
+            workdir: the run folder.
+            **kwargs: `experiment.Experiment` keyword arguments.
+        """
+        ex = self.experiment = experiment.Experiment(self, workdir, **kwargs)
+        with ex.opened():
+            # 1. The pretrained net (a baseline run of its own if needed).
+            pretrained = pretrained_lib.locate_or_pretrain(
+                self.config,
+                ex.workdir,
+                self.config.l1prune,
+                strategy=ex.strategy,
+                force_resume=ex.force_resume,
+            )
+            # 2. Pruning, or its saved result.
+            result = self._load_prune(ex, pretrained) or self._prune(
+                ex, pretrained
+            )
+            # 3. Fine-tuning.
+            return ex.train(
+                FineTune(self.config, self.pruned_config, self.pruned, result)
+            )
 
-    def build_net(self, index, info):
-        """The pruned net, starting from the kept pretrained weights."""
-        if self.pruned_config is None:
-            # train.export: the widths a finished or interrupted run saved.
-            self.pruned_config = models.ChannelConfig.load(self.config_path)
-        net = self._plain_net(self.pruned_config, info, f"net_{index}", index)
-        if self.pruned is not None:
-            net.set_weights(self.pruned.get_weights())
-        return net
-
-    # === Phase 1: the pretrained net ===
-
-    def _pretrained_path(self):
-        return pretrained_lib.locate_or_pretrain(
-            self.config,
-            self.workdir,
-            self.config.l1prune,
-            strategy=self.strategy,
-            force_resume=self.force_resume,
+    def export_from_checkpoint(self, workdir, *args, **kwargs):
+        """Exports the fine-tuned net of the run in `workdir`."""
+        return FineTune(self.config).export_from_checkpoint(
+            workdir, *args, **kwargs
         )
 
     # === Phase 2: pruning ===
 
-    def _settings(self, pretrained):
+    def _settings(self, ex, pretrained):
         c = self.config.l1prune
         return {
             "pretrained": os.path.abspath(pretrained),
             "model": dataclasses.asdict(self.config.model),
-            "dataset": self.info.name,
+            "dataset": ex.info.name,
             "target_flops_cut": c.target_flops_cut,
             "target_tolerance": c.target_tolerance,
             "prune_streams": c.prune_streams,
             "convention": CONVENTION,
         }
 
-    def _load_prune(self, settings):
-        path = os.path.join(self.prune_dir, "result.json")
+    def _load_prune(self, ex, pretrained):
+        path = os.path.join(ex.workdir, "prune", "result.json")
         if not os.path.isfile(path):
             return None
         with open(path) as f:
             result = json.load(f)
         saved = result["settings"]
-        for key, value in settings.items():
+        for key, value in self._settings(ex, pretrained).items():
             if saved.get(key) != value:
                 raise prune_lib.L1PruneError(
-                    f"--workdir={self.workdir}: prune/ was made with "
+                    f"--workdir={ex.workdir}: prune/ was made with "
                     f"{key}={saved.get(key)}, this run has {value}; use a "
                     "new workdir"
                 )
-        logging.info("Reusing the pruned net of %s…", self.prune_dir)
-        self.pruned_config = models.ChannelConfig.load(self.config_path)
-        self.pruned = self._plain_net(self.pruned_config, self.info, "pruned")
+        prune_dir = os.path.join(ex.workdir, "prune")
+        logging.info("Reusing the pruned net of %s…", prune_dir)
+        self.pruned_config = models.ChannelConfig.load(
+            os.path.join(ex.workdir, CHANNEL_CONFIG)
+        )
+        self.pruned = experiment.plain_net(
+            self.config, ex.info, self.pruned_config, "pruned"
+        )
         tf.train.Checkpoint(pruned=self.pruned).read(
-            os.path.join(self.prune_dir, "checkpoint")
+            os.path.join(prune_dir, "checkpoint")
         ).assert_existing_objects_matched()
         return result
 
-    def _prune(self, pretrained):
+    def _prune(self, ex, pretrained):
         c, m = self.config.l1prune, self.config.model
         logging.info("Loading the pretrained net from %s…", pretrained)
-        plain = self._plain_net(
-            models.model_channel_config(m), self.info, "pretrained"
+        plain = experiment.plain_net(
+            self.config, ex.info, models.model_channel_config(m), "pretrained"
         )
         _, _, trained = pretrained_lib.resolve(pretrained)
         pretrained_lib.check_config(pretrained, trained, m)
         read = pretrained_lib.load(pretrained, plain, m.name)
         with errors.flag_names(batch_size="eval_batch_size"):
             test_ds = data_lib.eval_dataset(
-                self.source, batch_size=self.config.data.eval_batch_size
+                ex.source, batch_size=self.config.data.eval_batch_size
             )
-        pretrained_acc = evaluate(plain, test_ds)
+        pretrained_acc = _accuracy(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
-
         t0 = time.perf_counter()
         plan = prune_lib.plan_pruning(
             plain,
@@ -201,7 +194,7 @@ class L1PruneJob(job_lib.Job):
         self.pruned = prune_lib.build_pruned(plain, plan, model_name="pruned")
         self.pruned_config = plan.channel_config
         prune_seconds = time.perf_counter() - t0
-        pruned_acc = evaluate(self.pruned, test_ds)
+        pruned_acc = _accuracy(self.pruned, test_ds)
         costs = _costs(plain, self.pruned)
         achieved = 1.0 - (
             costs[CONVENTION]["after"]["flops"]
@@ -218,7 +211,7 @@ class L1PruneJob(job_lib.Job):
         )
         plan_dict = plan.as_dict()
         result = {
-            "settings": self._settings(pretrained),
+            "settings": self._settings(ex, pretrained),
             "pretrained_checkpoint": read,
             "fraction": plan_dict["fraction"],
             "fraction_exact": plan_dict["fraction_exact"],
@@ -232,34 +225,56 @@ class L1PruneJob(job_lib.Job):
             "accuracy": {"pretrained": pretrained_acc, "pruned": pruned_acc},
             "prune_seconds": prune_seconds,
         }
-        if self.is_chief:
-            os.makedirs(self.prune_dir, exist_ok=True)
+        if ex.is_chief:
+            prune_dir = os.path.join(ex.workdir, "prune")
+            os.makedirs(prune_dir, exist_ok=True)
             tf.train.Checkpoint(pruned=self.pruned).write(
-                os.path.join(self.prune_dir, "checkpoint")
+                os.path.join(prune_dir, "checkpoint")
             )
-            self.pruned_config.save(self.config_path)  # atomic
+            # Atomic.
+            self.pruned_config.save(os.path.join(ex.workdir, CHANNEL_CONFIG))
             # Written last: its presence marks the phase as complete.
             io.atomic_write_json(
-                os.path.join(self.prune_dir, "result.json"), result
+                os.path.join(prune_dir, "result.json"), result
             )
         return result
 
-    # === The run ===
 
-    def build(self):
-        """Phases 1-2 (they produce the pruned net), then the trainer.
 
-        `Job.run` calls this after `setup` and `load_data`, so the job
-        keeps the base run (fit, report, export) unchanged.
-        """
-        pretrained = self._pretrained_path()
-        settings = self._settings(pretrained)
-        self.prune_result = self._load_prune(settings) or self._prune(
-            pretrained
-        )
-        return super().build()
+class FineTune(experiment.Method):
+    """Phase 3: fine-tunes the pruned net (the run's `l1prune` report).
 
-    def report_extras(self, trainer, history):
+    Args:
+        config: the job's `JobConfig`.
+        channel_config: the pruned net's widths; default: the run's
+            `channel_config.json` (`train.export`).
+        pruned: the pruned net, whose weights the net starts from.
+        prune_result: the pruning phase's `prune/result.json`.
+    """
+
+    name = "l1prune"
+
+    def __init__(
+        self, config, channel_config=None, pruned=None, prune_result=None
+    ):
+        super().__init__(config)
+        self.pruned_config = channel_config
+        self.pruned = pruned
+        self.prune_result = prune_result
+
+    def channel_config(self, ex):
+        if self.pruned_config is None:
+            # train.export: the widths a finished or interrupted run saved.
+            self.pruned_config = models.ChannelConfig.load(
+                os.path.join(ex.workdir, CHANNEL_CONFIG)
+            )
+        return self.pruned_config
+
+    def init_net(self, net, index):
+        if self.pruned is not None:
+            net.set_weights(self.pruned.get_weights())
+
+    def report_extras(self, ex, trainer, history):
         r, c = self.prune_result, self.config.l1prune
         evals = [h for h in history if "test" in h]
         accs = [h["test"]["nets"][0]["top1"] for h in evals]

@@ -1,6 +1,6 @@
 """LW-DNA on your own model: `derive_widths(model, data)`.
 
-The LW-DNA job (`tfgraft.lwdna.job.LWDNAJob`) widens a zoo network by
+The LW-DNA job (`tfgraft.lwdna.job.LWDNA`) widens a zoo network by
 name. `derive_widths` does the same to any functional CNN, from its layer
 graph (METHODS §4.3):
 

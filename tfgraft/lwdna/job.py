@@ -9,7 +9,7 @@ Workdir layout (METHODS.md §4.3):
   --channel_config=<workdir>/channel_config.json`) and any other is refused
   (`ChannelConfig.check_topology`);
 * `search.json` — search steps and loss, the threshold search, the masks;
-* `derived/` — a complete `tfgraft.job.Job` workdir training the
+* `derived/` — a complete `tfgraft.experiment` workdir training the
   derived net with the unchanged protocol (checkpoints, history, report,
   `export/`);
 * `uniform/` — the same for the uniform-width original (`train_uniform`);
@@ -60,8 +60,8 @@ from absl import logging
 from tfgraft import complexity
 from tfgraft import data as data_lib
 from tfgraft import errors
+from tfgraft import experiment
 from tfgraft import io
-from tfgraft import job as job_lib
 from tfgraft import models
 from tfgraft import plotting
 from tfgraft.lwdna import hypernet as hypernet_lib
@@ -74,6 +74,9 @@ DEFAULT_PRESET = "dhp"
 # FLOPs, i.e. within 0.4% of the uniform net's for x2 widening when --ratio
 # is `uniform_budget_ratio` (the CIFAR configs).
 EQUAL_FLOPS_TOLERANCE = 0.01
+# The workdir's records of the search: the derived widths, the search.
+CHANNEL_CONFIG = "channel_config.json"
+SEARCH = "search.json"
 
 
 def file_sha256(path):
@@ -82,45 +85,43 @@ def file_sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class DerivedJob(job_lib.Job):
+class Derived(experiment.Method):
     """Trains a derived net, starting from inherited weights if given.
 
     Args:
         config: `JobConfig` whose model names the derived channel config.
-        workdir: run folder.
         weights: optional `shrink.derive_weights` output, assigned after
             the net is built (ignored once a checkpoint is restored).
-        **kwargs: `Job` keyword arguments.
     """
 
     name = "lwdna_derived"
 
-    def __init__(self, config, workdir, *, weights=None, **kwargs):
-        super().__init__(config, workdir, **kwargs)
+    def __init__(self, config, weights=None):
+        super().__init__(config)
         self.weights = weights
 
-    def build_net(self, index, info):
-        net = super().build_net(index, info)
+    def init_net(self, net, index):
         if self.weights is not None:
             shrink_lib.assign_weights(net, self.weights)
-        return net
 
 
-class LWDNAJob(job_lib.Job):
+class LWDNA:
     """Widen -> two-step hypernetwork search -> derive -> train.
+
+    The job (`train.flags.JOBS`): `run` is the pipeline; each training
+    phase is a run of its own in a sub-workdir (`derived/`, `uniform/`).
 
     Args:
         config: `JobConfig` with `lwdna` set.
-        workdir: run folder.
-        **kwargs: `Job` keyword arguments (`flags_text`, `strategy`).
     """
 
     name = "lwdna"
+    num_nets = 1
 
-    def __init__(self, config, workdir, **kwargs):
+    def __init__(self, config):
         if config.lwdna is None:
-            raise ValueError("LWDNAJob needs config.lwdna (an LWDNAConfig)")
-        super().__init__(config, workdir, **kwargs)
+            raise ValueError("LWDNA needs config.lwdna (an LWDNAConfig)")
+        self.config = config
 
     # === Configs ===
 
@@ -147,62 +148,55 @@ class LWDNAJob(job_lib.Job):
         )
         return dataclasses.replace(self.config, model=model, lwdna=None)
 
-    def _build_kwargs(self):
-        m, info = self.config.model, self.info
-        return dict(
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            mean=info.mean,
-            std=info.std,
-            preset=self.preset,
-            shortcut=m.shortcut,
-        )
+    def _build_kwargs(self, info):
+        return experiment.model_kwargs(self.config.model, info, self.preset)
 
     # === Search and derivation ===
 
-    def search_and_derive(self, widened):
-        """Runs the search; returns (derived config, search record, weights).
+    def search_and_derive(self, ex, widened):
+        """Runs the search in the opened experiment `ex`; returns (derived
+        config, search record, weights).
 
         `weights` is None for `init="reinit"`.
         """
         lw, o, r = self.config.lwdna, self.config.optim, self.config.run
         name = self.config.model.name
         logging.info("Building the widened hypernetwork %s…", name)
-        keras.utils.set_random_seed(job_lib.net_seed(r.seed, 0))
+        keras.utils.set_random_seed(experiment.net_seed(r.seed, 0))
         # The two search steps run in float32 whatever --precision says:
         # without loss scaling, float16 latent gradients could underflow.
         distribute.set_precision("float32")
-        with self.strategy.scope():
+        with ex.strategy.scope():
             hypernet = hypernet_lib.build_hypernet(
                 name,
                 channel_config=widened,
                 embedding_dim=lw.embedding_dim,
                 model_name="hypernet",
-                **self._build_kwargs(),
+                **self._build_kwargs(ex.info),
             )
         with errors.flag_names(batch_size="search_batch_size"):
-            spe = data_lib.steps_per_epoch(self.source, lw.search_batch_size)
+            spe = data_lib.steps_per_epoch(ex.source, lw.search_batch_size)
         steps = shrink_lib.search_steps(lw.epochs_grad, spe)
         dataset = data_lib.train_dataset(
-            self.source,
+            ex.source,
             batch_size=lw.search_batch_size,
-            seed=job_lib.data_seed(r.seed, 0),
+            seed=experiment.data_seed(r.seed, 0),
             augment=self.config.data,
         )
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        iterator = iter(ex.strategy.experimental_distribute_dataset(dataset))
         logging.info(
             "Search: %d step(s) of batch %d…", steps, lw.search_batch_size
         )
         state = shrink_lib.run_search(
             hypernet,
             iterator,
-            strategy=self.strategy,
+            strategy=ex.strategy,
             steps=steps,
             global_batch_size=lw.search_batch_size,
             learning_rate=o.learning_rate,
             momentum=o.momentum,
             weight_decay=o.weight_decay,
-            jit=distribute.resolve_jit(r.jit, self.strategy),
+            jit=distribute.resolve_jit(r.jit, ex.strategy),
         )
         distribute.set_precision(r.precision)
         scores = {
@@ -263,25 +257,84 @@ class LWDNAJob(job_lib.Job):
 
     # === The run ===
 
-    @job_lib.releases_workdir
-    def run(self):
-        """Search, derive, train (and compare); returns the report dict."""
-        t0 = time.perf_counter()
-        self.setup()
-        self.load_data()
-        self.console.header(self.header())
-        lw = self.config.lwdna
-        original = self.original_config()
-        widened = self.widened_config()
-        config_path = os.path.join(self.workdir, "channel_config.json")
-        search_path = os.path.join(self.workdir, "search.json")
-        derived_dir = os.path.join(self.workdir, "derived")
-        weights = None
+    def run(self, workdir, **kwargs):
+        """Widen, search, derive, retrain (and compare); returns the report.
+
+        Args:
+            workdir: the run folder.
+            **kwargs: `experiment.Experiment` keyword arguments.
+        """
+        ex = experiment.Experiment(self, workdir, **kwargs)
+        with ex.opened():
+            lw = self.config.lwdna
+            # 1. Widen.
+            original = self.original_config()
+            widened = self.widened_config()
+            # 2-3. Search and derive, or reuse the derived widths.
+            derived, record, weights = self.derive(ex, original, widened)
+            search_phase_seconds = time.perf_counter() - ex.t0
+            # 4. Retrain the derived net (and the uniform original).
+            derived_dir = os.path.join(ex.workdir, "derived")
+            logging.info("Training the derived net in %s…", derived_dir)
+            config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
+            derived_report = Derived(self.sub_config(config_path), weights).run(
+                derived_dir,
+                strategy=ex.strategy,
+                force_resume=ex.force_resume,
+            )
+            uniform_report = None
+            if lw.train_uniform:
+                uniform_dir = os.path.join(ex.workdir, "uniform")
+                logging.info(
+                    "Training the uniform original in %s…", uniform_dir
+                )
+                uniform_report = experiment.Method(
+                    self.sub_config(self.config.model.channel_config)
+                ).run(
+                    uniform_dir,
+                    strategy=ex.strategy,
+                    force_resume=ex.force_resume,
+                )
+
+            report = self.lwdna_report(
+                ex,
+                original,
+                widened,
+                derived,
+                record,
+                derived_report,
+                uniform_report,
+            )
+            report["search_phase_seconds"] = search_phase_seconds
+            report["wall_seconds"] = time.perf_counter() - ex.t0
+            if ex.is_chief:
+                io.atomic_write_json(
+                    os.path.join(ex.workdir, "report.json"), report
+                )
+                plot_widths(
+                    os.path.join(ex.workdir, "widths.png"),
+                    original,
+                    widened,
+                    derived,
+                    title=f"{self.config.model.name}: LW-DNA widths",
+                )
+            ex.report_line(time.perf_counter() - ex.t0)
+            return report
+
+    def derive(self, ex, original, widened):
+        """The derived `ChannelConfig`, the search record and the inherited
+        weights (None when reused or for `init="reinit"`).
+
+        When `derived/` already holds a checkpoint, the saved
+        `channel_config.json` is reused and the search is not run again.
+        """
+        config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
+        search_path = os.path.join(ex.workdir, SEARCH)
         resumed = (
             os.path.exists(config_path)
             and os.path.exists(search_path)
             and tf.train.latest_checkpoint(
-                os.path.join(derived_dir, "checkpoints")
+                os.path.join(ex.workdir, "derived", "checkpoints")
             )
         )
         if resumed:
@@ -291,65 +344,27 @@ class LWDNAJob(job_lib.Job):
             with open(search_path) as f:
                 record = json.load(f)
             self.check_derived_config(config_path, record)
-            derived = models.ChannelConfig.load(config_path)
-        else:
-            budget = self._cost(original)["flops"]
-            total = self._cost(widened)["flops"]
-            logging.info(
-                "Budget: --ratio=%.4f of the widened net's %d DHP FLOPs is "
-                "%.4fx the uniform net's %d (--ratio=%.4f matches them)",
-                lw.ratio,
-                total,
-                lw.ratio * total / budget,
-                budget,
-                budget / total,
-            )
-            derived, record, weights = self.search_and_derive(widened)
-            # Every worker writes the (identical) config it trains from, so
-            # multi-worker runs need no shared file system for it.
-            derived.save(config_path)
-            record["channel_config_sha256"] = file_sha256(config_path)
-            if self.is_chief:
-                io.atomic_write_json(search_path, record)
-        search_phase_seconds = time.perf_counter() - t0
-
-        logging.info("Training the derived net in %s…", derived_dir)
-        derived_report = DerivedJob(
-            self.sub_config(config_path),
-            derived_dir,
-            weights=weights,
-            strategy=self.strategy,
-            force_resume=self.force_resume,
-        ).run()
-        uniform_report = None
-        if lw.train_uniform:
-            uniform_dir = os.path.join(self.workdir, "uniform")
-            logging.info("Training the uniform original in %s…", uniform_dir)
-            uniform_report = job_lib.Job(
-                self.sub_config(self.config.model.channel_config),
-                uniform_dir,
-                strategy=self.strategy,
-                force_resume=self.force_resume,
-            ).run()
-
-        report = self.lwdna_report(
-            original, widened, derived, record, derived_report, uniform_report
+            return models.ChannelConfig.load(config_path), record, None
+        lw = self.config.lwdna
+        budget = self._cost(ex, original)["flops"]
+        total = self._cost(ex, widened)["flops"]
+        logging.info(
+            "Budget: --ratio=%.4f of the widened net's %d DHP FLOPs is "
+            "%.4fx the uniform net's %d (--ratio=%.4f matches them)",
+            lw.ratio,
+            total,
+            lw.ratio * total / budget,
+            budget,
+            budget / total,
         )
-        report["search_phase_seconds"] = search_phase_seconds
-        report["wall_seconds"] = time.perf_counter() - t0
-        if self.is_chief:
-            io.atomic_write_json(
-                os.path.join(self.workdir, "report.json"), report
-            )
-            plot_widths(
-                os.path.join(self.workdir, "widths.png"),
-                original,
-                widened,
-                derived,
-                title=f"{self.config.model.name}: LW-DNA widths",
-            )
-        self.report_line(time.perf_counter() - t0)
-        return report
+        derived, record, weights = self.search_and_derive(ex, widened)
+        # Every worker writes the (identical) config it trains from, so
+        # multi-worker runs need no shared file system for it.
+        derived.save(config_path)
+        record["channel_config_sha256"] = file_sha256(config_path)
+        if ex.is_chief:
+            io.atomic_write_json(search_path, record)
+        return derived, record, weights
 
     def check_derived_config(self, config_path, record):
         """Stops when `channel_config.json` differs from what the search
@@ -362,11 +377,13 @@ class LWDNAJob(job_lib.Job):
                 "use a new --workdir"
             )
 
-    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
+    def export_from_checkpoint(
+        self, workdir, net_index, export_dir, overwrite=False
+    ):
         """Exports the derived net of `derived/checkpoints` (the run's
         `derived/export/`), built from the run's `channel_config.json`."""
-        config_path = os.path.join(self.workdir, "channel_config.json")
-        search_path = os.path.join(self.workdir, "search.json")
+        config_path = os.path.join(workdir, CHANNEL_CONFIG)
+        search_path = os.path.join(workdir, SEARCH)
         for path in (config_path, search_path):
             if not os.path.isfile(path):
                 raise hypernet_lib.LWDNAError(
@@ -374,29 +391,32 @@ class LWDNAJob(job_lib.Job):
                 )
         with open(search_path) as f:
             self.check_derived_config(config_path, json.load(f))
-        return DerivedJob(
-            self.sub_config(config_path), os.path.join(self.workdir, "derived")
-        ).export_from_checkpoint(net_index, export_dir, overwrite=overwrite)
+        return Derived(self.sub_config(config_path)).export_from_checkpoint(
+            os.path.join(workdir, "derived"),
+            net_index,
+            export_dir,
+            overwrite=overwrite,
+        )
 
     # === Report ===
 
-    def _cost(self, channel_config):
+    def _cost(self, ex, channel_config):
         """DHP FLOPs/params and Keras's trainable count of one config."""
         net = models.build_model(
             self.config.model.name,
             channel_config=channel_config,
             model_name="count",
-            **self._build_kwargs(),
+            **self._build_kwargs(ex.info),
         )
         cost = complexity.count(net, "dhp")
         return {
             "flops": int(cost.flops),
             "params": int(cost.params),
-            "trainable_params": job_lib.count_params(net),
+            "trainable_params": experiment.count_params(net),
         }
 
     def lwdna_report(
-        self, original, widened, derived, record, derived_report, uniform
+        self, ex, original, widened, derived, record, derived_report, uniform
     ):
         def summary(report, cost):
             keys = ("final_top1", "final_top5", "best_top1", "best_epoch")
@@ -408,9 +428,9 @@ class LWDNAJob(job_lib.Job):
             return entry
 
         costs = {
-            "original": self._cost(original),
-            "widened": self._cost(widened),
-            "derived": self._cost(derived),
+            "original": self._cost(ex, original),
+            "widened": self._cost(ex, widened),
+            "derived": self._cost(ex, derived),
         }
         widened_flops = costs["widened"]["flops"]
         for entry in costs.values():
@@ -439,7 +459,7 @@ class LWDNAJob(job_lib.Job):
         return {
             "job": self.name,
             "model": self.config.model.name,
-            "dataset": self.info.name,
+            "dataset": ex.info.name,
             "preset": self.preset,
             "width_mult": self.config.model.width_mult,
             "lwdna": dataclasses.asdict(self.config.lwdna),

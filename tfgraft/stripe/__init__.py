@@ -4,7 +4,7 @@
 update; `trainer.StripeTrainer` applies it inside the train step; `prune`
 hard-masks and compacts a trained model into `CompactStripeConv2D` layers;
 `flops_target.threshold_for_flops_cut` picks the pruning threshold that
-removes a target share of the FLOPs; `job.StripeJob` chains train ->
+removes a target share of the FLOPs; `job.Stripe` chains train ->
 best -> prune -> compact -> export. `fit` does the same for your own
 functional Keras model with plain `model.fit`: `prune_stripes` ->
 `compile`/`fit` -> `strip_stripes`. The layers live in

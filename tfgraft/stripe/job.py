@@ -43,15 +43,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfgraft import export as export_lib
+from tfgraft import experiment
 from tfgraft import io
-from tfgraft import job as job_lib
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import plot as plot_lib
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import trainer as trainer_lib
-from tfgraft.training import distribute
 from tfgraft.training import evaluation
 from tfgraft.training import loop
 
@@ -233,9 +231,7 @@ def _plain_copy(model):
 
 
 def _evaluate(model, dataset):
-    result = evaluation.evaluate(
-        lambda images: model(images, training=False), dataset
-    )
+    result = evaluation.evaluate_model(model, dataset)
     return {"top1": result["top1"], "top5": result["top5"]}
 
 
@@ -248,20 +244,26 @@ def _record_cut(target, before, after):
     )
 
 
-class StripeJob(job_lib.Job):
-    """Stripe-wise pruning with a Filter Skeleton (one net)."""
+class Stripe(experiment.Method):
+    """Stripe-wise pruning with a Filter Skeleton (one net).
+
+    After a run, `_compact`, `_masked` and `_other_form` hold the compact
+    model, the hard-masked net and the compact model in the other
+    `dead_branches` form (None where not made).
+    """
 
     name = "stripe"
+    conv_layer = StripeConv2D
 
-    def __init__(self, config, workdir, **kwargs):
+    def __init__(self, config):
         if config.stripe is None:
-            raise ValueError("StripeJob needs config.stripe (a StripeConfig)")
+            raise ValueError("Stripe needs config.stripe (a StripeConfig)")
         if config.model.preset is None:
             # The reference's models (METHODS §2.3); config.json records it.
             config = dataclasses.replace(
                 config, model=dataclasses.replace(config.model, preset="pff")
             )
-        super().__init__(config, workdir, **kwargs)
+        super().__init__(config)
         self._compact = None
         self._other_form = None
         self._masked = None
@@ -271,17 +273,11 @@ class StripeJob(job_lib.Job):
     def stripe(self):
         return self.config.stripe
 
-    def conv_layer(self):
-        return StripeConv2D
-
-    def build_net(self, index, info):
-        net = super().build_net(index, info)
+    def init_net(self, net, index):
         if self.stripe.shape_only:
             freeze_all_but_skeletons(net)
-        return net
 
-    def make_trainer(self, nets, optimizers, strategy):
-        r = self.config.run
+    def make_trainer(self, nets, optimizers, strategy, **options):
         return trainer_lib.StripeTrainer(
             nets,
             optimizers,
@@ -289,49 +285,45 @@ class StripeJob(job_lib.Job):
             sr=self.stripe.sr,
             threshold=self.stripe.threshold,
             steer_sr=self.stripe.steer_sr,
-            global_batch_size=self.config.data.batch_size,
-            jit=distribute.resolve_jit(r.jit, strategy),
-            accum_steps=r.accum_steps,
-            concurrent_nets=r.concurrent_nets,
-            on_nan=r.on_nan,
+            **options,
         )
 
-    def hooks(self, trainer):
-        with self.strategy.scope():
-            best_net = self.build_net(0, self.info)
-        self.stripe_best = job_lib.BestNetTracker(trainer, best_net)
-        hooks = [self.stripe_best, StripeStatsHook(trainer)]
+    def keeps_best(self):
+        return True  # the prune phase prunes the best-test net
+
+    def hooks(self, ex, trainer):
+        hooks = [StripeStatsHook(trainer)]
         if self.stripe.steer_sr:
             hooks.append(
                 SrSteeringHook(
                     trainer,
                     self.stripe.target_flops_cut,
                     self.config.run.epochs,
-                    self.steps_per_epoch,
+                    ex.steps_per_epoch,
                 )
             )
         return hooks
 
     # === Prune phase ===
 
-    def make_report(self, trainer, history, seconds):
+    def after_fit(self, ex, trainer, history):
         t0 = time.perf_counter()
-        self._stripe_report = self.prune(trainer, history)
+        # The evaluations of the prune phase (its helpers read it).
+        self.eval_dataset = ex.eval_dataset
+        self._stripe_report = self.prune(ex, trainer, history)
         self._stripe_report["prune_seconds"] = time.perf_counter() - t0
-        return super().make_report(
-            trainer, history, seconds + self._stripe_report["prune_seconds"]
-        )
 
-    def report_extras(self, trainer, history):
+    def report_extras(self, ex, trainer, history):
         return {"stripe": self._stripe_report}
 
-    def prune(self, trainer, history=()):
+    def prune(self, ex, trainer, history=()):
         """Prunes and compacts the best (and the last) net; returns stats."""
         s = self.stripe
-        best_epoch = int(self.stripe_best.best_epoch.numpy())
+        best = ex.best_tracker
+        best_epoch = int(best.best_epoch.numpy())
         source = trainer.nets[0]
         if best_epoch > 0:
-            source = self.stripe_best.best_net
+            source = best.best_net
         report = {
             "sr": s.sr,
             "threshold": s.threshold,
@@ -342,7 +334,7 @@ class StripeJob(job_lib.Job):
             "update_active": trainer.active,
             "selection": "best_test" if best_epoch > 0 else "last",
             "epoch": best_epoch if best_epoch > 0 else None,
-            "trained_top1": float(self.stripe_best.best.numpy())
+            "trained_top1": float(best.best.numpy())
             if best_epoch > 0
             else None,
             "target": None,
@@ -414,12 +406,12 @@ class StripeJob(job_lib.Job):
             report["complexity"]["pff"]["params_reduction_pct"],
             threshold,
         )
-        if self.is_chief:
+        if ex.is_chief:
             plot_lib.plot_stripes(
-                os.path.join(self.workdir, "stripes.png"), layers
+                os.path.join(ex.workdir, "stripes.png"), layers
             )
             plot_lib.plot_filters(
-                os.path.join(self.workdir, "filters.png"), layers
+                os.path.join(ex.workdir, "filters.png"), layers
             )
         return report
 
@@ -568,47 +560,42 @@ class StripeJob(job_lib.Job):
 
     # === Outputs ===
 
-    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
-        """Exports what the run exports to `export/`, from its checkpoint.
+    def exported_net(self, ex, net_index):
+        """What the run exports to `export/`, from its checkpoint.
 
         The net of the newest checkpoint the run would prune (the best
         test net so far, else the last), pruned and compacted exactly as
         `prune` does (same threshold or FLOPs target); needs no data, so
         an interrupted run exports the compact net of its best epoch.
         """
-        net = self.net_from_checkpoint(net_index)
-        best = self.build_net(0, self.info)
+        net = ex.net_from_checkpoint(net_index)
+        best = ex.build_net(0, ex.info)
         best_epoch = tf.Variable(-1, trainable=False, name="best_epoch")
-        job_lib.restore_items(
-            tf.train.latest_checkpoint(
-                os.path.join(self.workdir, "checkpoints")
-            ),
+        experiment.restore_items(
+            ex.latest_checkpoint(),
             {"best_net": best, "best_epoch": best_epoch},
         )
         dense = _plain_copy(best if int(best_epoch.numpy()) > 0 else net)
         s = self.stripe
-        model = dense
         if s.threshold > 0 or s.target_flops_cut:
             threshold, _ = self._prune_threshold(dense, s)
-            model = self._prune_with(dense, threshold, s)[1].model
-        return export_lib.export_saved_model(
-            model, export_dir, overwrite=overwrite
-        )
+            return self._prune_with(dense, threshold, s)[1].model
+        return dense
 
-    def export(self, trainer):
-        export_dir = os.path.join(self.workdir, "export")
+    def export(self, ex, trainer):
+        export_dir = os.path.join(ex.workdir, "export")
         if self._compact is None:
             net = trainer.nets[0] if self._dense is None else self._dense
-            self.save_models({export_dir: net})
+            ex.save_models({export_dir: net})
             return
-        self.save_models(
+        ex.save_models(
             {
                 export_dir: self._compact,
-                os.path.join(self.workdir, "export_masked"): self._masked,
+                os.path.join(ex.workdir, "export_masked"): self._masked,
             }
         )
-        path = os.path.join(self.workdir, "compact.keras")
-        tmp = os.path.join(self.workdir, ".compact.tmp.keras")
+        path = os.path.join(ex.workdir, "compact.keras")
+        tmp = os.path.join(ex.workdir, ".compact.tmp.keras")
         try:
             self._compact.save(tmp)
             os.replace(tmp, path)

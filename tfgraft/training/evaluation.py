@@ -4,7 +4,8 @@
 one `tf.function` and adds each batch's counts into a tensor, so the host
 waits once per evaluation, not once per batch; `Trainer.evaluate` does the
 same for N nets under a distribution strategy. Every job's stand-alone
-evaluation (`train.evaluate`, the stripe, L1 and EKG jobs) uses it.
+evaluation (`train.evaluate`; the stripe, L1 and EKG jobs through
+`evaluate_model`) uses it.
 """
 
 import tensorflow as tf
@@ -60,3 +61,8 @@ def evaluate(forward, dataset):
         "loss": loss / n,
         "count": int(count),
     }
+
+
+def evaluate_model(model, dataset, training=False):
+    """`evaluate` of one Keras model (inference-mode BN by default)."""
+    return evaluate(lambda images: model(images, training=training), dataset)

@@ -1,6 +1,19 @@
-"""One training job and its workdir contract.
+"""One training run: a `Method` run by an `Experiment` in its workdir.
 
-A job writes into its workdir:
+A `Method` says what a training method adds to a run (number of nets, LR
+scales, conv layer, net initialisation, trainer, data, hooks, report
+extras, exports); `Method` itself is the baseline (one net). An
+`Experiment` runs one method in one workdir: strategy, data, optimizers,
+the fit loop, the best net, the report and the export, the same for every
+method. Multi-phase methods (EKG, L1 pruning, LW-DNA) are pipelines that
+open their workdir's `Experiment` and call `Experiment.train` (or
+`Method.run`, a run of its own) for each training phase.
+
+Every job (`train.flags.JOBS`) is a class made from the `JobConfig` (it
+checks its section once, there) with `name`, `config`, `num_nets`,
+`run(workdir, ...)` and `export_from_checkpoint(workdir, ...)`.
+
+A run writes into its workdir:
 
 * `flags.cfg` — the resolved flags (itself a valid flagfile), when run from
   the command line; `config.json` — the resolved `JobConfig`; both (and
@@ -18,13 +31,10 @@ A job writes into its workdir:
   `export/net_<i>/` and `export/best/` (several nets).
 
 Every file is written to a temporary path and renamed into place.
-`Job` is the baseline (one net); methods subclass it and override the
-hooks `num_nets`, `lr_scales`, `conv_layer`, `build_net`, `make_trainer`,
-`hooks` and `report_extras`.
 """
 
+import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -128,6 +138,37 @@ class BestNetTracker(loop.Hook):
         }
 
 
+def model_kwargs(model, info, preset=None):
+    """`models.build_model`'s keywords that a run's data and model fix.
+
+    Args:
+        model: the run's `ModelConfig`.
+        info: the data's `DatasetInfo`.
+        preset: overrides `model.preset` (LW-DNA's default `dhp`).
+    """
+    return dict(
+        num_classes=info.num_classes,
+        input_shape=info.image_shape,
+        mean=info.mean,
+        std=info.std,
+        preset=preset or model.preset,
+        shortcut=model.shortcut,
+    )
+
+
+def plain_net(config, info, channel_config, name):
+    """A zoo net of `config.model` with the widths of `channel_config` as
+    given, plain convs and net 0's initialisation seed (a pruning
+    method's pretrained, pruned or compact net)."""
+    keras.utils.set_random_seed(net_seed(config.run.seed, 0))
+    return models.build_model(
+        config.model.name,
+        channel_config=channel_config,
+        model_name=name,
+        **model_kwargs(config.model, info),
+    )
+
+
 def restore_items(path, items):
     """Restores `items` (name -> trackable) from checkpoint `path`.
 
@@ -145,25 +186,122 @@ def restore_items(path, items):
         ) from None
 
 
-def releases_workdir(run):
-    """Decorates a job's `run`: the lock `setup` took is released at its
-    end, however it ends (return, error, Ctrl-C)."""
+class Method:
+    """What a method adds to a training run; this one is the baseline.
 
-    @functools.wraps(run)
-    def wrapped(self, *args, **kwargs):
-        try:
-            return run(self, *args, **kwargs)
-        finally:
-            self.release_workdir()
-
-    return wrapped
-
-
-class Job:
-    """Baseline training of one net; the base of every method's job.
+    A method overrides what it changes and nothing else; the `Experiment`
+    that runs it calls these hooks (`ex` is that experiment).
 
     Args:
-        config: the resolved `JobConfig`.
+        config: the resolved `JobConfig`; a method checks its own section
+            here, once.
+    """
+
+    name = "baseline"
+    # The conv factory of the nets (None: the zoo's plain convs); see
+    # `models.build_model`.
+    conv_layer = None
+
+    def __init__(self, config: JobConfig):
+        self.config = config
+        self.num_nets = 1
+
+    def lr_scales(self):
+        """Each net's factor on the learning-rate schedule."""
+        return [1.0] * self.num_nets
+
+    def channel_config(self, ex):
+        """The nets' `ChannelConfig`, or None: the config's model (its
+        `channel_config` file, if any, scaled by `width_mult`)."""
+        del ex
+        return None
+
+    def init_net(self, net, index):
+        """Adjusts net `index` after it is built (weights, trainability)."""
+        del net, index
+
+    def make_trainer(self, nets, optimizers, strategy, **options):
+        """The trainer; `options` are the run's (`Experiment.build`)."""
+        return trainer_lib.Trainer(nets, optimizers, strategy, **options)
+
+    def train_dataset(self, ex, index, start_step):
+        """Net `index`'s training data from step `start_step` on."""
+        ds = data_lib.train_dataset(
+            ex.source,
+            batch_size=self.config.data.batch_size,
+            seed=data_seed(self.config.run.seed, index),
+            start_step=start_step,
+            augment=self.config.data,
+        )
+        return distribute.shard_by_data(ds)
+
+    def keeps_best(self):
+        """Whether the run keeps a copy of its best-test net."""
+        return self.num_nets > 1
+
+    def hooks(self, ex, trainer):
+        """The fit loop's `loop.Hook`s of this method."""
+        del ex, trainer
+        return []
+
+    def after_fit(self, ex, trainer, history):
+        """Runs after training, before the report (counted in its time)."""
+        del ex, trainer, history
+
+    def report_extras(self, ex, trainer, history):
+        """`report.json` entries of this method."""
+        del ex, trainer, history
+        return {}
+
+    def export(self, ex, trainer):
+        """Writes the SavedModels: `export/` (one net), else
+        `export/net_<i>/` and `export/best/`."""
+        export_dir = os.path.join(ex.workdir, "export")
+        if trainer.num_nets == 1:
+            ex.save_models({export_dir: trainer.nets[0]})
+            return
+        exports = {
+            os.path.join(export_dir, f"net_{i}"): net
+            for i, net in enumerate(trainer.nets)
+        }
+        best = ex.best_tracker
+        if best is not None and best.best_epoch > 0:
+            exports[os.path.join(export_dir, "best")] = best.best_net
+        ex.save_models(exports)
+
+    def exported_net(self, ex, net_index):
+        """What `export` writes for net `net_index`, from the newest
+        checkpoint (`train.export`)."""
+        return ex.net_from_checkpoint(net_index)
+
+    # === The job protocol (`train.flags.JOBS`) ===
+
+    def run(self, workdir, **kwargs):
+        """Trains this method in `workdir`; returns the report dict.
+
+        Args:
+            workdir: the run folder.
+            **kwargs: `Experiment` keyword arguments.
+        """
+        return Experiment(self, workdir, **kwargs).run()
+
+    def export_from_checkpoint(
+        self, workdir, net_index, export_dir, overwrite=False
+    ):
+        """Exports what the run in `workdir` exports, from its newest
+        checkpoint; needs no data, only the run's records."""
+        return Experiment(self, workdir).export_from_checkpoint(
+            net_index, export_dir, overwrite=overwrite
+        )
+
+
+class Experiment:
+    """Runs one method in one workdir (Orbit's Controller to its trainer).
+
+    Args:
+        method: the `Method` to train; a pipeline that trains only in
+            sub-runs passes itself (its `name`, `config` and `num_nets`
+            head the workdir and the console).
         workdir: the run folder (created if needed).
         flags_text: the resolved flags as flagfile text, written to
             `flags.cfg` (entry points pass it; library users may not).
@@ -174,92 +312,53 @@ class Job:
             `tfgraft.training.workdir`); the override is recorded.
     """
 
-    name = "baseline"
-
     def __init__(
         self,
-        config: JobConfig,
+        method,
         workdir,
         *,
         flags_text=None,
         strategy=None,
         force_resume=False,
     ):
-        self.config = config
+        self.method = method
+        self.config = method.config
         self.workdir = os.path.abspath(workdir)
         self.flags_text = flags_text
         self._strategy = strategy
         self.force_resume = force_resume
         self.workdir_lock = None
+        self.best_tracker = None
         # Replaced in `setup` by the chief's (other workers show nothing).
         self.console = console_lib.Console(enabled=False)
         # `{name: seconds}` of the SavedModels `save_models` wrote.
         self.export_seconds = {}
 
-    # === Hooks for methods ===
+    def run(self):
+        """Trains, evaluates, exports and reports; returns the report dict."""
+        with self.opened():
+            return self.train()
 
-    def num_nets(self):
-        return 1
-
-    def lr_scales(self):
-        return [1.0] * self.num_nets()
-
-    def conv_layer(self):
-        """The conv factory of `build_net` (None: the zoo's plain convs).
-
-        Methods that swap the conv class (e.g. `StripeConv2D`) return it
-        here instead of copying `build_net`; see `models.build_model`.
-        """
-        return None
-
-    def build_net(self, index, info):
-        """Builds net `index` with its own initialisation seed."""
-        m = self.config.model
-        channel_config = None
-        if m.channel_config:
-            channel_config = models.ChannelConfig.load(m.channel_config)
-        keras.utils.set_random_seed(net_seed(self.config.run.seed, index))
-        return models.build_model(
-            m.name,
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            mean=info.mean,
-            std=info.std,
-            width_mult=m.width_mult,
-            channel_config=channel_config,
-            preset=m.preset,
-            shortcut=m.shortcut,
-            conv_layer=self.conv_layer(),
-            model_name=f"net_{index}",
-        )
-
-    def make_trainer(self, nets, optimizers, strategy):
-        r = self.config.run
-        return trainer_lib.Trainer(
-            nets,
-            optimizers,
-            strategy,
-            global_batch_size=self.config.data.batch_size,
-            jit=distribute.resolve_jit(r.jit, strategy),
-            accum_steps=r.accum_steps,
-            concurrent_nets=r.concurrent_nets,
-            on_nan=r.on_nan,
-        )
-
-    def hooks(self, trainer):
-        return []
-
-    def report_extras(self, trainer, history):
-        return {}
-
-    # === The run ===
+    @contextlib.contextmanager
+    def opened(self):
+        """Sets up, locks the workdir, loads the data, prints the header;
+        releases the lock at the end, however it ends."""
+        try:
+            self.setup()
+            self.load_data()
+            self.console.header(self.header())
+            yield self
+        finally:
+            self.release_workdir()
 
     def setup(self):
         """Precision, determinism, strategy; locks and checks the workdir.
 
         Before anything is written, the workdir is locked and the config
         compared with its records (`tfgraft.training.workdir.start`).
+        The run's wall time starts here (`t0`).
         """
+        self.t0 = time.perf_counter()
         r = self.config.run
         distribute.set_precision(r.precision)
         if r.deterministic:
@@ -303,7 +402,7 @@ class Job:
                 workdir_lib.start(
                     self.workdir,
                     dataclasses.asdict(self.config),
-                    self.name,
+                    self.method.name,
                     flags_text=self.flags_text,
                     force_resume=self.force_resume,
                 )
@@ -347,7 +446,7 @@ class Job:
             )
 
     def release_workdir(self):
-        """Releases the workdir lock `setup` took (`run` does it at its end)."""
+        """Releases the workdir lock `setup` took (`opened` does it)."""
         if self.workdir_lock is not None:
             self.workdir_lock.release()
             self.workdir_lock = None
@@ -382,11 +481,11 @@ class Job:
             model += f" x{m.width_mult:g}"
         if m.channel_config:
             model += f" ({os.path.basename(m.channel_config)})"
-        n = self.num_nets()
+        n = self.method.num_nets
         info = self.info
         shape = "x".join(str(d) for d in info.image_shape)
         return [
-            self.name,
+            self.method.name,
             f"{model}, {n} net{'s' if n > 1 else ''}",
             f"data {info.name}: {info.num_train} train, "
             f"{info.num_test} test, {info.num_classes} classes, "
@@ -397,11 +496,32 @@ class Job:
             f"workdir {self.workdir}",
         ]
 
+    def build_net(self, index, info):
+        """Builds net `index` of the method with its own seed."""
+        m = self.config.model
+        channel_config = self.method.channel_config(self)
+        width_mult = m.width_mult
+        if channel_config is not None:
+            width_mult = 1.0  # the method's widths are final
+        elif m.channel_config:
+            channel_config = models.ChannelConfig.load(m.channel_config)
+        keras.utils.set_random_seed(net_seed(self.config.run.seed, index))
+        net = models.build_model(
+            m.name,
+            width_mult=width_mult,
+            channel_config=channel_config,
+            conv_layer=self.method.conv_layer,
+            model_name=f"net_{index}",
+            **model_kwargs(m, info),
+        )
+        self.method.init_net(net, index)
+        return net
+
     def build(self):
         """Nets, optimizers and trainer, inside the strategy scope."""
-        o = self.config.optim
-        n = self.num_nets()
-        scales = self.lr_scales()
+        o, r = self.config.optim, self.config.run
+        n = self.method.num_nets
+        scales = self.method.lr_scales()
         logging.debug("Building %d net(s) %s…", n, self.config.model.name)
         with self.strategy.scope():
             nets = [self.build_net(i, self.info) for i in range(n)]
@@ -410,7 +530,7 @@ class Job:
                 schedule = schedules.make_schedule(
                     o,
                     self.steps_per_epoch,
-                    self.config.run.epochs * self.steps_per_epoch,
+                    r.epochs * self.steps_per_epoch,
                     scale=scales[i],
                 )
                 opt = optimizers_lib.TorchSGD(
@@ -420,44 +540,50 @@ class Job:
                     weight_decay=o.weight_decay,
                     name=f"optimizer_{i}",
                 )
-                if self.config.run.precision == "mixed_float16":
+                if r.precision == "mixed_float16":
                     opt = keras.optimizers.LossScaleOptimizer(opt)
                 opts.append(opt)
-            self.trainer = self.make_trainer(nets, opts, self.strategy)
+            self.trainer = self.method.make_trainer(
+                nets,
+                opts,
+                self.strategy,
+                global_batch_size=self.config.data.batch_size,
+                jit=distribute.resolve_jit(r.jit, self.strategy),
+                accum_steps=r.accum_steps,
+                concurrent_nets=r.concurrent_nets,
+                on_nan=r.on_nan,
+            )
         return self.trainer
 
     def make_iterators(self, start_step):
-        d = self.config.data
-        iterators = []
-        for i in range(self.trainer.num_nets):
-            ds = data_lib.train_dataset(
-                self.source,
-                batch_size=d.batch_size,
-                seed=data_seed(self.config.run.seed, i),
-                start_step=start_step,
-                augment=self.config.data,
+        return [
+            iter(
+                self.strategy.experimental_distribute_dataset(
+                    self.method.train_dataset(self, i, start_step)
+                )
             )
-            dist = self.strategy.experimental_distribute_dataset(
-                distribute.shard_by_data(ds)
-            )
-            iterators.append(iter(dist))
-        return iterators
+            for i in range(self.trainer.num_nets)
+        ]
 
-    @releases_workdir
-    def run(self):
-        """Trains, evaluates, exports and reports; returns the report dict."""
-        t0 = time.perf_counter()
-        self.setup()
-        self.load_data()
-        self.console.header(self.header())
+    def train(self, method=None):
+        """Trains the method in the opened workdir; returns the report.
+
+        Builds, fits, lets the method finish (`after_fit`), reports and
+        exports.
+
+        Args:
+            method: the `Method` to train in place of the one the
+                experiment was made with (a pipeline's training phase).
+        """
+        if method is not None:
+            self.method = method
         trainer = self.build()
         with errors.flag_names(batch_size="eval_batch_size"):
             self.eval_dataset = data_lib.eval_dataset(
                 self.source, batch_size=self.config.data.eval_batch_size
             )
-        hooks = list(self.hooks(trainer))
-        self.best_tracker = None
-        if trainer.num_nets > 1:
+        hooks = list(self.method.hooks(self, trainer))
+        if self.method.keeps_best():
             with self.strategy.scope():
                 best_net = self.build_net(0, self.info)
             self.best_tracker = BestNetTracker(trainer, best_net)
@@ -474,14 +600,17 @@ class Job:
             examples_per_step=self.config.data.batch_size,
             console=self.console,
         )
-        report = self.make_report(trainer, history, time.perf_counter() - t0)
+        self.method.after_fit(self, trainer, history)
+        report = self.make_report(
+            trainer, history, time.perf_counter() - self.t0
+        )
         if self.is_chief:
-            self.export(trainer)
+            self.method.export(self, trainer)
             report["export_seconds"] = self.export_seconds
             io.atomic_write_json(
                 os.path.join(self.workdir, "report.json"), report
             )
-            self.report_line(time.perf_counter() - t0)
+            self.report_line(time.perf_counter() - self.t0)
         # Multi-worker runs: no worker leaves before the chief has written.
         distribute.sync_workers(self.strategy)
         return report
@@ -508,29 +637,9 @@ class Job:
             exporter.export(net, path, overwrite=True)
             self.export_seconds[name] = exporter.seconds[path]
 
-    def export(self, trainer):
-        export_dir = os.path.join(self.workdir, "export")
-        if trainer.num_nets == 1:
-            self.save_models({export_dir: trainer.nets[0]})
-            return
-        exports = {
-            os.path.join(export_dir, f"net_{i}"): net
-            for i, net in enumerate(trainer.nets)
-        }
-        if self.best_tracker is not None and self.best_tracker.best_epoch > 0:
-            exports[os.path.join(export_dir, "best")] = (
-                self.best_tracker.best_net
-            )
-        self.save_models(exports)
-
     def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
-        """Exports net `net_index` of the newest checkpoint in the workdir.
-
-        Used by `train.export`; needs no data, only `config.json` and
-        `data_info.json` written by the run. Methods whose exported net is
-        not a trained net as is (stripe: the compact net) override it.
-        """
-        net = self.net_from_checkpoint(net_index)
+        """Exports the method's `exported_net` (`train.export`)."""
+        net = self.method.exported_net(self, net_index)
         return export_lib.export_saved_model(
             net, export_dir, overwrite=overwrite
         )
@@ -543,19 +652,24 @@ class Job:
         with open(os.path.join(self.workdir, "data_info.json")) as f:
             info = data_lib.DatasetInfo(**json.load(f))
         self.info = info
-        n = self.num_nets()
+        n = self.method.num_nets
         if not 0 <= net_index < n:
             raise ConfigError(
                 f"--net={net_index}: this run has {n} net(s) (0..{n - 1})"
             )
         distribute.set_precision(self.config.run.precision)
         net = self.build_net(net_index, info)
+        path = self.latest_checkpoint()
+        restore_items(path, {key or f"net_{net_index}": net})
+        return net
+
+    def latest_checkpoint(self):
+        """The newest checkpoint of the workdir (`CheckpointError` if none)."""
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
         path = tf.train.latest_checkpoint(ckpt_dir)
         if path is None:
             raise loop.CheckpointError(f"no checkpoint in {ckpt_dir}")
-        restore_items(path, {key or f"net_{net_index}": net})
-        return net
+        return path
 
     def make_report(self, trainer, history, seconds):
         from tfgraft import complexity
@@ -594,7 +708,7 @@ class Job:
             entry["train_images_per_sec"] = per_net_ips
             entry["steady_images_per_sec"] = steady
         report = {
-            "job": self.name,
+            "job": self.method.name,
             "model": self.config.model.name,
             "dataset": self.info.name,
             "num_nets": trainer.num_nets,
@@ -632,11 +746,11 @@ class Job:
         if trainer.num_nets > 1 and evals:
             ens = [h["test"]["ensemble"]["top1"] for h in evals]
             report["ensemble"] = {"final_top1": ens[-1], "best_top1": max(ens)}
-        if self.best_tracker is not None:
+        if self.best_tracker is not None and trainer.num_nets > 1:
             report["best"] = {
                 "net": int(self.best_tracker.best_index.numpy()),
                 "epoch": int(self.best_tracker.best_epoch.numpy()),
                 "top1": float(self.best_tracker.best.numpy()),
             }
-        report.update(self.report_extras(trainer, history))
+        report.update(self.method.report_extras(self, trainer, history))
         return report
