@@ -615,8 +615,22 @@ class StripeConfig(Section):
     )
     formulation: str = knob(
         "auto",
-        "CompactStripeConv2D formulation of the exported model.",
-        choices=("auto", "dense", "shift_add", "shift_add_matmul", "im2col"),
+        "CompactStripeConv2D formulation of the exported model; calibrate: "
+        "per layer the fastest, timed on this machine.",
+        choices=(
+            "auto",
+            "dense",
+            "shift_add",
+            "shift_add_matmul",
+            "im2col",
+            "shift_add_segment",
+            "calibrate",
+        ),
+    )
+    calibrate_batch: int = knob(
+        1,
+        "Batch size the calibrate formulation times (the serving batch).",
+        bounds=">= 1",
     )
     compact_jit: bool = knob(
         False, "XLA-compile each compact layer (kept in the SavedModel)."

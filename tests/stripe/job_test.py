@@ -15,6 +15,8 @@ from tfgraft import complexity
 from tfgraft import config as cfg
 from tfgraft import data as data_lib
 from tfgraft import experiment as base_job
+from tfgraft.layers.stripe_conv import CompactStripeConv2D
+from tfgraft.layers.stripe_conv import FORMULATIONS
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import job as job_lib
 from tfgraft.stripe import skeleton
@@ -54,6 +56,11 @@ class StripeConfigTest(tf.test.TestCase, parameterized.TestCase):
         ("threshold", dict(threshold=-0.01), "--threshold=-0.01: must be >= 0"),
         ("sr", dict(sr=-1.0), "--sr=-1.0: must be >= 0"),
         ("formulation", dict(formulation="fft"), "--formulation=fft"),
+        (
+            "calibrate_batch",
+            dict(formulation="calibrate", calibrate_batch=0),
+            "--calibrate_batch=0: must be >= 1",
+        ),
         (
             "target_above_one",
             dict(target_flops_cut=1.5),
@@ -363,6 +370,35 @@ class StripeJobTest(tf.test.TestCase):
         self.assertAllClose(correct / 64, acc["compact_top1"])
         masked = tf.saved_model.load(os.path.join(workdir, "export_masked"))
         self.assertIsNotNone(masked.serve)
+
+    def test_calibrated_formulation_is_stored(self):
+        # --formulation=calibrate times each compact layer on this machine
+        # and stores the measured choice in the layer (so compact.keras and
+        # the export keep it); the compact net still scores like the
+        # hard-masked one.
+        workdir = self.get_temp_dir()
+        report = _Seeded(
+            _config(
+                sr=1e-3, threshold=0.02, formulation="calibrate",
+                calibrate_batch=8,
+            )
+        ).run(workdir)
+        s = report["stripe"]
+        self.assertEqual(s["formulation"], "calibrate")
+        acc = s["accuracy"]
+        self.assertAllClose(acc["hard_masked_top1"], acc["compact_top1"])
+        compact = keras.models.load_model(
+            os.path.join(workdir, "compact.keras")
+        )
+        chosen = [
+            layer.get_config()["formulation"]
+            for layer in compact.layers
+            if isinstance(layer, CompactStripeConv2D)
+        ]
+        self.assertNotEmpty(chosen)
+        for formulation in chosen:
+            self.assertIn(formulation, FORMULATIONS)
+            self.assertNotIn(formulation, ("auto", "calibrate"))
 
     @pytest.mark.large
     def test_target_flops_cut(self):

@@ -484,6 +484,7 @@ class Stripe(experiment.Method):
                 r.threshold,
                 formulation=s.formulation,
                 jit_compile=s.compact_jit,
+                calibrate_batch=s.calibrate_batch,
                 dead_branches=other,
             )
             out["dead_branches"] = {
@@ -508,6 +509,7 @@ class Stripe(experiment.Method):
             threshold,
             formulation=s.formulation,
             jit_compile=s.compact_jit,
+            calibrate_batch=s.calibrate_batch,
             dead_branches=s.dead_branches,
         )
         return masked, result
@@ -523,6 +525,7 @@ class Stripe(experiment.Method):
             threshold,
             formulation=s.formulation,
             jit_compile=s.compact_jit,
+            calibrate_batch=s.calibrate_batch,
             dead_branches=other,
         )
         self._other_form = result.model
