@@ -46,6 +46,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 import tfgraft  # noqa: E402, F401
+from tfgraft import cpu  # noqa: E402
 from tfgraft import io as io_lib  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["resnet20", "resnet56"], "Zoo models.")
@@ -366,18 +367,9 @@ def _cpu_peak():
     some CPUs run 512-bit FMAs at half rate (AMD Zen 4), so achieved
     fractions are indicative.
     """
-    flags_, mhz = set(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags") and not flags_:
-                    flags_ = set(line.split(":", 1)[1].split())
-                elif line.startswith("cpu MHz") and mhz is None:
-                    mhz = float(line.split(":", 1)[1])
-    except OSError:
-        pass
     if _PEAK.value:
         return _PEAK.value, "--peak_gflops"
+    flags_, mhz = cpu.flags(), cpu.nominal_mhz()
     if not mhz or "fma" not in flags_:
         return None, "unknown"
     lanes = 16 if "avx512f" in flags_ else 8
@@ -540,14 +532,14 @@ def _report(results, separate, solo_rss, meta):
                 gflops = None
                 if t is not None:
                     gflops = t * meta["train_gflop_per_image"][model]
+                share = div(gflops, peak)
                 ratios[key] = {
                     "tfgraft_over_torch": div(t, p),
                     "tfgraft_over_fit": div(t, f),
                     "xla_over_no_xla": div(x, t),
                     "tfgraft_gflops": gflops,
-                    "tfgraft_of_peak": div(gflops, peak),
+                    "tfgraft_of_peak": share,
                 }
-                share = div(gflops, peak)
                 lines.append(
                     f"| {model} | {dtype} | {batch} | {fmt(t)} | {fmt(x)} | "
                     f"{fmt(f)} | {fmt(p)} | {fmt(div(t, p), 2)} | "

@@ -47,7 +47,7 @@ class OneDNNDefaultTest(tf.test.TestCase):
             "import json, os, sys, tfgraft; "
             "print(json.dumps([os.environ.get('TF_ENABLE_ONEDNN_OPTS'), "
             "os.environ.get('TF_NUM_INTEROP_THREADS'), "
-            "'tensorflow' in sys.modules, sorted(tfgraft._cpu_flags())]))"
+            "'tensorflow' in sys.modules, sorted(tfgraft.cpu.flags())]))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code],

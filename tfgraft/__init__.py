@@ -20,24 +20,12 @@ import sys as _sys
 # AVX2-only CPU).
 
 
-def _cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def _onednn_default(environ, flags):
     """The `TF_ENABLE_ONEDNN_OPTS` value tfgraft sets, or None to leave it.
 
     Args:
         environ: the process environment.
-        flags: the CPU's feature flags (`_cpu_flags()`).
+        flags: the CPU's feature flags (`tfgraft.cpu.flags()`).
 
     Returns:
         `"1"` on an x86 CPU with AVX-512 when the variable is unset, else None.
@@ -61,15 +49,22 @@ def _onednn_warning(environ, flags):
     )
 
 
-if "tensorflow" not in _sys.modules:
-    _flags = _cpu_flags()
-    _value = _onednn_default(_os.environ, _flags)
-    if _value is not None:
-        _os.environ["TF_ENABLE_ONEDNN_OPTS"] = _value
-    _message = _onednn_warning(_os.environ, _flags)
-    if _message is not None:
-        import warnings as _warnings
+def _configure_onednn():
+    """Sets `TF_ENABLE_ONEDNN_OPTS` before TensorFlow loads (see above)."""
+    from tfgraft import cpu
 
-        _warnings.warn(_message, RuntimeWarning, stacklevel=2)
+    flags = cpu.flags()
+    value = _onednn_default(_os.environ, flags)
+    if value is not None:
+        _os.environ["TF_ENABLE_ONEDNN_OPTS"] = value
+    message = _onednn_warning(_os.environ, flags)
+    if message is not None:
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+if "tensorflow" not in _sys.modules:
+    _configure_onednn()
 
 __version__ = "0.1.0"

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfgraft import cpu
 from tfgraft.config import ConfigError
 
 # Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
@@ -270,18 +271,9 @@ def set_precision(precision):
         )
 
 
-def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
+def cpu_has_bfloat16(cpuinfo=cpu.CPUINFO):
     """Whether the CPU advertises native bfloat16 math (Linux only)."""
-    try:
-        with open(cpuinfo) as f:
-            text = f.read()
-    except OSError:
-        return False
-    flags_ = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags_.update(line.split(":", 1)[1].split())
-    return bool(flags_ & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu.flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_jit(jit, strategy):
