@@ -230,6 +230,23 @@ def _plain_copy(model):
     return copy
 
 
+def _compact(masked, threshold, s, dead_branches):
+    """`prune.compact` of a hard-masked net with the job's stripe settings."""
+    return prune_lib.compact(
+        masked,
+        threshold,
+        formulation=s.formulation,
+        jit_compile=s.compact_jit,
+        calibrate_batch=s.calibrate_batch,
+        dead_branches=dead_branches,
+    )
+
+
+def _other_dead_branch_form(s):
+    """The `dead_branches` form the job did not choose."""
+    return "shortcut" if s.dead_branches == "constant" else "constant"
+
+
 def _evaluate(model, dataset):
     result = evaluation.evaluate_model(model, dataset)
     return {"top1": result["top1"], "top5": result["top5"]}
@@ -478,15 +495,8 @@ class Stripe(experiment.Method):
         }
         _record_cut(out, before, after)
         if result.removed_blocks:
-            other = "shortcut" if s.dead_branches == "constant" else "constant"
-            alt = prune_lib.compact(
-                masked,
-                r.threshold,
-                formulation=s.formulation,
-                jit_compile=s.compact_jit,
-                calibrate_batch=s.calibrate_batch,
-                dead_branches=other,
-            )
+            other = _other_dead_branch_form(s)
+            alt = _compact(masked, r.threshold, s, dead_branches=other)
             out["dead_branches"] = {
                 s.dead_branches: top1,
                 other: _evaluate(alt.model, self.eval_dataset)["top1"],
@@ -504,30 +514,15 @@ class Stripe(experiment.Method):
         # again at every extra cut (a cut below the selected one must see
         # the stripes the selected threshold removed).
         masked = prune_lib.apply_hard_mask(_plain_copy(dense), threshold)
-        result = prune_lib.compact(
-            masked,
-            threshold,
-            formulation=s.formulation,
-            jit_compile=s.compact_jit,
-            calibrate_batch=s.calibrate_batch,
-            dead_branches=s.dead_branches,
-        )
-        return masked, result
+        return masked, _compact(masked, threshold, s, s.dead_branches)
 
     def _both_forms(self, masked, threshold, s, top1):
         """`{form: top1}` of both dead-branch forms; keeps the other's model.
 
         Called when a block lost a branch, so the forms differ.
         """
-        other = "shortcut" if s.dead_branches == "constant" else "constant"
-        result = prune_lib.compact(
-            masked,
-            threshold,
-            formulation=s.formulation,
-            jit_compile=s.compact_jit,
-            calibrate_batch=s.calibrate_batch,
-            dead_branches=other,
-        )
+        other = _other_dead_branch_form(s)
+        result = _compact(masked, threshold, s, dead_branches=other)
         self._other_form = result.model
         acc = _evaluate(result.model, self.eval_dataset)
         logging.info(
