@@ -2,14 +2,14 @@
 
 Flags are grouped; each entry point defines the groups it accepts
 (`define("common", "grafting")`), so a flag that a job does not understand
-is an error there. A group holds config sections, whose knobs (default,
-help, choices; `tfgraft.config.knob`) become its flags, and the few flags
-that are no knob (`_OWN_FLAGS`). The library never sees flags:
-`job_config()` turns them into the frozen dataclasses of `tfgraft.config`,
-which check their values.
+is an error there. A group holds config sections, whose knobs become its
+flags, and the few flags that are no knob (`_OWN_FLAGS`). `job_config()`
+turns the flags into the sections, which check their values.
 """
 
 import dataclasses
+import glob
+import importlib
 import os
 import re
 import sys
@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from tfgraft import config as cfg
+from tfgraft import errors
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +75,8 @@ _DEFINE = {
     "int": flags.DEFINE_integer,
     "float": flags.DEFINE_float,
     "str": flags.DEFINE_string,
+    "enum": flags.DEFINE_enum,
+    "list": flags.DEFINE_list,
 }
 
 # Read before TensorFlow loads (train/startup.py); not a run setting, so
@@ -89,24 +92,23 @@ TF_LOG = flags.DEFINE_bool(
 _NOT_RECORDED = {"tf_log"}
 
 
+def _flag_word(field, value):
+    """A knob's value as its flag says it: its word, if one stands for it."""
+    words = {v: word for word, v in (cfg.spec(field).words or {}).items()}
+    return words.get(value, value)
+
+
 def _define_knob(field, fv):
     """Defines the flag of one `tfgraft.config.knob` field."""
-    meta = field.metadata
-    name, default = cfg.flag_name(field), field.default
-    kind = cfg.flag_kind(field)
-    if meta["words"]:
-        words = {value: word for word, value in meta["words"].items()}
-        default, kind = words.get(default, str(default)), "str"
-    if kind == "enum":
-        flags.DEFINE_enum(
-            name, default, list(meta["choices"]), meta["help"], flag_values=fv
-        )
-    elif kind == "list":
-        flags.DEFINE_list(
-            name, [str(v) for v in default], meta["help"], flag_values=fv
-        )
-    else:
-        _DEFINE[kind](name, default, meta["help"], flag_values=fv)
+    knob, kind, default = cfg.spec(field), cfg.flag_kind(field), field.default
+    if knob.words:
+        default, kind = str(_flag_word(field, default)), "str"
+    if kind == "list":
+        default = [str(v) for v in default]
+    choices = (list(knob.choices),) if kind == "enum" else ()
+    _DEFINE[kind](
+        cfg.flag_name(field), default, *choices, knob.help, flag_values=fv
+    )
 
 
 def define_knobs(section_type, names=None, flag_values=None):
@@ -139,13 +141,11 @@ def define(*names, flag_values=None):
                 define_knobs(entry, flag_values=fv)
 
 
-# Every training job, once: its flag groups (configs_test parses every
-# config with the groups of the job its header command names) and its class
-# as "module:Class" (`train.export` rebuilds a workdir's net with it; the
-# name is the `job` of its job.json and report.json). A job class is made
-# from the `JobConfig` and has `name`, `config`, `run(workdir, ...)` and
-# `export_from_checkpoint(workdir, ...)`: a `tfgraft.experiment.Method`,
-# or a pipeline of training phases (L1 pruning, EKG, LW-DNA).
+# Every training job, once: its flag groups and its class as "module:Class"
+# (`train.export` rebuilds a workdir's net with it; the name is the `job` of
+# its job.json and report.json). A job class is made from the `JobConfig`
+# and has `name`, `config`, `run(workdir, ...)` and
+# `export_from_checkpoint(workdir, ...)`.
 JOBS = {
     "baseline": (("common",), "tfgraft.experiment:Method"),
     "grafting": (("common", "grafting"), "tfgraft.grafting.job:Grafting"),
@@ -162,8 +162,6 @@ JOB_GROUPS = {name: groups for name, (groups, _) in JOBS.items()}
 
 def job_class(name):
     """The job class `JOBS` names for `name` (imported on first use)."""
-    import importlib
-
     if name not in JOBS:
         raise cfg.ConfigError(
             f"--job={name}: unknown job; one of {', '.join(sorted(JOBS))}"
@@ -192,8 +190,8 @@ def _knob_value(field, fv):
     """The config value of a knob's flag."""
     flag = cfg.flag_name(field)
     value = fv[flag].value
-    if field.metadata["words"]:
-        return _word_or_steps(flag, value, field.metadata["words"])
+    if cfg.spec(field).words:
+        return _word_or_steps(flag, value, cfg.spec(field).words)
     if cfg.flag_kind(field) == "list":
         try:
             return tuple(float(v) for v in value)
@@ -211,17 +209,15 @@ def job_config(flag_values=None):
     all its knobs (the EKG section's `pretrain*` ones included).
     """
     fv = FLAGS if flag_values is None else flag_values
-    defined = {
-        entry
-        for group in _DEFINED[id(fv)][1]
-        for entry in _GROUP_FLAGS[group]
-        if not isinstance(entry, str)
-    }
-    sections = {}
-    for name, section_type in cfg.section_types().items():
-        if section_type in defined:
-            sections[name] = section_from_flags(section_type, fv)
-    return cfg.JobConfig(**sections)
+    groups = _DEFINED[id(fv)][1]
+    defined = {entry for group in groups for entry in _GROUP_FLAGS[group]}
+    return cfg.JobConfig(
+        **{
+            name: section_from_flags(section_type, fv)
+            for name, section_type in cfg.section_types().items()
+            if section_type in defined
+        }
+    )
 
 
 def section_from_flags(section_type, flag_values=None):
@@ -374,19 +370,13 @@ def expand_flagfiles(args):
 
 
 def check_flagfiles(argv):
-    """Rejects flagfile lines that absl would silently misread.
-
-    The checks of `expand_flagfiles` (which `parse` runs), without using
-    its result: a trailing `# comment`, a missing or self-including file,
-    each named with its file and line.
-    """
+    """The checks of `expand_flagfiles` alone (its result unused)."""
     expand_flagfiles(argv)
 
 
 def user_errors():
     """Exception types reported as one line (no traceback) by `run`."""
     from tfgraft import data
-    from tfgraft import errors
     from tfgraft import export
     from tfgraft import io
     from tfgraft import models
@@ -447,17 +437,18 @@ def job_main(job_class, flag_values=None):
     return main
 
 
-field_flag = cfg.field_flag
+def field_flag(dotted):
+    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
+    return cfg.flag_name(cfg.field_of(dotted))
 
 
 def _flag_setting(field, value):
     if "." not in field:  # a whole section, present on one side only
         return f"{'no ' if value is None else ''}--{field} settings"
-    knob = cfg.field_of(field)
     if value is None:
-        return f"no --{cfg.flag_name(knob)}"
-    words = {v: word for word, v in (knob.metadata["words"] or {}).items()}
-    return f"--{cfg.flag_name(knob)}={cfg.show(words.get(value, value))}"
+        return f"no --{field_flag(field)}"
+    value = errors.flag_value(_flag_word(cfg.field_of(field), value))
+    return f"--{field_flag(field)}={value}"
 
 
 def _entry_name(job):
@@ -488,8 +479,6 @@ def mismatch_message(error):
 
 def _exit_interrupted(workdir):
     """Ctrl-C: one line naming the newest checkpoint; exits with 130."""
-    import glob
-
     import tensorflow as tf
 
     folders = [os.path.join(workdir, "checkpoints")] + sorted(
@@ -530,8 +519,6 @@ def flag_message(error):
     (`tfgraft.config.argument_flag`). An argument that no flag feeds keeps
     its Python spelling.
     """
-    from tfgraft import errors
-
     if not isinstance(error, errors.ArgumentError):
         return str(error)
 
@@ -549,15 +536,15 @@ def _exit_with(error):
     The message is in flag words (`flag_message`).
     """
     lines = [x.strip() for x in flag_message(error).splitlines() if x.strip()]
-    print(f"error: {'; '.join(lines) or type(error).__name__}", file=sys.stderr)
+    message = "; ".join(lines) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def parse(argv, flag_values=None):
     """Parses `argv` as `app.run` does, but fails with one line (exit 2).
 
-    Expands the flagfiles first (`expand_flagfiles`: shipped recipes by
-    name or path, one-line errors for bad flagfile lines); unknown flags, values
+    Expands the flagfiles first (`expand_flagfiles`); unknown flags, values
     of the wrong type and missing required flags are reported as
     `error: <message naming the flag>` instead of absl's usage text.
     Returns the remaining arguments (program name first).
