@@ -125,12 +125,6 @@ class Section:
         pass
 
 
-def own_fields(section_type):
-    """The fields a section type declares itself (not inherited)."""
-    own = section_type.__dict__.get("__annotations__", {})
-    return [f for f in dataclasses.fields(section_type) if f.name in own]
-
-
 def _bare(kind):
     """`X` of `Optional[X]`; any other type as it is."""
     if typing.get_origin(kind) is typing.Union:
@@ -350,11 +344,7 @@ class GraftConfig(Section):
 class LWDNAConfig(Section):
     """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
 
-    `ratio` is the derived net's FLOPs over the *widened* net's (DHP
-    counter); x2 widening does not quite quadruple FLOPs (the RGB input
-    and the logits stay), so the uniform net's budget is a little above
-    0.25 (the report's `equal_flops.uniform_budget_ratio`). The reference's
-    choices of `importance` and `classifier_input`:
+    The reference's choices of `importance` and `classifier_input`:
     `tfgraft.lwdna.shrink.importance` and `check_classifier_input`.
     """
 
@@ -679,10 +669,8 @@ def section_types():
 def field_of(dotted):
     """The `dataclasses.Field` of a dotted `JobConfig` field (`graft.c`)."""
     section, _, name = dotted.partition(".")
-    for field in dataclasses.fields(section_types()[section]):
-        if field.name == name:
-            return field
-    raise KeyError(dotted)
+    fields = dataclasses.fields(section_types()[section])
+    return {field.name: field for field in fields}[name]
 
 
 def argument_flag(argument):

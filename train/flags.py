@@ -114,12 +114,14 @@ def _define_knob(field, fv):
 def define_knobs(section_type, names=None, flag_values=None):
     """Defines the flags of a section's own knobs (or of those `names`).
 
-    Returns the names of the flags defined.
+    Inherited knobs (`Pretraining`'s) are their own group's. Returns the
+    names of the flags defined.
     """
     fv = FLAGS if flag_values is None else flag_values
+    own = section_type.__dict__.get("__annotations__", {})
     defined = []
-    for field in cfg.own_fields(section_type):
-        if names is None or field.name in names:
+    for field in dataclasses.fields(section_type):
+        if field.name in own and (names is None or field.name in names):
             _define_knob(field, fv)
             defined.append(cfg.flag_name(field))
     return defined
@@ -511,14 +513,7 @@ def run_job(job_class):
 
 
 def flag_message(error):
-    """`error`'s message in flag words.
-
-    A library `tfgraft.errors.ArgumentError` names Python arguments; each
-    becomes the flag that feeds it: the one its job named at the call site
-    (`errors.flag_names`), else the one the config declarations give
-    (`tfgraft.config.argument_flag`). An argument that no flag feeds keeps
-    its Python spelling.
-    """
+    """`error`'s message in flag words (`tfgraft.errors` says how)."""
     if not isinstance(error, errors.ArgumentError):
         return str(error)
 
