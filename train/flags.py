@@ -111,26 +111,24 @@ def _define_knob(field, fv):
     )
 
 
-def define_knobs(section_type, names=None, flag_values=None):
+def define_knobs(section_type, names=None, flag_values=FLAGS):
     """Defines the flags of a section's own knobs (or of those `names`).
 
     Inherited knobs (`Pretraining`'s) are their own group's. Returns the
     names of the flags defined.
     """
-    fv = FLAGS if flag_values is None else flag_values
     own = section_type.__dict__.get("__annotations__", {})
     defined = []
     for field in dataclasses.fields(section_type):
         if field.name in own and (names is None or field.name in names):
-            _define_knob(field, fv)
+            _define_knob(field, flag_values)
             defined.append(cfg.flag_name(field))
     return defined
 
 
-def define(*names, flag_values=None):
+def define(*names, flag_values=FLAGS):
     """Defines the named flag groups, each once per FlagValues."""
-    fv = FLAGS if flag_values is None else flag_values
-    defined = _DEFINED.setdefault(id(fv), (fv, set()))[1]
+    defined = _DEFINED.setdefault(id(flag_values), (flag_values, set()))[1]
     for name in names:
         if name in defined:
             continue
@@ -138,9 +136,9 @@ def define(*names, flag_values=None):
         for entry in _GROUP_FLAGS[name]:
             if isinstance(entry, str):
                 define_flag, default, help_text = _OWN_FLAGS[entry]
-                define_flag(entry, default, help_text, flag_values=fv)
+                define_flag(entry, default, help_text, flag_values=flag_values)
             else:
-                define_knobs(entry, flag_values=fv)
+                define_knobs(entry, flag_values=flag_values)
 
 
 # Every training job, once: its flag groups and its class as "module:Class"
@@ -204,46 +202,44 @@ def _knob_value(field, fv):
     return value
 
 
-def job_config(flag_values=None):
+def job_config(flag_values=FLAGS):
     """Builds the `JobConfig` the defined flags describe.
 
     A section is built when its type's group is defined, from the flags of
     all its knobs (the EKG section's `pretrain*` ones included).
     """
-    fv = FLAGS if flag_values is None else flag_values
-    groups = _DEFINED[id(fv)][1]
+    groups = _DEFINED[id(flag_values)][1]
     defined = {entry for group in groups for entry in _GROUP_FLAGS[group]}
     return cfg.JobConfig(
         **{
-            name: section_from_flags(section_type, fv)
+            name: section_from_flags(section_type, flag_values)
             for name, section_type in cfg.section_types().items()
             if section_type in defined
         }
     )
 
 
-def section_from_flags(section_type, flag_values=None):
+def section_from_flags(section_type, flag_values=FLAGS):
     """A config section from the flags of those of its knobs defined.
 
     Knobs without a defined flag keep their defaults; `--cos` sets
     `schedule` (an alias of `--schedule=cosine`).
     """
-    fv = FLAGS if flag_values is None else flag_values
     values = {
-        field.name: _knob_value(field, fv)
+        field.name: _knob_value(field, flag_values)
         for field in dataclasses.fields(section_type)
-        if cfg.flag_name(field) in fv
+        if cfg.flag_name(field) in flag_values
     }
-    if "schedule" in values and "cos" in fv and fv["cos"].value:
+    cos = "cos" in flag_values and flag_values["cos"].value
+    if "schedule" in values and cos:
         values["schedule"] = "cosine"
     return section_type(**values)
 
 
-def flags_text(flag_values=None):
+def flags_text(flag_values=FLAGS):
     """The resolved tfgraft flags as flagfile text (a valid flagfile)."""
-    fv = FLAGS if flag_values is None else flag_values
     lines = ["# Resolved flags of this run; reusable as --flagfile."]
-    for flag in fv.get_flags_for_module(__name__):
+    for flag in flag_values.get_flags_for_module(__name__):
         if flag.value is None or flag.name in _NOT_RECORDED:
             continue
         serialized = flag.serialize()
@@ -410,13 +406,12 @@ def user_errors():
     )
 
 
-def job_main(job_class, flag_values=None):
+def job_main(job_class, flag_values=FLAGS):
     """The `main(argv)` of a training entry point running `job_class`.
 
     A workdir that holds another run stops with one line in flag names;
     Ctrl-C exits with 130 and one line naming the last checkpoint.
     """
-    fv = FLAGS if flag_values is None else flag_values
 
     def main(argv):
         from tfgraft.training import workdir as workdir_lib
@@ -426,15 +421,15 @@ def job_main(job_class, flag_values=None):
                 f"unexpected arguments: {' '.join(argv[1:])}"
             )
         try:
-            job_class(job_config(fv)).run(
-                fv["workdir"].value,
-                flags_text=flags_text(fv),
-                force_resume=fv["force_resume"].value,
+            job_class(job_config(flag_values)).run(
+                flag_values["workdir"].value,
+                flags_text=flags_text(flag_values),
+                force_resume=flag_values["force_resume"].value,
             )
         except workdir_lib.WorkdirMismatchError as e:
             raise cfg.ConfigError(mismatch_message(e)) from None
         except KeyboardInterrupt:
-            _exit_interrupted(fv["workdir"].value)
+            _exit_interrupted(flag_values["workdir"].value)
 
     return main
 
@@ -526,17 +521,14 @@ def flag_message(error):
 
 
 def _exit_with(error):
-    """Prints `error: <message>` as one line on stderr; exits with 2.
-
-    The message is in flag words (`flag_message`).
-    """
+    """Prints `error: <flag_message>` as one line on stderr; exits with 2."""
     lines = [x.strip() for x in flag_message(error).splitlines() if x.strip()]
     message = "; ".join(lines) or type(error).__name__
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-def parse(argv, flag_values=None):
+def parse(argv, flag_values=FLAGS):
     """Parses `argv` as `app.run` does, but fails with one line (exit 2).
 
     Expands the flagfiles first (`expand_flagfiles`); unknown flags, values
@@ -544,9 +536,8 @@ def parse(argv, flag_values=None):
     `error: <message naming the flag>` instead of absl's usage text.
     Returns the remaining arguments (program name first).
     """
-    fv = FLAGS if flag_values is None else flag_values
     try:
-        return fv(argv[:1] + expand_flagfiles(argv[1:]))
+        return flag_values(argv[:1] + expand_flagfiles(argv[1:]))
     except (cfg.ConfigError, flags.Error) as e:
         _exit_with(e)
     except SystemExit as e:
