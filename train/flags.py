@@ -373,29 +373,20 @@ def check_flagfiles(argv):
 
 
 def user_errors():
-    """Exception types reported as one line (no traceback) by `run`."""
-    from tfgraft import data
+    """Exception types reported as one line (no traceback) by `run`.
+
+    `errors.ArgumentError` is the base of every library error that names
+    its arguments (data, models, each method's own).
+    """
     from tfgraft import export
     from tfgraft import io
-    from tfgraft import models
     from tfgraft import pretrained
-    from tfgraft.ekg import errors as ekg_errors
-    from tfgraft.l1prune import prune as l1prune_lib
-    from tfgraft.lwdna import hypernet as lwdna_hypernet
-    from tfgraft.stripe import skeleton as stripe_skeleton
     from tfgraft.training import loop
 
     return (
         errors.ArgumentError,
-        stripe_skeleton.StripePruningError,
-        ekg_errors.EKGError,
         pretrained.PretrainedError,
-        l1prune_lib.L1PruneError,
-        lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
-        data.DataError,
-        models.ChannelConfigError,
-        models.UnknownModelError,
         export.ExportError,
         io.WriteError,
         loop.CheckpointError,
