@@ -188,10 +188,10 @@ def _word_or_steps(flag, value, words):
 
 def _knob_value(field, fv):
     """The config value of a knob's flag."""
-    flag = cfg.flag_name(field)
+    flag, words = cfg.flag_name(field), cfg.spec(field).words
     value = fv[flag].value
-    if cfg.spec(field).words:
-        return _word_or_steps(flag, value, cfg.spec(field).words)
+    if words:
+        return _word_or_steps(flag, value, words)
     if cfg.flag_kind(field) == "list":
         try:
             return tuple(float(v) for v in value)
