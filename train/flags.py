@@ -544,6 +544,7 @@ def guard(main):
 
     def guarded(argv):
         from tfgraft import io
+
         from . import startup
 
         startup.configure_logging(TF_LOG.value)
