@@ -2,19 +2,18 @@
 
 Each field of a section below is one `knob`: its default, the help of its
 flag, its allowed values or range and, where the flag is not named after
-the field, the flag's name. `train/flags.py` defines the absl flags from
-these declarations and builds the sections from the flag values, so a
-flag, its default, its check and its `flags.cfg` line all come from one
-place. A section checks its knobs when it is built (`Section`), so Python
-users get the same one-line `ConfigError`, naming the flag, as the command
-line. The library never reads absl flags: every job takes these
-dataclasses, so a user can drive tfgraft from Python exactly as the
+the field, the flag's name. `train/flags.py` makes the absl flags, their
+checks and `flags.cfg` from these declarations alone. A section checks its
+knobs when it is built (`Section`), so Python users get the same one-line
+`ConfigError`, naming the flag, as the command line. The library never
+reads absl flags: a user can drive tfgraft from Python exactly as the
 command line does.
 """
 
 import dataclasses
 import importlib.util
 import math
+import operator
 import re
 import typing
 from typing import Optional
@@ -27,21 +26,11 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message names the flag."""
 
 
-def knob(
-    default,
-    help,
-    *,
-    flag=None,
-    choices=None,
-    bounds=None,
-    also=(),
-    why=None,
-    words=None,
-):
-    """Declares one configuration field.
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """What a configuration field declares besides its default.
 
-    Args:
-        default: the field's (and its flag's) default.
+    Attributes:
         help: the flag's help.
         flag: the flag's name, if not the field's.
         choices: the allowed values (the flag is an enum).
@@ -52,46 +41,50 @@ def knob(
         words: flag words that stand for values (`{"epoch": 0}`); any
             other flag value must be a positive integer.
     """
+
+    help: str
+    flag: Optional[str] = None
+    choices: Optional[Tuple[str, ...]] = None
+    bounds: Optional[str] = None
+    also: Tuple[float, ...] = ()
+    why: Optional[str] = None
+    words: Optional[dict] = None
+
+
+def knob(default, help, **declared):
+    """Declares one configuration field: its default and its `Knob`."""
     return dataclasses.field(
-        default=default,
-        metadata=dict(
-            help=help,
-            flag=flag,
-            choices=choices,
-            bounds=bounds,
-            also=also,
-            why=why,
-            words=words,
-        ),
+        default=default, metadata={"knob": Knob(help, **declared)}
     )
+
+
+def spec(field):
+    """The `Knob` of a `dataclasses.Field` declared with `knob`."""
+    return field.metadata["knob"]
 
 
 def flag_name(field):
     """The flag of a `dataclasses.Field` declared with `knob`."""
-    return field.metadata.get("flag") or field.name
-
-
-# A value as its flag would be written (`1.0,2.0`, `true`).
-show = errors.flag_value
+    return spec(field).flag or field.name
 
 
 def fail(flag, value, requirement):
     """Raises the one-line `ConfigError` `--flag=value: requirement`."""
-    raise ConfigError(f"--{flag}={show(value)}: {requirement}")
+    raise ConfigError(f"--{flag}={errors.flag_value(value)}: {requirement}")
 
 
-_BOUNDS = re.compile(r"^([(\[])\s*(\S+),\s*(\S+)\s*([)\]])$")
+_INTERVAL = re.compile(r"^([(\[])\s*(\S+),\s*(\S+)\s*([)\]])$")
 _COMPARE = {
-    ">": lambda v, b: v > b,
-    ">=": lambda v, b: v >= b,
-    "<": lambda v, b: v < b,
-    "<=": lambda v, b: v <= b,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
 }
 
 
 def in_bounds(value, bounds):
     """Whether `value` is in `bounds` (`"> 0"`, `"[0, 1)"`, ...)."""
-    interval = _BOUNDS.match(bounds)
+    interval = _INTERVAL.match(bounds)
     if not interval:
         op, bound = bounds.split()
         return _COMPARE[op](value, float(bound))
@@ -101,27 +94,20 @@ def in_bounds(value, bounds):
     return above and below
 
 
-def _requirement(bounds):
-    return f"must be {'in ' if _BOUNDS.match(bounds) else ''}{bounds}"
-
-
-def check_field(section, field):
+def _check_knob(field, value):
     """Checks one knob's value: finite, one of its choices, in its range."""
-    value = getattr(section, field.name)
-    meta = field.metadata
-    flag = flag_name(field)
+    knob, flag = spec(field), flag_name(field)
     items = value if isinstance(value, tuple) else (value,)
     if any(isinstance(v, float) and not math.isfinite(v) for v in items):
         fail(flag, value, "must be a finite number")
-    choices = meta.get("choices")
-    if choices and value is not None and value not in choices:
-        fail(flag, value, f"must be one of {', '.join(choices)}")
-    bounds = meta.get("bounds")
-    if bounds is None or value is None:
+    if knob.choices and value is not None and value not in knob.choices:
+        fail(flag, value, f"must be one of {', '.join(knob.choices)}")
+    if knob.bounds is None or value is None:
         return
+    interval = "in " if _INTERVAL.match(knob.bounds) else ""
     for v in items:
-        if v not in meta["also"] and not in_bounds(v, bounds):
-            fail(flag, value, meta["why"] or _requirement(bounds))
+        if v not in knob.also and not in_bounds(v, knob.bounds):
+            fail(flag, value, knob.why or f"must be {interval}{knob.bounds}")
 
 
 class Section:
@@ -132,48 +118,38 @@ class Section:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            check_field(self, field)
+            _check_knob(field, getattr(self, field.name))
         self.check()
 
     def check(self):
         pass
 
 
-def own_fields(section_type):
-    """The fields a section type declares itself (not inherited)."""
-    own = section_type.__dict__.get("__annotations__", {})
-    return [f for f in dataclasses.fields(section_type) if f.name in own]
+def _bare(kind):
+    """`X` of `Optional[X]`; any other type as it is."""
+    if typing.get_origin(kind) is typing.Union:
+        return next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
 
 
 def flag_kind(field):
     """`bool`, `int`, `float`, `str`, `enum` or `list` (a tuple field)."""
-    kind = field.type
-    if typing.get_origin(kind) is typing.Union:  # Optional[...]
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    if kind is tuple or typing.get_origin(kind) is tuple:
+    kind = _bare(field.type)
+    if typing.get_origin(kind) is tuple:
         return "list"
-    if field.metadata.get("choices"):
-        return "enum"
-    return kind.__name__
+    return "enum" if spec(field).choices else kind.__name__
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Section):
-    """Which images, how they are batched and augmented.
-
-    `augment` is the recipe of `tfgraft.data.augment` (`auto`: the
-    dataset's); `flip=False` drops the horizontal flip and keeps every
-    crop as drawn with it on.
-    """
+    """Which images, how they are batched and augmented (`tfgraft.data`)."""
 
     dataset: str = knob(
         "synthetic", "synthetic | tfds:<name> | folder:<path>."
     )
     data_dir: Optional[str] = knob(None, "tensorflow-datasets data folder.")
     batch_size: int = knob(128, "Global batch size per net.", bounds="> 0")
-    eval_batch_size: int = knob(
-        100, "Evaluation batch size.", bounds="> 0"
-    )
+    eval_batch_size: int = knob(100, "Evaluation batch size.", bounds="> 0")
     synthetic_train_size: int = knob(
         10000, "Images in the synthetic train split."
     )
@@ -214,9 +190,7 @@ class ModelConfig(Section):
 
     name: str = knob("resnet20", "Model zoo name.", flag="model")
     width_mult: float = knob(1.0, "Width multiplier.", bounds="> 0")
-    channel_config: Optional[str] = knob(
-        None, "Per-layer widths (JSON file)."
-    )
+    channel_config: Optional[str] = knob(None, "Per-layer widths (JSON file).")
     preset: Optional[str] = knob(
         None,
         "Per-paper model preset (default: grafting).",
@@ -229,18 +203,12 @@ class ModelConfig(Section):
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig(Section):
-    """PyTorch-style SGD with coupled weight decay and an LR schedule.
-
-    `step_epochs`/`milestones` are in epochs (PyTorch StepLR/MultiStepLR
-    stepped per epoch); `cosine` anneals per step to 0 at the last step.
-    """
+    """PyTorch-style SGD with coupled weight decay and an LR schedule."""
 
     learning_rate: float = knob(0.1, "Initial learning rate.", bounds="> 0")
     momentum: float = knob(0.9, "SGD momentum.", bounds="[0, 1)")
     nesterov: bool = knob(False, "Nesterov momentum.")
-    weight_decay: float = knob(
-        5e-4, "Coupled L2 weight decay.", bounds=">= 0"
-    )
+    weight_decay: float = knob(5e-4, "Coupled L2 weight decay.", bounds=">= 0")
     schedule: str = knob(
         "step",
         "LR schedule.",
@@ -251,9 +219,7 @@ class OptimConfig(Section):
     milestones: Tuple[float, ...] = knob(
         (), "MultiStepLR epochs (comma-separated)."
     )
-    warmup_epochs: float = knob(
-        0.0, "Linear warm-up epochs.", bounds=">= 0"
-    )
+    warmup_epochs: float = knob(0.0, "Linear warm-up epochs.", bounds=">= 0")
 
     def check(self):
         if list(self.milestones) != sorted(self.milestones):
@@ -330,15 +296,7 @@ class RunConfig(Section):
 class GraftConfig(Section):
     """Filter Grafting options (METHODS.md §1).
 
-    `graft_every` is 0 for "once per epoch" (the paper), a step count, or
-    -1 for never: the same N nets, learning rates and data, trained
-    independently (the control arm of a grafting study).
-    `difflr` gives net i the initial LR lr*(1 + cos(pi*(N-i)/N))/2 (the
-    paper's meaning; the reference code's flag is inverted). `scope` picks
-    the tensors a layer-level graft blends: `all`, `conv_bn` (conv kernels
-    and BN only, as the reference VGG16 script) or `auto` (the model's
-    reference script: `conv_bn` for VGG16, `all` otherwise; see
-    `tfgraft.grafting.job.resolve_scope`).
+    Where they differ from the reference code: `tfgraft.grafting.job`.
     """
 
     num_nets: int = knob(
@@ -386,21 +344,8 @@ class GraftConfig(Section):
 class LWDNAConfig(Section):
     """LW-DNA options (METHODS.md §4); the widening is `model.width_mult`.
 
-    `ratio` is the derived net's FLOPs over the *widened* net's (DHP
-    counter); x2 widening does not quite quadruple FLOPs (the RGB input
-    and the logits stay), so the uniform net's budget is a little above
-    0.25 (ResNet-20: 0.2514; the report's
-    `equal_flops.uniform_budget_ratio`). `remain_percentage` = -1 keeps at
-    least `min_channels` per layer (the reference's `mc`).
-    `importance="value"` is what the reference's ImageNet ResNets use even
-    with `--grad_prune`; its CIFAR ResNet uses `"grad"`.
-    `classifier_input="linear"` (default, every model) prunes the
-    classifier-input stream like any other but keeps at least
-    `linear_percentage` of it, as the reference's LW-DNA entry point does;
-    `"keep"` never prunes it, as the reference's DHP CIFAR ResNet (not
-    wired to its LW-DNA entry point) does: after widening that keeps the
-    widened width, so the derived net carries more parameters than the
-    uniform one at the same FLOPs.
+    The reference's choices of `importance` and `classifier_input`:
+    `tfgraft.lwdna.shrink.importance` and `check_classifier_input`.
     """
 
     ratio: float = knob(
@@ -439,9 +384,7 @@ class LWDNAConfig(Section):
         "ImageNet ResNets use) | grad (|dL/dlatent|).",
         choices=("value", "grad"),
     )
-    grad_normalize: bool = knob(
-        False, "Divide latent gradients by their max."
-    )
+    grad_normalize: bool = knob(False, "Divide latent gradients by their max.")
     prune_threshold: float = knob(
         5e-3, "Initial pruning threshold pt.", bounds=">= 0"
     )
@@ -468,10 +411,7 @@ class LWDNAConfig(Section):
 class Pretraining(Section):
     """The pretrained net of the pruning jobs (EKG, L1 filter pruning).
 
-    `pretrained` is a `train.baseline` workdir or a checkpoint; without it,
-    `pretrain_epochs > 0` pretrains the same model in `<workdir>/pretrain`
-    (LR `pretrain_learning_rate` x0.1 at 30/60/90% of the epochs, coupled
-    wd `pretrain_weight_decay`, Nesterov).
+    Without `pretrained`, `tfgraft.pretrained.locate_or_pretrain` trains it.
     """
 
     pretrained: Optional[str] = knob(
@@ -499,16 +439,7 @@ class Pretraining(Section):
 class EKGConfig(Pretraining):
     """EKG options (METHODS.md §3); defaults are the reference's CIFAR ones.
 
-    The `pretrain*` fields are `Pretraining`'s. `batch_size` is the
-    search's, the warm-up pass's and the teacher logits' batch.
-    `search_knowledge` scores the search with validation CE plus soft CE
-    to the ensemble of the sub-networks accepted so far (the paper); False
-    scores it with the CE alone (the ablation without the
-    pseudo-supernet). `knowledge=False` fine-tunes with plain CE (the
-    reference's shipped pipeline). `cost_mode` is `"as_coded"` (the
-    reference's `mask_marking`, whose slicing bug makes a gate's cost the
-    sum of all its scores while unpruned and 0 afterwards) or `"intended"`
-    (the sum of the scores the next step would remove).
+    Where they differ from the reference code: `tfgraft.ekg`.
     """
 
     target_flops_rate: float = knob(
@@ -557,9 +488,7 @@ class EKGConfig(Pretraining):
         "accepted sub-networks (paper; false: CE only, the ablation "
         "without the pseudo-supernet).",
     )
-    num_teachers: int = knob(
-        5, "Teachers in the memory bank.", bounds=">= 1"
-    )
+    num_teachers: int = knob(5, "Teachers in the memory bank.", bounds=">= 1")
     knowledge: bool = knob(
         True, "Fine-tune with the knowledge curriculum (false: plain CE)."
     )
@@ -575,29 +504,11 @@ class EKGConfig(Pretraining):
 class StripeConfig(Section):
     """Stripe-wise pruning options (METHODS.md §2).
 
-    The per-step skeleton update runs when `sr > 0` and `threshold > 0`
-    (the reference's `if args.sr and args.threshold`); the final pruning of
-    the best checkpoint runs whenever `threshold > 0` or
-    `target_flops_cut > 0`. With `target_flops_cut` (a fraction in (0, 1);
-    0: off) the final pruning does not use `threshold` but the threshold
-    on |FS| whose compact model removes that share of the `pff` FLOPs,
-    within `target_tolerance` (absolute) where the discrete steps allow
-    (`tfgraft.stripe.flops_target`, a tfgraft addition); training still
-    uses `sr` and `threshold`. `extra_cuts` (fractions in (0, 1); needs
-    `target_flops_cut`) prune the same selected net at more FLOPs cuts and
-    report each compact net's accuracy (one training, several points of
-    the accuracy-FLOPs curve; the export is the `target_flops_cut` one).
-    `steer_sr` (needs `target_flops_cut`, `sr > 0`, `threshold > 0`)
-    also adapts `sr` at every epoch end so that the FLOPs cut at the
-    training `threshold` follows a ramp to the target
-    (`tfgraft.stripe.job.SrSteeringHook`, a tfgraft addition); the
-    selection-time threshold still runs at the end. `shape_only` freezes
-    every randomly initialised weight and trains only the skeletons.
-    `formulation` is the compact layers' `CompactStripeConv2D` formulation;
-    `compact_jit` compiles each compact layer with XLA (also when served
-    from the exported SavedModel). `dead_branches` is what replaces a
-    residual branch left without stripes: "constant" (exact) or
-    "shortcut" (the reference's block removal).
+    When the skeleton update and the final pruning run, and how
+    `target_flops_cut` and `steer_sr` choose its threshold:
+    `tfgraft.stripe.job`. `extra_cuts` prune the same selected net at more
+    FLOPs cuts (more points of the accuracy-FLOPs curve from one training);
+    the export is the `target_flops_cut` one.
     """
 
     sr: float = knob(
@@ -687,12 +598,8 @@ class StripeConfig(Section):
 class L1PruneConfig(Pretraining):
     """L1-norm filter pruning options (Li et al., ICLR 2017).
 
-    The `pretrain*` fields are `Pretraining`'s. `target_flops_cut` is the
-    wanted FLOPs reduction `1 - after / before` (PFF counter, the stripe
-    job's), met within `target_tolerance` by one pruning fraction shared
-    by every prunable channel group (`tfgraft.l1prune.prune`);
-    `prune_streams=False` prunes block-internal channels only (the paper's
-    ResNet scheme).
+    `target_flops_cut` is met within `target_tolerance` by one pruning
+    fraction shared by every prunable channel group (`tfgraft.l1prune.prune`).
     """
 
     target_flops_cut: float = knob(
@@ -739,39 +646,31 @@ class JobConfig:
     @classmethod
     def from_dict(cls, d):
         """Inverse of `to_dict` (e.g. a workdir's `config.json`)."""
-        kwargs = {}
-        for name, sub in section_types().items():
-            value = d.get(name)
-            if value is None:
+        sections = {}
+        for name, section_type in section_types().items():
+            if d.get(name) is None:
                 continue
-            known = {f.name for f in dataclasses.fields(sub)}
-            args = {k: v for k, v in value.items() if k in known}
-            for k, v in args.items():
-                if isinstance(v, list):
-                    args[k] = tuple(v)
-            kwargs[name] = sub(**args)
-        return cls(**kwargs)
+            known = {f.name for f in dataclasses.fields(section_type)}
+            sections[name] = section_type(
+                **{
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in d[name].items()
+                    if k in known
+                }
+            )
+        return cls(**sections)
 
 
 def section_types():
     """`{section name: section type}` of `JobConfig`, in field order."""
-    hints = typing.get_type_hints(JobConfig)
-    out = {}
-    for field in dataclasses.fields(JobConfig):
-        kind = hints[field.name]
-        if typing.get_origin(kind) is typing.Union:
-            kind = typing.get_args(kind)[0]
-        out[field.name] = kind
-    return out
+    return {f.name: _bare(f.type) for f in dataclasses.fields(JobConfig)}
 
 
 def field_of(dotted):
     """The `dataclasses.Field` of a dotted `JobConfig` field (`graft.c`)."""
     section, _, name = dotted.partition(".")
-    for field in dataclasses.fields(section_types()[section]):
-        if field.name == name:
-            return field
-    raise KeyError(dotted)
+    fields = dataclasses.fields(section_types()[section])
+    return {field.name: field for field in fields}[name]
 
 
 def argument_flag(argument):
@@ -791,8 +690,3 @@ def argument_flag(argument):
         return argument
     flags = {flag_name(f) for f in fields if f.name == argument}
     return flags.pop() if len(flags) == 1 else None
-
-
-def field_flag(dotted):
-    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
-    return flag_name(field_of(dotted))

@@ -24,7 +24,9 @@ def _fields(cpuinfo, key):
 
 def flags(cpuinfo=CPUINFO):
     """The feature flags any core reports (`avx2`, `avx512f`, ...)."""
-    return frozenset(f for line in _fields(cpuinfo, "flags") for f in line.split())
+    return frozenset(
+        f for line in _fields(cpuinfo, "flags") for f in line.split()
+    )
 
 
 def nominal_mhz(cpuinfo=CPUINFO):

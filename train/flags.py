@@ -2,14 +2,14 @@
 
 Flags are grouped; each entry point defines the groups it accepts
 (`define("common", "grafting")`), so a flag that a job does not understand
-is an error there. A group holds config sections, whose knobs (default,
-help, choices; `tfgraft.config.knob`) become its flags, and the few flags
-that are no knob (`_OWN_FLAGS`). The library never sees flags:
-`job_config()` turns them into the frozen dataclasses of `tfgraft.config`,
-which check their values.
+is an error there. A group holds config sections, whose knobs become its
+flags, and the few flags that are no knob (`_OWN_FLAGS`). `job_config()`
+turns the flags into the sections, which check their values.
 """
 
 import dataclasses
+import glob
+import importlib
 import os
 import re
 import sys
@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from tfgraft import config as cfg
+from tfgraft import errors
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +75,8 @@ _DEFINE = {
     "int": flags.DEFINE_integer,
     "float": flags.DEFINE_float,
     "str": flags.DEFINE_string,
+    "enum": flags.DEFINE_enum,
+    "list": flags.DEFINE_list,
 }
 
 # Read before TensorFlow loads (train/startup.py); not a run setting, so
@@ -89,44 +92,43 @@ TF_LOG = flags.DEFINE_bool(
 _NOT_RECORDED = {"tf_log"}
 
 
+def _flag_word(field, value):
+    """A knob's value as its flag says it: its word, if one stands for it."""
+    words = {v: word for word, v in (cfg.spec(field).words or {}).items()}
+    return words.get(value, value)
+
+
 def _define_knob(field, fv):
     """Defines the flag of one `tfgraft.config.knob` field."""
-    meta = field.metadata
-    name, default = cfg.flag_name(field), field.default
-    kind = cfg.flag_kind(field)
-    if meta["words"]:
-        words = {value: word for word, value in meta["words"].items()}
-        default, kind = words.get(default, str(default)), "str"
-    if kind == "enum":
-        flags.DEFINE_enum(
-            name, default, list(meta["choices"]), meta["help"], flag_values=fv
-        )
-    elif kind == "list":
-        flags.DEFINE_list(
-            name, [str(v) for v in default], meta["help"], flag_values=fv
-        )
-    else:
-        _DEFINE[kind](name, default, meta["help"], flag_values=fv)
+    knob, kind, default = cfg.spec(field), cfg.flag_kind(field), field.default
+    if knob.words:
+        default, kind = str(_flag_word(field, default)), "str"
+    if kind == "list":
+        default = [str(v) for v in default]
+    choices = (list(knob.choices),) if kind == "enum" else ()
+    _DEFINE[kind](
+        cfg.flag_name(field), default, *choices, knob.help, flag_values=fv
+    )
 
 
-def define_knobs(section_type, names=None, flag_values=None):
+def define_knobs(section_type, names=None, flag_values=FLAGS):
     """Defines the flags of a section's own knobs (or of those `names`).
 
-    Returns the names of the flags defined.
+    Inherited knobs (`Pretraining`'s) are their own group's. Returns the
+    names of the flags defined.
     """
-    fv = FLAGS if flag_values is None else flag_values
+    own = section_type.__dict__.get("__annotations__", {})
     defined = []
-    for field in cfg.own_fields(section_type):
-        if names is None or field.name in names:
-            _define_knob(field, fv)
+    for field in dataclasses.fields(section_type):
+        if field.name in own and (names is None or field.name in names):
+            _define_knob(field, flag_values)
             defined.append(cfg.flag_name(field))
     return defined
 
 
-def define(*names, flag_values=None):
+def define(*names, flag_values=FLAGS):
     """Defines the named flag groups, each once per FlagValues."""
-    fv = FLAGS if flag_values is None else flag_values
-    defined = _DEFINED.setdefault(id(fv), (fv, set()))[1]
+    defined = _DEFINED.setdefault(id(flag_values), (flag_values, set()))[1]
     for name in names:
         if name in defined:
             continue
@@ -134,18 +136,16 @@ def define(*names, flag_values=None):
         for entry in _GROUP_FLAGS[name]:
             if isinstance(entry, str):
                 define_flag, default, help_text = _OWN_FLAGS[entry]
-                define_flag(entry, default, help_text, flag_values=fv)
+                define_flag(entry, default, help_text, flag_values=flag_values)
             else:
-                define_knobs(entry, flag_values=fv)
+                define_knobs(entry, flag_values=flag_values)
 
 
-# Every training job, once: its flag groups (configs_test parses every
-# config with the groups of the job its header command names) and its class
-# as "module:Class" (`train.export` rebuilds a workdir's net with it; the
-# name is the `job` of its job.json and report.json). A job class is made
-# from the `JobConfig` and has `name`, `config`, `run(workdir, ...)` and
-# `export_from_checkpoint(workdir, ...)`: a `tfgraft.experiment.Method`,
-# or a pipeline of training phases (L1 pruning, EKG, LW-DNA).
+# Every training job, once: its flag groups and its class as "module:Class"
+# (`train.export` rebuilds a workdir's net with it; the name is the `job` of
+# its job.json and report.json). A job class is made from the `JobConfig`
+# and has `name`, `config`, `run(workdir, ...)` and
+# `export_from_checkpoint(workdir, ...)`.
 JOBS = {
     "baseline": (("common",), "tfgraft.experiment:Method"),
     "grafting": (("common", "grafting"), "tfgraft.grafting.job:Grafting"),
@@ -162,8 +162,6 @@ JOB_GROUPS = {name: groups for name, (groups, _) in JOBS.items()}
 
 def job_class(name):
     """The job class `JOBS` names for `name` (imported on first use)."""
-    import importlib
-
     if name not in JOBS:
         raise cfg.ConfigError(
             f"--job={name}: unknown job; one of {', '.join(sorted(JOBS))}"
@@ -190,10 +188,10 @@ def _word_or_steps(flag, value, words):
 
 def _knob_value(field, fv):
     """The config value of a knob's flag."""
-    flag = cfg.flag_name(field)
+    flag, words = cfg.flag_name(field), cfg.spec(field).words
     value = fv[flag].value
-    if field.metadata["words"]:
-        return _word_or_steps(flag, value, field.metadata["words"])
+    if words:
+        return _word_or_steps(flag, value, words)
     if cfg.flag_kind(field) == "list":
         try:
             return tuple(float(v) for v in value)
@@ -204,48 +202,44 @@ def _knob_value(field, fv):
     return value
 
 
-def job_config(flag_values=None):
+def job_config(flag_values=FLAGS):
     """Builds the `JobConfig` the defined flags describe.
 
     A section is built when its type's group is defined, from the flags of
     all its knobs (the EKG section's `pretrain*` ones included).
     """
-    fv = FLAGS if flag_values is None else flag_values
-    defined = {
-        entry
-        for group in _DEFINED[id(fv)][1]
-        for entry in _GROUP_FLAGS[group]
-        if not isinstance(entry, str)
-    }
-    sections = {}
-    for name, section_type in cfg.section_types().items():
-        if section_type in defined:
-            sections[name] = section_from_flags(section_type, fv)
-    return cfg.JobConfig(**sections)
+    groups = _DEFINED[id(flag_values)][1]
+    defined = {entry for group in groups for entry in _GROUP_FLAGS[group]}
+    return cfg.JobConfig(
+        **{
+            name: section_from_flags(section_type, flag_values)
+            for name, section_type in cfg.section_types().items()
+            if section_type in defined
+        }
+    )
 
 
-def section_from_flags(section_type, flag_values=None):
+def section_from_flags(section_type, flag_values=FLAGS):
     """A config section from the flags of those of its knobs defined.
 
     Knobs without a defined flag keep their defaults; `--cos` sets
     `schedule` (an alias of `--schedule=cosine`).
     """
-    fv = FLAGS if flag_values is None else flag_values
     values = {
-        field.name: _knob_value(field, fv)
+        field.name: _knob_value(field, flag_values)
         for field in dataclasses.fields(section_type)
-        if cfg.flag_name(field) in fv
+        if cfg.flag_name(field) in flag_values
     }
-    if "schedule" in values and "cos" in fv and fv["cos"].value:
+    cos = "cos" in flag_values and flag_values["cos"].value
+    if "schedule" in values and cos:
         values["schedule"] = "cosine"
     return section_type(**values)
 
 
-def flags_text(flag_values=None):
+def flags_text(flag_values=FLAGS):
     """The resolved tfgraft flags as flagfile text (a valid flagfile)."""
-    fv = FLAGS if flag_values is None else flag_values
     lines = ["# Resolved flags of this run; reusable as --flagfile."]
-    for flag in fv.get_flags_for_module(__name__):
+    for flag in flag_values.get_flags_for_module(__name__):
         if flag.value is None or flag.name in _NOT_RECORDED:
             continue
         serialized = flag.serialize()
@@ -374,40 +368,25 @@ def expand_flagfiles(args):
 
 
 def check_flagfiles(argv):
-    """Rejects flagfile lines that absl would silently misread.
-
-    The checks of `expand_flagfiles` (which `parse` runs), without using
-    its result: a trailing `# comment`, a missing or self-including file,
-    each named with its file and line.
-    """
+    """The checks of `expand_flagfiles` alone (its result unused)."""
     expand_flagfiles(argv)
 
 
 def user_errors():
-    """Exception types reported as one line (no traceback) by `run`."""
-    from tfgraft import data
-    from tfgraft import errors
+    """Exception types reported as one line (no traceback) by `run`.
+
+    `errors.ArgumentError` is the base of every library error that names
+    its arguments (data, models, each method's own).
+    """
     from tfgraft import export
     from tfgraft import io
-    from tfgraft import models
     from tfgraft import pretrained
-    from tfgraft.ekg import errors as ekg_errors
-    from tfgraft.l1prune import prune as l1prune_lib
-    from tfgraft.lwdna import hypernet as lwdna_hypernet
-    from tfgraft.stripe import skeleton as stripe_skeleton
     from tfgraft.training import loop
 
     return (
         errors.ArgumentError,
-        stripe_skeleton.StripePruningError,
-        ekg_errors.EKGError,
         pretrained.PretrainedError,
-        l1prune_lib.L1PruneError,
-        lwdna_hypernet.LWDNAError,
         cfg.ConfigError,
-        data.DataError,
-        models.ChannelConfigError,
-        models.UnknownModelError,
         export.ExportError,
         io.WriteError,
         loop.CheckpointError,
@@ -418,13 +397,12 @@ def user_errors():
     )
 
 
-def job_main(job_class, flag_values=None):
+def job_main(job_class, flag_values=FLAGS):
     """The `main(argv)` of a training entry point running `job_class`.
 
     A workdir that holds another run stops with one line in flag names;
     Ctrl-C exits with 130 and one line naming the last checkpoint.
     """
-    fv = FLAGS if flag_values is None else flag_values
 
     def main(argv):
         from tfgraft.training import workdir as workdir_lib
@@ -434,30 +412,31 @@ def job_main(job_class, flag_values=None):
                 f"unexpected arguments: {' '.join(argv[1:])}"
             )
         try:
-            job_class(job_config(fv)).run(
-                fv["workdir"].value,
-                flags_text=flags_text(fv),
-                force_resume=fv["force_resume"].value,
+            job_class(job_config(flag_values)).run(
+                flag_values["workdir"].value,
+                flags_text=flags_text(flag_values),
+                force_resume=flag_values["force_resume"].value,
             )
         except workdir_lib.WorkdirMismatchError as e:
             raise cfg.ConfigError(mismatch_message(e)) from None
         except KeyboardInterrupt:
-            _exit_interrupted(fv["workdir"].value)
+            _exit_interrupted(flag_values["workdir"].value)
 
     return main
 
 
-field_flag = cfg.field_flag
+def field_flag(dotted):
+    """The flag of a dotted `JobConfig` field (`graft.c` -> `graft_c`)."""
+    return cfg.flag_name(cfg.field_of(dotted))
 
 
 def _flag_setting(field, value):
     if "." not in field:  # a whole section, present on one side only
         return f"{'no ' if value is None else ''}--{field} settings"
-    knob = cfg.field_of(field)
     if value is None:
-        return f"no --{cfg.flag_name(knob)}"
-    words = {v: word for word, v in (knob.metadata["words"] or {}).items()}
-    return f"--{cfg.flag_name(knob)}={cfg.show(words.get(value, value))}"
+        return f"no --{field_flag(field)}"
+    value = errors.flag_value(_flag_word(cfg.field_of(field), value))
+    return f"--{field_flag(field)}={value}"
 
 
 def _entry_name(job):
@@ -488,8 +467,6 @@ def mismatch_message(error):
 
 def _exit_interrupted(workdir):
     """Ctrl-C: one line naming the newest checkpoint; exits with 130."""
-    import glob
-
     import tensorflow as tf
 
     folders = [os.path.join(workdir, "checkpoints")] + sorted(
@@ -522,16 +499,7 @@ def run_job(job_class):
 
 
 def flag_message(error):
-    """`error`'s message in flag words.
-
-    A library `tfgraft.errors.ArgumentError` names Python arguments; each
-    becomes the flag that feeds it: the one its job named at the call site
-    (`errors.flag_names`), else the one the config declarations give
-    (`tfgraft.config.argument_flag`). An argument that no flag feeds keeps
-    its Python spelling.
-    """
-    from tfgraft import errors
-
+    """`error`'s message in flag words (`tfgraft.errors` says how)."""
     if not isinstance(error, errors.ArgumentError):
         return str(error)
 
@@ -544,27 +512,23 @@ def flag_message(error):
 
 
 def _exit_with(error):
-    """Prints `error: <message>` as one line on stderr; exits with 2.
-
-    The message is in flag words (`flag_message`).
-    """
+    """Prints `error: <flag_message>` as one line on stderr; exits with 2."""
     lines = [x.strip() for x in flag_message(error).splitlines() if x.strip()]
-    print(f"error: {'; '.join(lines) or type(error).__name__}", file=sys.stderr)
+    message = "; ".join(lines) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-def parse(argv, flag_values=None):
+def parse(argv, flag_values=FLAGS):
     """Parses `argv` as `app.run` does, but fails with one line (exit 2).
 
-    Expands the flagfiles first (`expand_flagfiles`: shipped recipes by
-    name or path, one-line errors for bad flagfile lines); unknown flags, values
+    Expands the flagfiles first (`expand_flagfiles`); unknown flags, values
     of the wrong type and missing required flags are reported as
     `error: <message naming the flag>` instead of absl's usage text.
     Returns the remaining arguments (program name first).
     """
-    fv = FLAGS if flag_values is None else flag_values
     try:
-        return fv(argv[:1] + expand_flagfiles(argv[1:]))
+        return flag_values(argv[:1] + expand_flagfiles(argv[1:]))
     except (cfg.ConfigError, flags.Error) as e:
         _exit_with(e)
     except SystemExit as e:
@@ -580,6 +544,7 @@ def guard(main):
 
     def guarded(argv):
         from tfgraft import io
+
         from . import startup
 
         startup.configure_logging(TF_LOG.value)

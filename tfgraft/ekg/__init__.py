@@ -20,10 +20,11 @@ Where tfgraft differs from the reference code (METHODS.md §3):
 
 * knowledge fine-tuning is on by default (`--knowledge=false`: the shipped
   pipeline's plain CE); `--search_knowledge=false` (an ablation the
-  reference lacks) scores the search with the validation CE alone; a teacher is selected when `d_t <= d_s` (the code
-  writes `<`; they differ on ties only, within 1e-6 per image), so a
-  student equal to its teachers gets exactly CE; with several replicas the
-  selection uses each replica's share of the batch;
+  reference lacks) scores the search with the validation CE alone; a
+  teacher is selected when `d_t <= d_s` (the code writes `<`; they differ
+  on ties only, within 1e-6 per image), so a student equal to its teachers
+  gets exactly CE; with several replicas the selection uses each replica's
+  share of the batch;
 * the two views run through the net as one batch of 2B images;
 * `select_teachers` uses exactly T evenly spaced targets (the reference's
   float `arange` can give 6) and repeats entries when the history is
