@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import io
 from tfgraft.data import base
 from tfgraft.data.base import decode_image
 
@@ -73,57 +74,32 @@ def load(path):
     }
 
     height, width = _common_size(files["train"][0], spec)
-    num_pixels = sum(len(paths) for paths, _ in files.values())
-    small = max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
-    name = f"folder:{root}"
+    num_images = sum(len(paths) for paths, _ in files.values())
     common = dict(
-        name=name,
+        name=f"folder:{root}",
         num_classes=len(class_names),
         num_train=len(files["train"][0]),
         num_test=len(files["test"][0]),
         class_names=tuple(class_names),
     )
-    if small and num_pixels * height * width * 3 <= (
-        base.MAX_IN_MEMORY_BYTES
-    ):
+    storage = base.storage(num_images, height, width)
+    if storage == "memory":
         splits = {
             split: (_decode_all(paths, (height, width, 3), spec), labels)
             for split, (paths, labels) in files.items()
         }
-        mean, std = base.channel_stats(splits["train"][0])
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
+        stats = base.channel_stats(splits["train"][0])
+        info = base.image_info(common, (height, width), stats)
         return base.ArraySource(info, splits)
 
-    if num_pixels <= MAX_HEADER_CHECKS:
+    if num_images <= MAX_HEADER_CHECKS:
         for paths, _ in files.values():
             for file in paths:
                 _check_header(file, spec)
-    if small:
-        # Too many small images to hold in memory: stream them with the
-        # CIFAR recipe and the ImageNet statistics as a neutral default.
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=base.IMAGENET_MEAN,
-            std=base.IMAGENET_STD,
-            recipe="cifar",
-            **common,
-        )
-        return FolderStreamSource(info, files, fixed_shape=(height, width))
-    size = base.IMAGENET_SIZE
-    info = base.DatasetInfo(
-        image_shape=(size, size, 3),
-        mean=base.IMAGENET_MEAN,
-        std=base.IMAGENET_STD,
-        recipe="imagenet",
-        **common,
-    )
-    return FolderStreamSource(info, files)
+    # Too many small images to hold in memory are streamed with the CIFAR
+    # recipe and the ImageNet statistics as a neutral default.
+    size = (height, width) if storage == "small" else None
+    return FolderStreamSource(base.image_info(common, size), files, size)
 
 
 class FolderStreamSource(base.Source):
@@ -150,14 +126,8 @@ class FolderStreamSource(base.Source):
 
     def stream(self, split, *, seed, start=0):
         base.check_split(split)
-        paths, labels = self._files[split]
-        num = int(labels.shape[0])
-
-        def fetch(index):
-            return paths[index], labels[index]
-
         # Shuffle and skip file names; only the images we keep get decoded.
-        ds = base.epoch_indices(num, seed, start).map(fetch)
+        ds = base.shuffled(self._files[split], seed, start)
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _decode(self, path, label):
@@ -246,7 +216,7 @@ def _decode_file(path, spec):
             contents, channels=3, expand_animations=False
         )
     except (OSError, ValueError, tf.errors.OpError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = io.first_line(e, "")
         raise base.DataError(
             "{spec}: " f"cannot decode image file {path} ({reason}).",
             spec=spec,

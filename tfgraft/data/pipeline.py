@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfgraft.config import DataConfig
 from tfgraft.data import augment as augment_lib
-from tfgraft.data import sources
+from tfgraft.data import base
 
 # Seed domains, so that epoch permutations and batch augmentations drawn
 # from the same user seed are independent.
@@ -37,7 +37,7 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 
 def _info(info_or_source):
-    if isinstance(info_or_source, sources.DatasetInfo):
+    if isinstance(info_or_source, base.DatasetInfo):
         return info_or_source
     return info_or_source.info
 
@@ -57,12 +57,12 @@ def steps_per_epoch(info_or_source, batch_size):
     """
     info = _info(info_or_source)
     if int(batch_size) < 1:
-        raise sources.DataError(
+        raise base.DataError(
             "{batch_size}: must be >= 1.", batch_size=batch_size
         )
     steps = info.num_train // int(batch_size)
     if steps < 1:
-        raise sources.DataError(
+        raise base.DataError(
             "{batch_size} is larger than the "
             f"{info.num_train} training images of {info.name}.",
             batch_size=batch_size,
@@ -168,7 +168,7 @@ def _step_seed(seed, step, stage):
 
 def _check_recipe(info, recipe):
     if recipe == "cifar" and info.recipe == "imagenet":
-        raise sources.DataError(
+        raise base.DataError(
             f"augmentation recipe 'cifar' needs fixed-size images, but "
             f"{info.name} has images of varying size; use 'imagenet' or "
             "'auto'."
@@ -214,23 +214,16 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
             f"num={num}"
         )
     used = steps * int(batch_size)
-    start_epoch, skip = divmod(int(start_step), steps)
     tag = _PERMUTATION_TAG if tag is None else tag
     permutation_seed = _seed_pair(seed, tag)
 
     def epoch_batches(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(
-            permutation_seed, epoch
-        )
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num, dtype=tf.int64), seed=epoch_seed
-        )
+        order = base.permutation(permutation_seed, epoch, num)
         batches = tf.reshape(order[:used], [steps, batch_size])
         step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((step_ids, batches))
 
-    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
-    return ds.flat_map(epoch_batches).skip(skip)
+    return base.endless_epochs(start_step, steps, epoch_batches)
 
 
 def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
@@ -317,7 +310,7 @@ def eval_dataset(source, *, batch_size, split="test"):
         are; ImageNet recipe: shorter side resized to 256, centre crop 224.
     """
     if int(batch_size) < 1:
-        raise sources.DataError(
+        raise base.DataError(
             "{batch_size}: must be >= 1.", batch_size=batch_size
         )
     info = source.info

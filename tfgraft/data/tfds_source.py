@@ -10,6 +10,7 @@ with the file order and a shuffle buffer reseeded every epoch.
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import io
 from tfgraft.data import base
 from tfgraft.data.base import decode_image
 
@@ -38,7 +39,7 @@ def load(name, *, data_dir=None):
         ) from None
     except Exception as e:  # Bad version or config: TFDS says which.
         raise base.DataError(
-            "{spec}: " + _first_line(e), spec=spec
+            "{spec}: " + io.first_line(e), spec=spec
         ) from None
     if not builder.is_prepared():
         where = "{data_dir}" if data_dir else "the TFDS default directory"
@@ -67,10 +68,7 @@ def load(name, *, data_dir=None):
         )
     num_train = info.splits["train"].num_examples
     num_test = info.splits[split_names["test"]].num_examples
-    shape = tuple(info.features[image_key].shape)
-    height, width = shape[0], shape[1]
-    fixed = height is not None and width is not None
-    small = fixed and max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
+    height, width = tuple(info.features[image_key].shape)[:2]
     common = dict(
         name=f"tfds:{name}",
         num_classes=int(label_feature.num_classes),
@@ -79,49 +77,29 @@ def load(name, *, data_dir=None):
         class_names=tuple(label_feature.names),
     )
     cifar_stats = name.split(":")[0] in _CIFAR_NAMES
-    in_memory_bytes = (num_train + num_test) * (height or 0) * (width or 0) * 3
-    if small and in_memory_bytes <= base.MAX_IN_MEMORY_BYTES:
+    stats = (
+        (base.CIFAR_MEAN, base.CIFAR_STD)
+        if cifar_stats
+        else (base.IMAGENET_MEAN, base.IMAGENET_STD)
+    )
+    storage = base.storage(num_train + num_test, height, width)
+    if storage == "memory":
         splits = {
             split: _read_arrays(builder, tfds_split, image_key, label_key)
             for split, tfds_split in split_names.items()
         }
-        if cifar_stats:
-            mean, std = base.CIFAR_MEAN, base.CIFAR_STD
-        else:
-            mean, std = base.channel_stats(splits["train"][0])
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
+        if not cifar_stats:
+            stats = base.channel_stats(splits["train"][0])
+        info = base.image_info(common, (height, width), stats)
         return base.ArraySource(info, splits)
-
-    if small:
-        mean, std = (
-            (base.CIFAR_MEAN, base.CIFAR_STD)
-            if cifar_stats
-            else (base.IMAGENET_MEAN, base.IMAGENET_STD)
-        )
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
-    else:
-        size = base.IMAGENET_SIZE
-        info = base.DatasetInfo(
-            image_shape=(size, size, 3),
-            mean=base.IMAGENET_MEAN,
-            std=base.IMAGENET_STD,
-            recipe="imagenet",
-            **common,
-        )
+    size = (height, width) if storage == "small" else None
     return TfdsStreamSource(
-        info, builder, split_names, image_key, label_key, fixed_shape=small
+        base.image_info(common, size, stats),
+        builder,
+        split_names,
+        image_key,
+        label_key,
+        fixed_shape=size is not None,
     )
 
 
@@ -159,8 +137,6 @@ class TfdsStreamSource(base.Source):
         if self._builder.info.file_format.value != "tfrecord":
             return self._stream_as_dataset(split, seed, start)
         files = tf.constant([str(p) for p in split_info.filepaths])
-        num_examples = split_info.num_examples
-        start_epoch, offset = divmod(int(start), num_examples)
         key = tf.constant([int(seed), 0xF11E], tf.int64)
         features = self._builder.info.features
         decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
@@ -184,9 +160,8 @@ class TfdsStreamSource(base.Source):
             )
             return records.shuffle(SHUFFLE_BUFFER, seed=buffer_seed)
 
-        ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
         # Skipping serialized records is cheap: nothing is decoded yet.
-        ds = ds.flat_map(epoch).skip(offset)
+        ds = base.endless_epochs(start, split_info.num_examples, epoch)
 
         def parse(record):
             return self._pick(
@@ -259,8 +234,3 @@ def _read_arrays(builder, split, image_key, label_key):
     elif images.shape[-1] == 4:
         images = images[..., :3]
     return images.astype(np.uint8), labels
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
