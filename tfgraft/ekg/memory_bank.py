@@ -58,9 +58,7 @@ class SubnetMemoryBank(tf.Module):
                     f"SubnetMemoryBank {arg} must be a positive int. "
                     f"Received: {arg}={value}"
                 )
-        self.capacity = int(capacity)
-        self.snapshot_size = int(snapshot_size)
-        self.num_gates = int(num_gates)
+            setattr(self, arg, int(value))
         self.orders = tf.Variable(
             tf.zeros([self.capacity, self.snapshot_size]),
             trainable=False,

@@ -5,12 +5,12 @@ three files atomically into the study's workdir. Accuracies are fractions
 in the JSON and percentages in the table.
 """
 
-import io as pyio
 import json
 import os
 import time
 
 from tfgraft import io
+from tfgraft import plotting
 from tfgraft.study import figures as figures_lib
 from tfgraft.study import runner
 from tfgraft.study import stats
@@ -271,12 +271,8 @@ def plot(data):
     rows = [r for r in data["rows"] if r["n"]]
     if not rows:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
+    plt = plotting.pyplot()
+    if plt is None:
         return None
     flops = {r["flops"]["mean"] for r in rows}
     by_flops = len(flops) > 1
@@ -288,15 +284,15 @@ def plot(data):
     )
     ax = axes[0][0]
     for y, r in enumerate(rows):
-        for metric, marker, color in (
-            ("final_top1", "o", "C0"),
-            ("best_top1", "^", "C1"),
+        for metric, marker, color, dy in (
+            ("final_top1", "o", "C0", -0.12),
+            ("best_top1", "^", "C1", 0.12),
         ):
             values = list(r["per_seed"][metric].values())
             xs = [100 * v for v in values]
             ax.scatter(
                 xs,
-                [y + (0.12 if metric == "best_top1" else -0.12)] * len(xs),
+                [y + dy] * len(xs),
                 marker=marker,
                 color=color,
                 alpha=0.6,
@@ -304,7 +300,6 @@ def plot(data):
             )
             if xs:
                 m = sum(xs) / len(xs)
-                dy = 0.12 if metric == "best_top1" else -0.12
                 ax.plot([m, m], [y + dy - 0.1, y + dy + 0.1], color=color)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
     ax.invert_yaxis()
@@ -330,10 +325,7 @@ def plot(data):
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plotting.png(fig)
 
 
 def write(study, data):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import cpu
+from tfgraft import io
 from tfgraft.config import ConfigError
 
 # Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
@@ -106,7 +107,7 @@ def _tpu_strategy():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0] if str(e) else type(e)
+        first = io.first_line(e)
         raise ConfigError(
             f"--strategy=tpu: no TPU reachable ({first}); set TPU_NAME to "
             "the TPU's name (TPU_NAME=local on a TPU VM)"

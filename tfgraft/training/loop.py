@@ -99,8 +99,7 @@ def restore(checkpoint, manager):
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
         except _UNREADABLE as e:
-            text = str(e).strip()
-            first = text.splitlines()[0] if text else type(e).__name__
+            first = io.first_line(e)
             logging.warning(
                 "Checkpoint %s is unreadable (%s); trying an older one",
                 path,
