@@ -99,7 +99,7 @@ def load(path):
     # Too many small images to hold in memory are streamed with the CIFAR
     # recipe and the ImageNet statistics as a neutral default.
     size = (height, width) if storage == "small" else None
-    return FolderStreamSource(base.image_info(common, size), files, size)
+    return FolderStreamSource(base.image_info(common, size), files)
 
 
 class FolderStreamSource(base.Source):
@@ -107,7 +107,7 @@ class FolderStreamSource(base.Source):
 
     in_memory = False
 
-    def __init__(self, info, files, fixed_shape=None):
+    def __init__(self, info, files):
         self.info = info
         self._files = {
             split: (
@@ -116,7 +116,6 @@ class FolderStreamSource(base.Source):
             )
             for split, (paths, labels) in files.items()
         }
-        self._fixed_shape = fixed_shape
 
     def dataset(self, split):
         base.check_split(split)
@@ -132,8 +131,8 @@ class FolderStreamSource(base.Source):
 
     def _decode(self, path, label):
         image = decode_image(tf.io.read_file(path), path)
-        if self._fixed_shape is not None:
-            expected = list(self._fixed_shape) + [3]
+        if self.info.recipe == "cifar":  # small images of one fixed size
+            expected = list(self.info.image_shape)
             check = tf.debugging.Assert(
                 tf.reduce_all(tf.equal(tf.shape(image), expected)),
                 ["Image size differs from", expected, "in file", path],

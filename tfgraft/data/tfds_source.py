@@ -93,14 +93,8 @@ def load(name, *, data_dir=None):
         info = base.image_info(common, (height, width), stats)
         return base.ArraySource(info, splits)
     size = (height, width) if storage == "small" else None
-    return TfdsStreamSource(
-        base.image_info(common, size, stats),
-        builder,
-        split_names,
-        image_key,
-        label_key,
-        fixed_shape=size is not None,
-    )
+    info = base.image_info(common, size, stats)
+    return TfdsStreamSource(info, builder, split_names, image_key, label_key)
 
 
 class TfdsStreamSource(base.Source):
@@ -108,27 +102,26 @@ class TfdsStreamSource(base.Source):
 
     in_memory = False
 
-    def __init__(
-        self, info, builder, split_names, image_key, label_key, fixed_shape
-    ):
+    def __init__(self, info, builder, split_names, image_key, label_key):
         import tensorflow_datasets as tfds
 
         self.info = info
         self._tfds = tfds
         self._builder = builder
         self._split_names = split_names
-        self._image_key = image_key
-        self._label_key = label_key
-        self._fixed_shape = fixed_shape
+        self._keys = image_key, label_key
+        # Images stay encoded until `_decode`.
+        self._decoders = {image_key: tfds.decode.SkipDecoding()}
+
+    def _examples(self, split, **options):
+        """`builder.as_dataset(split, **options)` as (encoded, label)."""
+        return self._builder.as_dataset(
+            split=self._split_names[split], decoders=self._decoders, **options
+        ).map(self._pick)
 
     def dataset(self, split):
         base.check_split(split)
-        ds = self._builder.as_dataset(
-            split=self._split_names[split],
-            shuffle_files=False,
-            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
-        )
-        ds = ds.map(self._pick)
+        ds = self._examples(split, shuffle_files=False)
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def stream(self, split, *, seed, start=0):
@@ -139,7 +132,6 @@ class TfdsStreamSource(base.Source):
         files = tf.constant([str(p) for p in split_info.filepaths])
         key = tf.constant([int(seed), 0xF11E], tf.int64)
         features = self._builder.info.features
-        decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
 
         def epoch(index):
             epoch_seed = tf.random.experimental.stateless_fold_in(key, index)
@@ -165,7 +157,7 @@ class TfdsStreamSource(base.Source):
 
         def parse(record):
             return self._pick(
-                features.deserialize_example(record, decoders=decoders)
+                features.deserialize_example(record, decoders=self._decoders)
             )
 
         ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -177,12 +169,7 @@ class TfdsStreamSource(base.Source):
         read_config = self._tfds.ReadConfig(
             shuffle_seed=int(seed), shuffle_reshuffle_each_iteration=True
         )
-        ds = self._builder.as_dataset(
-            split=self._split_names[split],
-            shuffle_files=True,
-            read_config=read_config,
-            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
-        ).map(self._pick)
+        ds = self._examples(split, shuffle_files=True, read_config=read_config)
         ds = ds.shuffle(
             SHUFFLE_BUFFER, seed=int(seed), reshuffle_each_iteration=True
         )
@@ -190,11 +177,11 @@ class TfdsStreamSource(base.Source):
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _pick(self, example):
-        return example[self._image_key], example[self._label_key]
+        return tuple(example[key] for key in self._keys)
 
     def _decode(self, encoded, label):
         image = decode_image(encoded, tf.constant(self.info.name))
-        if self._fixed_shape:
+        if self.info.recipe == "cifar":  # small images of one fixed size
             image = tf.ensure_shape(image, self.info.image_shape)
         return image, tf.cast(label, tf.int32)
 
