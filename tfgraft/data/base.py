@@ -154,7 +154,8 @@ class ArraySource(Source):
 
     def stream(self, split, *, seed, start=0):
         images, labels = self.arrays(split)
-        return shuffled((tf.constant(images), tf.constant(labels)), seed, start)
+        pair = tf.constant(images), tf.constant(labels)
+        return shuffled(pair, seed, start)
 
 
 def endless_epochs(start, epoch_size, epoch):

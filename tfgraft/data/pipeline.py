@@ -56,10 +56,7 @@ def steps_per_epoch(info_or_source, batch_size):
         DataError: naming `batch_size` if that is less than one batch.
     """
     info = _info(info_or_source)
-    if int(batch_size) < 1:
-        raise base.DataError(
-            "{batch_size}: must be >= 1.", batch_size=batch_size
-        )
+    _check_batch_size(batch_size)
     steps = info.num_train // int(batch_size)
     if steps < 1:
         raise base.DataError(
@@ -68,6 +65,13 @@ def steps_per_epoch(info_or_source, batch_size):
             batch_size=batch_size,
         )
     return steps
+
+
+def _check_batch_size(batch_size):
+    if int(batch_size) < 1:
+        raise base.DataError(
+            "{batch_size}: must be >= 1.", batch_size=batch_size
+        )
 
 
 def _seed_pair(seed, tag):
@@ -228,8 +232,6 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
 
 def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
     images, labels = source.arrays("train")
-    # Checks batch_size against the data set (one-line DataError).
-    steps_per_epoch(source.info, batch_size)
     out_size = tuple(source.info.image_shape[:2])
     images = tf.constant(images)
     labels = tf.constant(labels)
@@ -309,10 +311,7 @@ def eval_dataset(source, *, batch_size, split="test"):
         the 0-255 scale and int32 `[B]`. CIFAR recipe: the images as they
         are; ImageNet recipe: shorter side resized to 256, centre crop 224.
     """
-    if int(batch_size) < 1:
-        raise base.DataError(
-            "{batch_size}: must be >= 1.", batch_size=batch_size
-        )
+    _check_batch_size(batch_size)
     info = source.info
     if source.in_memory:
         images, labels = source.arrays(split)
@@ -322,12 +321,7 @@ def eval_dataset(source, *, batch_size, split="test"):
 
         def make_batch(begin):
             end = tf.minimum(begin + batch_size, num)
-            batch = images[begin:end]
-            if info.recipe == "imagenet":
-                batch = augment_lib.resize_center_crop(
-                    batch, info.image_shape[:2]
-                )
-            return tf.cast(batch, tf.float32), labels[begin:end]
+            return _eval_transform(images[begin:end], info), labels[begin:end]
 
         ds = tf.data.Dataset.range(0, num, batch_size)
         ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)

@@ -92,7 +92,10 @@ def stripe(report):
         n = report["nets"][0]
         return {
             "": _pff_row(
-                n["best_top1"], n["final_top1"], pff["after"], flops_cut_pct=0.0
+                n["best_top1"],
+                n["final_top1"],
+                pff["after"],
+                flops_cut_pct=0.0,
             )
         }
     acc = s["accuracy"]
