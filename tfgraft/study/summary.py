@@ -74,17 +74,23 @@ def collect(study):
     }
 
 
+def _done(cells, label):
+    """The done cells that have a row `label` (`arm` or `arm/view`), and
+    the view."""
+    arm, _, view = label.partition("/")
+    done = [
+        c
+        for c in cells
+        if c["arm"] == arm and c["status"] == "done" and view in c["figures"]
+    ]
+    return done, view
+
+
 def _per_seed(cells, label, metric):
     """`{seed: value}` of one row (`arm` or `arm/view`) and metric."""
-    arm, _, view = label.partition("/")
-    out = {}
-    for c in cells:
-        if c["arm"] != arm or c["status"] != "done":
-            continue
-        row = c["figures"].get(view)
-        if row is not None and row.get(metric) is not None:
-            out[c["seed"]] = row[metric]
-    return out
+    done, view = _done(cells, label)
+    rows = [(c["seed"], c["figures"][view]) for c in done]
+    return {s: r[metric] for s, r in rows if r.get(metric) is not None}
 
 
 def _rows(study, cells):
@@ -97,14 +103,7 @@ def _rows(study, cells):
         labels += [arm.name] + [f"{arm.name}/{v}" for v in views if v]
     rows = []
     for label in labels:
-        arm, _, view = label.partition("/")
-        done = [
-            c
-            for c in cells
-            if c["arm"] == arm
-            and c["status"] == "done"
-            and view in c["figures"]
-        ]
+        done, view = _done(cells, label)
         if not done:
             rows.append({"label": label, "n": 0})
             continue
