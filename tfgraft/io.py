@@ -74,10 +74,7 @@ def _before_rename(path):
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temp file in the same folder.
-
-    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
-    """
+    """`atomic_write_bytes` of `text` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -115,7 +112,8 @@ def atomic_write_json(path, obj):
 
 
 def atomic_write_bytes(path, data):
-    """Writes raw bytes (a PNG, say) to `path`, atomically.
+    """Writes raw bytes (a PNG, say) to `path` through a temp file in the
+    same folder, then renames it.
 
     A failed write (`WriteError`, naming `path`) leaves `path` as it was.
     """
