@@ -130,17 +130,26 @@ class FolderStreamSource(base.Source):
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _decode(self, path, label):
-        image = decode_image(tf.io.read_file(path), path)
-        if self.info.recipe == "cifar":  # small images of one fixed size
-            expected = list(self.info.image_shape)
-            check = tf.debugging.Assert(
-                tf.reduce_all(tf.equal(tf.shape(image), expected)),
-                ["Image size differs from", expected, "in file", path],
-            )
-            with tf.control_dependencies([check]):
-                image = tf.identity(image)
-            image = tf.ensure_shape(image, expected)
-        return image, label
+        # The CIFAR recipe's small images have one fixed size.
+        fixed = self.info.recipe == "cifar"
+        shape = self.info.image_shape if fixed else None
+        return _read_image(path, shape), label
+
+
+def _read_image(path, shape=None):
+    """Decodes one image file inside tf.data; a `shape` is asserted with an
+    error that names the file."""
+    image = decode_image(tf.io.read_file(path), path)
+    if shape is None:
+        return image
+    expected = list(shape)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(tf.shape(image), expected)),
+        ["Image size differs from", expected, "in file", path],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
+    return tf.ensure_shape(image, expected)
 
 
 def _common_size(paths, spec, samples=9):
@@ -246,18 +255,11 @@ def _decode_all(paths, shape, spec):
     The fast path decodes in parallel inside tf.data. If anything fails, the
     files are decoded again one by one so the error can name the file.
     """
-    expected = tf.constant(shape, tf.int32)
-
-    def decode(path):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False
-        )
-        check = tf.debugging.assert_equal(tf.shape(image), expected)
-        with tf.control_dependencies([check]):
-            return tf.ensure_shape(tf.identity(image), shape)
-
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+    ds = ds.map(
+        lambda path: _read_image(path, shape),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).batch(1024)
     try:
         return np.concatenate([batch.numpy() for batch in ds], axis=0)
     except tf.errors.OpError:
