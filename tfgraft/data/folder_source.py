@@ -171,21 +171,22 @@ def _scan(folder, spec):
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        raise base.DataError(
-            "{spec}: " f"cannot list {folder} ({e.strerror}).",
-            spec=spec,
-        ) from None
+        raise _cannot("list", folder, e, spec) from None
     for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
             out.append((entry, entry.is_dir(), entry.is_file()))
         except OSError as e:
-            raise base.DataError(
-                "{spec}: " f"cannot read {entry.path} ({e.strerror}).",
-                spec=spec,
-            ) from None
+            raise _cannot("read", entry.path, e, spec) from None
     return out
+
+
+def _cannot(what, path, error, spec):
+    """The `DataError` of an `OSError` while doing `what` to `path`."""
+    return base.DataError(
+        "{spec}: " f"cannot {what} {path} ({error.strerror}).", spec=spec
+    )
 
 
 def _class_folders(split_dir, spec=""):
@@ -237,10 +238,7 @@ def _check_header(path, spec):
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as e:
-        raise base.DataError(
-            "{spec}: " f"cannot read image file {path} ({e.strerror}).",
-            spec=spec,
-        ) from None
+        raise _cannot("read image file", path, e, spec) from None
     if not head.startswith(base.IMAGE_MAGIC):
         raise base.DataError(
             "{spec}: " f"cannot decode image file {path} (not a JPEG, PNG, "
