@@ -15,7 +15,8 @@ from tfgraft.config import OptimConfig
 
 class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`_rate(float32 step)` after the linear warm-up (`_warmup`); the
-    config is the `_CONFIG` attributes (the constructor's arguments)."""
+    config is the `_CONFIG` attributes (the constructor's arguments).
+    Every rate is linear in `learning_rate`, warm-up included."""
 
     _CONFIG = ()
 
@@ -131,11 +132,6 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
-# Schedules whose rate is linear in their `learning_rate` (warm-up
-# included): scaling that argument scales every step's rate.
-_LINEAR = (EpochDecay, StepDecay, CosineToZero)
-
-
 def scale_learning_rate(learning_rate, scale):
     """A learning rate (float or schedule) times `scale`.
 
@@ -147,7 +143,7 @@ def scale_learning_rate(learning_rate, scale):
     """
     if scale == 1.0:
         return learning_rate
-    if isinstance(learning_rate, _LINEAR):
+    if isinstance(learning_rate, _WarmupSchedule):
         config = learning_rate.get_config()
         config["learning_rate"] = config["learning_rate"] * scale
         return type(learning_rate).from_config(config)
