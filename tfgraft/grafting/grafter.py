@@ -31,7 +31,6 @@ class GraftPlan:
         convs: conv/depthwise layers that are not projection shortcuts
             (entropy and invalid-filter statistics).
         units: filter-level units (conv -> BN chains).
-
         scope: the blend scope the plan was made for (`SCOPES`).
 
     Layer names are those of the net the plan was made for; a `Grafter`
