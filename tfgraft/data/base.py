@@ -42,6 +42,11 @@ class DataError(errors.ArgumentError):
     """Bad data set input; one line naming the argument or file at fault."""
 
 
+def spec_error(spec, text):
+    """The `DataError` `spec=<spec>: <text>`."""
+    return DataError("{spec}: " + text, spec=spec)
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What a model and the pipeline need to know about a data set.

@@ -30,43 +30,31 @@ def load(path):
     root = base.resolve_path(path)
     spec = f"folder:{path}"
     if not os.path.isdir(root):
-        raise base.DataError(
-            "{spec}: " f"folder {root} does not exist.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"folder {root} does not exist.")
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
-        raise base.DataError(
-            "{spec}: " f"{root} has no train/ folder.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{root} has no train/ folder.")
     test_dir = None
     for candidate in ("test", "val"):
         if os.path.isdir(os.path.join(root, candidate)):
             test_dir = os.path.join(root, candidate)
             break
     if test_dir is None:
-        raise base.DataError(
-            "{spec}: " f"{root} has no test/ or val/ folder.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{root} has no test/ or val/ folder.")
 
     class_names = _class_folders(train_dir, spec)
     if not class_names:
-        raise base.DataError(
-            "{spec}: " f"{train_dir} has no class folders.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{train_dir} has no class folders.")
     test_classes = _class_folders(test_dir, spec)
     if test_classes != class_names:
         only_train = sorted(set(class_names) - set(test_classes))
         only_test = sorted(set(test_classes) - set(class_names))
-        raise base.DataError(
-            "{spec}: class folders of train/ and "
+        raise base.spec_error(
+            spec,
+            "class folders of train/ and "
             f"{os.path.basename(test_dir)}/ differ: only in train: "
             f"{only_train or 'none'}; only in "
             f"{os.path.basename(test_dir)}: {only_test or 'none'}.",
-            spec=spec,
         )
     files = {
         "train": _list_images(train_dir, class_names, spec),
@@ -184,9 +172,7 @@ def _scan(folder, spec):
 
 def _cannot(what, path, error, spec):
     """The `DataError` of an `OSError` while doing `what` to `path`."""
-    return base.DataError(
-        "{spec}: " f"cannot {what} {path} ({error.strerror}).", spec=spec
-    )
+    return base.spec_error(spec, f"cannot {what} {path} ({error.strerror}).")
 
 
 def _class_folders(split_dir, spec=""):
@@ -204,10 +190,10 @@ def _list_images(split_dir, class_names, spec):
             and entry.name.lower().endswith(base.IMAGE_EXTENSIONS)
         ]
         if not images:
-            raise base.DataError(
-                "{spec}: " f"class folder {class_dir} has no images "
+            raise base.spec_error(
+                spec,
+                f"class folder {class_dir} has no images "
                 f"({'/'.join(base.IMAGE_EXTENSIONS)}).",
-                spec=spec,
             )
         paths.extend(os.path.join(class_dir, name) for name in images)
         labels.extend([label] * len(images))
@@ -226,9 +212,8 @@ def _decode_file(path, spec):
         )
     except (OSError, ValueError, tf.errors.OpError) as e:
         reason = io.first_line(e, "")
-        raise base.DataError(
-            "{spec}: " f"cannot decode image file {path} ({reason}).",
-            spec=spec,
+        raise base.spec_error(
+            spec, f"cannot decode image file {path} ({reason})."
         ) from None
     return image.numpy()
 
@@ -240,10 +225,10 @@ def _check_header(path, spec):
     except OSError as e:
         raise _cannot("read image file", path, e, spec) from None
     if not head.startswith(base.IMAGE_MAGIC):
-        raise base.DataError(
-            "{spec}: " f"cannot decode image file {path} (not a JPEG, PNG, "
-            "GIF, BMP or WebP file).",
-            spec=spec,
+        raise base.spec_error(
+            spec,
+            f"cannot decode image file {path} (not a JPEG, PNG, GIF, BMP or "
+            "WebP file).",
         )
 
 
@@ -269,20 +254,19 @@ def _decode_all(paths, shape, spec):
         # Blame the minority: the first file not of the commonest size.
         path = next(p for p, s in sizes.items() if s != common)
         odd = sizes[path]
-        raise base.DataError(
-            "{spec}: " f"image file {path} is {odd[1]}x{odd[0]}, but "
+        raise base.spec_error(
+            spec,
+            f"image file {path} is {odd[1]}x{odd[0]}, but "
             f"{counts[common]} of the {len(paths)} images are "
             f"{common[1]}x{common[0]}; all must have one size.",
-            spec=spec,
         )
     if common != tuple(shape):
-        raise base.DataError(
-            "{spec}: " f"image file {paths[0]} is {common[1]}x{common[0]} (as "
-            f"all of its split), but the train images are "
-            f"{shape[1]}x{shape[0]}; all must have one size.",
-            spec=spec,
+        raise base.spec_error(
+            spec,
+            f"image file {paths[0]} is {common[1]}x{common[0]} (as all of "
+            f"its split), but the train images are {shape[1]}x{shape[0]}; "
+            "all must have one size.",
         )
-    raise base.DataError(
-        "{spec}: decoding the images failed, but none failed on its own.",
-        spec=spec,
+    raise base.spec_error(
+        spec, "decoding the images failed, but none failed on its own."
     )

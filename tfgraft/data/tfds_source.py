@@ -33,14 +33,11 @@ def load(name, *, data_dir=None):
         wanted = name.split(":")[0].split("/")[0]
         matches = base.close_matches(wanted, tfds.list_builders())
         hint = f"; did you mean {', '.join(matches)}?" if matches else "."
-        raise base.DataError(
-            "{spec}: " f"TFDS has no dataset named {wanted!r}{hint}",
-            spec=spec,
+        raise base.spec_error(
+            spec, f"TFDS has no dataset named {wanted!r}{hint}"
         ) from None
     except Exception as e:  # Bad version or config: TFDS says which.
-        raise base.DataError(
-            "{spec}: " + io.first_line(e), spec=spec
-        ) from None
+        raise base.spec_error(spec, io.first_line(e)) from None
     if not builder.is_prepared():
         where = "{data_dir}" if data_dir else "the TFDS default directory"
         raise base.DataError(
