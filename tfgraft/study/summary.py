@@ -200,11 +200,10 @@ def markdown(data):
         "std over seeds; best = best test epoch, final = last epoch."
     )
     lines.append("")
-    extras = []
-    for r in data["rows"]:
-        for k in r.get("extra", {}):
-            if k not in extras:
-                extras.append(k)
+    # Every row's extra columns, in first-seen order.
+    extras = list(
+        dict.fromkeys(k for r in data["rows"] for k in r.get("extra", {}))
+    )
     head = ["arm", "n", "best top-1", "final top-1", "params", "FLOPs"]
     head += ["wall min", *extras]
     lines.append("| " + " | ".join(head) + " |")
