@@ -31,19 +31,27 @@ class WriteError(RuntimeError):
 _NO_SPACE = "no space left on device"
 
 
+def first_line(error, default=None):
+    """The first line of `str(error)`, stripped; where that is empty,
+    `default`, or the error's type name if `default` is None."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if default is None else default
+
+
 def os_error_line(path, error):
     """`<path>: <reason> (<detail>)`, one line, for a failed read/write.
 
     `error` is an `OSError` or a TensorFlow `OpError` (whose C++ file
     layer reports a full disk as `ResourceExhaustedError`).
     """
-    text = str(error).strip()
-    detail = text.splitlines()[0] if text else ""
+    detail = first_line(error, "")
     detail = f"{type(error).__name__}: {detail}" if detail else (
         type(error).__name__
     )
     if getattr(error, "errno", None) == errno.ENOSPC or (
-        _NO_SPACE in text.lower()
+        _NO_SPACE in str(error).lower()
     ):
         reason = _NO_SPACE
     elif isinstance(error, OSError) and error.strerror:
@@ -66,10 +74,7 @@ def _before_rename(path):
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temp file in the same folder.
-
-    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
-    """
+    """`atomic_write_bytes` of `text` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -107,7 +112,8 @@ def atomic_write_json(path, obj):
 
 
 def atomic_write_bytes(path, data):
-    """Writes raw bytes (a PNG, say) to `path`, atomically.
+    """Writes raw bytes (a PNG, say) to `path` through a temp file in the
+    same folder, then renames it.
 
     A failed write (`WriteError`, naming `path`) leaves `path` as it was.
     """

@@ -22,14 +22,19 @@ def pyplot(path=None):
     return plt
 
 
-def save(fig, path, dpi=100):
-    """Writes `fig` to `path` as a PNG (atomically) and closes it."""
+def png(fig, dpi=100):
+    """`fig` as PNG bytes; closes it."""
     from matplotlib import pyplot as plt
 
     buf = pyio.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save(fig, path, dpi=100):
+    """Writes `fig` to `path` as a PNG (atomically) and closes it."""
+    io.atomic_write_bytes(path, png(fig, dpi))
 
 
 def layer_ticks(ax, names, max_labels=40, fontsize=6):

@@ -157,23 +157,14 @@ def random_resized_crop_boxes(
     )
     crop_w = tf.where(found, crop_w, fallback_w)
     crop_h = tf.where(found, crop_h, fallback_h)
-    # torchvision: randint(0, H - h + 1) when found, (H - h) // 2 otherwise.
-    top = tf.where(
-        found,
-        tf.floor(
-            tf.random.stateless_uniform([batch], top_seed)
-            * (height - crop_h + 1)
-        ),
-        tf.floor((height - crop_h) / 2),
-    )
-    left = tf.where(
-        found,
-        tf.floor(
-            tf.random.stateless_uniform([batch], left_seed)
-            * (width - crop_w + 1)
-        ),
-        tf.floor((width - crop_w) / 2),
-    )
+
+    def offset(seed, room):
+        # torchvision: randint(0, room + 1) when found, room // 2 otherwise.
+        draw = tf.random.stateless_uniform([batch], seed) * (room + 1)
+        return tf.where(found, tf.floor(draw), tf.floor(room / 2))
+
+    top = offset(top_seed, height - crop_h)
+    left = offset(left_seed, width - crop_w)
     return tuple(tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w))
 
 
@@ -305,6 +296,20 @@ def _sample_beta(seed, alpha, shape):
     return a / tf.maximum(a + b, 1e-12)
 
 
+def _partners(perm_seed, lam_seed, alpha, batch):
+    """Each image's partner (a permutation of the batch) and its own
+    Beta(alpha, alpha) weight."""
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(batch), seed=perm_seed
+    )
+    return order, _sample_beta(lam_seed, alpha, [batch])
+
+
+def _mix(x, weight, order):
+    """`weight * x + (1 - weight) * x[order]`."""
+    return weight * x + (1.0 - weight) * tf.gather(x, order)
+
+
 def mixup(images, labels, seed, alpha):
     """keras-cv `MixUp` with stateless draws: per-image Beta(alpha, alpha).
 
@@ -319,15 +324,9 @@ def mixup(images, labels, seed, alpha):
     """
     perm_seed, lam_seed = split_seed(seed, 2)
     batch = tf.shape(images)[0]
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(batch), seed=perm_seed
-    )
-    lam = _sample_beta(lam_seed, alpha, [batch])
-    lam_img = lam[:, None, None, None]
-    images = lam_img * images + (1.0 - lam_img) * tf.gather(images, order)
-    lam_lab = lam[:, None]
-    labels = lam_lab * labels + (1.0 - lam_lab) * tf.gather(labels, order)
-    return images, labels
+    order, lam = _partners(perm_seed, lam_seed, alpha, batch)
+    images = _mix(images, lam[:, None, None, None], order)
+    return images, _mix(labels, lam[:, None], order)
 
 
 def cutmix(images, labels, seed, alpha):
@@ -336,25 +335,14 @@ def cutmix(images, labels, seed, alpha):
     Each image gets a box of side `sqrt(1 - lambda)` times the image side at
     a uniform centre (clipped at the border) pasted from its partner in a
     permutation of the batch; its label is mixed by the pasted area.
-
-    Args:
-        images: float32 `[B, H, W, C]`.
-        labels: float32 one-hot `[B, K]`.
-        seed: int64 `[2]` seed.
-        alpha: Beta parameter.
-
-    Returns:
-        `(images, labels)`.
+    Arguments and result as `mixup`'s.
     """
     perm_seed, lam_seed, center_seed = split_seed(seed, 3)
     shape = tf.shape(images)
     batch = shape[0]
     height = tf.cast(shape[1], tf.float32)
     width = tf.cast(shape[2], tf.float32)
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(batch), seed=perm_seed
-    )
-    lam = _sample_beta(lam_seed, alpha, [batch])
+    order, lam = _partners(perm_seed, lam_seed, alpha, batch)
     cut = tf.sqrt(1.0 - lam)
     center = tf.random.stateless_uniform([batch, 2], center_seed)
     cy = tf.floor(center[:, 0] * height)
@@ -372,9 +360,7 @@ def cutmix(images, labels, seed, alpha):
     box = in_rows[:, :, None, None] & in_cols[:, None, :, None]
     images = tf.where(box, tf.gather(images, order), images)
     pasted = (y1 - y0) * (x1 - x0) / (height * width)
-    kept = (1.0 - pasted)[:, None]
-    labels = kept * labels + (1.0 - kept) * tf.gather(labels, order)
-    return images, labels
+    return images, _mix(labels, (1.0 - pasted)[:, None], order)
 
 
 def mix_batch(images, labels, seed, num_classes, config):

@@ -42,6 +42,11 @@ class DataError(errors.ArgumentError):
     """Bad data set input; one line naming the argument or file at fault."""
 
 
+def spec_error(spec, text):
+    """The `DataError` `spec=<spec>: <text>`."""
+    return DataError("{spec}: " + text, spec=spec)
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What a model and the pipeline need to know about a data set.
@@ -154,13 +159,26 @@ class ArraySource(Source):
 
     def stream(self, split, *, seed, start=0):
         images, labels = self.arrays(split)
-        images = tf.constant(images)
-        labels = tf.constant(labels)
+        pair = tf.constant(images), tf.constant(labels)
+        return shuffled(pair, seed, start)
 
-        def fetch(index):
-            return images[index], labels[index]
 
-        return epoch_indices(len(labels), seed, start).map(fetch)
+def endless_epochs(start, epoch_size, epoch):
+    """The elements of `epoch(0)`, `epoch(1)`, ... without end, from
+    element `start` on; `epoch(e)` is a dataset of `epoch_size` elements
+    (the epochs before `start`'s are never built)."""
+    start_epoch, offset = divmod(int(start), epoch_size)
+    epochs = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+    return epochs.flat_map(epoch).skip(offset)
+
+
+def permutation(key, epoch, num):
+    """int64 `range(num)` shuffled by the int64 `[2]` seed `key` folded
+    with `epoch`."""
+    epoch_seed = tf.random.experimental.stateless_fold_in(key, epoch)
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num, dtype=tf.int64), seed=epoch_seed
+    )
 
 
 def epoch_indices(num_examples, seed, start):
@@ -169,18 +187,22 @@ def epoch_indices(num_examples, seed, start):
         raise ValueError(
             f"Cannot stream an empty split. Received: {num_examples} examples"
         )
-    start_epoch, offset = divmod(int(start), num_examples)
-    base = tf.constant([int(seed), 0x5EED], tf.int64)
+    key = tf.constant([int(seed), 0x5EED], tf.int64)
+    return endless_epochs(
+        start,
+        num_examples,
+        lambda epoch: tf.data.Dataset.from_tensor_slices(
+            permutation(key, epoch, num_examples)
+        ),
+    )
 
-    def permutation(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(base, epoch)
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_examples, dtype=tf.int64), seed=epoch_seed
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
 
-    epochs = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
-    return epochs.flat_map(permutation).skip(offset)
+def shuffled(pair, seed, start):
+    """`(first[i], second[i])` of a pair of equal-length tensors, for the
+    indices `i` of `epoch_indices`."""
+    first, second = pair
+    indices = epoch_indices(int(second.shape[0]), seed, start)
+    return indices.map(lambda index: (first[index], second[index]))
 
 
 def check_split(split):
@@ -207,6 +229,42 @@ def channel_stats(images):
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
     return tuple(float(m / 255.0) for m in mean), tuple(
         float(s / 255.0) for s in std
+    )
+
+
+def storage(num_images, height, width):
+    """How a set of `num_images` images of `height` x `width` (None:
+    varying) is held: `"memory"` (small images, at most
+    `MAX_IN_MEMORY_BYTES` in all), `"small"` (small images, streamed) or
+    `"large"` (streamed)."""
+    if height is None or width is None:
+        return "large"
+    if max(height, width) > SMALL_IMAGE_MAX_SIDE:
+        return "large"
+    if num_images * height * width * 3 <= MAX_IN_MEMORY_BYTES:
+        return "memory"
+    return "small"
+
+
+def image_info(common, size=None, stats=(IMAGENET_MEAN, IMAGENET_STD)):
+    """The `DatasetInfo` of `common` (its other fields) and a recipe.
+
+    `size` `(h, w)`: small images of that size, the CIFAR recipe with
+    `stats`, a `(mean, std)` pair (the ImageNet ones are a neutral
+    default); None: the ImageNet recipe at `IMAGENET_SIZE` px with the
+    ImageNet statistics.
+    """
+    if size is None:
+        return DatasetInfo(
+            image_shape=(IMAGENET_SIZE, IMAGENET_SIZE, 3),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            recipe="imagenet",
+            **common,
+        )
+    mean, std = stats
+    return DatasetInfo(
+        image_shape=(*size, 3), mean=mean, std=std, recipe="cifar", **common
     )
 
 

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import io
 from tfgraft.data import base
 from tfgraft.data.base import decode_image
 
@@ -29,43 +30,31 @@ def load(path):
     root = base.resolve_path(path)
     spec = f"folder:{path}"
     if not os.path.isdir(root):
-        raise base.DataError(
-            "{spec}: " f"folder {root} does not exist.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"folder {root} does not exist.")
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
-        raise base.DataError(
-            "{spec}: " f"{root} has no train/ folder.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{root} has no train/ folder.")
     test_dir = None
     for candidate in ("test", "val"):
         if os.path.isdir(os.path.join(root, candidate)):
             test_dir = os.path.join(root, candidate)
             break
     if test_dir is None:
-        raise base.DataError(
-            "{spec}: " f"{root} has no test/ or val/ folder.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{root} has no test/ or val/ folder.")
 
     class_names = _class_folders(train_dir, spec)
     if not class_names:
-        raise base.DataError(
-            "{spec}: " f"{train_dir} has no class folders.",
-            spec=spec,
-        )
+        raise base.spec_error(spec, f"{train_dir} has no class folders.")
     test_classes = _class_folders(test_dir, spec)
     if test_classes != class_names:
         only_train = sorted(set(class_names) - set(test_classes))
         only_test = sorted(set(test_classes) - set(class_names))
-        raise base.DataError(
-            "{spec}: class folders of train/ and "
+        raise base.spec_error(
+            spec,
+            "class folders of train/ and "
             f"{os.path.basename(test_dir)}/ differ: only in train: "
             f"{only_train or 'none'}; only in "
             f"{os.path.basename(test_dir)}: {only_test or 'none'}.",
-            spec=spec,
         )
     files = {
         "train": _list_images(train_dir, class_names, spec),
@@ -73,57 +62,32 @@ def load(path):
     }
 
     height, width = _common_size(files["train"][0], spec)
-    num_pixels = sum(len(paths) for paths, _ in files.values())
-    small = max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
-    name = f"folder:{root}"
+    num_images = sum(len(paths) for paths, _ in files.values())
     common = dict(
-        name=name,
+        name=f"folder:{root}",
         num_classes=len(class_names),
         num_train=len(files["train"][0]),
         num_test=len(files["test"][0]),
         class_names=tuple(class_names),
     )
-    if small and num_pixels * height * width * 3 <= (
-        base.MAX_IN_MEMORY_BYTES
-    ):
+    storage = base.storage(num_images, height, width)
+    if storage == "memory":
         splits = {
             split: (_decode_all(paths, (height, width, 3), spec), labels)
             for split, (paths, labels) in files.items()
         }
-        mean, std = base.channel_stats(splits["train"][0])
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
+        stats = base.channel_stats(splits["train"][0])
+        info = base.image_info(common, (height, width), stats)
         return base.ArraySource(info, splits)
 
-    if num_pixels <= MAX_HEADER_CHECKS:
+    if num_images <= MAX_HEADER_CHECKS:
         for paths, _ in files.values():
             for file in paths:
                 _check_header(file, spec)
-    if small:
-        # Too many small images to hold in memory: stream them with the
-        # CIFAR recipe and the ImageNet statistics as a neutral default.
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=base.IMAGENET_MEAN,
-            std=base.IMAGENET_STD,
-            recipe="cifar",
-            **common,
-        )
-        return FolderStreamSource(info, files, fixed_shape=(height, width))
-    size = base.IMAGENET_SIZE
-    info = base.DatasetInfo(
-        image_shape=(size, size, 3),
-        mean=base.IMAGENET_MEAN,
-        std=base.IMAGENET_STD,
-        recipe="imagenet",
-        **common,
-    )
-    return FolderStreamSource(info, files)
+    # Too many small images to hold in memory are streamed with the CIFAR
+    # recipe and the ImageNet statistics as a neutral default.
+    size = (height, width) if storage == "small" else None
+    return FolderStreamSource(base.image_info(common, size), files)
 
 
 class FolderStreamSource(base.Source):
@@ -131,7 +95,7 @@ class FolderStreamSource(base.Source):
 
     in_memory = False
 
-    def __init__(self, info, files, fixed_shape=None):
+    def __init__(self, info, files):
         self.info = info
         self._files = {
             split: (
@@ -140,7 +104,6 @@ class FolderStreamSource(base.Source):
             )
             for split, (paths, labels) in files.items()
         }
-        self._fixed_shape = fixed_shape
 
     def dataset(self, split):
         base.check_split(split)
@@ -150,28 +113,31 @@ class FolderStreamSource(base.Source):
 
     def stream(self, split, *, seed, start=0):
         base.check_split(split)
-        paths, labels = self._files[split]
-        num = int(labels.shape[0])
-
-        def fetch(index):
-            return paths[index], labels[index]
-
         # Shuffle and skip file names; only the images we keep get decoded.
-        ds = base.epoch_indices(num, seed, start).map(fetch)
+        ds = base.shuffled(self._files[split], seed, start)
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _decode(self, path, label):
-        image = decode_image(tf.io.read_file(path), path)
-        if self._fixed_shape is not None:
-            expected = list(self._fixed_shape) + [3]
-            check = tf.debugging.Assert(
-                tf.reduce_all(tf.equal(tf.shape(image), expected)),
-                ["Image size differs from", expected, "in file", path],
-            )
-            with tf.control_dependencies([check]):
-                image = tf.identity(image)
-            image = tf.ensure_shape(image, expected)
-        return image, label
+        # The CIFAR recipe's small images have one fixed size.
+        fixed = self.info.recipe == "cifar"
+        shape = self.info.image_shape if fixed else None
+        return _read_image(path, shape), label
+
+
+def _read_image(path, shape=None):
+    """Decodes one image file inside tf.data; a `shape` is asserted with an
+    error that names the file."""
+    image = decode_image(tf.io.read_file(path), path)
+    if shape is None:
+        return image
+    expected = list(shape)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(tf.shape(image), expected)),
+        ["Image size differs from", expected, "in file", path],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
+    return tf.ensure_shape(image, expected)
 
 
 def _common_size(paths, spec, samples=9):
@@ -193,21 +159,20 @@ def _scan(folder, spec):
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        raise base.DataError(
-            "{spec}: " f"cannot list {folder} ({e.strerror}).",
-            spec=spec,
-        ) from None
+        raise _cannot("list", folder, e, spec) from None
     for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
             out.append((entry, entry.is_dir(), entry.is_file()))
         except OSError as e:
-            raise base.DataError(
-                "{spec}: " f"cannot read {entry.path} ({e.strerror}).",
-                spec=spec,
-            ) from None
+            raise _cannot("read", entry.path, e, spec) from None
     return out
+
+
+def _cannot(what, path, error, spec):
+    """The `DataError` of an `OSError` while doing `what` to `path`."""
+    return base.spec_error(spec, f"cannot {what} {path} ({error.strerror}).")
 
 
 def _class_folders(split_dir, spec=""):
@@ -225,10 +190,10 @@ def _list_images(split_dir, class_names, spec):
             and entry.name.lower().endswith(base.IMAGE_EXTENSIONS)
         ]
         if not images:
-            raise base.DataError(
-                "{spec}: " f"class folder {class_dir} has no images "
+            raise base.spec_error(
+                spec,
+                f"class folder {class_dir} has no images "
                 f"({'/'.join(base.IMAGE_EXTENSIONS)}).",
-                spec=spec,
             )
         paths.extend(os.path.join(class_dir, name) for name in images)
         labels.extend([label] * len(images))
@@ -246,10 +211,9 @@ def _decode_file(path, spec):
             contents, channels=3, expand_animations=False
         )
     except (OSError, ValueError, tf.errors.OpError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise base.DataError(
-            "{spec}: " f"cannot decode image file {path} ({reason}).",
-            spec=spec,
+        reason = io.first_line(e, "")
+        raise base.spec_error(
+            spec, f"cannot decode image file {path} ({reason})."
         ) from None
     return image.numpy()
 
@@ -259,15 +223,12 @@ def _check_header(path, spec):
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as e:
-        raise base.DataError(
-            "{spec}: " f"cannot read image file {path} ({e.strerror}).",
-            spec=spec,
-        ) from None
+        raise _cannot("read image file", path, e, spec) from None
     if not head.startswith(base.IMAGE_MAGIC):
-        raise base.DataError(
-            "{spec}: " f"cannot decode image file {path} (not a JPEG, PNG, "
-            "GIF, BMP or WebP file).",
-            spec=spec,
+        raise base.spec_error(
+            spec,
+            f"cannot decode image file {path} (not a JPEG, PNG, GIF, BMP or "
+            "WebP file).",
         )
 
 
@@ -277,18 +238,11 @@ def _decode_all(paths, shape, spec):
     The fast path decodes in parallel inside tf.data. If anything fails, the
     files are decoded again one by one so the error can name the file.
     """
-    expected = tf.constant(shape, tf.int32)
-
-    def decode(path):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False
-        )
-        check = tf.debugging.assert_equal(tf.shape(image), expected)
-        with tf.control_dependencies([check]):
-            return tf.ensure_shape(tf.identity(image), shape)
-
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+    ds = ds.map(
+        lambda path: _read_image(path, shape),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).batch(1024)
     try:
         return np.concatenate([batch.numpy() for batch in ds], axis=0)
     except tf.errors.OpError:
@@ -300,20 +254,19 @@ def _decode_all(paths, shape, spec):
         # Blame the minority: the first file not of the commonest size.
         path = next(p for p, s in sizes.items() if s != common)
         odd = sizes[path]
-        raise base.DataError(
-            "{spec}: " f"image file {path} is {odd[1]}x{odd[0]}, but "
+        raise base.spec_error(
+            spec,
+            f"image file {path} is {odd[1]}x{odd[0]}, but "
             f"{counts[common]} of the {len(paths)} images are "
             f"{common[1]}x{common[0]}; all must have one size.",
-            spec=spec,
         )
     if common != tuple(shape):
-        raise base.DataError(
-            "{spec}: " f"image file {paths[0]} is {common[1]}x{common[0]} (as "
-            f"all of its split), but the train images are "
-            f"{shape[1]}x{shape[0]}; all must have one size.",
-            spec=spec,
+        raise base.spec_error(
+            spec,
+            f"image file {paths[0]} is {common[1]}x{common[0]} (as all of "
+            f"its split), but the train images are {shape[1]}x{shape[0]}; "
+            "all must have one size.",
         )
-    raise base.DataError(
-        "{spec}: decoding the images failed, but none failed on its own.",
-        spec=spec,
+    raise base.spec_error(
+        spec, "decoding the images failed, but none failed on its own."
     )

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfgraft.config import DataConfig
 from tfgraft.data import augment as augment_lib
-from tfgraft.data import sources
+from tfgraft.data import base
 
 # Seed domains, so that epoch permutations and batch augmentations drawn
 # from the same user seed are independent.
@@ -37,7 +37,7 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 
 def _info(info_or_source):
-    if isinstance(info_or_source, sources.DatasetInfo):
+    if isinstance(info_or_source, base.DatasetInfo):
         return info_or_source
     return info_or_source.info
 
@@ -56,18 +56,22 @@ def steps_per_epoch(info_or_source, batch_size):
         DataError: naming `batch_size` if that is less than one batch.
     """
     info = _info(info_or_source)
-    if int(batch_size) < 1:
-        raise sources.DataError(
-            "{batch_size}: must be >= 1.", batch_size=batch_size
-        )
+    _check_batch_size(batch_size)
     steps = info.num_train // int(batch_size)
     if steps < 1:
-        raise sources.DataError(
+        raise base.DataError(
             "{batch_size} is larger than the "
             f"{info.num_train} training images of {info.name}.",
             batch_size=batch_size,
         )
     return steps
+
+
+def _check_batch_size(batch_size):
+    if int(batch_size) < 1:
+        raise base.DataError(
+            "{batch_size}: must be >= 1.", batch_size=batch_size
+        )
 
 
 def _seed_pair(seed, tag):
@@ -168,7 +172,7 @@ def _step_seed(seed, step, stage):
 
 def _check_recipe(info, recipe):
     if recipe == "cifar" and info.recipe == "imagenet":
-        raise sources.DataError(
+        raise base.DataError(
             f"augmentation recipe 'cifar' needs fixed-size images, but "
             f"{info.name} has images of varying size; use 'imagenet' or "
             "'auto'."
@@ -214,29 +218,20 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
             f"num={num}"
         )
     used = steps * int(batch_size)
-    start_epoch, skip = divmod(int(start_step), steps)
     tag = _PERMUTATION_TAG if tag is None else tag
     permutation_seed = _seed_pair(seed, tag)
 
     def epoch_batches(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(
-            permutation_seed, epoch
-        )
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num, dtype=tf.int64), seed=epoch_seed
-        )
+        order = base.permutation(permutation_seed, epoch, num)
         batches = tf.reshape(order[:used], [steps, batch_size])
         step_ids = epoch * steps + tf.range(steps, dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((step_ids, batches))
 
-    ds = tf.data.Dataset.range(start_epoch, _INT64_MAX)
-    return ds.flat_map(epoch_batches).skip(skip)
+    return base.endless_epochs(start_step, steps, epoch_batches)
 
 
 def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
     images, labels = source.arrays("train")
-    # Checks batch_size against the data set (one-line DataError).
-    steps_per_epoch(source.info, batch_size)
     out_size = tuple(source.info.image_shape[:2])
     images = tf.constant(images)
     labels = tf.constant(labels)
@@ -316,10 +311,7 @@ def eval_dataset(source, *, batch_size, split="test"):
         the 0-255 scale and int32 `[B]`. CIFAR recipe: the images as they
         are; ImageNet recipe: shorter side resized to 256, centre crop 224.
     """
-    if int(batch_size) < 1:
-        raise sources.DataError(
-            "{batch_size}: must be >= 1.", batch_size=batch_size
-        )
+    _check_batch_size(batch_size)
     info = source.info
     if source.in_memory:
         images, labels = source.arrays(split)
@@ -329,12 +321,7 @@ def eval_dataset(source, *, batch_size, split="test"):
 
         def make_batch(begin):
             end = tf.minimum(begin + batch_size, num)
-            batch = images[begin:end]
-            if info.recipe == "imagenet":
-                batch = augment_lib.resize_center_crop(
-                    batch, info.image_shape[:2]
-                )
-            return tf.cast(batch, tf.float32), labels[begin:end]
+            return _eval_transform(images[begin:end], info), labels[begin:end]
 
         ds = tf.data.Dataset.range(0, num, batch_size)
         ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)

@@ -40,6 +40,7 @@ from tfgraft.data.base import DatasetInfo
 from tfgraft.data.base import Source
 from tfgraft.data.base import channel_stats
 from tfgraft.data.base import close_matches
+from tfgraft.data.base import image_info
 from tfgraft.data.base import resolve_path
 
 # Re-exported: the names defined here before `base.py` held them.
@@ -125,16 +126,13 @@ def _load_synthetic(train_size, test_size, seed):
             raise DataError("{%s}: must be >= 1." % name, **{name: size})
     train = synthetic.generate(train_size, seed=seed, split="train")
     test = synthetic.generate(test_size, seed=seed, split="test")
-    mean, std = channel_stats(train[0])
-    info = DatasetInfo(
+    common = dict(
         name="synthetic",
         num_classes=synthetic.NUM_CLASSES,
-        image_shape=(synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE, 3),
         num_train=int(train_size),
         num_test=int(test_size),
-        mean=mean,
-        std=std,
-        recipe="cifar",
         class_names=synthetic.CLASS_NAMES,
     )
+    size = (synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE)
+    info = image_info(common, size, channel_stats(train[0]))
     return ArraySource(info, {"train": train, "test": test})

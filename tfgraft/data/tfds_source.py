@@ -10,6 +10,7 @@ with the file order and a shuffle buffer reseeded every epoch.
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import io
 from tfgraft.data import base
 from tfgraft.data.base import decode_image
 
@@ -32,14 +33,11 @@ def load(name, *, data_dir=None):
         wanted = name.split(":")[0].split("/")[0]
         matches = base.close_matches(wanted, tfds.list_builders())
         hint = f"; did you mean {', '.join(matches)}?" if matches else "."
-        raise base.DataError(
-            "{spec}: " f"TFDS has no dataset named {wanted!r}{hint}",
-            spec=spec,
+        raise base.spec_error(
+            spec, f"TFDS has no dataset named {wanted!r}{hint}"
         ) from None
     except Exception as e:  # Bad version or config: TFDS says which.
-        raise base.DataError(
-            "{spec}: " + _first_line(e), spec=spec
-        ) from None
+        raise base.spec_error(spec, io.first_line(e)) from None
     if not builder.is_prepared():
         where = "{data_dir}" if data_dir else "the TFDS default directory"
         raise base.DataError(
@@ -67,10 +65,7 @@ def load(name, *, data_dir=None):
         )
     num_train = info.splits["train"].num_examples
     num_test = info.splits[split_names["test"]].num_examples
-    shape = tuple(info.features[image_key].shape)
-    height, width = shape[0], shape[1]
-    fixed = height is not None and width is not None
-    small = fixed and max(height, width) <= base.SMALL_IMAGE_MAX_SIDE
+    height, width = tuple(info.features[image_key].shape)[:2]
     common = dict(
         name=f"tfds:{name}",
         num_classes=int(label_feature.num_classes),
@@ -79,50 +74,24 @@ def load(name, *, data_dir=None):
         class_names=tuple(label_feature.names),
     )
     cifar_stats = name.split(":")[0] in _CIFAR_NAMES
-    in_memory_bytes = (num_train + num_test) * (height or 0) * (width or 0) * 3
-    if small and in_memory_bytes <= base.MAX_IN_MEMORY_BYTES:
+    stats = (
+        (base.CIFAR_MEAN, base.CIFAR_STD)
+        if cifar_stats
+        else (base.IMAGENET_MEAN, base.IMAGENET_STD)
+    )
+    storage = base.storage(num_train + num_test, height, width)
+    if storage == "memory":
         splits = {
             split: _read_arrays(builder, tfds_split, image_key, label_key)
             for split, tfds_split in split_names.items()
         }
-        if cifar_stats:
-            mean, std = base.CIFAR_MEAN, base.CIFAR_STD
-        else:
-            mean, std = base.channel_stats(splits["train"][0])
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
+        if not cifar_stats:
+            stats = base.channel_stats(splits["train"][0])
+        info = base.image_info(common, (height, width), stats)
         return base.ArraySource(info, splits)
-
-    if small:
-        mean, std = (
-            (base.CIFAR_MEAN, base.CIFAR_STD)
-            if cifar_stats
-            else (base.IMAGENET_MEAN, base.IMAGENET_STD)
-        )
-        info = base.DatasetInfo(
-            image_shape=(height, width, 3),
-            mean=mean,
-            std=std,
-            recipe="cifar",
-            **common,
-        )
-    else:
-        size = base.IMAGENET_SIZE
-        info = base.DatasetInfo(
-            image_shape=(size, size, 3),
-            mean=base.IMAGENET_MEAN,
-            std=base.IMAGENET_STD,
-            recipe="imagenet",
-            **common,
-        )
-    return TfdsStreamSource(
-        info, builder, split_names, image_key, label_key, fixed_shape=small
-    )
+    size = (height, width) if storage == "small" else None
+    info = base.image_info(common, size, stats)
+    return TfdsStreamSource(info, builder, split_names, image_key, label_key)
 
 
 class TfdsStreamSource(base.Source):
@@ -130,27 +99,26 @@ class TfdsStreamSource(base.Source):
 
     in_memory = False
 
-    def __init__(
-        self, info, builder, split_names, image_key, label_key, fixed_shape
-    ):
+    def __init__(self, info, builder, split_names, image_key, label_key):
         import tensorflow_datasets as tfds
 
         self.info = info
         self._tfds = tfds
         self._builder = builder
         self._split_names = split_names
-        self._image_key = image_key
-        self._label_key = label_key
-        self._fixed_shape = fixed_shape
+        self._keys = image_key, label_key
+        # Images stay encoded until `_decode`.
+        self._decoders = {image_key: tfds.decode.SkipDecoding()}
+
+    def _examples(self, split, **options):
+        """`builder.as_dataset(split, **options)` as (encoded, label)."""
+        return self._builder.as_dataset(
+            split=self._split_names[split], decoders=self._decoders, **options
+        ).map(self._pick)
 
     def dataset(self, split):
         base.check_split(split)
-        ds = self._builder.as_dataset(
-            split=self._split_names[split],
-            shuffle_files=False,
-            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
-        )
-        ds = ds.map(self._pick)
+        ds = self._examples(split, shuffle_files=False)
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def stream(self, split, *, seed, start=0):
@@ -159,11 +127,8 @@ class TfdsStreamSource(base.Source):
         if self._builder.info.file_format.value != "tfrecord":
             return self._stream_as_dataset(split, seed, start)
         files = tf.constant([str(p) for p in split_info.filepaths])
-        num_examples = split_info.num_examples
-        start_epoch, offset = divmod(int(start), num_examples)
         key = tf.constant([int(seed), 0xF11E], tf.int64)
         features = self._builder.info.features
-        decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
 
         def epoch(index):
             epoch_seed = tf.random.experimental.stateless_fold_in(key, index)
@@ -184,13 +149,12 @@ class TfdsStreamSource(base.Source):
             )
             return records.shuffle(SHUFFLE_BUFFER, seed=buffer_seed)
 
-        ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
         # Skipping serialized records is cheap: nothing is decoded yet.
-        ds = ds.flat_map(epoch).skip(offset)
+        ds = base.endless_epochs(start, split_info.num_examples, epoch)
 
         def parse(record):
             return self._pick(
-                features.deserialize_example(record, decoders=decoders)
+                features.deserialize_example(record, decoders=self._decoders)
             )
 
         ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -202,12 +166,7 @@ class TfdsStreamSource(base.Source):
         read_config = self._tfds.ReadConfig(
             shuffle_seed=int(seed), shuffle_reshuffle_each_iteration=True
         )
-        ds = self._builder.as_dataset(
-            split=self._split_names[split],
-            shuffle_files=True,
-            read_config=read_config,
-            decoders={self._image_key: self._tfds.decode.SkipDecoding()},
-        ).map(self._pick)
+        ds = self._examples(split, shuffle_files=True, read_config=read_config)
         ds = ds.shuffle(
             SHUFFLE_BUFFER, seed=int(seed), reshuffle_each_iteration=True
         )
@@ -215,11 +174,11 @@ class TfdsStreamSource(base.Source):
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _pick(self, example):
-        return example[self._image_key], example[self._label_key]
+        return tuple(example[key] for key in self._keys)
 
     def _decode(self, encoded, label):
         image = decode_image(encoded, tf.constant(self.info.name))
-        if self._fixed_shape:
+        if self.info.recipe == "cifar":  # small images of one fixed size
             image = tf.ensure_shape(image, self.info.image_shape)
         return image, tf.cast(label, tf.int32)
 
@@ -259,8 +218,3 @@ def _read_arrays(builder, split, image_key, label_key):
     elif images.shape[-1] == 4:
         images = images[..., :3]
     return images.astype(np.uint8), labels
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

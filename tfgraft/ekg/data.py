@@ -159,21 +159,7 @@ def ekg_augment(images, seed, *, jitter=False, padding=PADDING):
     ]
 
 
-def steps_per_epoch(source, batch_size):
-    """Full batches per epoch (the remainder is dropped)."""
-    return pipeline.steps_per_epoch(source, batch_size)
-
-
-def train_dataset(
-    source,
-    *,
-    batch_size,
-    seed,
-    start_step=0,
-    views=1,
-    jitter=False,
-    knowledge=None,
-):
+def train_dataset(source, *, batch_size, seed, **options):
     """The infinite EKG fine-tuning stream of global batches.
 
     Epoch `e` visits the training set in a permutation seeded by
@@ -184,11 +170,11 @@ def train_dataset(
         source: an in-memory `tfgraft.data.Source`.
         batch_size: global batch size.
         seed: integer seed.
-        start_step: global step of the first batch.
-        views: augmented views per image (1 or 2).
-        jitter: colour jitter (the knowledge recipe uses it).
-        knowledge: optional float32 `[N, classes, T]` teacher logits,
-            aligned with the source's training images.
+        **options: `array_dataset`'s: `start_step` (global step of the
+            first batch), `views` (augmented views per image, 1 or 2),
+            `jitter` (colour jitter; the knowledge recipe uses it) and
+            `knowledge` (optional float32 `[N, classes, T]` teacher
+            logits, aligned with the source's training images).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` where `images` is float32
@@ -198,16 +184,9 @@ def train_dataset(
     """
     images, labels = _arrays(source)
     # Checks batch_size against the data set (one-line DataError).
-    steps_per_epoch(source, batch_size)
+    pipeline.steps_per_epoch(source, batch_size)
     return array_dataset(
-        images,
-        labels,
-        batch_size=batch_size,
-        seed=seed,
-        start_step=start_step,
-        views=views,
-        jitter=jitter,
-        knowledge=knowledge,
+        images, labels, batch_size=batch_size, seed=seed, **options
     )
 
 

@@ -58,23 +58,13 @@ class SubnetMemoryBank(tf.Module):
                     f"SubnetMemoryBank {arg} must be a positive int. "
                     f"Received: {arg}={value}"
                 )
-        self.capacity = int(capacity)
-        self.snapshot_size = int(snapshot_size)
-        self.num_gates = int(num_gates)
-        self.orders = tf.Variable(
-            tf.zeros([self.capacity, self.snapshot_size]),
-            trainable=False,
-            name="orders",
+            setattr(self, arg, int(value))
+        self.orders = _state(
+            tf.zeros([self.capacity, self.snapshot_size]), "orders"
         )
-        self.rates = tf.Variable(
-            tf.zeros([self.capacity, self.num_gates]),
-            trainable=False,
-            name="rates",
-        )
-        self.losses = tf.Variable(
-            tf.zeros([self.capacity]), trainable=False, name="losses"
-        )
-        self.count = tf.Variable(0, trainable=False, name="count")
+        self.rates = _state(tf.zeros([self.capacity, self.num_gates]), "rates")
+        self.losses = _state(tf.zeros([self.capacity]), "losses")
+        self.count = _state(0, "count")
         self.knowledge = None
         self.teachers = None
         if knowledge_shape is not None:
@@ -84,14 +74,8 @@ class SubnetMemoryBank(tf.Module):
                     "SubnetMemoryBank knowledge_shape must be (N, classes, "
                     f"T). Received: knowledge_shape={knowledge_shape}"
                 )
-            self.knowledge = tf.Variable(
-                tf.zeros(shape), trainable=False, name="knowledge"
-            )
-            self.teachers = tf.Variable(
-                -tf.ones([shape[2]], tf.int32),
-                trainable=False,
-                name="teachers",
-            )
+            self.knowledge = _state(tf.zeros(shape), "knowledge")
+            self.teachers = _state(-tf.ones([shape[2]], tf.int32), "teachers")
 
     def push(self, orders, rates, loss):
         """Stores one snapshot; returns its index (int32 tensor)."""
@@ -151,6 +135,11 @@ class SubnetMemoryBank(tf.Module):
             )
         self.knowledge.assign(tf.cast(logits, tf.float32))
         self.teachers.assign(tf.cast(teachers, tf.int32))
+
+
+def _state(initial, name):
+    """A non-trainable variable of the bank (checkpointed with it)."""
+    return tf.Variable(initial, trainable=False, name=name)
 
 
 def split_orders(flat, sizes):

@@ -21,7 +21,6 @@ see `FilterGraftUnit` and `graft_filter_level`.
 """
 
 import dataclasses
-import numbers
 
 import tensorflow as tf
 
@@ -59,14 +58,7 @@ def ring_peers(num_nets):
     `ring_peers(3) == [2, 0, 1]`. A single net is its own peer (grafting it
     changes nothing).
     """
-    if (
-        not isinstance(num_nets, numbers.Integral)
-        or isinstance(num_nets, bool)
-        or num_nets < 1
-    ):
-        raise ValueError(
-            f"num_nets must be an integer >= 1. Received: num_nets={num_nets}"
-        )
+    criteria.check_count("num_nets", num_nets)
     return [(i - 1) % num_nets for i in range(num_nets)]
 
 

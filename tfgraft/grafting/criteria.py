@@ -16,14 +16,15 @@ NUM_BINS = 10
 """Histogram bins of the reference entropy (`n = 10`)."""
 
 
-def _check_num_bins(num_bins):
+def check_count(name, value):
+    """Raises the one-line `ValueError` unless `value` is an int >= 1."""
     if (
-        not isinstance(num_bins, numbers.Integral)
-        or isinstance(num_bins, bool)
-        or num_bins < 1
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or value < 1
     ):
         raise ValueError(
-            f"num_bins must be an integer >= 1. Received: num_bins={num_bins}"
+            f"{name} must be an integer >= 1. Received: {name}={value}"
         )
 
 
@@ -156,7 +157,7 @@ def entropy(w, num_bins=NUM_BINS):
     >>> round(float(entropy(tf.range(10.0))), 4)  # 0.9 * ln(10)
     2.0723
     """
-    _check_num_bins(num_bins)
+    check_count("num_bins", num_bins)
     return _row_entropies(_as_rows(w), num_bins)[0]
 
 
@@ -172,7 +173,7 @@ def filter_entropy(kernel, axis=-1, num_bins=NUM_BINS):
     Returns:
         A float32 vector with one entropy per filter, `[kernel.shape[axis]]`.
     """
-    _check_num_bins(num_bins)
+    check_count("num_bins", num_bins)
     return _row_entropies(_filters_as_rows(kernel, axis), num_bins)
 
 

@@ -31,10 +31,10 @@ class GraftPlan:
         convs: conv/depthwise layers that are not projection shortcuts
             (entropy and invalid-filter statistics).
         units: filter-level units (conv -> BN chains).
+        scope: the blend scope the plan was made for (`SCOPES`).
 
     Layer names are those of the net the plan was made for; a `Grafter`
     maps them to the other nets by graph position (`graph.match_layers`).
-        scope: the blend scope the plan was made for (`SCOPES`).
     """
 
     layers: tuple
@@ -101,10 +101,8 @@ def make_plan(net, scope=ALL):
                 if _in_scope(layer, weight, node, scope)
                 else None
             )
-    sources = []
-    for name in tensor_conv:
-        if name is not None and name not in sources:
-            sources.append(name)
+    # The alpha-source convs, in first-use order.
+    sources = list(dict.fromkeys(n for n in tensor_conv if n is not None))
     tensor_source = [
         None if name is None else sources.index(name) for name in tensor_conv
     ]
@@ -260,15 +258,12 @@ class Grafter(tf.Module):
 
     def information(self, net_index):
         """Per-source-conv information (entropy or L1) of one net (a list)."""
-        values = []
-        for name in self.plan.sources:
-            kernel = self.layer(net_index, name).kernel
-            w = tf.cast(kernel.value, tf.float32)
-            if self.criterion == "entropy":
-                values.append(criteria.entropy(w))
-            else:
-                values.append(criteria.l1(w))
-        return values
+        measure = {"entropy": criteria.entropy, "l1": criteria.l1}
+        kernels = [self.layer(net_index, n).kernel for n in self.plan.sources]
+        return [
+            measure[self.criterion](tf.cast(k.value, tf.float32))
+            for k in kernels
+        ]
 
     def _graft_step(self):
         snapshots = [

@@ -17,20 +17,14 @@ def graft_figure(start, end):
     names = list(start[0]["entropy"])
     x = range(len(names))
     for i, (s, e) in enumerate(zip(start, end)):
-        ax0.plot(
-            x,
-            [s["entropy"][n] for n in names],
-            "--",
-            color=f"C{i}",
-            label=f"net_{i} start",
-        )
-        ax0.plot(
-            x,
-            [e["entropy"][n] for n in names],
-            "-",
-            color=f"C{i}",
-            label=f"net_{i} end",
-        )
+        for stats, style, when in ((s, "--", "start"), (e, "-", "end")):
+            ax0.plot(
+                x,
+                [stats["entropy"][n] for n in names],
+                style,
+                color=f"C{i}",
+                label=f"net_{i} {when}",
+            )
     plotting.layer_ticks(ax0, names)
     ax0.set_xlabel("conv layer (topological order)")
     ax0.set_ylabel("weight entropy (10 bins, nats)")

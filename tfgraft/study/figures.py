@@ -23,6 +23,11 @@ def _row(best, final, params, flops, convention, **extra):
     }
 
 
+def _pff_row(best, final, cost, **extra):
+    """`_row` of a pruned net: `cost` holds its `pff` params and flops."""
+    return _row(best, final, cost["params"], cost["flops"], "pff", **extra)
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
@@ -34,31 +39,28 @@ def generic(report):
     nets = report["nets"]
     conv = report.get("flops_convention", "macs")
     n0 = nets[0]
+
+    def row(best, final, params=n0["params"], flops=n0["flops"]):
+        return _row(best, final, params, flops, conv)
+
     rows = {
-        "": _row(
+        "": row(
             _mean(n["best_top1"] for n in nets),
             _mean(n["final_top1"] for n in nets),
-            n0["params"],
-            n0["flops"],
-            conv,
         )
     }
     if len(nets) > 1:
-        rows["best_net"] = _row(
+        rows["best_net"] = row(
             max(n["best_top1"] for n in nets),
             max(n["final_top1"] for n in nets),
-            n0["params"],
-            n0["flops"],
-            conv,
         )
         ens = report.get("ensemble")
         if ens:
-            rows["ensemble"] = _row(
+            rows["ensemble"] = row(
                 ens["best_top1"],
                 ens["final_top1"],
                 n0["params"] * len(nets),
                 n0["flops"] * len(nets),
-                conv,
             )
     return rows
 
@@ -89,12 +91,10 @@ def stripe(report):
     if not s.get("pruned"):
         n = report["nets"][0]
         return {
-            "": _row(
+            "": _pff_row(
                 n["best_top1"],
                 n["final_top1"],
-                pff["after"]["params"],
-                pff["after"]["flops"],
-                "pff",
+                pff["after"],
                 flops_cut_pct=0.0,
             )
         }
@@ -106,17 +106,11 @@ def stripe(report):
             "trained_top1": acc.get("before_top1"),
             "threshold": threshold,
         }
-        out = {
-            prefix: _row(
-                top1, top1, cost["params"], cost["flops"], "pff", **extra
-            )
-        }
+        out = {prefix: _pff_row(top1, top1, cost, **extra)}
         if len(set((forms or {}).values())) > 1:
             for form, value in forms.items():
                 name = f"{prefix}_dead_{form}" if prefix else f"dead_{form}"
-                out[name] = _row(
-                    value, value, cost["params"], cost["flops"], "pff", **extra
-                )
+                out[name] = _pff_row(value, value, cost, **extra)
         return out
 
     rows = rows_of(
@@ -188,12 +182,10 @@ def l1prune(report):
     pff = r["complexity"]["pff"]
     ft = r["accuracy"]["finetuned"]
     return {
-        "": _row(
+        "": _pff_row(
             ft["best_top1"],
             ft["final_top1"],
-            pff["after"]["params"],
-            pff["after"]["flops"],
-            "pff",
+            pff["after"],
             flops_cut_pct=pff["flops_reduction_pct"],
             params_cut_pct=pff["params_reduction_pct"],
             pruned_top1=r["accuracy"]["pruned"]["top1"],

@@ -5,12 +5,12 @@ three files atomically into the study's workdir. Accuracies are fractions
 in the JSON and percentages in the table.
 """
 
-import io as pyio
 import json
 import os
 import time
 
 from tfgraft import io
+from tfgraft import plotting
 from tfgraft.study import figures as figures_lib
 from tfgraft.study import runner
 from tfgraft.study import stats
@@ -74,17 +74,23 @@ def collect(study):
     }
 
 
+def _done(cells, label):
+    """The done cells that have a row `label` (`arm` or `arm/view`), and
+    the view."""
+    arm, _, view = label.partition("/")
+    done = [
+        c
+        for c in cells
+        if c["arm"] == arm and c["status"] == "done" and view in c["figures"]
+    ]
+    return done, view
+
+
 def _per_seed(cells, label, metric):
     """`{seed: value}` of one row (`arm` or `arm/view`) and metric."""
-    arm, _, view = label.partition("/")
-    out = {}
-    for c in cells:
-        if c["arm"] != arm or c["status"] != "done":
-            continue
-        row = c["figures"].get(view)
-        if row is not None and row.get(metric) is not None:
-            out[c["seed"]] = row[metric]
-    return out
+    done, view = _done(cells, label)
+    rows = [(c["seed"], c["figures"][view]) for c in done]
+    return {s: r[metric] for s, r in rows if r.get(metric) is not None}
 
 
 def _rows(study, cells):
@@ -97,14 +103,7 @@ def _rows(study, cells):
         labels += [arm.name] + [f"{arm.name}/{v}" for v in views if v]
     rows = []
     for label in labels:
-        arm, _, view = label.partition("/")
-        done = [
-            c
-            for c in cells
-            if c["arm"] == arm
-            and c["status"] == "done"
-            and view in c["figures"]
-        ]
+        done, view = _done(cells, label)
         if not done:
             rows.append({"label": label, "n": 0})
             continue
@@ -201,11 +200,10 @@ def markdown(data):
         "std over seeds; best = best test epoch, final = last epoch."
     )
     lines.append("")
-    extras = []
-    for r in data["rows"]:
-        for k in r.get("extra", {}):
-            if k not in extras:
-                extras.append(k)
+    # Every row's extra columns, in first-seen order.
+    extras = list(
+        dict.fromkeys(k for r in data["rows"] for k in r.get("extra", {}))
+    )
     head = ["arm", "n", "best top-1", "final top-1", "params", "FLOPs"]
     head += ["wall min", *extras]
     lines.append("| " + " | ".join(head) + " |")
@@ -271,12 +269,8 @@ def plot(data):
     rows = [r for r in data["rows"] if r["n"]]
     if not rows:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
+    plt = plotting.pyplot()
+    if plt is None:
         return None
     flops = {r["flops"]["mean"] for r in rows}
     by_flops = len(flops) > 1
@@ -288,15 +282,15 @@ def plot(data):
     )
     ax = axes[0][0]
     for y, r in enumerate(rows):
-        for metric, marker, color in (
-            ("final_top1", "o", "C0"),
-            ("best_top1", "^", "C1"),
+        for metric, marker, color, dy in (
+            ("final_top1", "o", "C0", -0.12),
+            ("best_top1", "^", "C1", 0.12),
         ):
             values = list(r["per_seed"][metric].values())
             xs = [100 * v for v in values]
             ax.scatter(
                 xs,
-                [y + (0.12 if metric == "best_top1" else -0.12)] * len(xs),
+                [y + dy] * len(xs),
                 marker=marker,
                 color=color,
                 alpha=0.6,
@@ -304,7 +298,6 @@ def plot(data):
             )
             if xs:
                 m = sum(xs) / len(xs)
-                dy = 0.12 if metric == "best_top1" else -0.12
                 ax.plot([m, m], [y + dy - 0.1, y + dy + 0.1], color=color)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
     ax.invert_yaxis()
@@ -330,10 +323,7 @@ def plot(data):
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    buf = pyio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plotting.png(fig)
 
 
 def write(study, data):

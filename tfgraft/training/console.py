@@ -142,25 +142,22 @@ class Console:
         """The run's first line: `parts` joined by ` | `."""
         self.line(" | ".join(p for p in parts if p))
 
-    def epoch(
-        self,
-        *,
-        epoch,
-        epochs,
-        steps,
-        num_nets,
-        examples_per_step,
-        read_progress=None,
-    ):
-        """A context manager showing one epoch's steps (`EpochProgress`)."""
+    def epoch(self, *, epoch, epochs, read_progress=None, **counts):
+        """A context manager showing one epoch's steps (`EpochProgress`;
+        `counts`: its `steps`, `num_nets` and `examples_per_step`)."""
         return EpochProgress(
             self,
             desc=f"epoch {epoch}/{epochs}",
-            steps=steps,
-            num_nets=num_nets,
-            examples_per_step=examples_per_step,
             read_progress=read_progress if self.live else None,
+            **counts,
         )
+
+    def _open_bar(self, **options):
+        """A tqdm bar on the stream; `line` writes above it."""
+        import tqdm
+
+        self._bar = tqdm.tqdm(file=self.stream, dynamic_ncols=True, **options)
+        return self._bar
 
     def tasks(self, desc, names):
         """Iterates over `names`, showing which one runs (exports...).
@@ -175,17 +172,12 @@ class Console:
         t_all = time.perf_counter()
         bar = None
         if self.live:
-            import tqdm
-
-            bar = tqdm.tqdm(
+            bar = self._open_bar(
                 total=len(names),
                 desc=desc,
                 unit="",
                 bar_format="{desc}: {n}/{total}{postfix} [{elapsed}]",
-                file=self.stream,
-                dynamic_ncols=True,
             )
-            self._bar = bar
         try:
             for name in names:
                 t0 = time.perf_counter()
@@ -243,17 +235,9 @@ class EpochProgress:
         self._t0 = time.perf_counter()
         if not self.console.live:
             return self
-        import tqdm
-
-        self._bar = tqdm.tqdm(
-            total=self.steps,
-            desc=self.desc,
-            unit="step",
-            leave=True,
-            dynamic_ncols=True,
-            file=self.console.stream,
+        self._bar = self.console._open_bar(
+            total=self.steps, desc=self.desc, unit="step", leave=True
         )
-        self.console._bar = self._bar
         # Log records (warnings) clear the bar's line first; the next
         # poll draws it again below them.
         self._filter = _ClearBar(self._bar)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import cpu
+from tfgraft import io
 from tfgraft.config import ConfigError
 
 # Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
@@ -106,7 +107,7 @@ def _tpu_strategy():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0] if str(e) else type(e)
+        first = io.first_line(e)
         raise ConfigError(
             f"--strategy=tpu: no TPU reachable ({first}); set TPU_NAME to "
             "the TPU's name (TPU_NAME=local on a TPU VM)"
@@ -121,12 +122,20 @@ def _task(strategy):
     return resolver.task_type, int(resolver.task_id or 0)
 
 
+def _worker_devices(strategy):
+    """The strategy's worker devices; None for the default strategy (its
+    ops go wherever TF places them)."""
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:
+        return None
+
+
 def num_workers(strategy):
     """Worker processes taking part in `strategy`'s steps (1: one host)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
+    if _task(strategy)[0] is None:
         return 1
-    cluster = resolver.cluster_spec().as_dict()
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
 
 
@@ -138,10 +147,7 @@ def describe(strategy):
     if isinstance(strategy, tf.distribute.TPUStrategy):
         text = f"TPU, {replicas} cores"
     else:
-        try:
-            devices = list(strategy.extended.worker_devices)
-        except RuntimeError:  # the default strategy: TF's default device
-            devices = []
+        devices = _worker_devices(strategy) or []
         kinds = {tf.DeviceSpec.from_string(d).device_type for d in devices}
         gpus = tf.config.list_physical_devices("GPU")
         if "GPU" in kinds or (not devices and gpus):
@@ -284,8 +290,7 @@ def resolve_jit(jit, strategy):
     """
     if jit is not None:
         return bool(jit)
-    try:
-        devices = strategy.extended.worker_devices
-    except RuntimeError:  # the default strategy: wherever TF places ops
+    devices = _worker_devices(strategy)
+    if devices is None:
         return bool(tf.config.list_logical_devices("GPU"))
     return any(("GPU" in d.upper()) or ("TPU" in d.upper()) for d in devices)

@@ -99,8 +99,7 @@ def restore(checkpoint, manager):
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
         except _UNREADABLE as e:
-            text = str(e).strip()
-            first = text.splitlines()[0] if text else type(e).__name__
+            first = io.first_line(e)
             logging.warning(
                 "Checkpoint %s is unreadable (%s); trying an older one",
                 path,
@@ -376,8 +375,7 @@ def _epoch_train_logs(sums, steps_done, trainer):
 def _log_loop(step, n, dt, stats):
     # Orbit's per-loop line; the console shows the same live (--verbosity=1).
     parts = [f"train | step: {step:6d} | steps/sec: {n / max(dt, 1e-9):6.1f}"]
-    for i, st in enumerate(stats):
-        parts.append(f"net_{i}/loss: {st['loss']:.4f}")
+    parts += [f"net_{i}/loss: {st['loss']:.4f}" for i, st in enumerate(stats)]
     logging.debug(" | ".join(parts))
 
 

@@ -13,8 +13,24 @@ from keras import ops
 from tfgraft.config import OptimConfig
 
 
+class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`_rate(float32 step)` after the linear warm-up (`_warmup`); the
+    config is the `_CONFIG` attributes (the constructor's arguments).
+    Every rate is linear in `learning_rate`, warm-up included."""
+
+    _CONFIG = ()
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        lr = self._rate(step)
+        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
+
+    def get_config(self):
+        return {name: getattr(self, name) for name in self._CONFIG}
+
+
 @keras.saving.register_keras_serializable(package="tfgraft")
-class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
+class EpochDecay(_WarmupSchedule):
     """lr * gamma ** (number of boundaries passed), boundaries in steps.
 
     Args:
@@ -25,93 +41,62 @@ class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
         warmup_steps: linear warm-up from lr/warmup_steps to lr first.
     """
 
+    _CONFIG = ("learning_rate", "boundaries", "gamma", "warmup_steps")
+
     def __init__(self, learning_rate, boundaries, gamma=0.1, warmup_steps=0):
         self.learning_rate = float(learning_rate)
         self.boundaries = [int(b) for b in boundaries]
         self.gamma = float(gamma)
         self.warmup_steps = int(warmup_steps)
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
+    def _rate(self, step):
         passed = ops.zeros((), "float32")
         for b in self.boundaries:
             passed = passed + ops.cast(step >= b, "float32")
-        lr = self.learning_rate * ops.power(self.gamma, passed)
-        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
-
-    def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "boundaries": self.boundaries,
-            "gamma": self.gamma,
-            "warmup_steps": self.warmup_steps,
-        }
+        return self.learning_rate * ops.power(self.gamma, passed)
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+class StepDecay(_WarmupSchedule):
     """PyTorch StepLR: lr * gamma ** (step // step_size), no upper bound."""
 
+    _CONFIG = ("learning_rate", "step_size", "gamma", "warmup_steps")
+
     def __init__(self, learning_rate, step_size, gamma=0.1, warmup_steps=0):
-        if step_size <= 0:
-            raise ValueError(
-                f"StepDecay step_size must be > 0. Received: "
-                f"step_size={step_size}"
-            )
+        _check_positive("StepDecay", "step_size", step_size)
         self.learning_rate = float(learning_rate)
         self.step_size = int(step_size)
         self.gamma = float(gamma)
         self.warmup_steps = int(warmup_steps)
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
+    def _rate(self, step):
         k = ops.floor(step / self.step_size)
-        lr = self.learning_rate * ops.power(self.gamma, k)
-        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
-
-    def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "step_size": self.step_size,
-            "gamma": self.gamma,
-            "warmup_steps": self.warmup_steps,
-        }
+        return self.learning_rate * ops.power(self.gamma, k)
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class CosineToZero(keras.optimizers.schedules.LearningRateSchedule):
+class CosineToZero(_WarmupSchedule):
     """Per-step cosine annealing lr * (1 + cos(pi * t / T)) / 2, eta_min 0.
 
     Matches `CosineAnnealingLR(T_max=total_steps)` stepped every iteration:
     the rate at step T (after the last update) is exactly 0 and stays 0.
     """
 
+    _CONFIG = ("learning_rate", "total_steps", "warmup_steps")
+
     def __init__(self, learning_rate, total_steps, warmup_steps=0):
-        if total_steps <= 0:
-            raise ValueError(
-                f"CosineToZero total_steps must be > 0. Received: "
-                f"total_steps={total_steps}"
-            )
+        _check_positive("CosineToZero", "total_steps", total_steps)
         self.learning_rate = float(learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
+    def _rate(self, step):
         t = ops.minimum(step, float(self.total_steps))
-        lr = (
+        return (
             self.learning_rate
             * 0.5
             * (1.0 + ops.cos(math.pi * t / self.total_steps))
         )
-        return _warmup(lr, step, self.learning_rate, self.warmup_steps)
-
-    def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-        }
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -124,10 +109,7 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, schedule, scale):
-        if not scale > 0:
-            raise ValueError(
-                f"ScaledSchedule scale must be > 0. Received: scale={scale}"
-            )
+        _check_positive("ScaledSchedule", "scale", scale)
         self.schedule = schedule
         self.scale = float(scale)
 
@@ -150,11 +132,6 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
-# Schedules whose rate is linear in their `learning_rate` (warm-up
-# included): scaling that argument scales every step's rate.
-_LINEAR = (EpochDecay, StepDecay, CosineToZero)
-
-
 def scale_learning_rate(learning_rate, scale):
     """A learning rate (float or schedule) times `scale`.
 
@@ -166,7 +143,7 @@ def scale_learning_rate(learning_rate, scale):
     """
     if scale == 1.0:
         return learning_rate
-    if isinstance(learning_rate, _LINEAR):
+    if isinstance(learning_rate, _WarmupSchedule):
         config = learning_rate.get_config()
         config["learning_rate"] = config["learning_rate"] * scale
         return type(learning_rate).from_config(config)
@@ -174,6 +151,13 @@ def scale_learning_rate(learning_rate, scale):
     if isinstance(learning_rate, base):
         return ScaledSchedule(learning_rate, scale)
     return float(learning_rate) * scale
+
+
+def _check_positive(owner, name, value):
+    if not value > 0:
+        raise ValueError(
+            f"{owner} {name} must be > 0. Received: {name}={value}"
+        )
 
 
 def _warmup(lr, step, peak, warmup_steps):

@@ -115,21 +115,18 @@ class Trainer(tf.Module):
         for net, opt in zip(self.nets, self.optimizers):
             opt.build(net.trainable_variables)
         self._grad_fns = [
-            tf.function(self._make_grad_fn(i), jit_compile=True)
-            if self.jit
-            else self._make_grad_fn(i)
-            for i in range(len(self.nets))
+            self._jit(self._make_grad_fn(i)) for i in range(len(self.nets))
         ]
         self._train_loop = tf.function(self._train_loop_impl)
         # The evaluation's forward pass is compiled like the training's
         # (XLA under `jit`, called inside the replica function as the
         # gradients are); the loop over batches stays in one function.
-        self._eval_rows_fn = (
-            tf.function(self._eval_rows, jit_compile=True)
-            if self.jit
-            else self._eval_rows
-        )
+        self._eval_rows_fn = self._jit(self._eval_rows)
         self._eval_fn = tf.function(self._eval_impl)
+
+    def _jit(self, fn):
+        """`fn` XLA-compiled under `jit`, else as it is."""
+        return tf.function(fn, jit_compile=True) if self.jit else fn
 
     @property
     def num_nets(self):
@@ -392,11 +389,10 @@ class Trainer(tf.Module):
 
     def learning_rates(self):
         """Current learning rate of each net (host floats)."""
-        rates = []
-        for opt in self.optimizers:
-            lr = opt.learning_rate
-            rates.append(float(keras.ops.convert_to_numpy(lr)))
-        return rates
+        return [
+            float(keras.ops.convert_to_numpy(opt.learning_rate))
+            for opt in self.optimizers
+        ]
 
 
 def sync_statistics(net, strategy):

@@ -262,9 +262,6 @@ def start(workdir, config, job, *, flags_text=None, force_resume=False):
         if d.kind == INCOMPATIBLE or (d.kind == RECIPE and not force_resume)
     ]
     if refused:
-        if force_resume:
-            # Only what forcing cannot fix is worth naming.
-            refused = [d for d in refused if d.kind == INCOMPATIBLE]
         raise WorkdirMismatchError(workdir, refused, force_resume)
     forced = [d.field for d in diffs if d.kind == RECIPE]
     for d in diffs:
