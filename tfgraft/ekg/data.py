@@ -159,7 +159,16 @@ def ekg_augment(images, seed, *, jitter=False, padding=PADDING):
     ]
 
 
-def train_dataset(source, *, batch_size, seed, **options):
+def train_dataset(
+    source,
+    *,
+    batch_size,
+    seed,
+    start_step=0,
+    views=1,
+    jitter=False,
+    knowledge=None,
+):
     """The infinite EKG fine-tuning stream of global batches.
 
     Epoch `e` visits the training set in a permutation seeded by
@@ -170,11 +179,11 @@ def train_dataset(source, *, batch_size, seed, **options):
         source: an in-memory `tfgraft.data.Source`.
         batch_size: global batch size.
         seed: integer seed.
-        **options: `array_dataset`'s: `start_step` (global step of the
-            first batch), `views` (augmented views per image, 1 or 2),
-            `jitter` (colour jitter; the knowledge recipe uses it) and
-            `knowledge` (optional float32 `[N, classes, T]` teacher
-            logits, aligned with the source's training images).
+        start_step: global step of the first batch.
+        views: augmented views per image (1 or 2).
+        jitter: colour jitter (the knowledge recipe uses it).
+        knowledge: optional float32 `[N, classes, T]` teacher logits,
+            aligned with the source's training images.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` where `images` is float32
@@ -186,7 +195,14 @@ def train_dataset(source, *, batch_size, seed, **options):
     # Checks batch_size against the data set (one-line DataError).
     pipeline.steps_per_epoch(source, batch_size)
     return array_dataset(
-        images, labels, batch_size=batch_size, seed=seed, **options
+        images,
+        labels,
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        views=views,
+        jitter=jitter,
+        knowledge=knowledge,
     )
 
 
