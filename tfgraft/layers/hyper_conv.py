@@ -248,17 +248,7 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         self.bias2 = self.add_weight(
             name="bias2", shape=(i, o, k), initializer="zeros", trainable=True
         )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-            )
-        else:
-            self.bias = None
+        self._build_bias()
         self.built = True
 
     @property
@@ -268,14 +258,7 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 f"HyperConv2D '{self.name}' has no kernel before it is built."
             )
         return generate_kernel(
-            self.latent_in,
-            self.latent_out,
-            self.bias0,
-            self.weight1,
-            self.bias1,
-            self.weight2,
-            self.bias2,
-            self.kernel_size,
+            *self.hypernetwork_variables(), self.kernel_size
         )
 
     def hypernetwork_variables(self):
@@ -309,24 +292,16 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             raise ValueError(
                 f"HyperConv2D '{self.name}' must be built before materialize."
             )
-        z_in, z_out, b0, w1, b1, w2, b2 = [
+        z_in, z_out, *net = [
             ops.convert_to_numpy(v).astype(np.float32)
             for v in self.hypernetwork_variables()
         ]
         rows = _as_index(mask_in, z_in.shape[0], "mask_in", self.name)
         cols = _as_index(mask_out, z_out.shape[0], "mask_out", self.name)
-
-        def pick(x):
-            return x[rows][:, cols]
-
         kernel = generate_kernel(
             z_in[rows],
             z_out[cols],
-            pick(b0),
-            pick(w1),
-            pick(b1),
-            pick(w2),
-            pick(b2),
+            *(x[rows][:, cols] for x in net),
             self.kernel_size,
         )
         return ops.convert_to_numpy(kernel).astype(np.float32)
