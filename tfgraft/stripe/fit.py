@@ -26,32 +26,21 @@ metrics, callbacks, loss scaling, `jit_compile`, `tf.distribute`).
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfgraft import graph as graph_lib
+from tfgraft.layers import stripe_conv
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import skeleton as skeleton_lib
+from tfgraft.stripe.flops_target import _check_nonnegative
 from tfgraft.stripe.skeleton import StripePruningError
 
 CONVENTIONS = ("pff", "macs")
-
-
-def _check_nonnegative(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not 0 <= v < math.inf:  # NaN fails too
-        raise ValueError(
-            f"{name} must be a finite number >= 0. Received: {name}={value}"
-        )
-    return v
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -197,17 +186,6 @@ class SkeletonOptimizer(keras.optimizers.Optimizer):
 # === Wrapping ===
 
 
-def _wrap_reason(layer):
-    """Why a `Conv2D` cannot become a `StripeConv2D`, or None."""
-    if layer.groups != 1:
-        return f"groups={layer.groups}"
-    if tuple(layer.dilation_rate) != (1, 1):
-        return f"dilation_rate={tuple(layer.dilation_rate)}"
-    if layer.data_format != "channels_last":
-        return f"data_format={layer.data_format}"
-    return None
-
-
 def prune_stripes(model, *, sr, threshold, exclude=()):
     """A copy of `model` ready for stripe pruning under `model.fit`.
 
@@ -276,7 +254,7 @@ def prune_stripes(model, *, sr, threshold, exclude=()):
     for layer in functional.layers:
         if type(layer) is not keras.layers.Conv2D or layer.name in exclude:
             continue
-        reason = _wrap_reason(layer)
+        reason = stripe_conv._unsupported(layer)
         if reason is not None:
             raise ValueError(
                 f"Layer '{layer.name}' (Conv2D, {reason}) cannot become a "

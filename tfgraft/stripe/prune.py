@@ -314,66 +314,51 @@ def compact(
             f"dead_branches must be one of {DEAD_BRANCHES}. "
             f"Received: dead_branches={dead_branches}"
         )
-    graph = graph_lib.analyze(model)
-    plan = skeleton_lib.skeleton_plan(model, graph)
-    stats = {s.name: s for s in layer_stripes(model, threshold, plan)}
-    pruned = {p.name: p for p in plan.pruned}
-    # Kept channels of every group whose producer drops dead filters.
-    keep = {}
-    for entry in plan.pruned:
-        if entry.removable:
-            mask = model.get_layer(entry.name).stripe_mask(threshold)
-            keep[graph.nodes[entry.name].out_group] = np.flatnonzero(
-                mask.any(axis=(0, 1))
-            )
     builder = _Builder(
         model,
-        graph,
-        keep,
         threshold,
         formulation,
-        pruned,
         jit_compile,
         dead_branches,
         calibrate_batch,
     )
+    stats = layer_stripes(model, threshold, builder.plan)
     outputs = builder.run()
-    result_stats = tuple(
-        dataclasses.replace(stats[n], formulation=builder.formulations.get(n))
-        for n in stats
+    stats = tuple(
+        dataclasses.replace(s, formulation=builder.formulations.get(s.name))
+        for s in stats
     )
     new_model = keras.Model(
         builder.inputs,
         outputs,
         name=name or f"{model.name}_compact",
     )
-    return CompactResult(new_model, result_stats, tuple(builder.removed_blocks))
+    return CompactResult(new_model, stats, tuple(builder.removed_blocks))
 
 
+@dataclasses.dataclass
 class _Builder:
     """Re-runs a functional graph with new (sliced / compacted) layers."""
 
-    def __init__(
-        self,
-        model,
-        graph,
-        keep,
-        threshold,
-        formulation,
-        pruned,
-        jit_compile,
-        dead_branches,
-        calibrate_batch=1,
-    ):
-        self.jit_compile = jit_compile
-        self.calibrate_batch = calibrate_batch
-        self.dead_branches = dead_branches
-        self.model = model
-        self.graph = graph
-        self.keep = keep
-        self.threshold = threshold
-        self.formulation = formulation
-        self.pruned = pruned
+    model: keras.Model
+    threshold: float
+    formulation: str
+    jit_compile: bool
+    dead_branches: str
+    calibrate_batch: int
+
+    def __post_init__(self):
+        self.graph = graph_lib.analyze(self.model)
+        self.plan = skeleton_lib.skeleton_plan(self.model, self.graph)
+        self.pruned = {p.name: p for p in self.plan.pruned}
+        # Kept channels of every group whose producer drops dead filters.
+        self.keep = {}
+        for entry in self.plan.pruned:
+            if entry.removable:
+                layer = self.model.get_layer(entry.name)
+                alive = layer.stripe_mask(self.threshold).any(axis=(0, 1))
+                group = self.graph.nodes[entry.name].out_group
+                self.keep[group] = np.flatnonzero(alive)
         self.formulations = {}
         self.removed_blocks = []
         self.inputs = []
@@ -381,22 +366,14 @@ class _Builder:
 
     # === Channel selections ===
 
-    def _group_keep(self, group):
-        return None if group is None else self.keep.get(group)
-
-    def _in_keep(self, name):
+    def _kept(self, name, side):
+        """Kept channels of `name`'s input (side 0) or output (1), or None."""
         node = self.graph.nodes.get(name)
         if node is not None:
-            return self._group_keep(node.in_group)
-        pair = self.graph.layer_groups.get(name)
-        return self._group_keep(pair[0]) if pair else None
-
-    def _out_keep(self, name):
-        node = self.graph.nodes.get(name)
-        if node is not None:
-            return self._group_keep(node.out_group)
-        pair = self.graph.layer_groups.get(name)
-        return self._group_keep(pair[1]) if pair else None
+            groups = (node.in_group, node.out_group)
+        else:
+            groups = self.graph.layer_groups.get(name) or (None, None)
+        return self.keep.get(groups[side])
 
     # === Graph walk ===
 
@@ -526,12 +503,7 @@ class _Builder:
         return layer(*args, **kwargs)
 
     def _compact_conv(self, op, node, values):
-        mask = op.stripe_mask(self.threshold)
-        entry = self.pruned[op.name]
-        filters = None
-        if entry.removable:
-            filters = np.flatnonzero(mask.any(axis=(0, 1)))
-        if not mask.any():
+        if not op.stripe_mask(self.threshold).any():
             return _Dead(op.name)
         (x,), _ = node.arguments.fill_in(values)
         calibrate_shape = None
@@ -544,8 +516,8 @@ class _Builder:
             calibrate_shape = (self.calibrate_batch, *x.shape[1:])
         layer = op.to_compact(
             self.threshold,
-            in_channels=self._in_keep(op.name),
-            filters=filters,
+            in_channels=self._kept(op.name, 0),
+            filters=self._kept(op.name, 1),
             formulation=self.formulation,
             jit_compile=self.jit_compile,
             calibrate_shape=calibrate_shape,
@@ -559,8 +531,8 @@ class _Builder:
         if not old.weights:
             return
         name = old.name
-        in_keep = self._in_keep(name)
-        out_keep = self._out_keep(name)
+        in_keep = self._kept(name, 0)
+        out_keep = self._kept(name, 1)
         if isinstance(old, keras.layers.BatchNormalization):
             sel = out_keep
             new.set_weights(

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfgraft import errors
+from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
 
@@ -93,14 +94,10 @@ class StripeTrainer(trainer_lib.Trainer):
 
     def kept_stripes(self, net_index=0):
         """`{layer: (kept stripes, stripes, alive filters, filters)}`."""
-        net = self.nets[net_index]
-        out = {}
-        for entry in self.plans[net_index].pruned:
-            mask = net.get_layer(entry.name).stripe_mask(self.threshold)
-            out[entry.name] = (
-                int(mask.sum()),
-                int(mask.size),
-                int(mask.any(axis=(0, 1)).sum()),
-                int(mask.shape[-1]),
-            )
-        return out
+        stats = prune_lib.layer_stripes(
+            self.nets[net_index], self.threshold, self.plans[net_index]
+        )
+        return {
+            s.name: (s.kept_stripes, s.stripes, s.kept_filters, s.filters)
+            for s in stats
+        }
