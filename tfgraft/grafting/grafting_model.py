@@ -462,13 +462,7 @@ class GraftingModel(keras.Model):
             grads = tape.gradient(scaled, net.trainable_variables)
             opt.apply_gradients(zip(grads, net.trainable_variables))
             trainer_lib.sync_statistics(net, strategy)
-            self._update_metrics(
-                i,
-                loss * _replicas(),
-                y,
-                outputs,
-                sw,
-            )
+            self._update_metrics(i, loss * _replicas(), y, outputs, sw)
         self.global_step.assign_add(1)
         return self._logs(with_ensemble=False)
 
@@ -483,9 +477,7 @@ class GraftingModel(keras.Model):
         for i, net in enumerate(self.nets):
             out = net(x, training=False)
             loss = self._net_loss(net, y, out, sw)
-            self._update_metrics(
-                i, loss * _replicas(), y, out, sw
-            )
+            self._update_metrics(i, loss * _replicas(), y, out, sw)
             outputs.append(out)
         self._ensemble_accuracy.update_state(
             _accuracy(y, self._ensemble(outputs)), sample_weight=sw
@@ -494,21 +486,13 @@ class GraftingModel(keras.Model):
 
     # === Fit ===
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        **kwargs,
-    ):
+    def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit` with the model's `GraftCallback` appended.
 
-        `x` may be a `per_net_dataset` (net i trains on stream i) or any
-        data `keras.Model.fit` takes (every net trains on the same batch).
-        The callback is `self.graft_callback` (its `alphas` and `grafts`
+        Arguments as `keras.Model.fit`'s (`callbacks` by keyword). `x`
+        may be a `per_net_dataset` (net i trains on stream i) or any data
+        `keras.Model.fit` takes (every net trains on the same batch). The
+        callback is `self.graft_callback` (its `alphas` and `grafts`
         hold the newest graft's mean alphas and this fit's graft count).
         """
         if self.optimizers is None:
@@ -517,15 +501,7 @@ class GraftingModel(keras.Model):
             )
         self.graft_callback = GraftCallback(**self._graft_every)
         callbacks = list(callbacks or []) + [self.graft_callback]
-        history = super().fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            **kwargs,
-        )
+        history = super().fit(*args, callbacks=callbacks, **kwargs)
         for net, opt in zip(self.nets, self.optimizers):
             # EMA optimizers (`use_ema`) write their averages back here,
             # as Keras' fit does for its one optimizer.

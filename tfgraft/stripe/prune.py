@@ -42,15 +42,6 @@ from tfgraft.layers.stripe_conv import _check_threshold
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.stripe.skeleton import StripePruningError
 
-_ACTIVATIONS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerStripes:
     """What survived in one pruned stripe conv.
@@ -410,7 +401,7 @@ class _Builder:
                 continue
             src = node.input_tensors[0] if node.input_tensors else None
             if (
-                isinstance(op, _ACTIVATIONS)
+                isinstance(op, complexity._RELU_LIKE)
                 and src is not None
                 and id(src) in bypassed
                 and consumers.get(id(src)) == 1
