@@ -227,27 +227,18 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         # "Hyperfan-in": weight2 sees D inputs per kernel entry, and the
         # kernel should have variance 1 / (C_in * k*k).
         bound2 = math.sqrt(3.0 / (d * i * k))
-        self.bias0 = self.add_weight(
-            name="bias0", shape=(i, o), initializer="zeros", trainable=True
-        )
-        self.weight1 = self.add_weight(
-            name="weight1",
-            shape=(i, o, d),
-            initializer=keras.initializers.RandomUniform(-bound1, bound1),
-            trainable=True,
-        )
-        self.bias1 = self.add_weight(
-            name="bias1", shape=(i, o, d), initializer="zeros", trainable=True
-        )
-        self.weight2 = self.add_weight(
-            name="weight2",
-            shape=(i, o, k, d),
-            initializer=keras.initializers.RandomUniform(-bound2, bound2),
-            trainable=True,
-        )
-        self.bias2 = self.add_weight(
-            name="bias2", shape=(i, o, k), initializer="zeros", trainable=True
-        )
+        uniform = keras.initializers.RandomUniform
+        for name, shape, initializer in (
+            ("bias0", (i, o), "zeros"),
+            ("weight1", (i, o, d), uniform(-bound1, bound1)),
+            ("bias1", (i, o, d), "zeros"),
+            ("weight2", (i, o, k, d), uniform(-bound2, bound2)),
+            ("bias2", (i, o, k), "zeros"),
+        ):
+            variable = self.add_weight(
+                name=name, shape=shape, initializer=initializer, trainable=True
+            )
+            setattr(self, name, variable)
         self._build_bias()
         self.built = True
 

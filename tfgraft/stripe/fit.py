@@ -51,14 +51,9 @@ class StripeModel(keras.Model):
     graph, call, saving) that remembers `sr` and `threshold`; `compile`
     wraps the optimizer (after Keras added any `LossScaleOptimizer`) in a
     `SkeletonOptimizer`, so every training step of `fit` (or of
-    `train_on_batch`) runs, between backward and the optimizer step, for
-    every pruned stripe conv (`skeleton.skeleton_plan`): `grad += sr *
-    sign(FS)`; `mask = |FS| > threshold` on the pre-update skeleton;
-    `FS *= mask`; `grad *= mask`; BN gamma/beta of filters without stripes
-    and their gradients set to 0. Projection shortcuts train freely. The
-    optimizer then applies its own step (momentum, weight decay) to the
-    masked gradients, exactly as in `StripeTrainer`. The update is off
-    unless both `sr` and `threshold` are > 0.
+    `train_on_batch`) runs `skeleton.SkeletonUpdate` between backward and
+    the optimizer step, which then applies its own step (momentum, weight
+    decay) to the masked gradients, exactly as in `StripeTrainer`.
 
     `model.optimizer` is the wrapper; the optimizer passed to `compile` is
     `model.optimizer.inner_optimizer` and is what `model.save` records.

@@ -282,11 +282,8 @@ def compact(
             (kept in exported SavedModels; fastest on CPU, see
             `CompactStripeConv2D`).
         dead_branches: what replaces a residual branch cut by a conv
-            without stripes: `"constant"` (default) adds the branch's
-            constant output (`BranchConstant`) and keeps the block's
-            activation, so the compact logits equal the hard-masked ones;
-            `"shortcut"` is the reference: the block becomes its shortcut,
-            dropping that constant and the closing ReLU.
+            without stripes: `"constant"` (default) or `"shortcut"` (the
+            reference); see the module docstring.
         calibrate_batch: batch size the `"calibrate"` timings use (the
             serving batch).
         name: name of the new model; default `<model name>_compact`.
@@ -479,19 +476,18 @@ class _Builder:
         return total.astype(np.float32).tolist()
 
     def _apply(self, op, node, values):
-        name = op.name
-        if name in self.pruned:
+        if op.name in self.pruned:
             return self._compact_conv(op, node, values)
-        layer = self.new_layers.get(name)
-        if layer is None:
+        layer = self.new_layers.get(op.name)
+        first_call = layer is None
+        if first_call:
             layer = op.__class__.from_config(op.get_config())
-            self.new_layers[name] = layer
-            args, kwargs = node.arguments.fill_in(values)
-            out = layer(*args, **kwargs)
-            self._copy_weights(op, layer)
-            return out
+            self.new_layers[op.name] = layer
         args, kwargs = node.arguments.fill_in(values)
-        return layer(*args, **kwargs)
+        out = layer(*args, **kwargs)
+        if first_call:  # built by the call
+            self._copy_weights(op, layer)
+        return out
 
     def _compact_conv(self, op, node, values):
         if not op.stripe_mask(self.threshold).any():

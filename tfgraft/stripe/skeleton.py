@@ -245,15 +245,6 @@ class SkeletonUpdate:
         return grads
 
 
-def stripe_layers(model):
-    """`{name: StripeConv2D}` of the model's stripe convs, in layer order."""
-    return {
-        layer.name: layer
-        for layer in model.layers
-        if isinstance(layer, StripeConv2D)
-    }
-
-
 def bn_layer(model, name):
     layer = model.get_layer(name)
     if not isinstance(layer, keras.layers.BatchNormalization):
