@@ -198,30 +198,27 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             min_ndim=4, axes={-1: in_channels}
         )
         self.compute_output_shape(input_shape)
-        normal = keras.initializers.RandomNormal(0.0, 1.0)
-        if self.latent_in is None:
-            self.latent_in = self.add_weight(
-                name="latent_in",
-                shape=(in_channels,),
-                initializer=normal,
-                trainable=True,
-                dtype="float32",
-            )
-        elif self.latent_in.shape[0] != in_channels:
+        if (
+            self.latent_in is not None
+            and self.latent_in.shape[0] != in_channels
+        ):
             raise ValueError(
                 f"HyperConv2D '{self.name}': latent_in has "
                 f"{self.latent_in.shape[0]} entries but the input has "
                 f"{in_channels} channels."
             )
-        if self.latent_out is None:
-            self.latent_out = self.add_weight(
-                name="latent_out",
-                shape=(self.filters,),
-                initializer=normal,
-                trainable=True,
-                dtype="float32",
-            )
+        normal = keras.initializers.RandomNormal(0.0, 1.0)
         i, o, d = in_channels, self.filters, self.embedding_dim
+        for name, size in (("latent_in", i), ("latent_out", o)):
+            if getattr(self, name) is None:
+                latent = self.add_weight(
+                    name=name,
+                    shape=(size,),
+                    initializer=normal,
+                    trainable=True,
+                    dtype="float32",
+                )
+                setattr(self, name, latent)
         k = math.prod(self.kernel_size)
         bound1 = math.sqrt(3.0)
         # "Hyperfan-in": weight2 sees D inputs per kernel entry, and the

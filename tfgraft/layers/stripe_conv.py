@@ -410,10 +410,9 @@ def calibrate_formulation(
             ],
             autograph=False,
         )
-    best = {}
-    for key, fn in fns.items():  # trace, compile, first-call allocations
+    for fn in fns.values():  # trace, compile, first-call allocations
         fn(x)[-1].numpy()
-        best[key] = math.inf
+    best = dict.fromkeys(fns, math.inf)
     deadline = time.perf_counter() + seconds
     rounds = 0
     while rounds < 50 and (rounds < 5 or time.perf_counter() < deadline):
@@ -574,11 +573,8 @@ class CompactStripeConv2D(_StripeConv):
                 f"mask shape must be {(kh, kw, filters)}. "
                 f"Received: {mask.shape}"
             )
-        stripes = [
-            np.flatnonzero(mask[i, j]).tolist()
-            for i in range(kh)
-            for j in range(kw)
-        ]
+        rows = mask.reshape(kh * kw, filters)  # position p = i * kw + j
+        stripes = [np.flatnonzero(row).tolist() for row in rows]
         layer = cls(
             filters,
             (kh, kw),

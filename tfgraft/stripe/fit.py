@@ -104,13 +104,12 @@ class StripeModel(keras.Model):
 class SkeletonOptimizer(keras.optimizers.Optimizer):
     """Wraps an optimizer: the skeleton update runs before each of its steps.
 
-    `apply` hands the gradients to `update.transform` (in replica context,
-    per-replica gradients, `sr` divided by the replicas whose gradients the
-    inner optimizer sums, times the loss scale when the inner optimizer is
-    a `LossScaleOptimizer`) and applies the result with the inner
-    optimizer. Learning rate, iterations, loss scaling and state are the
-    inner optimizer's. `StripeModel.compile` builds it; it is not meant to
-    be serialized on its own (it holds the model's variables).
+    `apply` hands the per-replica gradients to `update.transform` (with
+    the replicas whose gradients the inner optimizer sums) and applies the
+    result with the inner optimizer. Learning rate, iterations, loss
+    scaling and state are the inner optimizer's. `StripeModel.compile`
+    builds it; it is not meant to be serialized on its own (it holds the
+    model's variables).
 
     Args:
         inner_optimizer: the optimizer that applies the gradients.
@@ -401,14 +400,13 @@ def strip_stripes(
     dense = keras.models.clone_model(plain)
     dense.set_weights(plain.get_weights())
     before = {c: prune_lib.cost(dense, c) for c in CONVENTIONS}
+
+    def reductions(after):
+        return {c: prune_lib.reduction(before[c], after[c]) for c in before}
+
     if threshold <= 0 and not target_flops_cut:
         return StripResult(
-            model=dense,
-            masked=None,
-            threshold=None,
-            complexity={
-                c: prune_lib.reduction(before[c], before[c]) for c in before
-            },
+            dense, masked=None, threshold=None, complexity=reductions(before)
         )
     target = None
     if target_flops_cut:
@@ -429,9 +427,7 @@ def strip_stripes(
         model=result.model,
         masked=masked,
         threshold=threshold,
-        complexity={
-            c: prune_lib.reduction(before[c], after[c]) for c in before
-        },
+        complexity=reductions(after),
         layers=result.layers,
         removed_blocks=result.removed_blocks,
         target=target,

@@ -24,6 +24,7 @@ so a bisection over the sorted `|FS|` values finds the pair with about
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -202,20 +203,16 @@ def threshold_for_flops_cut(
     above = values[values > np.float32(floor)]
     candidates = [floor] + [float(v) for v in above]
     before = complexity.count(model, convention).flops
-    cache = {}
 
+    @functools.cache
     def evaluate(k):
-        if k not in cache:
-            try:
-                cache[k] = flops_cut(
-                    model,
-                    candidates[k],
-                    convention=convention,
-                    flops_before=before,
-                )
-            except StripePruningError:
-                cache[k] = None
-        return cache[k]
+        try:
+            threshold = candidates[k]
+            return flops_cut(
+                model, threshold, convention=convention, flops_before=before
+            )
+        except StripePruningError:
+            return None
 
     # Smallest k where the threshold reaches the target or no longer
     # compacts; both only get truer as the threshold grows.
@@ -244,5 +241,5 @@ def threshold_for_flops_cut(
         flops_after=after,
         within_tolerance=bool(abs(achieved - cut) <= tolerance + 1e-12),
         convention=convention,
-        evaluations=len(cache),
+        evaluations=evaluate.cache_info().currsize,
     )

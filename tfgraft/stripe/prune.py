@@ -113,18 +113,22 @@ def _plan_for(model, plan):
     return plan
 
 
+def _stripe_masks(model, threshold, plan):
+    """`(entry, layer, stripe mask)` of every pruned stripe conv."""
+    _check_threshold(model.name, threshold)
+    for entry in _plan_for(model, plan).pruned:
+        layer = model.get_layer(entry.name)
+        yield entry, layer, layer.stripe_mask(threshold)
+
+
 def layer_stripes(model, threshold, plan=None):
     """`LayerStripes` of every pruned stripe conv of `model`.
 
     `plan` is `skeleton_plan(model)` of this very model (computed when
     None); a plan of another model is refused.
     """
-    _check_threshold(model.name, threshold)
-    plan = _plan_for(model, plan)
     out = []
-    for entry in plan.pruned:
-        layer = model.get_layer(entry.name)
-        mask = layer.stripe_mask(threshold)
+    for entry, layer, mask in _stripe_masks(model, threshold, plan):
         out.append(
             LayerStripes(
                 name=entry.name,
@@ -146,17 +150,12 @@ def apply_hard_mask(model, threshold, plan=None):
     The state a model has right after a training step of the reference,
     re-thresholded: `FS *= |FS| > threshold` for every pruned stripe conv
     and, where the conv's filters are removable, BN gamma/beta of filters
-    without stripes set to 0. `plan` is `skeleton_plan(model)` of this very
-    model (computed when None); a plan of another model is refused.
+    without stripes set to 0. `plan` as in `layer_stripes`.
 
     Returns:
         `model`.
     """
-    _check_threshold(model.name, threshold)
-    plan = _plan_for(model, plan)
-    for entry in plan.pruned:
-        layer = model.get_layer(entry.name)
-        mask = layer.stripe_mask(threshold)
+    for entry, layer, mask in _stripe_masks(model, threshold, plan):
         fs = layer.filter_skeleton
         fs.assign(fs.numpy() * mask)
         if entry.bn:
