@@ -37,7 +37,6 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import graph as graph_lib
-from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.layers.stripe_conv import _check_threshold
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.stripe.skeleton import StripePruningError
@@ -159,11 +158,9 @@ def apply_hard_mask(model, threshold, plan=None):
         fs = layer.filter_skeleton
         fs.assign(fs.numpy() * mask)
         if entry.bn:
-            bn = skeleton_lib.bn_layer(model, entry.bn)
             alive = mask.any(axis=(0, 1)).astype(np.float32)
-            for var in (bn.gamma, bn.beta):
-                if var is not None:
-                    var.assign(var.numpy() * alive.astype(var.dtype))
+            for var in skeleton_lib.bn_variables(model, entry.bn):
+                var.assign(var.numpy() * alive.astype(var.dtype))
     return model
 
 
@@ -516,41 +513,27 @@ class _Builder:
     def _copy_weights(self, old, new):
         if not old.weights:
             return
-        name = old.name
-        in_keep = self._kept(name, 0)
-        out_keep = self._kept(name, 1)
+        in_keep = self._kept(old.name, 0)
+        out_keep = self._kept(old.name, 1)
+        weights = old.get_weights()
         if isinstance(old, keras.layers.BatchNormalization):
-            sel = out_keep
-            new.set_weights(
-                [w if sel is None else w[sel] for w in old.get_weights()]
-            )
-            return
-        if isinstance(old, keras.layers.Dense):
-            weights = old.get_weights()
+            if out_keep is not None:
+                weights = [w[out_keep] for w in weights]
+        elif isinstance(old, keras.layers.Dense):
             if in_keep is not None:
-                node = self.graph.nodes[name]
+                node = self.graph.nodes[old.name]
                 c = weights[0].shape[0] // node.in_spatial
                 rows = (
                     np.arange(node.in_spatial)[:, None] * c + in_keep[None, :]
                 ).reshape(-1)
                 weights[0] = weights[0][rows]
-            new.set_weights(weights)
-            return
-        if isinstance(old, StripeConv2D) or (
-            isinstance(old, keras.layers.Conv2D)
-            and not isinstance(old, keras.layers.DepthwiseConv2D)
-        ):
-            weights = old.get_weights()
-            kernel = weights[0]
+        elif isinstance(old, keras.layers.Conv2D):  # StripeConv2D too
             if in_keep is not None:
-                kernel = kernel[:, :, in_keep, :]
+                weights[0] = weights[0][:, :, in_keep, :]
             if out_keep is not None:
-                kernel = kernel[..., out_keep]
-                weights[1:] = [
+                # Kernel, bias and a stripe conv's skeleton.
+                weights = [
                     w[..., out_keep] if w.shape[-1] == old.filters else w
-                    for w in weights[1:]
+                    for w in weights
                 ]
-            weights[0] = kernel
-            new.set_weights(weights)
-            return
-        new.set_weights(old.get_weights())
+        new.set_weights(weights)
