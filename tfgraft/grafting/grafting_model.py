@@ -237,8 +237,7 @@ class GraftingModel(keras.Model):
         name="grafting_model",
     ):
         # Checked before anything is built, so bad input is one line.
-        graft_every = dict(every_epochs=every_epochs, every_steps=every_steps)
-        GraftCallback(**graft_every)  # validates both and the pair
+        GraftCallback(every_epochs, every_steps)  # validates both, the pair
         # Checks N >= 2 and one architecture (the first mismatch named).
         grafter = grafter_lib.Grafter(
             nets, criterion=criterion, level=level, a=a, c=c, scope=scope
@@ -247,7 +246,6 @@ class GraftingModel(keras.Model):
         self.nets = list(grafter.nets)
         self.grafter = grafter
         self.from_logits = bool(from_logits)
-        self._graft_every = graft_every
         self.every_epochs = every_epochs
         self.every_steps = every_steps
         # Training steps run by `fit` (the step cadence counts these).
@@ -445,9 +443,8 @@ class GraftingModel(keras.Model):
             m.update_state(y, outputs, sample_weight=sample_weight)
 
     def _logs(self, with_ensemble):
-        metrics = [self._mean_loss] + [m for o in self._net_metrics for m in o]
-        if with_ensemble:
-            metrics.append(self._ensemble_accuracy)
+        # The ensemble accuracy is the last of `_own_metrics`.
+        metrics = self._own_metrics[: None if with_ensemble else -1]
         return {m.name: m.result() for m in metrics}
 
     def train_step(self, data):
@@ -499,7 +496,9 @@ class GraftingModel(keras.Model):
             raise ValueError(
                 "GraftingModel needs compile(optimizer=...) before fit"
             )
-        self.graft_callback = GraftCallback(**self._graft_every)
+        self.graft_callback = GraftCallback(
+            self.every_epochs, self.every_steps
+        )
         callbacks = list(callbacks or []) + [self.graft_callback]
         history = super().fit(*args, callbacks=callbacks, **kwargs)
         for net, opt in zip(self.nets, self.optimizers):

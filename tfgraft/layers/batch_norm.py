@@ -77,16 +77,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         # As the parent: statistics in float32 even under mixed precision.
         x = tf.cast(inputs, "float32")
         channels = x.shape[-1]
-        gamma = (
-            tf.cast(self.gamma, "float32")
-            if self.scale
-            else tf.ones([channels], "float32")
-        )
-        beta = (
-            tf.cast(self.beta, "float32")
-            if self.center
-            else tf.zeros([channels], "float32")
-        )
+        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
+        beta = self.beta if self.center else tf.zeros([channels], "float32")
+        gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
         epsilon = max(float(self.epsilon), _MIN_EPSILON)
         training = bool(training and self.trainable)
         mean = variance = None  # batch statistics

@@ -267,13 +267,9 @@ def compact(
     Args:
         model: functional Keras model with `StripeConv2D` layers (trained).
         threshold: stripes with `|FS| <= threshold` are removed.
-        formulation: `CompactStripeConv2D` formulation for every compacted
-            layer (`"auto"` picks per layer by a cost model). `"calibrate"`
-            times the candidate formulations of every layer on this machine
-            at its real input shape (`calibrate_batch` images; see
-            `tfgraft.layers.stripe_conv.calibrate_formulation`) and keeps
-            the fastest; the choice is stored in the layer's config, so a
-            saved or exported model keeps it.
+        formulation: of every compacted layer, as in
+            `StripeConv2D.to_compact`; `"calibrate"` times each layer at its
+            real input shape (`calibrate_batch` images).
         jit_compile: compile every compact layer as its own XLA cluster
             (kept in exported SavedModels; fastest on CPU, see
             `CompactStripeConv2D`).
