@@ -123,7 +123,7 @@ class StripeConv2D(_StripeConv):
         kernel_size: int or `(kh, kw)`.
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
-        skeleton_initializer: initializer of the skeleton (default ones).
+        skeleton_initializer: the skeleton's initializer (keyword; ones).
         **kwargs: other `keras.layers.Conv2D` arguments (`use_bias`,
             `kernel_initializer`, `activation`, ...). Grouped and dilated
             convolutions and `channels_first` are not supported.
@@ -483,10 +483,11 @@ class CompactStripeConv2D(_StripeConv):
         stripes: list of `kh * kw` lists of kept filter indices.
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
-        formulation: one of `"auto"`, `"shift_add"`, `"shift_add_matmul"`,
-            `"shift_add_segment"`, `"im2col"`, `"dense"`. For a choice
-            timed on this machine see `StripeConv2D.to_compact(...,
-            formulation="calibrate")` and `calibrate_formulation`.
+        formulation: (keyword, as `jit_compile`) one of `"auto"`,
+            `"shift_add"`, `"shift_add_matmul"`, `"shift_add_segment"`,
+            `"im2col"`, `"dense"`. For a choice timed on this machine see
+            `StripeConv2D.to_compact(..., formulation="calibrate")` and
+            `calibrate_formulation`.
         jit_compile: run the layer as its own XLA cluster (kept in an
             exported SavedModel); best with `"shift_add"`.
         **kwargs: `use_bias`, `activation`, initializers and base layer
