@@ -80,16 +80,17 @@ class KnowledgeModel(keras.Model):
         return self.student(images, training=training)
 
     def _split(self, y):
+        """`(int32 labels [B], knowledge or None)` of a batch's targets."""
+        knowledge = None
         if isinstance(y, (tuple, list)):
-            return y[0], y[1]
-        return y, None
+            y, knowledge = y[0], y[1]
+        return tf.cast(tf.reshape(y, [-1]), tf.int32), knowledge
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         del x, sample_weight, training
         labels, knowledge = self._split(y)
-        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         logits = tf.cast(y_pred, tf.float32)
         batch = tf.shape(labels)[0]
         views = tf.reshape(logits, [-1, batch, tf.shape(logits)[-1]])
@@ -110,7 +111,6 @@ class KnowledgeModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         del x, sample_weight
         labels, _ = self._split(y)
-        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         views = tf.shape(y_pred)[0] // tf.shape(labels)[0]
         pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
         right = tf.cast(tf.equal(pred, tf.tile(labels, [views])), tf.float32)

@@ -237,8 +237,7 @@ class GraftingModel(keras.Model):
         name="grafting_model",
     ):
         # Checked before anything is built, so bad input is one line.
-        graft_every = dict(every_epochs=every_epochs, every_steps=every_steps)
-        GraftCallback(**graft_every)  # validates both and the pair
+        GraftCallback(every_epochs, every_steps)  # validates both, the pair
         # Checks N >= 2 and one architecture (the first mismatch named).
         grafter = grafter_lib.Grafter(
             nets, criterion=criterion, level=level, a=a, c=c, scope=scope
@@ -247,7 +246,6 @@ class GraftingModel(keras.Model):
         self.nets = list(grafter.nets)
         self.grafter = grafter
         self.from_logits = bool(from_logits)
-        self._graft_every = graft_every
         self.every_epochs = every_epochs
         self.every_steps = every_steps
         # Training steps run by `fit` (the step cadence counts these).
@@ -445,9 +443,8 @@ class GraftingModel(keras.Model):
             m.update_state(y, outputs, sample_weight=sample_weight)
 
     def _logs(self, with_ensemble):
-        metrics = [self._mean_loss] + [m for o in self._net_metrics for m in o]
-        if with_ensemble:
-            metrics.append(self._ensemble_accuracy)
+        # The ensemble accuracy is the last of `_own_metrics`.
+        metrics = self._own_metrics[: None if with_ensemble else -1]
         return {m.name: m.result() for m in metrics}
 
     def train_step(self, data):
@@ -462,13 +459,7 @@ class GraftingModel(keras.Model):
             grads = tape.gradient(scaled, net.trainable_variables)
             opt.apply_gradients(zip(grads, net.trainable_variables))
             trainer_lib.sync_statistics(net, strategy)
-            self._update_metrics(
-                i,
-                loss * _replicas(),
-                y,
-                outputs,
-                sw,
-            )
+            self._update_metrics(i, loss * _replicas(), y, outputs, sw)
         self.global_step.assign_add(1)
         return self._logs(with_ensemble=False)
 
@@ -483,9 +474,7 @@ class GraftingModel(keras.Model):
         for i, net in enumerate(self.nets):
             out = net(x, training=False)
             loss = self._net_loss(net, y, out, sw)
-            self._update_metrics(
-                i, loss * _replicas(), y, out, sw
-            )
+            self._update_metrics(i, loss * _replicas(), y, out, sw)
             outputs.append(out)
         self._ensemble_accuracy.update_state(
             _accuracy(y, self._ensemble(outputs)), sample_weight=sw
@@ -494,38 +483,24 @@ class GraftingModel(keras.Model):
 
     # === Fit ===
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        **kwargs,
-    ):
+    def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit` with the model's `GraftCallback` appended.
 
-        `x` may be a `per_net_dataset` (net i trains on stream i) or any
-        data `keras.Model.fit` takes (every net trains on the same batch).
-        The callback is `self.graft_callback` (its `alphas` and `grafts`
+        Arguments as `keras.Model.fit`'s (`callbacks` by keyword). `x`
+        may be a `per_net_dataset` (net i trains on stream i) or any data
+        `keras.Model.fit` takes (every net trains on the same batch). The
+        callback is `self.graft_callback` (its `alphas` and `grafts`
         hold the newest graft's mean alphas and this fit's graft count).
         """
         if self.optimizers is None:
             raise ValueError(
                 "GraftingModel needs compile(optimizer=...) before fit"
             )
-        self.graft_callback = GraftCallback(**self._graft_every)
-        callbacks = list(callbacks or []) + [self.graft_callback]
-        history = super().fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            **kwargs,
+        self.graft_callback = GraftCallback(
+            self.every_epochs, self.every_steps
         )
+        callbacks = list(callbacks or []) + [self.graft_callback]
+        history = super().fit(*args, callbacks=callbacks, **kwargs)
         for net, opt in zip(self.nets, self.optimizers):
             # EMA optimizers (`use_ema`) write their averages back here,
             # as Keras' fit does for its one optimizer.

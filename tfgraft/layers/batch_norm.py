@@ -77,53 +77,30 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         # As the parent: statistics in float32 even under mixed precision.
         x = tf.cast(inputs, "float32")
         channels = x.shape[-1]
-        gamma = (
-            tf.cast(self.gamma, "float32")
-            if self.scale
-            else tf.ones([channels], "float32")
-        )
-        beta = (
-            tf.cast(self.beta, "float32")
-            if self.center
-            else tf.zeros([channels], "float32")
-        )
+        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
+        beta = self.beta if self.center else tf.zeros([channels], "float32")
+        gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
         epsilon = max(float(self.epsilon), _MIN_EPSILON)
-        if training and self.trainable:
-            empty = tf.constant([], "float32")
-            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=empty,
-                variance=empty,
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=True,
+        training = bool(training and self.trainable)
+        mean = variance = None  # batch statistics
+        if not training:
+            mean = tf.cast(self.moving_mean, "float32")
+            variance = tf.cast(self.moving_variance, "float32")
+        # TensorFlow's wrapper of FusedBatchNormV3 (NHWC, no averaging).
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, mean, variance, epsilon, is_training=training
+        )
+        if training and self._update_moving_statistics:
+            # The kernel returns the unbiased variance; Keras (and this
+            # layer's moving statistics) use the biased one.
+            n = tf.cast(tf.size(x) // channels, "float32")
+            variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+            m = self.momentum
+            self.moving_mean.assign(
+                self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m)
             )
-            if self._update_moving_statistics:
-                # The kernel returns the unbiased variance; Keras (and this
-                # layer's moving statistics) use the biased one.
-                n = tf.cast(tf.size(x) // channels, "float32")
-                variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
-                m = self.momentum
-                self.moving_mean.assign(
-                    self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m)
-                )
-                self.moving_variance.assign(
-                    self.moving_variance * m
-                    + tf.stop_gradient(variance) * (1.0 - m)
-                )
-        else:
-            y, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"),
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=False,
+            self.moving_variance.assign(
+                self.moving_variance * m
+                + tf.stop_gradient(variance) * (1.0 - m)
             )
         return tf.cast(y, self.compute_dtype)

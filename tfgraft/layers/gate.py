@@ -74,6 +74,19 @@ def masked_kernel(kernel, in_mask=None, out_mask=None):
     return masked * scale
 
 
+def _state(layer, name, shape, initializer):
+    """A non-trainable float32 variable of `layer`, never autocast."""
+    return layer.add_weight(
+        name=name,
+        shape=shape,
+        initializer=initializer,
+        trainable=False,
+        dtype="float32",
+        autocast=False,
+        aggregation="mean",
+    )
+
+
 @tf.custom_gradient
 def _gate(x, mask, score):
     y = x * mask
@@ -139,28 +152,9 @@ class ChannelGate(keras.layers.Layer):
                 f"Received: input_shape={input_shape}"
             )
         self.channels = int(channels)
-        common = dict(trainable=False, dtype="float32", autocast=False)
-        self.score = self.add_weight(
-            name="score",
-            shape=(self.channels,),
-            initializer="zeros",
-            aggregation="mean",
-            **common,
-        )
-        self.order = self.add_weight(
-            name="order",
-            shape=(self.channels,),
-            initializer="zeros",
-            aggregation="mean",
-            **common,
-        )
-        self.rate = self.add_weight(
-            name="rate",
-            shape=(),
-            initializer="ones",
-            aggregation="mean",
-            **common,
-        )
+        self.score = _state(self, "score", (self.channels,), "zeros")
+        self.order = _state(self, "order", (self.channels,), "zeros")
+        self.rate = _state(self, "rate", (), "ones")
         self.order.assign(np.arange(self.channels, dtype=np.float32))
 
     def mask(self):
@@ -191,10 +185,31 @@ class ChannelGate(keras.layers.Layer):
         return input_shape
 
 
-# BaseConv and Dense save only [kernel, bias]; OwnVariablesMixin saves the
-# masks too.
+class _MaskedKernel(OwnVariablesMixin):
+    """`in_mask` (and `out_mask`) after the parent's `build`, saved too.
+
+    BaseConv and Dense save only [kernel, bias]; OwnVariablesMixin saves
+    the masks too.
+    """
+
+    _mask_outputs = True
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        in_channels = self.kernel.shape[-2]
+        self.in_mask = _state(self, "in_mask", (in_channels,), "ones")
+        self.out_mask = None
+        if self._mask_outputs:
+            out_channels = self.kernel.shape[-1]
+            self.out_mask = _state(self, "out_mask", (out_channels,), "ones")
+
+    def masked_kernel(self):
+        """The kernel the layer computes with."""
+        return masked_kernel(self.kernel, self.in_mask, self.out_mask)
+
+
 @keras.saving.register_keras_serializable(package="tfgraft")
-class GatedConv2D(OwnVariablesMixin, keras.layers.Conv2D):
+class GatedConv2D(_MaskedKernel, keras.layers.Conv2D):
     """`Conv2D` whose kernel is channel-masked and norm-rescaled.
 
     The layer adds two non-trainable float32 variables, `in_mask[in]` and
@@ -231,33 +246,13 @@ class GatedConv2D(OwnVariablesMixin, keras.layers.Conv2D):
           https://arxiv.org/abs/2203.02651)
     """
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        common = dict(
-            initializer="ones",
-            trainable=False,
-            dtype="float32",
-            autocast=False,
-            aggregation="mean",
-        )
-        self.in_mask = self.add_weight(
-            name="in_mask", shape=(self.kernel.shape[-2],), **common
-        )
-        self.out_mask = self.add_weight(
-            name="out_mask", shape=(self.filters,), **common
-        )
-
-    def masked_kernel(self):
-        """The kernel the layer convolves with."""
-        return masked_kernel(self.kernel, self.in_mask, self.out_mask)
-
     def convolution_op(self, inputs, kernel):
         kernel = masked_kernel(kernel, self.in_mask, self.out_mask)
         return super().convolution_op(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class GatedDense(OwnVariablesMixin, keras.layers.Dense):
+class GatedDense(_MaskedKernel, keras.layers.Dense):
     """`Dense` whose kernel rows are input-masked and norm-rescaled.
 
     Like `GatedConv2D` with an input mask only: the classifier's outputs
@@ -286,21 +281,7 @@ class GatedDense(OwnVariablesMixin, keras.layers.Dense):
           https://arxiv.org/abs/2203.02651)
     """
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.in_mask = self.add_weight(
-            name="in_mask",
-            shape=(self.kernel.shape[0],),
-            initializer="ones",
-            trainable=False,
-            dtype="float32",
-            autocast=False,
-            aggregation="mean",
-        )
-
-    def masked_kernel(self):
-        """The kernel the layer multiplies with."""
-        return masked_kernel(self.kernel, self.in_mask)
+    _mask_outputs = False
 
     def call(self, inputs, training=None):
         del training

@@ -198,67 +198,45 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             min_ndim=4, axes={-1: in_channels}
         )
         self.compute_output_shape(input_shape)
-        normal = keras.initializers.RandomNormal(0.0, 1.0)
-        if self.latent_in is None:
-            self.latent_in = self.add_weight(
-                name="latent_in",
-                shape=(in_channels,),
-                initializer=normal,
-                trainable=True,
-                dtype="float32",
-            )
-        elif self.latent_in.shape[0] != in_channels:
+        if (
+            self.latent_in is not None
+            and self.latent_in.shape[0] != in_channels
+        ):
             raise ValueError(
                 f"HyperConv2D '{self.name}': latent_in has "
                 f"{self.latent_in.shape[0]} entries but the input has "
                 f"{in_channels} channels."
             )
-        if self.latent_out is None:
-            self.latent_out = self.add_weight(
-                name="latent_out",
-                shape=(self.filters,),
-                initializer=normal,
-                trainable=True,
-                dtype="float32",
-            )
+        normal = keras.initializers.RandomNormal(0.0, 1.0)
         i, o, d = in_channels, self.filters, self.embedding_dim
+        for name, size in (("latent_in", i), ("latent_out", o)):
+            if getattr(self, name) is None:
+                latent = self.add_weight(
+                    name=name,
+                    shape=(size,),
+                    initializer=normal,
+                    trainable=True,
+                    dtype="float32",
+                )
+                setattr(self, name, latent)
         k = math.prod(self.kernel_size)
         bound1 = math.sqrt(3.0)
         # "Hyperfan-in": weight2 sees D inputs per kernel entry, and the
         # kernel should have variance 1 / (C_in * k*k).
         bound2 = math.sqrt(3.0 / (d * i * k))
-        self.bias0 = self.add_weight(
-            name="bias0", shape=(i, o), initializer="zeros", trainable=True
-        )
-        self.weight1 = self.add_weight(
-            name="weight1",
-            shape=(i, o, d),
-            initializer=keras.initializers.RandomUniform(-bound1, bound1),
-            trainable=True,
-        )
-        self.bias1 = self.add_weight(
-            name="bias1", shape=(i, o, d), initializer="zeros", trainable=True
-        )
-        self.weight2 = self.add_weight(
-            name="weight2",
-            shape=(i, o, k, d),
-            initializer=keras.initializers.RandomUniform(-bound2, bound2),
-            trainable=True,
-        )
-        self.bias2 = self.add_weight(
-            name="bias2", shape=(i, o, k), initializer="zeros", trainable=True
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
+        uniform = keras.initializers.RandomUniform
+        for name, shape, initializer in (
+            ("bias0", (i, o), "zeros"),
+            ("weight1", (i, o, d), uniform(-bound1, bound1)),
+            ("bias1", (i, o, d), "zeros"),
+            ("weight2", (i, o, k, d), uniform(-bound2, bound2)),
+            ("bias2", (i, o, k), "zeros"),
+        ):
+            variable = self.add_weight(
+                name=name, shape=shape, initializer=initializer, trainable=True
             )
-        else:
-            self.bias = None
+            setattr(self, name, variable)
+        self._build_bias()
         self.built = True
 
     @property
@@ -268,14 +246,7 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 f"HyperConv2D '{self.name}' has no kernel before it is built."
             )
         return generate_kernel(
-            self.latent_in,
-            self.latent_out,
-            self.bias0,
-            self.weight1,
-            self.bias1,
-            self.weight2,
-            self.bias2,
-            self.kernel_size,
+            *self.hypernetwork_variables(), self.kernel_size
         )
 
     def hypernetwork_variables(self):
@@ -309,24 +280,16 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             raise ValueError(
                 f"HyperConv2D '{self.name}' must be built before materialize."
             )
-        z_in, z_out, b0, w1, b1, w2, b2 = [
+        z_in, z_out, *net = [
             ops.convert_to_numpy(v).astype(np.float32)
             for v in self.hypernetwork_variables()
         ]
         rows = _as_index(mask_in, z_in.shape[0], "mask_in", self.name)
         cols = _as_index(mask_out, z_out.shape[0], "mask_out", self.name)
-
-        def pick(x):
-            return x[rows][:, cols]
-
         kernel = generate_kernel(
             z_in[rows],
             z_out[cols],
-            pick(b0),
-            pick(w1),
-            pick(b1),
-            pick(w2),
-            pick(b2),
+            *(x[rows][:, cols] for x in net),
             self.kernel_size,
         )
         return ops.convert_to_numpy(kernel).astype(np.float32)

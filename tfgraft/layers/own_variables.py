@@ -38,6 +38,20 @@ class OwnVariablesMixin:
             self.non_trainable_variables
         )
 
+    def _build_bias(self):
+        """Sets `self.bias` as `BaseConv.build` does, for an own `build`."""
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+                dtype=self.dtype,
+            )
+
     def save_own_variables(self, store):
         if not self.built:
             return

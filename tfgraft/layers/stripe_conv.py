@@ -1,5 +1,6 @@
 """StripeConv2D (Filter Skeleton) and CompactStripeConv2D (deploy form)."""
 
+import itertools
 import math
 import time
 
@@ -9,26 +10,9 @@ import tensorflow as tf
 from keras import ops
 
 from tfgraft.layers.own_variables import OwnVariablesMixin
+from tfgraft.stripe_formulations import FORMULATIONS
 
 PADDINGS = ("symmetric", "same", "valid")
-FORMULATIONS = (
-    "auto",
-    "dense",
-    "shift_add",
-    "shift_add_matmul",
-    "im2col",
-    "shift_add_segment",
-)
-
-
-def _check_padding(layer, padding):
-    padding = str(padding).lower()
-    if padding not in PADDINGS:
-        raise ValueError(
-            f"{layer} padding must be one of {PADDINGS}. "
-            f"Received: padding={padding}"
-        )
-    return padding
 
 
 def _pads(size, kernel, stride, padding):
@@ -42,12 +26,8 @@ def _pads(size, kernel, stride, padding):
         return 0, 0
     if padding == "symmetric":
         return kernel // 2, kernel // 2
-    if isinstance(size, int):
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        return total // 2, total - total // 2
-    out = (size + stride - 1) // stride
-    total = tf.maximum((out - 1) * stride + kernel - size, 0)
+    total = ((size + stride - 1) // stride - 1) * stride + kernel - size
+    total = max(total, 0) if isinstance(size, int) else tf.maximum(total, 0)
     return total // 2, total - total // 2
 
 
@@ -58,8 +38,70 @@ def _out_size(size, kernel, stride, padding):
     return (size + before + after - kernel) // stride + 1
 
 
+def _as_rows_of(y, x):
+    """`y` reshaped to `x`'s leading dimensions and its own last one."""
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], 0))
+
+
+def _unsupported(conv):
+    """Why a `Conv2D`'s settings rule out a stripe conv, or None."""
+    if conv.groups != 1:
+        return f"groups={conv.groups}"
+    if tuple(conv.dilation_rate) != (1, 1):
+        return f"dilation_rate={tuple(conv.dilation_rate)}"
+    if conv.data_format != "channels_last":
+        return f"data_format={conv.data_format}"
+    return None
+
+
+class _StripeConv(OwnVariablesMixin, keras.layers.Conv2D):
+    """What both stripe convs share: `padding` (with "symmetric"), checks."""
+
+    def __init__(
+        self, filters, kernel_size, strides=1, padding="symmetric", **kwargs
+    ):
+        cls = type(self).__name__
+        padding = str(padding).lower()
+        if padding not in PADDINGS:
+            raise ValueError(
+                f"{cls} padding must be one of {PADDINGS}. "
+                f"Received: padding={padding}"
+            )
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="valid" if padding == "symmetric" else padding,
+            **kwargs,
+        )
+        self.padding = padding
+        reason = _unsupported(self)
+        if reason is not None:
+            raise ValueError(
+                f"{cls} supports groups=1, dilation_rate=1 and "
+                f"channels_last only. Received: {reason}"
+            )
+
+    def compute_output_shape(self, input_shape):
+        sizes = [
+            _out_size(size, k, s, self.padding)
+            for size, k, s in zip(
+                input_shape[1:3], self.kernel_size, self.strides
+            )
+        ]
+        return (input_shape[0], *sizes, self.filters)
+
+    def _saved_variables(self):
+        return [self._kernel] + ([self.bias] if self.use_bias else [])
+
+    def get_config(self):
+        config = super().get_config()
+        config["padding"] = self.padding
+        return config
+
+
 @keras.saving.register_keras_serializable(package="tfgraft")
-class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
+class StripeConv2D(_StripeConv):
     """2D convolution whose kernel is shaped by a learnable Filter Skeleton.
 
     A `k x k` filter over `C` input channels is seen as `k * k` stripes
@@ -81,7 +123,7 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         kernel_size: int or `(kh, kw)`.
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
-        skeleton_initializer: initializer of the skeleton (default ones).
+        skeleton_initializer: the skeleton's initializer (keyword; ones).
         **kwargs: other `keras.layers.Conv2D` arguments (`use_bias`,
             `kernel_initializer`, `activation`, ...). Grouped and dilated
             convolutions and `channels_first` are not supported.
@@ -106,39 +148,8 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
           https://arxiv.org/abs/2009.14410)
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="symmetric",
-        skeleton_initializer="ones",
-        **kwargs,
-    ):
-        padding = _check_padding("StripeConv2D", padding)
-        super().__init__(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding="valid" if padding == "symmetric" else padding,
-            **kwargs,
-        )
-        self.padding = padding
-        if self.groups != 1:
-            raise ValueError(
-                "StripeConv2D does not support grouped convolutions. "
-                f"Received: groups={self.groups}"
-            )
-        if self.dilation_rate != (1, 1):
-            raise ValueError(
-                "StripeConv2D does not support dilation. "
-                f"Received: dilation_rate={self.dilation_rate}"
-            )
-        if self.data_format != "channels_last":
-            raise ValueError(
-                "StripeConv2D supports channels_last only. "
-                f"Received: data_format={self.data_format}"
-            )
+    def __init__(self, *args, skeleton_initializer="ones", **kwargs):
+        super().__init__(*args, **kwargs)
         self.skeleton_initializer = keras.initializers.get(skeleton_initializer)
 
     def build(self, input_shape):
@@ -172,17 +183,6 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             padding=padding,
             data_format=self.data_format,
         )
-
-    def compute_output_shape(self, input_shape):
-        if self.padding != "symmetric":
-            return super().compute_output_shape(input_shape)
-        sizes = [
-            _out_size(size, k, s, "symmetric")
-            for size, k, s in zip(
-                input_shape[1:3], self.kernel_size, self.strides
-            )
-        ]
-        return (input_shape[0], *sizes, self.filters)
 
     # === Stripes ===
 
@@ -316,21 +316,12 @@ class StripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
 
     def _saved_variables(self):
         # Conv2D saves [kernel, bias] only; the skeleton must travel too.
-        variables = [self._kernel]
-        if self.use_bias:
-            variables.append(self.bias)
-        variables.append(self.filter_skeleton)
-        return variables
+        return super()._saved_variables() + [self.filter_skeleton]
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "padding": self.padding,
-                "skeleton_initializer": keras.initializers.serialize(
-                    self.skeleton_initializer
-                ),
-            }
+        config["skeleton_initializer"] = keras.initializers.serialize(
+            self.skeleton_initializer
         )
         return config
 
@@ -394,8 +385,6 @@ def calibrate_formulation(
     kwargs = {k: v for k, v in kwargs.items() if k not in ("name", "dtype")}
     kwargs["activation"] = None
     rng = np.random.default_rng(seed)
-    # Small batches: several independent calls per timed function, so the
-    # function's own dispatch cost does not hide the layer's.
     repeats = max(1, 8 // int(input_shape[0]))
     x = tf.constant(
         rng.standard_normal((repeats, *input_shape)).astype(np.float32)
@@ -405,8 +394,6 @@ def calibrate_formulation(
     offset = tf.constant(rng.normal(0, 0.1, filters).astype(np.float32))
 
     def epilogue(y):
-        # An inference BN + ReLU, which oneDNN fuses into a dense conv as
-        # in the real network.
         y = tf.compat.v1.nn.fused_batch_norm(
             y, scale, offset, offset, scale, is_training=False
         )[0]
@@ -423,10 +410,9 @@ def calibrate_formulation(
             ],
             autograph=False,
         )
-    best = {}
-    for key, fn in fns.items():  # trace, compile, first-call allocations
+    for fn in fns.values():  # trace, compile, first-call allocations
         fn(x)[-1].numpy()
-        best[key] = math.inf
+    best = dict.fromkeys(fns, math.inf)
     deadline = time.perf_counter() + seconds
     rounds = 0
     while rounds < 50 and (rounds < 5 or time.perf_counter() < deadline):
@@ -450,7 +436,7 @@ def _check_threshold(name, threshold):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
+class CompactStripeConv2D(_StripeConv):
     """Deploy form of a stripe-pruned convolution: only kept stripes run.
 
     `stripes[p]` lists the filters that keep kernel position `p` (positions
@@ -497,10 +483,11 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         stripes: list of `kh * kw` lists of kept filter indices.
         strides: int or `(sh, sw)`.
         padding: `"symmetric"` (default), `"same"` or `"valid"`.
-        formulation: one of `"auto"`, `"shift_add"`, `"shift_add_matmul"`,
-            `"shift_add_segment"`, `"im2col"`, `"dense"`. For a choice
-            timed on this machine see `StripeConv2D.to_compact(...,
-            formulation="calibrate")` and `calibrate_formulation`.
+        formulation: (keyword, as `jit_compile`) one of `"auto"`,
+            `"shift_add"`, `"shift_add_matmul"`, `"shift_add_segment"`,
+            `"im2col"`, `"dense"`. For a choice timed on this machine see
+            `StripeConv2D.to_compact(..., formulation="calibrate")` and
+            `calibrate_formulation`.
         jit_compile: run the layer as its own XLA cluster (kept in an
             exported SavedModel); best with `"shift_add"`.
         **kwargs: `use_bias`, `activation`, initializers and base layer
@@ -532,36 +519,16 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         filters,
         kernel_size,
         stripes,
-        strides=1,
-        padding="symmetric",
+        *args,
         formulation="auto",
         jit_compile=False,
         **kwargs,
     ):
-        padding = _check_padding("CompactStripeConv2D", padding)
-        super().__init__(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding="valid" if padding == "symmetric" else padding,
-            **kwargs,
-        )
-        self.padding = padding
+        super().__init__(filters, kernel_size, *args, **kwargs)
         if formulation not in FORMULATIONS:
             raise ValueError(
                 f"CompactStripeConv2D formulation must be one of "
                 f"{FORMULATIONS}. Received: formulation={formulation}"
-            )
-        if self.groups != 1 or self.dilation_rate != (1, 1):
-            raise ValueError(
-                "CompactStripeConv2D supports groups=1 and no dilation. "
-                f"Received: groups={self.groups}, "
-                f"dilation_rate={self.dilation_rate}"
-            )
-        if self.data_format != "channels_last":
-            raise ValueError(
-                "CompactStripeConv2D supports channels_last only. "
-                f"Received: data_format={self.data_format}"
             )
         kh, kw = self.kernel_size
         stripes = [sorted(int(o) for o in s) for s in stripes]
@@ -607,11 +574,8 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 f"mask shape must be {(kh, kw, filters)}. "
                 f"Received: {mask.shape}"
             )
-        stripes = [
-            np.flatnonzero(mask[i, j]).tolist()
-            for i in range(kh)
-            for j in range(kw)
-        ]
+        rows = mask.reshape(kh * kw, filters)  # position p = i * kw + j
+        stripes = [np.flatnonzero(row).tolist() for row in rows]
         layer = cls(
             filters,
             (kh, kw),
@@ -623,12 +587,8 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         if layer.stores_dense_kernel:
             compact = kernel * mask[:, :, None, :]
         else:
-            columns = [
-                kernel[p // kw, p % kw, :, o]
-                for p, filt in enumerate(stripes)
-                for o in filt
-            ]
-            compact = np.stack(columns, axis=-1)[None, None]
+            # The kept stripes in `stripe_order()`: row-major (i, j, o).
+            compact = kernel.transpose(0, 1, 3, 2)[mask].T[None, None]
         layer._kernel.assign(compact.astype(layer._kernel.dtype))
         if bias is not None:
             layer.bias.assign(np.asarray(bias, layer.bias.dtype))
@@ -683,18 +643,7 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             trainable=True,
             dtype=self.dtype,
         )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-                dtype=self.dtype,
-            )
-        else:
-            self.bias = None
+        self._build_bias()
         # One XLA cluster per layer: fuses the shifts, the concat and the
         # add into filters into one pass (also inside an exported
         # SavedModel, which keeps the must-compile attribute).
@@ -706,35 +655,31 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     # === Static index plans (NumPy, computed once) ===
 
     def _plan(self, c_in):
-        kh, kw = self.kernel_size
-        filters = self.filters
-        order = self.stripe_order()
-        p_total = len(order)
+        kw = self.kernel_size[1]
+        sizes = [len(filt) for filt in self.stripes]
+        starts = list(itertools.accumulate(sizes, initial=0))
+        self._live_positions = [p for p, n in enumerate(sizes) if n]
         # Position-major ranges of the kernel's columns.
-        self._ranges = []
-        start = 0
-        for p, filt in enumerate(self.stripes):
-            if filt:
-                self._ranges.append((p // kw, p % kw, start, start + len(filt)))
-            start += len(filt)
-        # Gather plan of the add into filters: per filter its stripe
-        # columns, padded with the index of an extra zero column.
-        per_filter = [[] for _ in range(filters)]
-        for q, (_, _, o) in enumerate(order):
-            per_filter[o].append(q)
+        self._ranges = [
+            (p // kw, p % kw, starts[p], starts[p + 1])
+            for p in self._live_positions
+        ]
+        # The filter of each stripe column; the add into filters as a 0/1
+        # matrix, and as a gather plan: per filter its stripe columns,
+        # padded with the index of an extra zero column.
+        stripe_filter = [o for filt in self.stripes for o in filt]
+        self._stripe_filter = np.asarray(stripe_filter, np.int32)
+        self._onehot = np.eye(self.filters, dtype=np.float32)[stripe_filter]
+        per_filter = [
+            np.flatnonzero(self._stripe_filter == o)
+            for o in range(self.filters)
+        ]
         width = max(len(v) for v in per_filter)
-        index = np.full((filters, width), p_total, dtype=np.int32)
+        index = np.full((self.filters, width), starts[-1], dtype=np.int32)
         for o, cols in enumerate(per_filter):
             index[o, : len(cols)] = cols
         self._gather_index = index.reshape(-1)
         self._gather_width = width
-        onehot = np.zeros((p_total, filters), dtype=np.float32)
-        onehot[np.arange(p_total), [o for _, _, o in order]] = 1.0
-        self._onehot = onehot
-        self._stripe_filter = np.asarray([o for _, _, o in order], np.int32)
-        self._live_positions = [
-            p for p, filt in enumerate(self.stripes) if filt
-        ]
         self._resolved = self._resolve_formulation(c_in)
 
     def _resolve_formulation(self, c_in):
@@ -816,11 +761,7 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         if self.strides == (1, 1):
             # One 1x1 GEMM at full resolution, then shift the outputs.
             z = tf.matmul(tf.reshape(inputs, [-1, c_in]), k2d)
-            z = tf.reshape(
-                z,
-                tf.concat([tf.shape(inputs)[:-1], [self.num_stripes]], 0),
-            )
-            z, ho, wo = self._padded(z)
+            z, ho, wo = self._padded(_as_rows_of(z, inputs))
             parts = [
                 self._position_slice(z, i, j, ho, wo)[..., a:b]
                 for i, j, a, b in self._ranges
@@ -832,12 +773,8 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
             parts = []
             for i, j, a, b in self._ranges:
                 xs = self._position_slice(x, i, j, ho, wo)
-                parts.append(
-                    tf.reshape(
-                        tf.matmul(tf.reshape(xs, [-1, c_in]), k2d[:, a:b]),
-                        tf.concat([tf.shape(xs)[:-1], [b - a]], 0),
-                    )
-                )
+                z = tf.matmul(tf.reshape(xs, [-1, c_in]), k2d[:, a:b])
+                parts.append(_as_rows_of(z, xs))
         if len(parts) == 1:
             return parts[0]
         return tf.concat(parts, axis=-1)
@@ -861,7 +798,6 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         c_in = kernel.shape[2]
         mode = self._resolved
         if mode == "dense":
-            full = kernel
             pads, _, _ = self._pads_of(inputs)
             native = self._native_padding()
             if native is not None:
@@ -877,7 +813,7 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 x, _, _ = self._padded(inputs)
                 padding = "VALID"
             y = tf.nn.conv2d(
-                x, full, strides=list(self.strides), padding=padding
+                x, kernel, strides=list(self.strides), padding=padding
             )
         elif mode == "im2col":
             x, ho, wo = self._padded(inputs)
@@ -893,52 +829,28 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
                 tf.reshape(patches, [-1, len(live) * c_in]),
                 tf.reshape(full, [len(live) * c_in, self.filters]),
             )
-            y = tf.reshape(
-                y, tf.concat([tf.shape(patches)[:-1], [self.filters]], 0)
-            )
+            y = _as_rows_of(y, patches)
         else:
             z = self._stripe_outputs(inputs, kernel)
-            out_shape = tf.concat([tf.shape(z)[:-1], [self.filters]], 0)
+            rows = tf.reshape(z, [-1, self.num_stripes])
             if mode == "shift_add_segment":
-                m = tf.reduce_prod(tf.shape(z)[:-1])
-                zt = tf.transpose(tf.reshape(z, [m, self.num_stripes]))
-                y = tf.math.unsorted_segment_sum(
-                    zt, self._stripe_filter, self.filters
-                )
-                y = tf.reshape(tf.transpose(y), out_shape)
-            elif mode == "shift_add_matmul":
-                onehot = tf.constant(self._onehot, dtype=z.dtype)
-                y = tf.matmul(tf.reshape(z, [-1, self.num_stripes]), onehot)
-                y = tf.reshape(y, out_shape)
-            else:
-                zero = tf.zeros_like(z[..., :1])
-                z = tf.concat([z, zero], axis=-1)
-                g = tf.gather(z, self._gather_index, axis=-1)
-                if self._gather_width > 1:
-                    g = tf.reshape(
-                        g,
-                        tf.concat(
-                            [
-                                tf.shape(g)[:-1],
-                                [self.filters, self._gather_width],
-                            ],
-                            0,
-                        ),
+                y = tf.transpose(
+                    tf.math.unsorted_segment_sum(
+                        tf.transpose(rows), self._stripe_filter, self.filters
                     )
-                    g = tf.reduce_sum(g, axis=-1)
-                y = g
+                )
+            elif mode == "shift_add_matmul":
+                y = tf.matmul(rows, tf.constant(self._onehot, dtype=z.dtype))
+            else:
+                rows = tf.concat([rows, tf.zeros_like(rows[:, :1])], axis=-1)
+                y = tf.gather(rows, self._gather_index, axis=-1)
+                if self._gather_width > 1:
+                    y = tf.reshape(y, [-1, self.filters, self._gather_width])
+                    y = tf.reduce_sum(y, axis=-1)
+            y = _as_rows_of(y, z)
         if bias is not None:
             y = y + bias
         return y
-
-    def compute_output_shape(self, input_shape):
-        sizes = [
-            _out_size(size, k, s, self.padding)
-            for size, k, s in zip(
-                input_shape[1:3], self.kernel_size, self.strides
-            )
-        ]
-        return (input_shape[0], *sizes, self.filters)
 
     # === Complexity hooks (tfgraft.complexity) ===
 
@@ -972,14 +884,10 @@ class CompactStripeConv2D(OwnVariablesMixin, keras.layers.Conv2D):
 
     # === Saving ===
 
-    def _saved_variables(self):
-        return [self._kernel] + ([self.bias] if self.use_bias else [])
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "padding": self.padding,
                 "stripes": [list(s) for s in self.stripes],
                 "formulation": self.formulation,
                 "jit_compile": self.jit_compile,

@@ -26,32 +26,21 @@ metrics, callbacks, loss scaling, `jit_compile`, `tf.distribute`).
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfgraft import graph as graph_lib
+from tfgraft.layers import stripe_conv
 from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import skeleton as skeleton_lib
+from tfgraft.stripe.flops_target import _check_nonnegative
 from tfgraft.stripe.skeleton import StripePruningError
 
 CONVENTIONS = ("pff", "macs")
-
-
-def _check_nonnegative(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not 0 <= v < math.inf:  # NaN fails too
-        raise ValueError(
-            f"{name} must be a finite number >= 0. Received: {name}={value}"
-        )
-    return v
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -62,14 +51,9 @@ class StripeModel(keras.Model):
     graph, call, saving) that remembers `sr` and `threshold`; `compile`
     wraps the optimizer (after Keras added any `LossScaleOptimizer`) in a
     `SkeletonOptimizer`, so every training step of `fit` (or of
-    `train_on_batch`) runs, between backward and the optimizer step, for
-    every pruned stripe conv (`skeleton.skeleton_plan`): `grad += sr *
-    sign(FS)`; `mask = |FS| > threshold` on the pre-update skeleton;
-    `FS *= mask`; `grad *= mask`; BN gamma/beta of filters without stripes
-    and their gradients set to 0. Projection shortcuts train freely. The
-    optimizer then applies its own step (momentum, weight decay) to the
-    masked gradients, exactly as in `StripeTrainer`. The update is off
-    unless both `sr` and `threshold` are > 0.
+    `train_on_batch`) runs `skeleton.SkeletonUpdate` between backward and
+    the optimizer step, which then applies its own step (momentum, weight
+    decay) to the masked gradients, exactly as in `StripeTrainer`.
 
     `model.optimizer` is the wrapper; the optimizer passed to `compile` is
     `model.optimizer.inner_optimizer` and is what `model.save` records.
@@ -120,13 +104,12 @@ class StripeModel(keras.Model):
 class SkeletonOptimizer(keras.optimizers.Optimizer):
     """Wraps an optimizer: the skeleton update runs before each of its steps.
 
-    `apply` hands the gradients to `update.transform` (in replica context,
-    per-replica gradients, `sr` divided by the replicas whose gradients the
-    inner optimizer sums, times the loss scale when the inner optimizer is
-    a `LossScaleOptimizer`) and applies the result with the inner
-    optimizer. Learning rate, iterations, loss scaling and state are the
-    inner optimizer's. `StripeModel.compile` builds it; it is not meant to
-    be serialized on its own (it holds the model's variables).
+    `apply` hands the per-replica gradients to `update.transform` (with
+    the replicas whose gradients the inner optimizer sums) and applies the
+    result with the inner optimizer. Learning rate, iterations, loss
+    scaling and state are the inner optimizer's. `StripeModel.compile`
+    builds it; it is not meant to be serialized on its own (it holds the
+    model's variables).
 
     Args:
         inner_optimizer: the optimizer that applies the gradients.
@@ -197,17 +180,6 @@ class SkeletonOptimizer(keras.optimizers.Optimizer):
 # === Wrapping ===
 
 
-def _wrap_reason(layer):
-    """Why a `Conv2D` cannot become a `StripeConv2D`, or None."""
-    if layer.groups != 1:
-        return f"groups={layer.groups}"
-    if tuple(layer.dilation_rate) != (1, 1):
-        return f"dilation_rate={tuple(layer.dilation_rate)}"
-    if layer.data_format != "channels_last":
-        return f"data_format={layer.data_format}"
-    return None
-
-
 def prune_stripes(model, *, sr, threshold, exclude=()):
     """A copy of `model` ready for stripe pruning under `model.fit`.
 
@@ -276,7 +248,7 @@ def prune_stripes(model, *, sr, threshold, exclude=()):
     for layer in functional.layers:
         if type(layer) is not keras.layers.Conv2D or layer.name in exclude:
             continue
-        reason = _wrap_reason(layer)
+        reason = stripe_conv._unsupported(layer)
         if reason is not None:
             raise ValueError(
                 f"Layer '{layer.name}' (Conv2D, {reason}) cannot become a "
@@ -428,14 +400,13 @@ def strip_stripes(
     dense = keras.models.clone_model(plain)
     dense.set_weights(plain.get_weights())
     before = {c: prune_lib.cost(dense, c) for c in CONVENTIONS}
+
+    def reductions(after):
+        return {c: prune_lib.reduction(before[c], after[c]) for c in before}
+
     if threshold <= 0 and not target_flops_cut:
         return StripResult(
-            model=dense,
-            masked=None,
-            threshold=None,
-            complexity={
-                c: prune_lib.reduction(before[c], before[c]) for c in before
-            },
+            dense, masked=None, threshold=None, complexity=reductions(before)
         )
     target = None
     if target_flops_cut:
@@ -456,9 +427,7 @@ def strip_stripes(
         model=result.model,
         masked=masked,
         threshold=threshold,
-        complexity={
-            c: prune_lib.reduction(before[c], after[c]) for c in before
-        },
+        complexity=reductions(after),
         layers=result.layers,
         removed_blocks=result.removed_blocks,
         target=target,

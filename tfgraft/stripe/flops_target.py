@@ -24,6 +24,7 @@ so a bisection over the sorted `|FS|` values finds the pair with about
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -64,11 +65,24 @@ class FlopsCut:
         return dataclasses.asdict(self)
 
 
-def _check_fraction(name, value, low_open=True):
+def _as_float(value):
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        v = math.nan
+        return math.nan
+
+
+def _check_nonnegative(name, value):
+    v = _as_float(value)
+    if not 0 <= v < math.inf:  # NaN fails too
+        raise ValueError(
+            f"{name} must be a finite number >= 0. Received: {name}={value}"
+        )
+    return v
+
+
+def _check_fraction(name, value, low_open=True):
+    v = _as_float(value)
     # NaN fails both comparisons.
     if not (0 < v < 1 if low_open else 0 <= v < 1):
         interval = "(0, 1)" if low_open else "[0, 1)"
@@ -167,15 +181,7 @@ def threshold_for_flops_cut(
     """
     _check_fraction("cut", cut)
     _check_fraction("tolerance", tolerance, low_open=False)
-    try:
-        floor = float(min_threshold)
-    except (TypeError, ValueError):
-        floor = math.nan
-    if not 0 <= floor < math.inf:
-        raise ValueError(
-            "min_threshold must be a finite number >= 0. Received: "
-            f"min_threshold={min_threshold}"
-        )
+    floor = _check_nonnegative("min_threshold", min_threshold)
     if convention not in complexity.CONVENTIONS:
         raise ValueError(
             f"convention must be one of {complexity.CONVENTIONS}. "
@@ -197,20 +203,16 @@ def threshold_for_flops_cut(
     above = values[values > np.float32(floor)]
     candidates = [floor] + [float(v) for v in above]
     before = complexity.count(model, convention).flops
-    cache = {}
 
+    @functools.cache
     def evaluate(k):
-        if k not in cache:
-            try:
-                cache[k] = flops_cut(
-                    model,
-                    candidates[k],
-                    convention=convention,
-                    flops_before=before,
-                )
-            except StripePruningError:
-                cache[k] = None
-        return cache[k]
+        try:
+            threshold = candidates[k]
+            return flops_cut(
+                model, threshold, convention=convention, flops_before=before
+            )
+        except StripePruningError:
+            return None
 
     # Smallest k where the threshold reaches the target or no longer
     # compacts; both only get truer as the threshold grows.
@@ -239,5 +241,5 @@ def threshold_for_flops_cut(
         flops_after=after,
         within_tolerance=bool(abs(achieved - cut) <= tolerance + 1e-12),
         convention=convention,
-        evaluations=len(cache),
+        evaluations=evaluate.cache_info().currsize,
     )

@@ -1,4 +1,10 @@
-"""Pictures of a stripe-pruned network: kept stripes and filters per layer."""
+"""Pictures of a stripe-pruned network: kept stripes and filters per layer.
+
+Both plots take `path` (the PNG file to write), `layers` (a
+`prune.LayerStripes` sequence, in topological order) and a figure `title`,
+and return `path`, or None when matplotlib is missing or there are no
+layers.
+"""
 
 import math
 
@@ -8,16 +14,7 @@ from tfgraft import plotting
 
 
 def plot_stripes(path, layers, title="Kept stripes per kernel position"):
-    """One `k x k` grid per layer: how many filters keep each position.
-
-    Args:
-        path: PNG file to write.
-        layers: `prune.LayerStripes` sequence (topological order).
-        title: figure title.
-
-    Returns:
-        `path`, or None when matplotlib is missing or there are no layers.
-    """
+    """One `k x k` grid per layer: how many filters keep each position."""
     plt = plotting.pyplot(path)
     if plt is None or not layers:
         return None
@@ -52,16 +49,7 @@ def plot_stripes(path, layers, title="Kept stripes per kernel position"):
 
 
 def plot_filters(path, layers, title="Filters and stripes kept per layer"):
-    """Bars of kept/total filters and kept stripe share per layer.
-
-    Args:
-        path: PNG file to write.
-        layers: `prune.LayerStripes` sequence.
-        title: figure title.
-
-    Returns:
-        `path`, or None when matplotlib is missing or there are no layers.
-    """
+    """Bars of kept/total filters and kept stripe share per layer."""
     plt = plotting.pyplot(path)
     if plt is None or not layers:
         return None

@@ -37,19 +37,9 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import graph as graph_lib
-from tfgraft.layers.stripe_conv import StripeConv2D
 from tfgraft.layers.stripe_conv import _check_threshold
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.stripe.skeleton import StripePruningError
-
-_ACTIVATIONS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerStripes:
@@ -122,18 +112,22 @@ def _plan_for(model, plan):
     return plan
 
 
+def _stripe_masks(model, threshold, plan):
+    """`(entry, layer, stripe mask)` of every pruned stripe conv."""
+    _check_threshold(model.name, threshold)
+    for entry in _plan_for(model, plan).pruned:
+        layer = model.get_layer(entry.name)
+        yield entry, layer, layer.stripe_mask(threshold)
+
+
 def layer_stripes(model, threshold, plan=None):
     """`LayerStripes` of every pruned stripe conv of `model`.
 
     `plan` is `skeleton_plan(model)` of this very model (computed when
     None); a plan of another model is refused.
     """
-    _check_threshold(model.name, threshold)
-    plan = _plan_for(model, plan)
     out = []
-    for entry in plan.pruned:
-        layer = model.get_layer(entry.name)
-        mask = layer.stripe_mask(threshold)
+    for entry, layer, mask in _stripe_masks(model, threshold, plan):
         out.append(
             LayerStripes(
                 name=entry.name,
@@ -155,25 +149,18 @@ def apply_hard_mask(model, threshold, plan=None):
     The state a model has right after a training step of the reference,
     re-thresholded: `FS *= |FS| > threshold` for every pruned stripe conv
     and, where the conv's filters are removable, BN gamma/beta of filters
-    without stripes set to 0. `plan` is `skeleton_plan(model)` of this very
-    model (computed when None); a plan of another model is refused.
+    without stripes set to 0. `plan` as in `layer_stripes`.
 
     Returns:
         `model`.
     """
-    _check_threshold(model.name, threshold)
-    plan = _plan_for(model, plan)
-    for entry in plan.pruned:
-        layer = model.get_layer(entry.name)
-        mask = layer.stripe_mask(threshold)
+    for entry, layer, mask in _stripe_masks(model, threshold, plan):
         fs = layer.filter_skeleton
         fs.assign(fs.numpy() * mask)
         if entry.bn:
-            bn = skeleton_lib.bn_layer(model, entry.bn)
             alive = mask.any(axis=(0, 1)).astype(np.float32)
-            for var in (bn.gamma, bn.beta):
-                if var is not None:
-                    var.assign(var.numpy() * alive.astype(var.dtype))
+            for var in skeleton_lib.bn_variables(model, entry.bn):
+                var.assign(var.numpy() * alive.astype(var.dtype))
     return model
 
 
@@ -280,22 +267,15 @@ def compact(
     Args:
         model: functional Keras model with `StripeConv2D` layers (trained).
         threshold: stripes with `|FS| <= threshold` are removed.
-        formulation: `CompactStripeConv2D` formulation for every compacted
-            layer (`"auto"` picks per layer by a cost model). `"calibrate"`
-            times the candidate formulations of every layer on this machine
-            at its real input shape (`calibrate_batch` images; see
-            `tfgraft.layers.stripe_conv.calibrate_formulation`) and keeps
-            the fastest; the choice is stored in the layer's config, so a
-            saved or exported model keeps it.
+        formulation: of every compacted layer, as in
+            `StripeConv2D.to_compact`; `"calibrate"` times each layer at its
+            real input shape (`calibrate_batch` images).
         jit_compile: compile every compact layer as its own XLA cluster
             (kept in exported SavedModels; fastest on CPU, see
             `CompactStripeConv2D`).
         dead_branches: what replaces a residual branch cut by a conv
-            without stripes: `"constant"` (default) adds the branch's
-            constant output (`BranchConstant`) and keeps the block's
-            activation, so the compact logits equal the hard-masked ones;
-            `"shortcut"` is the reference: the block becomes its shortcut,
-            dropping that constant and the closing ReLU.
+            without stripes: `"constant"` (default) or `"shortcut"` (the
+            reference); see the module docstring.
         calibrate_batch: batch size the `"calibrate"` timings use (the
             serving batch).
         name: name of the new model; default `<model name>_compact`.
@@ -314,66 +294,51 @@ def compact(
             f"dead_branches must be one of {DEAD_BRANCHES}. "
             f"Received: dead_branches={dead_branches}"
         )
-    graph = graph_lib.analyze(model)
-    plan = skeleton_lib.skeleton_plan(model, graph)
-    stats = {s.name: s for s in layer_stripes(model, threshold, plan)}
-    pruned = {p.name: p for p in plan.pruned}
-    # Kept channels of every group whose producer drops dead filters.
-    keep = {}
-    for entry in plan.pruned:
-        if entry.removable:
-            mask = model.get_layer(entry.name).stripe_mask(threshold)
-            keep[graph.nodes[entry.name].out_group] = np.flatnonzero(
-                mask.any(axis=(0, 1))
-            )
     builder = _Builder(
         model,
-        graph,
-        keep,
         threshold,
         formulation,
-        pruned,
         jit_compile,
         dead_branches,
         calibrate_batch,
     )
+    stats = layer_stripes(model, threshold, builder.plan)
     outputs = builder.run()
-    result_stats = tuple(
-        dataclasses.replace(stats[n], formulation=builder.formulations.get(n))
-        for n in stats
+    stats = tuple(
+        dataclasses.replace(s, formulation=builder.formulations.get(s.name))
+        for s in stats
     )
     new_model = keras.Model(
         builder.inputs,
         outputs,
         name=name or f"{model.name}_compact",
     )
-    return CompactResult(new_model, result_stats, tuple(builder.removed_blocks))
+    return CompactResult(new_model, stats, tuple(builder.removed_blocks))
 
 
+@dataclasses.dataclass
 class _Builder:
     """Re-runs a functional graph with new (sliced / compacted) layers."""
 
-    def __init__(
-        self,
-        model,
-        graph,
-        keep,
-        threshold,
-        formulation,
-        pruned,
-        jit_compile,
-        dead_branches,
-        calibrate_batch=1,
-    ):
-        self.jit_compile = jit_compile
-        self.calibrate_batch = calibrate_batch
-        self.dead_branches = dead_branches
-        self.model = model
-        self.graph = graph
-        self.keep = keep
-        self.threshold = threshold
-        self.formulation = formulation
-        self.pruned = pruned
+    model: keras.Model
+    threshold: float
+    formulation: str
+    jit_compile: bool
+    dead_branches: str
+    calibrate_batch: int
+
+    def __post_init__(self):
+        self.graph = graph_lib.analyze(self.model)
+        self.plan = skeleton_lib.skeleton_plan(self.model, self.graph)
+        self.pruned = {p.name: p for p in self.plan.pruned}
+        # Kept channels of every group whose producer drops dead filters.
+        self.keep = {}
+        for entry in self.plan.pruned:
+            if entry.removable:
+                layer = self.model.get_layer(entry.name)
+                alive = layer.stripe_mask(self.threshold).any(axis=(0, 1))
+                group = self.graph.nodes[entry.name].out_group
+                self.keep[group] = np.flatnonzero(alive)
         self.formulations = {}
         self.removed_blocks = []
         self.inputs = []
@@ -381,22 +346,14 @@ class _Builder:
 
     # === Channel selections ===
 
-    def _group_keep(self, group):
-        return None if group is None else self.keep.get(group)
-
-    def _in_keep(self, name):
+    def _kept(self, name, side):
+        """Kept channels of `name`'s input (side 0) or output (1), or None."""
         node = self.graph.nodes.get(name)
         if node is not None:
-            return self._group_keep(node.in_group)
-        pair = self.graph.layer_groups.get(name)
-        return self._group_keep(pair[0]) if pair else None
-
-    def _out_keep(self, name):
-        node = self.graph.nodes.get(name)
-        if node is not None:
-            return self._group_keep(node.out_group)
-        pair = self.graph.layer_groups.get(name)
-        return self._group_keep(pair[1]) if pair else None
+            groups = (node.in_group, node.out_group)
+        else:
+            groups = self.graph.layer_groups.get(name) or (None, None)
+        return self.keep.get(groups[side])
 
     # === Graph walk ===
 
@@ -433,7 +390,7 @@ class _Builder:
                 continue
             src = node.input_tensors[0] if node.input_tensors else None
             if (
-                isinstance(op, _ACTIVATIONS)
+                isinstance(op, complexity._RELU_LIKE)
                 and src is not None
                 and id(src) in bypassed
                 and consumers.get(id(src)) == 1
@@ -511,27 +468,21 @@ class _Builder:
         return total.astype(np.float32).tolist()
 
     def _apply(self, op, node, values):
-        name = op.name
-        if name in self.pruned:
+        if op.name in self.pruned:
             return self._compact_conv(op, node, values)
-        layer = self.new_layers.get(name)
-        if layer is None:
+        layer = self.new_layers.get(op.name)
+        first_call = layer is None
+        if first_call:
             layer = op.__class__.from_config(op.get_config())
-            self.new_layers[name] = layer
-            args, kwargs = node.arguments.fill_in(values)
-            out = layer(*args, **kwargs)
-            self._copy_weights(op, layer)
-            return out
+            self.new_layers[op.name] = layer
         args, kwargs = node.arguments.fill_in(values)
-        return layer(*args, **kwargs)
+        out = layer(*args, **kwargs)
+        if first_call:  # built by the call
+            self._copy_weights(op, layer)
+        return out
 
     def _compact_conv(self, op, node, values):
-        mask = op.stripe_mask(self.threshold)
-        entry = self.pruned[op.name]
-        filters = None
-        if entry.removable:
-            filters = np.flatnonzero(mask.any(axis=(0, 1)))
-        if not mask.any():
+        if not op.stripe_mask(self.threshold).any():
             return _Dead(op.name)
         (x,), _ = node.arguments.fill_in(values)
         calibrate_shape = None
@@ -544,8 +495,8 @@ class _Builder:
             calibrate_shape = (self.calibrate_batch, *x.shape[1:])
         layer = op.to_compact(
             self.threshold,
-            in_channels=self._in_keep(op.name),
-            filters=filters,
+            in_channels=self._kept(op.name, 0),
+            filters=self._kept(op.name, 1),
             formulation=self.formulation,
             jit_compile=self.jit_compile,
             calibrate_shape=calibrate_shape,
@@ -558,41 +509,27 @@ class _Builder:
     def _copy_weights(self, old, new):
         if not old.weights:
             return
-        name = old.name
-        in_keep = self._in_keep(name)
-        out_keep = self._out_keep(name)
+        in_keep = self._kept(old.name, 0)
+        out_keep = self._kept(old.name, 1)
+        weights = old.get_weights()
         if isinstance(old, keras.layers.BatchNormalization):
-            sel = out_keep
-            new.set_weights(
-                [w if sel is None else w[sel] for w in old.get_weights()]
-            )
-            return
-        if isinstance(old, keras.layers.Dense):
-            weights = old.get_weights()
+            if out_keep is not None:
+                weights = [w[out_keep] for w in weights]
+        elif isinstance(old, keras.layers.Dense):
             if in_keep is not None:
-                node = self.graph.nodes[name]
+                node = self.graph.nodes[old.name]
                 c = weights[0].shape[0] // node.in_spatial
                 rows = (
                     np.arange(node.in_spatial)[:, None] * c + in_keep[None, :]
                 ).reshape(-1)
                 weights[0] = weights[0][rows]
-            new.set_weights(weights)
-            return
-        if isinstance(old, StripeConv2D) or (
-            isinstance(old, keras.layers.Conv2D)
-            and not isinstance(old, keras.layers.DepthwiseConv2D)
-        ):
-            weights = old.get_weights()
-            kernel = weights[0]
+        elif isinstance(old, keras.layers.Conv2D):  # StripeConv2D too
             if in_keep is not None:
-                kernel = kernel[:, :, in_keep, :]
+                weights[0] = weights[0][:, :, in_keep, :]
             if out_keep is not None:
-                kernel = kernel[..., out_keep]
-                weights[1:] = [
+                # Kernel, bias and a stripe conv's skeleton.
+                weights = [
                     w[..., out_keep] if w.shape[-1] == old.filters else w
-                    for w in weights[1:]
+                    for w in weights
                 ]
-            weights[0] = kernel
-            new.set_weights(weights)
-            return
-        new.set_weights(old.get_weights())
+        new.set_weights(weights)

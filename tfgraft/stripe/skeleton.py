@@ -183,17 +183,13 @@ class SkeletonUpdate:
         self.sr_variable = sr_variable
         self.threshold = float(threshold)
         self.plan = plan or skeleton_plan(model)
-        targets = []
-        for entry in self.plan.pruned:
-            fs = model.get_layer(entry.name).filter_skeleton
-            bn = ()
-            if entry.bn:
-                layer = bn_layer(model, entry.bn)
-                bn = tuple(
-                    v for v in (layer.gamma, layer.beta) if v is not None
-                )
-            targets.append((fs, bn))
-        self._targets = tuple(targets)
+        self._targets = tuple(
+            (
+                model.get_layer(entry.name).filter_skeleton,
+                bn_variables(model, entry.bn) if entry.bn else (),
+            )
+            for entry in self.plan.pruned
+        )
 
     @property
     def active(self):
@@ -245,19 +241,11 @@ class SkeletonUpdate:
         return grads
 
 
-def stripe_layers(model):
-    """`{name: StripeConv2D}` of the model's stripe convs, in layer order."""
-    return {
-        layer.name: layer
-        for layer in model.layers
-        if isinstance(layer, StripeConv2D)
-    }
-
-
-def bn_layer(model, name):
+def bn_variables(model, name):
+    """The gamma and beta (where the layer has them) of BN layer `name`."""
     layer = model.get_layer(name)
     if not isinstance(layer, keras.layers.BatchNormalization):
         raise StripePruningError(
             f"Layer '{name}' of model '{model.name}' is not a BN."
         )
-    return layer
+    return tuple(v for v in (layer.gamma, layer.beta) if v is not None)

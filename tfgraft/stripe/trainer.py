@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfgraft import errors
+from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
 
@@ -10,23 +11,14 @@ from tfgraft.training import trainer as trainer_lib
 class StripeTrainer(trainer_lib.Trainer):
     """`Trainer` that applies the reference's skeleton update every step.
 
-    Between backward and `apply_gradients` (METHODS.md §2.2), for every
-    pruned stripe conv of every net: the skeleton gradient gets
-    `+ sr * sign(FS)`, skeleton entries with `|FS| <= threshold` and their
-    gradients are zeroed, and the BN gamma/beta (and their gradients) of
-    filters left without stripes are zeroed. The optimizer then applies
-    coupled weight decay to the skeleton like to every trainable tensor, so
-    the skeleton gets L2 *and* L1. Projection-shortcut skeletons train
-    freely. The update runs only when both `sr` and `threshold` are > 0
-    (the reference's `if args.sr and args.threshold`).
-
-    Gradients are per replica here and summed by `apply_gradients`, so the
-    L1 term is divided by the number of replicas (and multiplied by the
-    loss scale under `mixed_float16`); masks are linear and need nothing.
-    The assignments read mirrored values that are equal on every replica,
-    so the replicas stay identical. The update itself is
-    `skeleton.SkeletonUpdate`, shared with `tfgraft.stripe.fit` (plain
-    `model.fit`).
+    Between backward and `apply_gradients` (METHODS.md §2.2) every net's
+    gradients go through its `skeleton.SkeletonUpdate` (the update
+    `tfgraft.stripe.fit` runs under plain `model.fit`), with the L1 term
+    divided by the replicas whose gradients `apply_gradients` sums. The
+    optimizer then applies coupled weight decay to the skeleton like to
+    every trainable tensor, so the skeleton gets L2 *and* L1. The
+    assignments read mirrored values that are equal on every replica, so
+    the replicas stay identical.
 
     Args:
         nets, optimizers, strategy: as `Trainer`.
@@ -93,14 +85,10 @@ class StripeTrainer(trainer_lib.Trainer):
 
     def kept_stripes(self, net_index=0):
         """`{layer: (kept stripes, stripes, alive filters, filters)}`."""
-        net = self.nets[net_index]
-        out = {}
-        for entry in self.plans[net_index].pruned:
-            mask = net.get_layer(entry.name).stripe_mask(self.threshold)
-            out[entry.name] = (
-                int(mask.sum()),
-                int(mask.size),
-                int(mask.any(axis=(0, 1)).sum()),
-                int(mask.shape[-1]),
-            )
-        return out
+        stats = prune_lib.layer_stripes(
+            self.nets[net_index], self.threshold, self.plans[net_index]
+        )
+        return {
+            s.name: (s.kept_stripes, s.stripes, s.kept_filters, s.filters)
+            for s in stats
+        }
