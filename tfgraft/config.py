@@ -20,6 +20,7 @@ from typing import Optional
 from typing import Tuple
 
 from tfgraft import errors
+from tfgraft.stripe_formulations import FORMULATIONS
 
 
 class ConfigError(ValueError):
@@ -528,15 +529,7 @@ class StripeConfig(Section):
         "auto",
         "CompactStripeConv2D formulation of the exported model; calibrate: "
         "per layer the fastest, timed on this machine.",
-        choices=(
-            "auto",
-            "dense",
-            "shift_add",
-            "shift_add_matmul",
-            "im2col",
-            "shift_add_segment",
-            "calibrate",
-        ),
+        choices=(*FORMULATIONS, "calibrate"),
     )
     calibrate_batch: int = knob(
         1,
