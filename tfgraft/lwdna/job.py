@@ -105,7 +105,7 @@ class Derived(experiment.Method):
             shrink_lib.assign_weights(net, self.weights)
 
 
-class LWDNA:
+class LWDNA(experiment.Pipeline):
     """Widen -> two-step hypernetwork search -> derive -> train.
 
     The job (`train.flags.JOBS`): `run` is the pipeline; each training
@@ -116,12 +116,11 @@ class LWDNA:
     """
 
     name = "lwdna"
-    num_nets = 1
 
     def __init__(self, config):
-        if config.lwdna is None:
-            raise ValueError("LWDNA needs config.lwdna (an LWDNAConfig)")
-        self.config = config
+        super().__init__(
+            experiment.job_config(config, "LWDNA", "lwdna", "an LWDNAConfig")
+        )
 
     # === Configs ===
 
@@ -257,69 +256,53 @@ class LWDNA:
 
     # === The run ===
 
-    def run(self, workdir, **kwargs):
-        """Widen, search, derive, retrain (and compare); returns the report.
-
-        Args:
-            workdir: the run folder.
-            **kwargs: `experiment.Experiment` keyword arguments.
-        """
-        ex = experiment.Experiment(self, workdir, **kwargs)
-        with ex.opened():
-            lw = self.config.lwdna
-            # 1. Widen.
-            original = self.original_config()
-            widened = self.widened_config()
-            # 2-3. Search and derive, or reuse the derived widths.
-            derived, record, weights = self.derive(ex, original, widened)
-            search_phase_seconds = time.perf_counter() - ex.t0
-            # 4. Retrain the derived net (and the uniform original).
-            derived_dir = os.path.join(ex.workdir, "derived")
-            logging.info("Training the derived net in %s…", derived_dir)
-            config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
-            derived_report = Derived(self.sub_config(config_path), weights).run(
-                derived_dir,
-                strategy=ex.strategy,
-                force_resume=ex.force_resume,
+    def phases(self, ex):
+        """Widen, search, derive, retrain (and compare); returns the report."""
+        # 1. Widen.
+        original = self.original_config()
+        widened = self.widened_config()
+        # 2-3. Search and derive, or reuse the derived widths.
+        derived, record, weights = self.derive(ex, original, widened)
+        search_phase_seconds = time.perf_counter() - ex.t0
+        # 4. Retrain the derived net (and the uniform original).
+        logging.info(
+            "Training the derived net in %s…",
+            os.path.join(ex.workdir, "derived"),
+        )
+        config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
+        derived_report = ex.sub_run(
+            Derived(self.sub_config(config_path), weights), "derived"
+        )
+        uniform_report = None
+        if self.config.lwdna.train_uniform:
+            logging.info(
+                "Training the uniform original in %s…",
+                os.path.join(ex.workdir, "uniform"),
             )
-            uniform_report = None
-            if lw.train_uniform:
-                uniform_dir = os.path.join(ex.workdir, "uniform")
-                logging.info(
-                    "Training the uniform original in %s…", uniform_dir
-                )
-                uniform_report = experiment.Method(
-                    self.sub_config(self.config.model.channel_config)
-                ).run(
-                    uniform_dir,
-                    strategy=ex.strategy,
-                    force_resume=ex.force_resume,
-                )
+            uniform = self.sub_config(self.config.model.channel_config)
+            uniform_report = ex.sub_run(experiment.Method(uniform), "uniform")
 
-            report = self.lwdna_report(
-                ex,
+        report = self.lwdna_report(
+            ex,
+            original,
+            widened,
+            derived,
+            record,
+            derived_report,
+            uniform_report,
+        )
+        report["search_phase_seconds"] = search_phase_seconds
+        report["wall_seconds"] = time.perf_counter() - ex.t0
+        if ex.is_chief:
+            plot_widths(
+                os.path.join(ex.workdir, "widths.png"),
                 original,
                 widened,
                 derived,
-                record,
-                derived_report,
-                uniform_report,
+                title=f"{self.config.model.name}: LW-DNA widths",
             )
-            report["search_phase_seconds"] = search_phase_seconds
-            report["wall_seconds"] = time.perf_counter() - ex.t0
-            if ex.is_chief:
-                io.atomic_write_json(
-                    os.path.join(ex.workdir, "report.json"), report
-                )
-                plot_widths(
-                    os.path.join(ex.workdir, "widths.png"),
-                    original,
-                    widened,
-                    derived,
-                    title=f"{self.config.model.name}: LW-DNA widths",
-                )
-            ex.report_line(time.perf_counter() - ex.t0)
-            return report
+        ex.write_report(report)
+        return report
 
     def derive(self, ex, original, widened):
         """The derived `ChannelConfig`, the search record and the inherited
@@ -490,29 +473,14 @@ def plot_widths(path, original, widened, derived, title="LW-DNA widths"):
     slots = list(original.widths)
     x = range(len(slots))
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(slots) + 2), 4))
-    ax.plot(
-        x,
-        [widened.widths[s] for s in slots],
-        ":",
-        color="gray",
-        label="widened",
-    )
-    ax.plot(
-        x,
-        [original.widths[s] for s in slots],
-        "s--",
-        color="C0",
-        markersize=3,
-        label="original (uniform)",
-    )
-    ax.plot(
-        x,
-        [derived.widths[s] for s in slots],
-        "o-",
-        color="C3",
-        markersize=3,
-        label="LW-DNA (derived)",
-    )
+    for config, style, color, label in (
+        (widened, ":", "gray", "widened"),
+        (original, "s--", "C0", "original (uniform)"),
+        (derived, "o-", "C3", "LW-DNA (derived)"),
+    ):
+        widths = [config.widths[s] for s in slots]
+        # (The dotted line has no markers.)
+        ax.plot(x, widths, style, color=color, markersize=3, label=label)
     plotting.layer_ticks(ax, slots)
     ax.set_ylabel("output channels")
     ax.set_title(title)
