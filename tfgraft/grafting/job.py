@@ -117,9 +117,9 @@ class Grafting(experiment.Method):
     name = "grafting"
 
     def __init__(self, config):
-        if config.graft is None:
-            raise ValueError("Grafting needs config.graft (a GraftConfig)")
-        super().__init__(config)
+        super().__init__(
+            experiment.job_config(config, "Grafting", "graft", "a GraftConfig")
+        )
         self.num_nets = config.graft.num_nets
 
     def lr_scales(self):
