@@ -13,24 +13,10 @@ Every job (`train.flags.JOBS`) is a class made from the `JobConfig` (it
 checks its section once, there) with `name`, `config`, `num_nets`,
 `run(workdir, ...)` and `export_from_checkpoint(workdir, ...)`.
 
-A run writes into its workdir:
-
-* `flags.cfg` — the resolved flags (itself a valid flagfile), when run from
-  the command line; `config.json` — the resolved `JobConfig`; both (and
-  `job.json`) describe the first start and are never rewritten: a resume
-  must agree with them (see `tfgraft.training.workdir`);
-* `invocations.json` — every start: time, host, pid, argv, flags and the
-  fields changed since the first; `workdir.lock` — while a run is on;
-* `checkpoints/` — `tf.train.CheckpointManager` checkpoints (automatic
-  resume: running the same command again continues from the newest one);
-* `summaries/` — TensorBoard scalars; `history.json` — per-epoch logs;
-* `report.json` — per net: final and best test top-1, params, FLOPs,
-  epochs, wall seconds, train img/s; eval img/s; seconds per SavedModel
-  (`export_seconds`); plus each method's extras;
-* `export/` — the SavedModel of the final net (one net), or
-  `export/net_<i>/` and `export/best/` (several nets).
-
-Every file is written to a temporary path and renamed into place.
+A run writes into its workdir the files of README.md's "Jobs and the
+workdir contract" (`flags.cfg`, `config.json` and `job.json` describe the
+first start and are never rewritten: a resume must agree with them, see
+`tfgraft.training.workdir`), each to a temporary path renamed into place.
 """
 
 import contextlib
@@ -759,10 +745,7 @@ class Experiment:
             for i, net in enumerate(trainer.nets)
         ]
         train_seconds = sum(h["seconds"] for h in history)
-        steps = sum(
-            h["step"] - (history[k - 1]["step"] if k else 0)
-            for k, h in enumerate(history)
-        )
+        steps = history[-1]["step"] if history else 0
         per_net_ips = (
             steps * self.config.data.batch_size / max(train_seconds, 1e-9)
         )

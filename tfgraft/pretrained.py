@@ -107,17 +107,10 @@ def check_config(path, trained, model_config):
     """
     if not trained:
         return
+    keys = ("name", "width_mult", "channel_config", "preset", "shortcut")
     theirs = _resolved(trained.get("model", {}))
-    ours = _resolved(
-        {
-            "name": model_config.name,
-            "width_mult": model_config.width_mult,
-            "channel_config": model_config.channel_config,
-            "preset": model_config.preset,
-            "shortcut": model_config.shortcut,
-        }
-    )
-    for key in ("name", "width_mult", "channel_config", "preset", "shortcut"):
+    ours = _resolved({key: getattr(model_config, key) for key in keys})
+    for key in keys:
         if theirs.get(key) != ours[key]:
             flag = "model" if key == "name" else key
             _fail(
@@ -269,9 +262,17 @@ class PruningJob(experiment.Pipeline):
     """
 
     phase_dir = None
-    # The job's error class and its `FineTune`.
+    # The job's error class, its `FineTune`, its `JobConfig` section and
+    # the section's fields the pruning phase depends on.
     error = None
     fine_tune = FineTune
+    section = None
+    phase_fields = ()
+
+    @property
+    def options(self):
+        """The job's method section (`EKGConfig`, `L1PruneConfig`)."""
+        return getattr(self.config, self.section)
 
     def export_from_checkpoint(self, workdir, *args, **kwargs):
         """Exports the fine-tuned net of the run in `workdir`."""
@@ -282,7 +283,12 @@ class PruningJob(experiment.Pipeline):
     def settings(self, ex, pretrained):
         """What the phase's result depends on (`result.json`'s
         `settings`; a rerun with others is refused)."""
-        raise NotImplementedError
+        return {
+            "pretrained": os.path.abspath(pretrained),
+            "model": dataclasses.asdict(self.config.model),
+            "dataset": ex.info.name,
+            **{key: getattr(self.options, key) for key in self.phase_fields},
+        }
 
     def load_pretrained(self, ex, pretrained, channel_config):
         """`(net, checkpoint read)`: the pretrained net, a `plain_net` of

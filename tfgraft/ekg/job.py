@@ -2,9 +2,8 @@
 
 Phases, each leaving its results in the workdir so a rerun resumes:
 
-1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
-   checkpoint), or, with `--pretrain_epochs=N`, a baseline run of the same
-   model in `<workdir>/pretrain` (skipped once its `report.json` exists).
+1. **Pretrained net.** `--pretrained`, or a pretraining run
+   (`tfgraft.pretrained.locate_or_pretrain`).
 2. **Search** (METHODS §3.3) on the fixed `train_sub`/`val` sets: the
    warm-up pass, then the greedy pseudo-supernet search down to
    `--target_flops_rate` (EKG FLOPs convention), scored with the ensemble
@@ -85,6 +84,19 @@ class EKG(pretrained_lib.PruningJob):
     name = "ekg"
     phase_dir = "search"
     error = errors.EKGError
+    section = "ekg"
+    phase_fields = (
+        "target_flops_rate",
+        "search_step",
+        "cost_mode",
+        "batch_size",
+        "train_per_class",
+        "val_per_class",
+        "search_seed",
+        "warmup",
+        "search_knowledge",
+        "num_teachers",
+    )
 
     def __init__(self, config):
         super().__init__(
@@ -105,7 +117,7 @@ class EKG(pretrained_lib.PruningJob):
         with errors_lib.flag_names(source="dataset"):
             ekg_data._arrays(ex.source)  # EKG needs an in-memory source
         # 1. The pretrained net (a baseline run of its own if needed).
-        pretrained = pretrained_lib.locate_or_pretrain(ex, self.config.ekg)
+        pretrained = pretrained_lib.locate_or_pretrain(ex, self.options)
         # 2-4. Search, memory bank, extraction, or their saved result.
         found = self._load_search(ex, pretrained)
         self.search_result = found or self._search(ex, pretrained)
@@ -119,24 +131,6 @@ class EKG(pretrained_lib.PruningJob):
         )
 
     # === Phases 2-4: search, bank, extraction ===
-
-    def settings(self, ex, pretrained):
-        e, m = self.config.ekg, self.config.model
-        return {
-            "pretrained": os.path.abspath(pretrained),
-            "model": dataclasses.asdict(m),
-            "dataset": ex.info.name,
-            "target_flops_rate": e.target_flops_rate,
-            "search_step": e.search_step,
-            "cost_mode": e.cost_mode,
-            "batch_size": e.batch_size,
-            "train_per_class": e.train_per_class,
-            "val_per_class": e.val_per_class,
-            "search_seed": e.search_seed,
-            "warmup": e.warmup,
-            "search_knowledge": e.search_knowledge,
-            "num_teachers": e.num_teachers,
-        }
 
     def _load_search(self, ex, pretrained):
         result = self.saved_result(ex, pretrained)

@@ -2,33 +2,22 @@
 
 Phases, each leaving its results in the workdir so a rerun resumes:
 
-1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
-   checkpoint, `tfgraft.pretrained`), or, with `--pretrain_epochs=N`, a
-   baseline run of the same model in `<workdir>/pretrain` (skipped once its
-   `report.json` exists).
-2. **Pruning** (`tfgraft.l1prune.prune`): filters ranked by L1 norm, one
-   fraction shared by all prunable groups searched so that the FLOPs cut
-   (PFF counter, as the stripe job reports it) is `--target_flops_cut`
-   within `--target_tolerance`; the pruned net gets the kept weights. Its
-   widths go to `<workdir>/channel_config.json` (with the model, preset and
-   shortcut; `python -m train.baseline --channel_config=...` retrains them
-   from scratch), its initial weights to `<workdir>/prune/checkpoint`, and
-   `<workdir>/prune/result.json` (written last, so it marks the phase as
-   done) records the plan, the costs and the accuracies before and right
-   after pruning. A rerun with `result.json` present reuses all three and
-   never prunes again, so a resumed run fine-tunes the same net.
-3. **Fine-tuning** of the pruned net with the usual optimizer and schedule
-   flags through `tfgraft.training.loop.fit` (checkpoints, resume,
-   history, summaries), then `export/` (the pruned SavedModel).
+1. **Pretrained net.** `--pretrained`, or a pretraining run
+   (`tfgraft.pretrained.locate_or_pretrain`).
+2. **Pruning** (`tfgraft.l1prune.prune`, PFF FLOPs counter): the pruned
+   widths go to `<workdir>/channel_config.json` (with the model, preset
+   and shortcut), its initial weights to `<workdir>/prune/checkpoint`, and
+   `<workdir>/prune/result.json` (written last) records the plan, the
+   costs and the accuracies before and right after pruning. A rerun with
+   `result.json` present reuses all three and never prunes again, so a
+   resumed run fine-tunes the same net.
+3. **Fine-tuning** through `tfgraft.training.loop.fit`, then `export/`
+   (the pruned SavedModel).
 
-`report.json` is the base job's report of the fine-tuned net plus an
-`l1prune` section: the target and achieved cut, the shared fraction, the
-PFF and MACs FLOPs/params before and after, the accuracy of the pretrained
-net, of the pruned net before fine-tuning and after (final and best), the
-groups and the widths.
+The method, its deviations from Li et al. and the `l1prune` section of
+`report.json` are README.md's "L1 filter pruning".
 """
 
-import dataclasses
 import os
 import time
 
@@ -119,6 +108,8 @@ class L1Prune(pretrained_lib.PruningJob):
     phase_dir = "prune"
     error = prune_lib.L1PruneError
     fine_tune = FineTune
+    section = "l1prune"
+    phase_fields = ("target_flops_cut", "target_tolerance", "prune_streams")
 
     def __init__(self, config):
         super().__init__(
@@ -131,7 +122,7 @@ class L1Prune(pretrained_lib.PruningJob):
 
     def phases(self, ex):
         # 1. The pretrained net (a baseline run of its own if needed).
-        pretrained = pretrained_lib.locate_or_pretrain(ex, self.config.l1prune)
+        pretrained = pretrained_lib.locate_or_pretrain(ex, self.options)
         # 2. Pruning, or its saved result.
         result = self._load_prune(ex, pretrained) or self._prune(
             ex, pretrained
@@ -144,16 +135,7 @@ class L1Prune(pretrained_lib.PruningJob):
     # === Phase 2: pruning ===
 
     def settings(self, ex, pretrained):
-        c = self.config.l1prune
-        return {
-            "pretrained": os.path.abspath(pretrained),
-            "model": dataclasses.asdict(self.config.model),
-            "dataset": ex.info.name,
-            "target_flops_cut": c.target_flops_cut,
-            "target_tolerance": c.target_tolerance,
-            "prune_streams": c.prune_streams,
-            "convention": CONVENTION,
-        }
+        return {**super().settings(ex, pretrained), "convention": CONVENTION}
 
     def _load_prune(self, ex, pretrained):
         result = self.saved_result(ex, pretrained)

@@ -17,16 +17,10 @@ Workdir layout (METHODS.md §4.3):
   and derived nets, the search, both accuracies; `widths.png` — per-layer
   widths, original vs widened vs derived.
 
-The comparison at equal FLOPs: `report["derived"]` and `report["uniform"]`
-each hold `final_top1`, `final_top5`, `best_top1`, `best_epoch` (None for
-a net not trained), DHP `flops` and `params` (conv kernels + classifier,
-no BN) and `trainable_params` (Keras's count, BN gamma/beta included);
-`report["equal_flops"]` their `flops_ratio` and `params_ratio` (derived /
-uniform), whether the FLOPs agree within `EQUAL_FLOPS_TOLERANCE`, and the
-`--ratio` that targets the uniform net's FLOPs exactly. The uniform net
-(`train_uniform`) is the original-width net trained with the derived
-net's recipe: same seed (same initialisation seed and data stream), same
-schedule, same preset.
+The comparison at equal FLOPs (`report["derived"]`, `report["uniform"]`,
+`report["equal_flops"]`, within `EQUAL_FLOPS_TOLERANCE`) and the uniform
+net's recipe are in README.md's LW-DNA item ("Equal FLOPs, params
+shown").
 
 Resuming: when `derived/` already holds a checkpoint, the saved
 `channel_config.json` is reused and the search is not run again (the
@@ -324,9 +318,7 @@ class LWDNA(experiment.Pipeline):
             logging.info(
                 "Reusing %s (derived run has checkpoints)", config_path
             )
-            with open(search_path) as f:
-                record = json.load(f)
-            self.check_derived_config(config_path, record)
+            record = self.saved_search(ex.workdir)
             return models.ChannelConfig.load(config_path), record, None
         lw = self.config.lwdna
         budget = self._cost(ex, original)["flops"]
@@ -349,9 +341,12 @@ class LWDNA(experiment.Pipeline):
             io.atomic_write_json(search_path, record)
         return derived, record, weights
 
-    def check_derived_config(self, config_path, record):
-        """Stops when `channel_config.json` differs from what the search
-        wrote (`record` is `search.json`; older runs lack the hash)."""
+    def saved_search(self, workdir):
+        """The run's `search.json`; stops when `channel_config.json`
+        differs from what the search wrote (older runs lack the hash)."""
+        config_path = os.path.join(workdir, CHANNEL_CONFIG)
+        with open(os.path.join(workdir, SEARCH)) as f:
+            record = json.load(f)
         want = record.get("channel_config_sha256")
         if want is not None and file_sha256(config_path) != want:
             raise hypernet_lib.LWDNAError(
@@ -359,6 +354,7 @@ class LWDNA(experiment.Pipeline):
                 "was trained with the written widths); restore the file or "
                 "use a new --workdir"
             )
+        return record
 
     def export_from_checkpoint(
         self, workdir, net_index, export_dir, overwrite=False
@@ -366,14 +362,12 @@ class LWDNA(experiment.Pipeline):
         """Exports the derived net of `derived/checkpoints` (the run's
         `derived/export/`), built from the run's `channel_config.json`."""
         config_path = os.path.join(workdir, CHANNEL_CONFIG)
-        search_path = os.path.join(workdir, SEARCH)
-        for path in (config_path, search_path):
+        for path in (config_path, os.path.join(workdir, SEARCH)):
             if not os.path.isfile(path):
                 raise hypernet_lib.LWDNAError(
                     f"{path}: missing; the run's search has not finished"
                 )
-        with open(search_path) as f:
-            self.check_derived_config(config_path, json.load(f))
+        self.saved_search(workdir)
         return Derived(self.sub_config(config_path)).export_from_checkpoint(
             os.path.join(workdir, "derived"),
             net_index,
