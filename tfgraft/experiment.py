@@ -327,12 +327,8 @@ class Pipeline:
         self.config = config
 
     def run(self, workdir, **kwargs):
-        """Runs the phases in `workdir`; returns the report dict.
-
-        Args:
-            workdir: the run folder.
-            **kwargs: `Experiment` keyword arguments.
-        """
+        """Runs the phases in `workdir` (arguments as `Method.run`'s);
+        returns the report dict."""
         ex = self.experiment = Experiment(self, workdir, **kwargs)
         with ex.opened():
             return self.phases(ex)

@@ -18,6 +18,7 @@ every other model (`grafting.py`) its whole state dict (`resolve_scope`).
 
 import json
 import os
+import statistics
 import time
 
 from tfgraft import experiment
@@ -206,7 +207,4 @@ class Grafting(experiment.Method):
 
 
 def _median(values):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[len(s) // 2]
+    return statistics.median_high(values) if values else None
