@@ -265,7 +265,7 @@ class PruningJob(experiment.Pipeline):
     # The job's error class, its `FineTune`, its `JobConfig` section and
     # the section's fields the pruning phase depends on.
     error = None
-    fine_tune = FineTune
+    fine_tune = None
     section = None
     phase_fields = ()
 

@@ -68,6 +68,95 @@ class BankHook(loop.Hook):
         return {"memory_bank": self.bank}
 
 
+class FineTune(pretrained_lib.FineTune):
+    """Phase 5: fine-tunes the compact net (the run's `ekg` report).
+
+    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
+    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
+
+    Args:
+        config, channel_config, start, result: as `pretrained.FineTune`'s
+            (`start` the extracted net, `result` `search/result.json`).
+        bank: the `SubnetMemoryBank` (teacher logits).
+    """
+
+    name = "ekg"
+
+    def __init__(self, *args, bank=None):
+        super().__init__(*args)
+        self.bank = bank
+
+    def saved_config(self, workdir):
+        return searched_config(workdir, self.config.model)
+
+    def make_trainer(self, nets, optimizers, strategy, **options):
+        e = self.config.ekg
+        if e.knowledge:
+            return ekg_trainer.KnowledgeTrainer(
+                nets,
+                optimizers,
+                strategy,
+                temperature=e.temperature,
+                **options,
+            )
+        return super().make_trainer(nets, optimizers, strategy, **options)
+
+    def train_dataset(self, ex, index, start_step):
+        e = self.config.ekg
+        return ekg_data.train_dataset(
+            ex.source,
+            batch_size=self.config.data.batch_size,
+            seed=experiment.data_seed(self.config.run.seed, index),
+            start_step=start_step,
+            views=2 if e.knowledge else 1,
+            jitter=e.knowledge,
+            knowledge=self.bank.knowledge.numpy() if e.knowledge else None,
+        )
+
+    def hooks(self, ex, trainer):
+        return [BankHook(self.bank)]
+
+    def report_extras(self, ex, trainer, history):
+        r, e = self.result, self.config.ekg
+        finetuned = experiment.accuracy_summary(history, 0)
+        accuracy = dict(r["accuracy"])
+        accuracy["finetuned_final"] = finetuned["final_top1"]
+        accuracy["finetuned_best"] = finetuned["best_top1"]
+        steps = r["history"][1:] + [r["final"]]
+        return {
+            "ekg": {
+                "pretrained": r["settings"]["pretrained"],
+                "pretrained_checkpoint": r["pretrained_checkpoint"],
+                "target_flops_rate": e.target_flops_rate,
+                "cost_mode": e.cost_mode,
+                "search_knowledge": e.search_knowledge,
+                "knowledge": e.knowledge,
+                "temperature": e.temperature,
+                "flops": r["flops"],
+                "params": r["params"],
+                "flops_rate": r["flops_rate"],
+                "accuracy": accuracy,
+                "teachers": r["teachers"],
+                "teacher_losses": r["teacher_losses"],
+                "ensemble_size": r["ensemble_size"],
+                "steps": len(r["history"]),
+                # Accepted steps whose choice was not the lowest-CE
+                # candidate (the ensemble term changed it; 0 without it).
+                "steps_not_lowest_loss": sum(
+                    s["gate"] != s["lowest_loss_gate"] for s in steps
+                ),
+                "history": r["history"] + [r["final"]],
+                "channel_config": r["channel_config"],
+                "original_widths": r["original_widths"],
+                "search_seconds": r["search_seconds"],
+                "bank_seconds": r["bank_seconds"],
+                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
+                # Training steps of the fine-tuning, all sessions (no eval).
+                "finetune_seconds": sum(h["seconds"] for h in history),
+            },
+        }
+
+
 class EKG(pretrained_lib.PruningJob):
     """Searches, distils and fine-tunes an EKG sub-network (one net).
 
@@ -84,6 +173,7 @@ class EKG(pretrained_lib.PruningJob):
     name = "ekg"
     phase_dir = "search"
     error = errors.EKGError
+    fine_tune = FineTune
     section = "ekg"
     phase_fields = (
         "target_flops_rate",
@@ -268,95 +358,6 @@ class EKG(pretrained_lib.PruningJob):
             compact=self.compact,
         )
         return result_json
-
-
-class FineTune(pretrained_lib.FineTune):
-    """Phase 5: fine-tunes the compact net (the run's `ekg` report).
-
-    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
-    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
-
-    Args:
-        config, channel_config, start, result: as `pretrained.FineTune`'s
-            (`start` the extracted net, `result` `search/result.json`).
-        bank: the `SubnetMemoryBank` (teacher logits).
-    """
-
-    name = "ekg"
-
-    def __init__(self, *args, bank=None):
-        super().__init__(*args)
-        self.bank = bank
-
-    def saved_config(self, workdir):
-        return searched_config(workdir, self.config.model)
-
-    def make_trainer(self, nets, optimizers, strategy, **options):
-        e = self.config.ekg
-        if e.knowledge:
-            return ekg_trainer.KnowledgeTrainer(
-                nets,
-                optimizers,
-                strategy,
-                temperature=e.temperature,
-                **options,
-            )
-        return super().make_trainer(nets, optimizers, strategy, **options)
-
-    def train_dataset(self, ex, index, start_step):
-        e = self.config.ekg
-        return ekg_data.train_dataset(
-            ex.source,
-            batch_size=self.config.data.batch_size,
-            seed=experiment.data_seed(self.config.run.seed, index),
-            start_step=start_step,
-            views=2 if e.knowledge else 1,
-            jitter=e.knowledge,
-            knowledge=self.bank.knowledge.numpy() if e.knowledge else None,
-        )
-
-    def hooks(self, ex, trainer):
-        return [BankHook(self.bank)]
-
-    def report_extras(self, ex, trainer, history):
-        r, e = self.result, self.config.ekg
-        finetuned = experiment.accuracy_summary(history, 0)
-        accuracy = dict(r["accuracy"])
-        accuracy["finetuned_final"] = finetuned["final_top1"]
-        accuracy["finetuned_best"] = finetuned["best_top1"]
-        steps = r["history"][1:] + [r["final"]]
-        return {
-            "ekg": {
-                "pretrained": r["settings"]["pretrained"],
-                "pretrained_checkpoint": r["pretrained_checkpoint"],
-                "target_flops_rate": e.target_flops_rate,
-                "cost_mode": e.cost_mode,
-                "search_knowledge": e.search_knowledge,
-                "knowledge": e.knowledge,
-                "temperature": e.temperature,
-                "flops": r["flops"],
-                "params": r["params"],
-                "flops_rate": r["flops_rate"],
-                "accuracy": accuracy,
-                "teachers": r["teachers"],
-                "teacher_losses": r["teacher_losses"],
-                "ensemble_size": r["ensemble_size"],
-                "steps": len(r["history"]),
-                # Accepted steps whose choice was not the lowest-CE
-                # candidate (the ensemble term changed it; 0 without it).
-                "steps_not_lowest_loss": sum(
-                    s["gate"] != s["lowest_loss_gate"] for s in steps
-                ),
-                "history": r["history"] + [r["final"]],
-                "channel_config": r["channel_config"],
-                "original_widths": r["original_widths"],
-                "search_seconds": r["search_seconds"],
-                "bank_seconds": r["bank_seconds"],
-                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
-                # Training steps of the fine-tuning, all sessions (no eval).
-                "finetune_seconds": sum(h["seconds"] for h in history),
-            },
-        }
 
 
 def searched_config(workdir, model):
