@@ -5,32 +5,18 @@ scales, conv layer, net initialisation, trainer, data, hooks, report
 extras, exports); `Method` itself is the baseline (one net). An
 `Experiment` runs one method in one workdir: strategy, data, optimizers,
 the fit loop, the best net, the report and the export, the same for every
-method. Multi-phase methods (EKG, L1 pruning, LW-DNA) are pipelines that
-open their workdir's `Experiment` and call `Experiment.train` (or
-`Method.run`, a run of its own) for each training phase.
+method. Multi-phase methods (EKG, L1 pruning, LW-DNA) are `Pipeline`s
+that open their workdir's `Experiment` and call `Experiment.train` (or
+`Experiment.sub_run`, a run of its own) for each training phase.
 
 Every job (`train.flags.JOBS`) is a class made from the `JobConfig` (it
 checks its section once, there) with `name`, `config`, `num_nets`,
 `run(workdir, ...)` and `export_from_checkpoint(workdir, ...)`.
 
-A run writes into its workdir:
-
-* `flags.cfg` — the resolved flags (itself a valid flagfile), when run from
-  the command line; `config.json` — the resolved `JobConfig`; both (and
-  `job.json`) describe the first start and are never rewritten: a resume
-  must agree with them (see `tfgraft.training.workdir`);
-* `invocations.json` — every start: time, host, pid, argv, flags and the
-  fields changed since the first; `workdir.lock` — while a run is on;
-* `checkpoints/` — `tf.train.CheckpointManager` checkpoints (automatic
-  resume: running the same command again continues from the newest one);
-* `summaries/` — TensorBoard scalars; `history.json` — per-epoch logs;
-* `report.json` — per net: final and best test top-1, params, FLOPs,
-  epochs, wall seconds, train img/s; eval img/s; seconds per SavedModel
-  (`export_seconds`); plus each method's extras;
-* `export/` — the SavedModel of the final net (one net), or
-  `export/net_<i>/` and `export/best/` (several nets).
-
-Every file is written to a temporary path and renamed into place.
+A run writes into its workdir the files of README.md's "Jobs and the
+workdir contract" (`flags.cfg`, `config.json` and `job.json` describe the
+first start and are never rewritten: a resume must agree with them, see
+`tfgraft.training.workdir`), each to a temporary path renamed into place.
 """
 
 import contextlib
@@ -186,6 +172,36 @@ def restore_items(path, items):
         ) from None
 
 
+def job_config(config, job, field, kind, preset=None):
+    """`config` checked for a job: a `ValueError` unless its section
+    `field` (a `kind`) is set; with `preset`, that preset where the model
+    names none (config.json records it)."""
+    if getattr(config, field) is None:
+        raise ValueError(f"{job} needs config.{field} ({kind})")
+    if preset is not None and config.model.preset is None:
+        model = dataclasses.replace(config.model, preset=preset)
+        config = dataclasses.replace(config, model=model)
+    return config
+
+
+def accuracy_summary(history, index):
+    """Net `index`'s `final_top1`, `final_top5`, `best_top1` and
+    `best_epoch` over the evaluations in `history` (None without any)."""
+    evals = [h["test"]["nets"][index] for h in history if "test" in h]
+    if not evals:
+        keys = ("final_top1", "final_top5", "best_top1", "best_epoch")
+        return dict.fromkeys(keys)
+    epochs = [h["epoch"] for h in history if "test" in h]
+    accs = [e["top1"] for e in evals]
+    best = max(range(len(accs)), key=accs.__getitem__)
+    return {
+        "final_top1": accs[-1],
+        "final_top5": evals[-1]["top5"],
+        "best_top1": accs[best],
+        "best_epoch": epochs[best],
+    }
+
+
 class Method:
     """What a method adds to a training run; this one is the baseline.
 
@@ -293,6 +309,33 @@ class Method:
         return Experiment(self, workdir).export_from_checkpoint(
             net_index, export_dir, overwrite=overwrite
         )
+
+
+class Pipeline:
+    """A job of several phases in one workdir (EKG, L1 pruning, LW-DNA).
+
+    `run` opens the workdir's `Experiment` (then `experiment`) and runs
+    `phases` in it.
+
+    Args:
+        config: the resolved `JobConfig`.
+    """
+
+    num_nets = 1
+
+    def __init__(self, config):
+        self.config = config
+
+    def run(self, workdir, **kwargs):
+        """Runs the phases in `workdir` (arguments as `Method.run`'s);
+        returns the report dict."""
+        ex = self.experiment = Experiment(self, workdir, **kwargs)
+        with ex.opened():
+            return self.phases(ex)
+
+    def phases(self, ex):
+        """Runs the job in the opened experiment `ex`; returns the report."""
+        raise NotImplementedError
 
 
 class Experiment:
@@ -578,10 +621,7 @@ class Experiment:
         if method is not None:
             self.method = method
         trainer = self.build()
-        with errors.flag_names(batch_size="eval_batch_size"):
-            self.eval_dataset = data_lib.eval_dataset(
-                self.source, batch_size=self.config.data.eval_batch_size
-            )
+        self.eval_dataset = self.test_dataset()
         hooks = list(self.method.hooks(self, trainer))
         if self.method.keeps_best():
             with self.strategy.scope():
@@ -607,21 +647,38 @@ class Experiment:
         if self.is_chief:
             self.method.export(self, trainer)
             report["export_seconds"] = self.export_seconds
-            io.atomic_write_json(
-                os.path.join(self.workdir, "report.json"), report
-            )
-            self.report_line(time.perf_counter() - self.t0)
+        self.write_report(report)
         # Multi-worker runs: no worker leaves before the chief has written.
         distribute.sync_workers(self.strategy)
         return report
 
     # === Outputs ===
 
-    def report_line(self, seconds):
-        """The console's last line: the run's seconds and report's path."""
+    def test_dataset(self):
+        """The test split in batches of `--eval_batch_size`."""
+        with errors.flag_names(batch_size="eval_batch_size"):
+            return data_lib.eval_dataset(
+                self.source, batch_size=self.config.data.eval_batch_size
+            )
+
+    def sub_run(self, method, name):
+        """Runs `method` in `<workdir>/<name>` as a run of its own, with
+        this run's strategy and `force_resume`; returns its report."""
+        return method.run(
+            os.path.join(self.workdir, name),
+            strategy=self.strategy,
+            force_resume=self.force_resume,
+        )
+
+    def write_report(self, report):
+        """Writes `report.json` (the chief) and the console's last line:
+        the run's seconds and the report's path."""
+        path = os.path.join(self.workdir, "report.json")
+        if self.is_chief:
+            io.atomic_write_json(path, report)
+        seconds = time.perf_counter() - self.t0
         self.console.line(
-            f"done in {console_lib.fmt_seconds(seconds)}; "
-            f"report: {os.path.join(self.workdir, 'report.json')}"
+            f"done in {console_lib.fmt_seconds(seconds)}; report: {path}"
         )
 
     def save_models(self, exports):
@@ -675,28 +732,16 @@ class Experiment:
         from tfgraft import complexity
 
         evals = [h for h in history if "test" in h]
-        nets = []
-        for i, net in enumerate(trainer.nets):
-            accs = [h["test"]["nets"][i]["top1"] for h in evals]
-            best = max(range(len(accs)), key=accs.__getitem__) if accs else None
-            cost = complexity.count(net, "macs")
-            nets.append(
-                {
-                    "final_top1": accs[-1] if accs else None,
-                    "final_top5": evals[-1]["test"]["nets"][i]["top5"]
-                    if evals
-                    else None,
-                    "best_top1": accs[best] if accs else None,
-                    "best_epoch": evals[best]["epoch"] if accs else None,
-                    "params": count_params(net),
-                    "flops": int(cost.flops),
-                }
-            )
+        nets = [
+            {
+                **accuracy_summary(history, i),
+                "params": count_params(net),
+                "flops": int(complexity.count(net, "macs").flops),
+            }
+            for i, net in enumerate(trainer.nets)
+        ]
         train_seconds = sum(h["seconds"] for h in history)
-        steps = sum(
-            h["step"] - (history[k - 1]["step"] if k else 0)
-            for k, h in enumerate(history)
-        )
+        steps = history[-1]["step"] if history else 0
         per_net_ips = (
             steps * self.config.data.batch_size / max(train_seconds, 1e-9)
         )

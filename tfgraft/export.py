@@ -203,17 +203,8 @@ class Exporter:
 
 
 def export_saved_model(model, path, *, overwrite=False, exporter=None):
-    """Writes `model` as a servable SavedModel at `path`.
-
-    Args:
-        model: a Keras model taking `(batch, H, W, 3)` raw images.
-        path: destination folder; must not exist unless `overwrite`.
-        overwrite: replace an existing export (atomically).
-        exporter: an `Exporter` to reuse traced graphs from (several nets
-            of one architecture); default a new one.
-
-    Returns:
-        `path`.
-    """
+    """`Exporter.export(model, path, overwrite=overwrite)` of `exporter`
+    (one to reuse traced graphs from, for several nets of one
+    architecture; default a new one); returns `path`."""
     exporter = Exporter() if exporter is None else exporter
     return exporter.export(model, path, overwrite=overwrite)

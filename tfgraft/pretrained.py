@@ -1,7 +1,7 @@
 """The pretrained net a pruning method starts from (`--pretrained`).
 
-Shared by the jobs that prune a trained network (EKG, L1 filter pruning).
-Accepted forms:
+Shared by the jobs that prune a trained network (EKG, L1 filter pruning):
+`PruningJob` and its `FineTune`. Accepted forms:
 
 * a `train.baseline` workdir (its newest `checkpoints/` checkpoint; its
   `config.json` is checked against this run's model);
@@ -25,6 +25,7 @@ from absl import logging
 
 from tfgraft import config as cfg
 from tfgraft import experiment
+from tfgraft import io
 
 
 class PretrainedError(ValueError):
@@ -106,17 +107,10 @@ def check_config(path, trained, model_config):
     """
     if not trained:
         return
+    keys = ("name", "width_mult", "channel_config", "preset", "shortcut")
     theirs = _resolved(trained.get("model", {}))
-    ours = _resolved(
-        {
-            "name": model_config.name,
-            "width_mult": model_config.width_mult,
-            "channel_config": model_config.channel_config,
-            "preset": model_config.preset,
-            "shortcut": model_config.shortcut,
-        }
-    )
-    for key in ("name", "width_mult", "channel_config", "preset", "shortcut"):
+    ours = _resolved({key: getattr(model_config, key) for key in keys})
+    for key in keys:
         if theirs.get(key) != ours[key]:
             flag = "model" if key == "name" else key
             _fail(
@@ -173,9 +167,7 @@ def load(path, net, model_name):
     return location
 
 
-def locate_or_pretrain(
-    config, workdir, options, *, strategy=None, force_resume=False
-):
+def locate_or_pretrain(ex, options):
     """Returns the `--pretrained` path, pretraining the net first if needed.
 
     With `pretrained` set it is returned as is (`resolve` checks it later).
@@ -187,15 +179,11 @@ def locate_or_pretrain(
     own checkpoints.
 
     Args:
-        config: the pruning job's `JobConfig` (its data, model and run
-            sections describe the pretraining run).
-        workdir: the pruning job's workdir.
+        ex: the pruning job's opened `Experiment` (its config's data, model
+            and run sections describe the pretraining run, a `sub_run`).
         options: the job's method section (`EKGConfig`, `L1PruneConfig`):
             its `pretrained` (a path, or None / ""), `pretrain_epochs`,
             `pretrain_learning_rate` and `pretrain_weight_decay`.
-        strategy: the job's strategy (shared with the pretraining run).
-        force_resume: the job's `--force_resume`, passed on to the
-            pretraining run.
 
     Raises:
         ConfigError: neither `pretrained` nor `pretrain_epochs > 0`.
@@ -207,7 +195,8 @@ def locate_or_pretrain(
             "--pretrained is required unless --pretrain_epochs > 0 "
             "(pretrain in <workdir>/pretrain first)"
         )
-    path = os.path.join(workdir, "pretrain")
+    config = ex.config
+    path = os.path.join(ex.workdir, "pretrain")
     if os.path.isfile(os.path.join(path, "report.json")):
         logging.info("Pretrained net found in %s", path)
         return path
@@ -229,7 +218,123 @@ def locate_or_pretrain(
         ),
         run=dataclasses.replace(config.run, epochs=n, max_steps=0),
     )
-    experiment.Method(pretrain_config).run(
-        path, strategy=strategy, force_resume=force_resume
-    )
+    ex.sub_run(experiment.Method(pretrain_config), "pretrain")
     return path
+
+
+class FineTune(experiment.Method):
+    """A `PruningJob`'s last phase: fine-tunes the pruned net.
+
+    Args:
+        config: the job's `JobConfig`.
+        channel_config: the pruned net's widths; default: the ones the run
+            saved (`saved_config`; `train.export`).
+        start: the pruned net, whose weights the net starts from.
+        result: the pruning phase's `result.json`.
+    """
+
+    def __init__(self, config, channel_config=None, start=None, result=None):
+        super().__init__(config)
+        self.pruned_config = channel_config
+        self.start = start
+        self.result = result
+
+    def saved_config(self, workdir):
+        """The pruned widths the run in `workdir` saved."""
+        raise NotImplementedError
+
+    def channel_config(self, ex):
+        if self.pruned_config is None:
+            self.pruned_config = self.saved_config(ex.workdir)
+        return self.pruned_config
+
+    def init_net(self, net, index):
+        if self.start is not None:
+            net.set_weights(self.start.get_weights())
+
+
+class PruningJob(experiment.Pipeline):
+    """Pretrained net -> a pruning phase -> fine-tuning (`fine_tune`).
+
+    The pruning phase keeps its result in `<workdir>/<phase_dir>/`: a
+    checkpoint of its nets and `result.json` (written last, so it marks
+    the phase as done), which a rerun reuses.
+    """
+
+    phase_dir = None
+    # The job's error class, its `FineTune`, its `JobConfig` section and
+    # the section's fields the pruning phase depends on.
+    error = None
+    fine_tune = None
+    section = None
+    phase_fields = ()
+
+    @property
+    def options(self):
+        """The job's method section (`EKGConfig`, `L1PruneConfig`)."""
+        return getattr(self.config, self.section)
+
+    def export_from_checkpoint(self, workdir, *args, **kwargs):
+        """Exports the fine-tuned net of the run in `workdir`."""
+        return self.fine_tune(self.config).export_from_checkpoint(
+            workdir, *args, **kwargs
+        )
+
+    def settings(self, ex, pretrained):
+        """What the phase's result depends on (`result.json`'s
+        `settings`; a rerun with others is refused)."""
+        return {
+            "pretrained": os.path.abspath(pretrained),
+            "model": dataclasses.asdict(self.config.model),
+            "dataset": ex.info.name,
+            **{key: getattr(self.options, key) for key in self.phase_fields},
+        }
+
+    def load_pretrained(self, ex, pretrained, channel_config):
+        """`(net, checkpoint read)`: the pretrained net, a `plain_net` of
+        `channel_config` checked against `--pretrained`'s records."""
+        logging.info("Loading the pretrained net from %s…", pretrained)
+        net = experiment.plain_net(
+            self.config, ex.info, channel_config, "pretrained"
+        )
+        _, _, trained = resolve(pretrained)
+        check_config(pretrained, trained, self.config.model)
+        return net, load(pretrained, net, self.config.model.name)
+
+    def saved_result(self, ex, pretrained):
+        """The phase's `result.json`, or None before the phase is done."""
+        path = os.path.join(ex.workdir, self.phase_dir, "result.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            result = json.load(f)
+        saved = result["settings"]
+        for key, value in self.settings(ex, pretrained).items():
+            if saved.get(key) != value:
+                raise self.error(
+                    f"--workdir={ex.workdir}: {self.phase_dir}/ was made "
+                    f"with {key}={saved.get(key)}, this run has {value}; "
+                    "use a new workdir"
+                )
+        return result
+
+    def restore_phase(self, ex, **items):
+        """Restores `items` (name -> trackable) from the phase's
+        checkpoint."""
+        path = os.path.join(ex.workdir, self.phase_dir, "checkpoint")
+        status = tf.train.Checkpoint(**items).read(path)
+        status.assert_existing_objects_matched()
+
+    def save_phase(self, ex, result, channel_config, config_path, **items):
+        """Writes (the chief) the phase's checkpoint of `items`, the pruned
+        `channel_config` to `config_path`, then `result.json`."""
+        if not ex.is_chief:
+            return
+        phase_dir = os.path.join(ex.workdir, self.phase_dir)
+        os.makedirs(phase_dir, exist_ok=True)
+        tf.train.Checkpoint(**items).write(
+            os.path.join(phase_dir, "checkpoint")
+        )
+        channel_config.save(config_path)  # atomic
+        # Written last: its presence marks the phase as complete.
+        io.atomic_write_json(os.path.join(phase_dir, "result.json"), result)

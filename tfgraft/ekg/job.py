@@ -2,9 +2,8 @@
 
 Phases, each leaving its results in the workdir so a rerun resumes:
 
-1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
-   checkpoint), or, with `--pretrain_epochs=N`, a baseline run of the same
-   model in `<workdir>/pretrain` (skipped once its `report.json` exists).
+1. **Pretrained net.** `--pretrained`, or a pretraining run
+   (`tfgraft.pretrained.locate_or_pretrain`).
 2. **Search** (METHODS §3.3) on the fixed `train_sub`/`val` sets: the
    warm-up pass, then the greedy pseudo-supernet search down to
    `--target_flops_rate` (EKG FLOPs convention), scored with the ensemble
@@ -41,13 +40,10 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from tfgraft import data as data_lib
 from tfgraft import errors as errors_lib
 from tfgraft import experiment
-from tfgraft import io
 from tfgraft import models
 from tfgraft import plotting
 from tfgraft import pretrained as pretrained_lib
@@ -72,13 +68,96 @@ class BankHook(loop.Hook):
         return {"memory_bank": self.bank}
 
 
-def _accuracy(model, dataset, training=False):
-    """Top-1 accuracy and mean CE of one model on a finite dataset."""
-    result = evaluation.evaluate_model(model, dataset, training=training)
-    return {"top1": result["top1"], "loss": result["loss"]}
+class FineTune(pretrained_lib.FineTune):
+    """Phase 5: fine-tunes the compact net (the run's `ekg` report).
+
+    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
+    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
+
+    Args:
+        config, channel_config, start, result: as `pretrained.FineTune`'s
+            (`start` the extracted net, `result` `search/result.json`).
+        bank: the `SubnetMemoryBank` (teacher logits).
+    """
+
+    name = "ekg"
+
+    def __init__(self, *args, bank=None):
+        super().__init__(*args)
+        self.bank = bank
+
+    def saved_config(self, workdir):
+        return searched_config(workdir, self.config.model)
+
+    def make_trainer(self, nets, optimizers, strategy, **options):
+        e = self.config.ekg
+        if e.knowledge:
+            return ekg_trainer.KnowledgeTrainer(
+                nets,
+                optimizers,
+                strategy,
+                temperature=e.temperature,
+                **options,
+            )
+        return super().make_trainer(nets, optimizers, strategy, **options)
+
+    def train_dataset(self, ex, index, start_step):
+        e = self.config.ekg
+        return ekg_data.train_dataset(
+            ex.source,
+            batch_size=self.config.data.batch_size,
+            seed=experiment.data_seed(self.config.run.seed, index),
+            start_step=start_step,
+            views=2 if e.knowledge else 1,
+            jitter=e.knowledge,
+            knowledge=self.bank.knowledge.numpy() if e.knowledge else None,
+        )
+
+    def hooks(self, ex, trainer):
+        return [BankHook(self.bank)]
+
+    def report_extras(self, ex, trainer, history):
+        r, e = self.result, self.config.ekg
+        finetuned = experiment.accuracy_summary(history, 0)
+        accuracy = dict(r["accuracy"])
+        accuracy["finetuned_final"] = finetuned["final_top1"]
+        accuracy["finetuned_best"] = finetuned["best_top1"]
+        steps = r["history"][1:] + [r["final"]]
+        return {
+            "ekg": {
+                "pretrained": r["settings"]["pretrained"],
+                "pretrained_checkpoint": r["pretrained_checkpoint"],
+                "target_flops_rate": e.target_flops_rate,
+                "cost_mode": e.cost_mode,
+                "search_knowledge": e.search_knowledge,
+                "knowledge": e.knowledge,
+                "temperature": e.temperature,
+                "flops": r["flops"],
+                "params": r["params"],
+                "flops_rate": r["flops_rate"],
+                "accuracy": accuracy,
+                "teachers": r["teachers"],
+                "teacher_losses": r["teacher_losses"],
+                "ensemble_size": r["ensemble_size"],
+                "steps": len(r["history"]),
+                # Accepted steps whose choice was not the lowest-CE
+                # candidate (the ensemble term changed it; 0 without it).
+                "steps_not_lowest_loss": sum(
+                    s["gate"] != s["lowest_loss_gate"] for s in steps
+                ),
+                "history": r["history"] + [r["final"]],
+                "channel_config": r["channel_config"],
+                "original_widths": r["original_widths"],
+                "search_seconds": r["search_seconds"],
+                "bank_seconds": r["bank_seconds"],
+                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
+                # Training steps of the fine-tuning, all sessions (no eval).
+                "finetune_seconds": sum(h["seconds"] for h in history),
+            },
+        }
 
 
-class EKG:
+class EKG(pretrained_lib.PruningJob):
     """Searches, distils and fine-tunes an EKG sub-network (one net).
 
     The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
@@ -92,30 +171,35 @@ class EKG:
     """
 
     name = "ekg"
-    num_nets = 1
+    phase_dir = "search"
+    error = errors.EKGError
+    fine_tune = FineTune
+    section = "ekg"
+    phase_fields = (
+        "target_flops_rate",
+        "search_step",
+        "cost_mode",
+        "batch_size",
+        "train_per_class",
+        "val_per_class",
+        "search_seed",
+        "warmup",
+        "search_knowledge",
+        "num_teachers",
+    )
 
     def __init__(self, config):
-        if config.ekg is None:
-            raise ValueError("EKG needs config.ekg (an EKGConfig)")
-        if config.model.preset is None:
-            config = dataclasses.replace(
-                config, model=dataclasses.replace(config.model, preset="ekg")
+        super().__init__(
+            experiment.job_config(
+                config, "EKG", "ekg", "an EKGConfig", preset="ekg"
             )
-        self.config = config
+        )
         self.compact = None
         self.pruned_config = None
 
-    def run(self, workdir, **kwargs):
-        """Runs the phases in `workdir`; returns the report dict.
-
-        Args:
-            workdir: the run folder.
-            **kwargs: `experiment.Experiment` keyword arguments.
-        """
-        ex = self.experiment = experiment.Experiment(self, workdir, **kwargs)
-        with ex.opened():
-            finetune = self.search(ex)  # phases 1-4
-            return ex.train(finetune)  # 5. fine-tuning
+    def phases(self, ex):
+        finetune = self.search(ex)  # phases 1-4
+        return ex.train(finetune)  # 5. fine-tuning
 
     def search(self, ex):
         """Phases 1-4 in the opened experiment `ex`; returns phase 5's
@@ -123,13 +207,7 @@ class EKG:
         with errors_lib.flag_names(source="dataset"):
             ekg_data._arrays(ex.source)  # EKG needs an in-memory source
         # 1. The pretrained net (a baseline run of its own if needed).
-        pretrained = pretrained_lib.locate_or_pretrain(
-            self.config,
-            ex.workdir,
-            self.config.ekg,
-            strategy=ex.strategy,
-            force_resume=ex.force_resume,
-        )
+        pretrained = pretrained_lib.locate_or_pretrain(ex, self.options)
         # 2-4. Search, memory bank, extraction, or their saved result.
         found = self._load_search(ex, pretrained)
         self.search_result = found or self._search(ex, pretrained)
@@ -138,54 +216,17 @@ class EKG:
             self.config,
             self.pruned_config,
             self.compact,
-            self.bank,
             self.search_result,
-        )
-
-    def export_from_checkpoint(self, workdir, *args, **kwargs):
-        """Exports the fine-tuned sub-network of the run in `workdir`."""
-        return FineTune(self.config).export_from_checkpoint(
-            workdir, *args, **kwargs
+            bank=self.bank,
         )
 
     # === Phases 2-4: search, bank, extraction ===
 
-    def _settings(self, ex, pretrained):
-        e, m = self.config.ekg, self.config.model
-        return {
-            "pretrained": os.path.abspath(pretrained),
-            "model": dataclasses.asdict(m),
-            "dataset": ex.info.name,
-            "target_flops_rate": e.target_flops_rate,
-            "search_step": e.search_step,
-            "cost_mode": e.cost_mode,
-            "batch_size": e.batch_size,
-            "train_per_class": e.train_per_class,
-            "val_per_class": e.val_per_class,
-            "search_seed": e.search_seed,
-            "warmup": e.warmup,
-            "search_knowledge": e.search_knowledge,
-            "num_teachers": e.num_teachers,
-        }
-
-    def _checkpoint(self):
-        return tf.train.Checkpoint(memory_bank=self.bank, compact=self.compact)
-
     def _load_search(self, ex, pretrained):
-        search_dir = os.path.join(ex.workdir, "search")
-        path = os.path.join(search_dir, "result.json")
-        if not os.path.isfile(path):
+        result = self.saved_result(ex, pretrained)
+        if result is None:
             return None
-        with open(path) as f:
-            result = json.load(f)
-        saved = result["settings"]
-        for key, value in self._settings(ex, pretrained).items():
-            if saved.get(key) != value:
-                raise errors.EKGError(
-                    f"--workdir={ex.workdir}: search/ was made with "
-                    f"{key}={saved.get(key)}, this run has {value}; use a "
-                    "new workdir"
-                )
+        search_dir = os.path.join(ex.workdir, "search")
         logging.info("Restoring the search result from %s…", search_dir)
         self.pruned_config = searched_config(ex.workdir, self.config.model)
         self.compact = experiment.plain_net(
@@ -198,26 +239,15 @@ class EKG:
             shapes["num_gates"],
             knowledge_shape=shapes["knowledge_shape"],
         )
-        self._checkpoint().read(
-            os.path.join(search_dir, "checkpoint")
-        ).assert_existing_objects_matched()
+        self.restore_phase(ex, memory_bank=self.bank, compact=self.compact)
         return result
 
     def _search(self, ex, pretrained):
         e = self.config.ekg
         full_config = models.model_channel_config(self.config.model)
-        logging.info("Loading the pretrained net from %s…", pretrained)
-        plain = experiment.plain_net(
-            self.config, ex.info, full_config, "pretrained"
-        )
-        _, _, trained = pretrained_lib.resolve(pretrained)
-        pretrained_lib.check_config(pretrained, trained, self.config.model)
-        read = pretrained_lib.load(pretrained, plain, self.config.model.name)
-        with errors_lib.flag_names(batch_size="eval_batch_size"):
-            test_ds = data_lib.eval_dataset(
-                ex.source, batch_size=self.config.data.eval_batch_size
-            )
-        pretrained_acc = _accuracy(plain, test_ds)
+        plain, read = self.load_pretrained(ex, pretrained, full_config)
+        test_ds = ex.test_dataset()
+        pretrained_acc = evaluation.evaluate_model(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
 
         sets = ekg_data.search_split(
@@ -276,13 +306,13 @@ class EKG:
             model_name="compact",
             **experiment.model_kwargs(self.config.model, ex.info),
         )
-        searched_acc = _accuracy(self.compact, test_ds)
+        searched_acc = evaluation.evaluate_model(self.compact, test_ds)
         logging.info(
             "Searched sub-network: top1 %.4f before fine-tuning",
             searched_acc["top1"],
         )
         result_json = {
-            "settings": self._settings(ex, pretrained),
+            "settings": self.settings(ex, pretrained),
             "pretrained_checkpoint": read,
             "channel_config": dict(self.pruned_config.widths),
             "original_widths": dict(full_config.widths),
@@ -316,133 +346,18 @@ class EKG:
             },
         }
         if ex.is_chief:
-            search_dir = os.path.join(ex.workdir, "search")
-            os.makedirs(search_dir, exist_ok=True)
-            self._checkpoint().write(os.path.join(search_dir, "checkpoint"))
-            self.pruned_config.save(
-                os.path.join(search_dir, "channel_config.json")
-            )
             _plot_search(
                 os.path.join(ex.workdir, "ekg_search.png"), result_json
             )
-            # Written last: its presence marks the phase as complete.
-            io.atomic_write_json(
-                os.path.join(search_dir, "result.json"), result_json
-            )
-        return result_json
-
-class FineTune(experiment.Method):
-    """Phase 5: fine-tunes the compact net (the run's `ekg` report).
-
-    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
-    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
-
-    Args:
-        config: the job's `JobConfig`.
-        channel_config: the compact net's widths; default: the run's
-            `search/result.json` (`train.export`).
-        compact: the extracted net, whose weights the net starts from.
-        bank: the `SubnetMemoryBank` (teacher logits).
-        search_result: phases 2-4's `search/result.json`.
-    """
-
-    name = "ekg"
-
-    def __init__(
-        self,
-        config,
-        channel_config=None,
-        compact=None,
-        bank=None,
-        search_result=None,
-    ):
-        super().__init__(config)
-        self.compact_config = channel_config
-        self.compact = compact
-        self.bank = bank
-        self.search_result = search_result
-
-    def channel_config(self, ex):
-        if self.compact_config is None:
-            # train.export: the widths the run's search saved, for its
-            # checkpoint to fill.
-            self.compact_config = searched_config(
-                ex.workdir, self.config.model
-            )
-        return self.compact_config
-
-    def init_net(self, net, index):
-        if self.compact is not None:
-            net.set_weights(self.compact.get_weights())
-
-    def make_trainer(self, nets, optimizers, strategy, **options):
-        e = self.config.ekg
-        if e.knowledge:
-            return ekg_trainer.KnowledgeTrainer(
-                nets,
-                optimizers,
-                strategy,
-                temperature=e.temperature,
-                **options,
-            )
-        return super().make_trainer(nets, optimizers, strategy, **options)
-
-    def train_dataset(self, ex, index, start_step):
-        e = self.config.ekg
-        return ekg_data.train_dataset(
-            ex.source,
-            batch_size=self.config.data.batch_size,
-            seed=experiment.data_seed(self.config.run.seed, index),
-            start_step=start_step,
-            views=2 if e.knowledge else 1,
-            jitter=e.knowledge,
-            knowledge=self.bank.knowledge.numpy() if e.knowledge else None,
+        self.save_phase(
+            ex,
+            result_json,
+            self.pruned_config,
+            os.path.join(ex.workdir, "search", "channel_config.json"),
+            memory_bank=self.bank,
+            compact=self.compact,
         )
-
-    def hooks(self, ex, trainer):
-        return [BankHook(self.bank)]
-
-    def report_extras(self, ex, trainer, history):
-        r = dict(self.search_result)
-        e = self.config.ekg
-        evals = [h for h in history if "test" in h]
-        accs = [h["test"]["nets"][0]["top1"] for h in evals]
-        accuracy = dict(r["accuracy"])
-        accuracy["finetuned_final"] = accs[-1] if accs else None
-        accuracy["finetuned_best"] = max(accs) if accs else None
-        steps = r["history"][1:] + [r["final"]]
-        return {
-            "ekg": {
-                "pretrained": r["settings"]["pretrained"],
-                "pretrained_checkpoint": r["pretrained_checkpoint"],
-                "target_flops_rate": e.target_flops_rate,
-                "cost_mode": e.cost_mode,
-                "search_knowledge": e.search_knowledge,
-                "knowledge": e.knowledge,
-                "temperature": e.temperature,
-                "flops": r["flops"],
-                "params": r["params"],
-                "flops_rate": r["flops_rate"],
-                "accuracy": accuracy,
-                "teachers": r["teachers"],
-                "teacher_losses": r["teacher_losses"],
-                "ensemble_size": r["ensemble_size"],
-                "steps": len(r["history"]),
-                # Accepted steps whose choice was not the lowest-CE
-                # candidate (the ensemble term changed it; 0 without it).
-                "steps_not_lowest_loss": sum(
-                    s["gate"] != s["lowest_loss_gate"] for s in steps
-                ),
-                "history": r["history"] + [r["final"]],
-                "channel_config": r["channel_config"],
-                "original_widths": r["original_widths"],
-                "search_seconds": r["search_seconds"],
-                "bank_seconds": r["bank_seconds"],
-                "teacher_images_per_sec": r.get("teacher_images_per_sec"),
-                # Training steps of the fine-tuning, all sessions (no eval).
-                "finetune_seconds": sum(h["seconds"] for h in history),
-            },
-        }
+        return result_json
 
 
 def searched_config(workdir, model):

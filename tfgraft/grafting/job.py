@@ -18,6 +18,7 @@ every other model (`grafting.py`) its whole state dict (`resolve_scope`).
 
 import json
 import os
+import statistics
 import time
 
 from tfgraft import experiment
@@ -117,9 +118,9 @@ class Grafting(experiment.Method):
     name = "grafting"
 
     def __init__(self, config):
-        if config.graft is None:
-            raise ValueError("Grafting needs config.graft (a GraftConfig)")
-        super().__init__(config)
+        super().__init__(
+            experiment.job_config(config, "Grafting", "graft", "a GraftConfig")
+        )
         self.num_nets = config.graft.num_nets
 
     def lr_scales(self):
@@ -206,7 +207,4 @@ class Grafting(experiment.Method):
 
 
 def _median(values):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[len(s) // 2]
+    return statistics.median_high(values) if values else None

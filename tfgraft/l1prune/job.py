@@ -2,45 +2,29 @@
 
 Phases, each leaving its results in the workdir so a rerun resumes:
 
-1. **Pretrained net.** `--pretrained` (a `train.baseline` workdir or a
-   checkpoint, `tfgraft.pretrained`), or, with `--pretrain_epochs=N`, a
-   baseline run of the same model in `<workdir>/pretrain` (skipped once its
-   `report.json` exists).
-2. **Pruning** (`tfgraft.l1prune.prune`): filters ranked by L1 norm, one
-   fraction shared by all prunable groups searched so that the FLOPs cut
-   (PFF counter, as the stripe job reports it) is `--target_flops_cut`
-   within `--target_tolerance`; the pruned net gets the kept weights. Its
-   widths go to `<workdir>/channel_config.json` (with the model, preset and
-   shortcut; `python -m train.baseline --channel_config=...` retrains them
-   from scratch), its initial weights to `<workdir>/prune/checkpoint`, and
-   `<workdir>/prune/result.json` (written last, so it marks the phase as
-   done) records the plan, the costs and the accuracies before and right
-   after pruning. A rerun with `result.json` present reuses all three and
-   never prunes again, so a resumed run fine-tunes the same net.
-3. **Fine-tuning** of the pruned net with the usual optimizer and schedule
-   flags through `tfgraft.training.loop.fit` (checkpoints, resume,
-   history, summaries), then `export/` (the pruned SavedModel).
+1. **Pretrained net.** `--pretrained`, or a pretraining run
+   (`tfgraft.pretrained.locate_or_pretrain`).
+2. **Pruning** (`tfgraft.l1prune.prune`, PFF FLOPs counter): the pruned
+   widths go to `<workdir>/channel_config.json` (with the model, preset
+   and shortcut), its initial weights to `<workdir>/prune/checkpoint`, and
+   `<workdir>/prune/result.json` (written last) records the plan, the
+   costs and the accuracies before and right after pruning. A rerun with
+   `result.json` present reuses all three and never prunes again, so a
+   resumed run fine-tunes the same net.
+3. **Fine-tuning** through `tfgraft.training.loop.fit`, then `export/`
+   (the pruned SavedModel).
 
-`report.json` is the base job's report of the fine-tuned net plus an
-`l1prune` section: the target and achieved cut, the shared fraction, the
-PFF and MACs FLOPs/params before and after, the accuracy of the pretrained
-net, of the pruned net before fine-tuning and after (final and best), the
-groups and the widths.
+The method, its deviations from Li et al. and the `l1prune` section of
+`report.json` are README.md's "L1 filter pruning".
 """
 
-import dataclasses
-import json
 import os
 import time
 
-import tensorflow as tf
 from absl import logging
 
 from tfgraft import complexity
-from tfgraft import data as data_lib
-from tfgraft import errors
 from tfgraft import experiment
-from tfgraft import io
 from tfgraft import models
 from tfgraft import pretrained as pretrained_lib
 from tfgraft.l1prune import prune as prune_lib
@@ -70,7 +54,45 @@ def _costs(before, after):
     return out
 
 
-class L1Prune:
+def saved_config(workdir):
+    """The pruned widths a finished or interrupted run saved."""
+    return models.ChannelConfig.load(os.path.join(workdir, CHANNEL_CONFIG))
+
+
+class FineTune(pretrained_lib.FineTune):
+    """Phase 3: fine-tunes the pruned net (the run's `l1prune` report)."""
+
+    name = "l1prune"
+
+    def saved_config(self, workdir):
+        return saved_config(workdir)
+
+    def report_extras(self, ex, trainer, history):
+        r, c = self.result, self.config.l1prune
+        finetuned = experiment.accuracy_summary(history, 0)
+        return {
+            "l1prune": {
+                "pretrained": r["settings"]["pretrained"],
+                "pretrained_checkpoint": r["pretrained_checkpoint"],
+                "convention": CONVENTION,
+                "target_flops_cut": c.target_flops_cut,
+                "target_tolerance": c.target_tolerance,
+                "prune_streams": c.prune_streams,
+                "flops_cut": r["flops_cut"],
+                "fraction": r["fraction"],
+                "fraction_exact": r["fraction_exact"],
+                "complexity": r["complexity"],
+                "accuracy": {**r["accuracy"], "finetuned": finetuned},
+                "groups": r["groups"],
+                "channel_config": r["channel_config"],
+                "original_widths": r["original_widths"],
+                "search_evaluations": r["search_evaluations"],
+                "prune_seconds": r["prune_seconds"],
+            },
+        }
+
+
+class L1Prune(pretrained_lib.PruningJob):
     """L1-norm filter pruning to a FLOPs cut, then fine-tuning (one net).
 
     The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
@@ -83,101 +105,58 @@ class L1Prune:
     """
 
     name = "l1prune"
-    num_nets = 1
+    phase_dir = "prune"
+    error = prune_lib.L1PruneError
+    fine_tune = FineTune
+    section = "l1prune"
+    phase_fields = ("target_flops_cut", "target_tolerance", "prune_streams")
 
     def __init__(self, config):
-        if config.l1prune is None:
-            raise ValueError("L1Prune needs config.l1prune (an L1PruneConfig)")
-        self.config = config
+        super().__init__(
+            experiment.job_config(
+                config, "L1Prune", "l1prune", "an L1PruneConfig"
+            )
+        )
         self.pruned = None
         self.pruned_config = None
 
-    def run(self, workdir, **kwargs):
-        """Runs the phases in `workdir`; returns the report dict.
-
-        Args:
-            workdir: the run folder.
-            **kwargs: `experiment.Experiment` keyword arguments.
-        """
-        ex = self.experiment = experiment.Experiment(self, workdir, **kwargs)
-        with ex.opened():
-            # 1. The pretrained net (a baseline run of its own if needed).
-            pretrained = pretrained_lib.locate_or_pretrain(
-                self.config,
-                ex.workdir,
-                self.config.l1prune,
-                strategy=ex.strategy,
-                force_resume=ex.force_resume,
-            )
-            # 2. Pruning, or its saved result.
-            result = self._load_prune(ex, pretrained) or self._prune(
-                ex, pretrained
-            )
-            # 3. Fine-tuning.
-            return ex.train(
-                FineTune(self.config, self.pruned_config, self.pruned, result)
-            )
-
-    def export_from_checkpoint(self, workdir, *args, **kwargs):
-        """Exports the fine-tuned net of the run in `workdir`."""
-        return FineTune(self.config).export_from_checkpoint(
-            workdir, *args, **kwargs
+    def phases(self, ex):
+        # 1. The pretrained net (a baseline run of its own if needed).
+        pretrained = pretrained_lib.locate_or_pretrain(ex, self.options)
+        # 2. Pruning, or its saved result.
+        result = self._load_prune(ex, pretrained) or self._prune(
+            ex, pretrained
+        )
+        # 3. Fine-tuning.
+        return ex.train(
+            FineTune(self.config, self.pruned_config, self.pruned, result)
         )
 
     # === Phase 2: pruning ===
 
-    def _settings(self, ex, pretrained):
-        c = self.config.l1prune
-        return {
-            "pretrained": os.path.abspath(pretrained),
-            "model": dataclasses.asdict(self.config.model),
-            "dataset": ex.info.name,
-            "target_flops_cut": c.target_flops_cut,
-            "target_tolerance": c.target_tolerance,
-            "prune_streams": c.prune_streams,
-            "convention": CONVENTION,
-        }
+    def settings(self, ex, pretrained):
+        return {**super().settings(ex, pretrained), "convention": CONVENTION}
 
     def _load_prune(self, ex, pretrained):
-        path = os.path.join(ex.workdir, "prune", "result.json")
-        if not os.path.isfile(path):
+        result = self.saved_result(ex, pretrained)
+        if result is None:
             return None
-        with open(path) as f:
-            result = json.load(f)
-        saved = result["settings"]
-        for key, value in self._settings(ex, pretrained).items():
-            if saved.get(key) != value:
-                raise prune_lib.L1PruneError(
-                    f"--workdir={ex.workdir}: prune/ was made with "
-                    f"{key}={saved.get(key)}, this run has {value}; use a "
-                    "new workdir"
-                )
-        prune_dir = os.path.join(ex.workdir, "prune")
-        logging.info("Reusing the pruned net of %s…", prune_dir)
-        self.pruned_config = models.ChannelConfig.load(
-            os.path.join(ex.workdir, CHANNEL_CONFIG)
+        logging.info(
+            "Reusing the pruned net of %s…", os.path.join(ex.workdir, "prune")
         )
+        self.pruned_config = saved_config(ex.workdir)
         self.pruned = experiment.plain_net(
             self.config, ex.info, self.pruned_config, "pruned"
         )
-        tf.train.Checkpoint(pruned=self.pruned).read(
-            os.path.join(prune_dir, "checkpoint")
-        ).assert_existing_objects_matched()
+        self.restore_phase(ex, pruned=self.pruned)
         return result
 
     def _prune(self, ex, pretrained):
         c, m = self.config.l1prune, self.config.model
-        logging.info("Loading the pretrained net from %s…", pretrained)
-        plain = experiment.plain_net(
-            self.config, ex.info, models.model_channel_config(m), "pretrained"
+        plain, read = self.load_pretrained(
+            ex, pretrained, models.model_channel_config(m)
         )
-        _, _, trained = pretrained_lib.resolve(pretrained)
-        pretrained_lib.check_config(pretrained, trained, m)
-        read = pretrained_lib.load(pretrained, plain, m.name)
-        with errors.flag_names(batch_size="eval_batch_size"):
-            test_ds = data_lib.eval_dataset(
-                ex.source, batch_size=self.config.data.eval_batch_size
-            )
+        test_ds = ex.test_dataset()
         pretrained_acc = _accuracy(plain, test_ds)
         logging.info("Pretrained net: top1 %.4f", pretrained_acc["top1"])
         t0 = time.perf_counter()
@@ -211,7 +190,7 @@ class L1Prune:
         )
         plan_dict = plan.as_dict()
         result = {
-            "settings": self._settings(ex, pretrained),
+            "settings": self.settings(ex, pretrained),
             "pretrained_checkpoint": read,
             "fraction": plan_dict["fraction"],
             "fraction_exact": plan_dict["fraction_exact"],
@@ -225,85 +204,11 @@ class L1Prune:
             "accuracy": {"pretrained": pretrained_acc, "pruned": pruned_acc},
             "prune_seconds": prune_seconds,
         }
-        if ex.is_chief:
-            prune_dir = os.path.join(ex.workdir, "prune")
-            os.makedirs(prune_dir, exist_ok=True)
-            tf.train.Checkpoint(pruned=self.pruned).write(
-                os.path.join(prune_dir, "checkpoint")
-            )
-            # Atomic.
-            self.pruned_config.save(os.path.join(ex.workdir, CHANNEL_CONFIG))
-            # Written last: its presence marks the phase as complete.
-            io.atomic_write_json(
-                os.path.join(prune_dir, "result.json"), result
-            )
+        self.save_phase(
+            ex,
+            result,
+            self.pruned_config,
+            os.path.join(ex.workdir, CHANNEL_CONFIG),
+            pruned=self.pruned,
+        )
         return result
-
-
-
-class FineTune(experiment.Method):
-    """Phase 3: fine-tunes the pruned net (the run's `l1prune` report).
-
-    Args:
-        config: the job's `JobConfig`.
-        channel_config: the pruned net's widths; default: the run's
-            `channel_config.json` (`train.export`).
-        pruned: the pruned net, whose weights the net starts from.
-        prune_result: the pruning phase's `prune/result.json`.
-    """
-
-    name = "l1prune"
-
-    def __init__(
-        self, config, channel_config=None, pruned=None, prune_result=None
-    ):
-        super().__init__(config)
-        self.pruned_config = channel_config
-        self.pruned = pruned
-        self.prune_result = prune_result
-
-    def channel_config(self, ex):
-        if self.pruned_config is None:
-            # train.export: the widths a finished or interrupted run saved.
-            self.pruned_config = models.ChannelConfig.load(
-                os.path.join(ex.workdir, CHANNEL_CONFIG)
-            )
-        return self.pruned_config
-
-    def init_net(self, net, index):
-        if self.pruned is not None:
-            net.set_weights(self.pruned.get_weights())
-
-    def report_extras(self, ex, trainer, history):
-        r, c = self.prune_result, self.config.l1prune
-        evals = [h for h in history if "test" in h]
-        accs = [h["test"]["nets"][0]["top1"] for h in evals]
-        best = max(range(len(accs)), key=accs.__getitem__) if accs else None
-        finetuned = {
-            "final_top1": accs[-1] if accs else None,
-            "final_top5": evals[-1]["test"]["nets"][0]["top5"]
-            if evals
-            else None,
-            "best_top1": accs[best] if accs else None,
-            "best_epoch": evals[best]["epoch"] if accs else None,
-        }
-        return {
-            "l1prune": {
-                "pretrained": r["settings"]["pretrained"],
-                "pretrained_checkpoint": r["pretrained_checkpoint"],
-                "convention": CONVENTION,
-                "target_flops_cut": c.target_flops_cut,
-                "target_tolerance": c.target_tolerance,
-                "prune_streams": c.prune_streams,
-                "flops_cut": r["flops_cut"],
-                "fraction": r["fraction"],
-                "fraction_exact": r["fraction_exact"],
-                "complexity": r["complexity"],
-                "accuracy": {**r["accuracy"], "finetuned": finetuned},
-                "groups": r["groups"],
-                "channel_config": r["channel_config"],
-                "original_widths": r["original_widths"],
-                "search_evaluations": r["search_evaluations"],
-                "prune_seconds": r["prune_seconds"],
-            },
-        }

@@ -17,16 +17,10 @@ Workdir layout (METHODS.md §4.3):
   and derived nets, the search, both accuracies; `widths.png` — per-layer
   widths, original vs widened vs derived.
 
-The comparison at equal FLOPs: `report["derived"]` and `report["uniform"]`
-each hold `final_top1`, `final_top5`, `best_top1`, `best_epoch` (None for
-a net not trained), DHP `flops` and `params` (conv kernels + classifier,
-no BN) and `trainable_params` (Keras's count, BN gamma/beta included);
-`report["equal_flops"]` their `flops_ratio` and `params_ratio` (derived /
-uniform), whether the FLOPs agree within `EQUAL_FLOPS_TOLERANCE`, and the
-`--ratio` that targets the uniform net's FLOPs exactly. The uniform net
-(`train_uniform`) is the original-width net trained with the derived
-net's recipe: same seed (same initialisation seed and data stream), same
-schedule, same preset.
+The comparison at equal FLOPs (`report["derived"]`, `report["uniform"]`,
+`report["equal_flops"]`, within `EQUAL_FLOPS_TOLERANCE`) and the uniform
+net's recipe are in README.md's LW-DNA item ("Equal FLOPs, params
+shown").
 
 Resuming: when `derived/` already holds a checkpoint, the saved
 `channel_config.json` is reused and the search is not run again (the
@@ -105,7 +99,7 @@ class Derived(experiment.Method):
             shrink_lib.assign_weights(net, self.weights)
 
 
-class LWDNA:
+class LWDNA(experiment.Pipeline):
     """Widen -> two-step hypernetwork search -> derive -> train.
 
     The job (`train.flags.JOBS`): `run` is the pipeline; each training
@@ -116,12 +110,11 @@ class LWDNA:
     """
 
     name = "lwdna"
-    num_nets = 1
 
     def __init__(self, config):
-        if config.lwdna is None:
-            raise ValueError("LWDNA needs config.lwdna (an LWDNAConfig)")
-        self.config = config
+        super().__init__(
+            experiment.job_config(config, "LWDNA", "lwdna", "an LWDNAConfig")
+        )
 
     # === Configs ===
 
@@ -257,69 +250,53 @@ class LWDNA:
 
     # === The run ===
 
-    def run(self, workdir, **kwargs):
-        """Widen, search, derive, retrain (and compare); returns the report.
-
-        Args:
-            workdir: the run folder.
-            **kwargs: `experiment.Experiment` keyword arguments.
-        """
-        ex = experiment.Experiment(self, workdir, **kwargs)
-        with ex.opened():
-            lw = self.config.lwdna
-            # 1. Widen.
-            original = self.original_config()
-            widened = self.widened_config()
-            # 2-3. Search and derive, or reuse the derived widths.
-            derived, record, weights = self.derive(ex, original, widened)
-            search_phase_seconds = time.perf_counter() - ex.t0
-            # 4. Retrain the derived net (and the uniform original).
-            derived_dir = os.path.join(ex.workdir, "derived")
-            logging.info("Training the derived net in %s…", derived_dir)
-            config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
-            derived_report = Derived(self.sub_config(config_path), weights).run(
-                derived_dir,
-                strategy=ex.strategy,
-                force_resume=ex.force_resume,
+    def phases(self, ex):
+        """Widen, search, derive, retrain (and compare); returns the report."""
+        # 1. Widen.
+        original = self.original_config()
+        widened = self.widened_config()
+        # 2-3. Search and derive, or reuse the derived widths.
+        derived, record, weights = self.derive(ex, original, widened)
+        search_phase_seconds = time.perf_counter() - ex.t0
+        # 4. Retrain the derived net (and the uniform original).
+        logging.info(
+            "Training the derived net in %s…",
+            os.path.join(ex.workdir, "derived"),
+        )
+        config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
+        derived_report = ex.sub_run(
+            Derived(self.sub_config(config_path), weights), "derived"
+        )
+        uniform_report = None
+        if self.config.lwdna.train_uniform:
+            logging.info(
+                "Training the uniform original in %s…",
+                os.path.join(ex.workdir, "uniform"),
             )
-            uniform_report = None
-            if lw.train_uniform:
-                uniform_dir = os.path.join(ex.workdir, "uniform")
-                logging.info(
-                    "Training the uniform original in %s…", uniform_dir
-                )
-                uniform_report = experiment.Method(
-                    self.sub_config(self.config.model.channel_config)
-                ).run(
-                    uniform_dir,
-                    strategy=ex.strategy,
-                    force_resume=ex.force_resume,
-                )
+            uniform = self.sub_config(self.config.model.channel_config)
+            uniform_report = ex.sub_run(experiment.Method(uniform), "uniform")
 
-            report = self.lwdna_report(
-                ex,
+        report = self.lwdna_report(
+            ex,
+            original,
+            widened,
+            derived,
+            record,
+            derived_report,
+            uniform_report,
+        )
+        report["search_phase_seconds"] = search_phase_seconds
+        report["wall_seconds"] = time.perf_counter() - ex.t0
+        if ex.is_chief:
+            plot_widths(
+                os.path.join(ex.workdir, "widths.png"),
                 original,
                 widened,
                 derived,
-                record,
-                derived_report,
-                uniform_report,
+                title=f"{self.config.model.name}: LW-DNA widths",
             )
-            report["search_phase_seconds"] = search_phase_seconds
-            report["wall_seconds"] = time.perf_counter() - ex.t0
-            if ex.is_chief:
-                io.atomic_write_json(
-                    os.path.join(ex.workdir, "report.json"), report
-                )
-                plot_widths(
-                    os.path.join(ex.workdir, "widths.png"),
-                    original,
-                    widened,
-                    derived,
-                    title=f"{self.config.model.name}: LW-DNA widths",
-                )
-            ex.report_line(time.perf_counter() - ex.t0)
-            return report
+        ex.write_report(report)
+        return report
 
     def derive(self, ex, original, widened):
         """The derived `ChannelConfig`, the search record and the inherited
@@ -341,9 +318,7 @@ class LWDNA:
             logging.info(
                 "Reusing %s (derived run has checkpoints)", config_path
             )
-            with open(search_path) as f:
-                record = json.load(f)
-            self.check_derived_config(config_path, record)
+            record = self.saved_search(ex.workdir)
             return models.ChannelConfig.load(config_path), record, None
         lw = self.config.lwdna
         budget = self._cost(ex, original)["flops"]
@@ -366,9 +341,12 @@ class LWDNA:
             io.atomic_write_json(search_path, record)
         return derived, record, weights
 
-    def check_derived_config(self, config_path, record):
-        """Stops when `channel_config.json` differs from what the search
-        wrote (`record` is `search.json`; older runs lack the hash)."""
+    def saved_search(self, workdir):
+        """The run's `search.json`; stops when `channel_config.json`
+        differs from what the search wrote (older runs lack the hash)."""
+        config_path = os.path.join(workdir, CHANNEL_CONFIG)
+        with open(os.path.join(workdir, SEARCH)) as f:
+            record = json.load(f)
         want = record.get("channel_config_sha256")
         if want is not None and file_sha256(config_path) != want:
             raise hypernet_lib.LWDNAError(
@@ -376,6 +354,7 @@ class LWDNA:
                 "was trained with the written widths); restore the file or "
                 "use a new --workdir"
             )
+        return record
 
     def export_from_checkpoint(
         self, workdir, net_index, export_dir, overwrite=False
@@ -383,14 +362,12 @@ class LWDNA:
         """Exports the derived net of `derived/checkpoints` (the run's
         `derived/export/`), built from the run's `channel_config.json`."""
         config_path = os.path.join(workdir, CHANNEL_CONFIG)
-        search_path = os.path.join(workdir, SEARCH)
-        for path in (config_path, search_path):
+        for path in (config_path, os.path.join(workdir, SEARCH)):
             if not os.path.isfile(path):
                 raise hypernet_lib.LWDNAError(
                     f"{path}: missing; the run's search has not finished"
                 )
-        with open(search_path) as f:
-            self.check_derived_config(config_path, json.load(f))
+        self.saved_search(workdir)
         return Derived(self.sub_config(config_path)).export_from_checkpoint(
             os.path.join(workdir, "derived"),
             net_index,
@@ -490,29 +467,14 @@ def plot_widths(path, original, widened, derived, title="LW-DNA widths"):
     slots = list(original.widths)
     x = range(len(slots))
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(slots) + 2), 4))
-    ax.plot(
-        x,
-        [widened.widths[s] for s in slots],
-        ":",
-        color="gray",
-        label="widened",
-    )
-    ax.plot(
-        x,
-        [original.widths[s] for s in slots],
-        "s--",
-        color="C0",
-        markersize=3,
-        label="original (uniform)",
-    )
-    ax.plot(
-        x,
-        [derived.widths[s] for s in slots],
-        "o-",
-        color="C3",
-        markersize=3,
-        label="LW-DNA (derived)",
-    )
+    for config, style, color, label in (
+        (widened, ":", "gray", "widened"),
+        (original, "s--", "C0", "original (uniform)"),
+        (derived, "o-", "C3", "LW-DNA (derived)"),
+    ):
+        widths = [config.widths[s] for s in slots]
+        # (The dotted line has no markers.)
+        ax.plot(x, widths, style, color=color, markersize=3, label=label)
     plotting.layer_ticks(ax, slots)
     ax.set_ylabel("output channels")
     ax.set_title(title)

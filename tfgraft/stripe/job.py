@@ -23,18 +23,14 @@ Phases (METHODS.md §2.2-2.3):
 3. export the compact model to `export/` (SavedModel, runs without
    tfgraft), the hard-masked net to `export_masked/`, the compact Keras
    model to `compact.keras` (needs tfgraft to load);
-4. `report.json` gets a `stripe` section: FLOPs/params before and after
-   (reference `pff` convention and plain `macs`/weights-only), reductions
-   in %, accuracies (both dead-branch forms where they differ), the
-   target, its threshold and achieved cut, per-layer kept stripes and
-   filters, removed blocks; `stripes.png` and `filters.png` draw the kept
-   stripes per layer.
+4. `report.json` gets a `stripe` section (README.md's "The other
+   methods"); `stripes.png` and `filters.png` draw the kept stripes per
+   layer.
 
 With `threshold == 0` and no target nothing is pruned: the best net is
 exported as is.
 """
 
-import dataclasses
 import math
 import os
 import time
@@ -242,11 +238,6 @@ def _compact(masked, threshold, s, dead_branches):
     )
 
 
-def _other_dead_branch_form(s):
-    """The `dead_branches` form the job did not choose."""
-    return "shortcut" if s.dead_branches == "constant" else "constant"
-
-
 def _evaluate(model, dataset):
     result = evaluation.evaluate_model(model, dataset)
     return {"top1": result["top1"], "top5": result["top5"]}
@@ -273,14 +264,12 @@ class Stripe(experiment.Method):
     conv_layer = StripeConv2D
 
     def __init__(self, config):
-        if config.stripe is None:
-            raise ValueError("Stripe needs config.stripe (a StripeConfig)")
-        if config.model.preset is None:
-            # The reference's models (METHODS §2.3); config.json records it.
-            config = dataclasses.replace(
-                config, model=dataclasses.replace(config.model, preset="pff")
+        # Preset `pff`: the reference's models (METHODS §2.3).
+        super().__init__(
+            experiment.job_config(
+                config, "Stripe", "stripe", "a StripeConfig", preset="pff"
             )
-        super().__init__(config)
+        )
         self._compact = None
         self._other_form = None
         self._masked = None
@@ -385,8 +374,8 @@ class Stripe(experiment.Method):
             "compact_top5": compact_acc["top5"],
         }
         if result.removed_blocks:
-            accuracy["dead_branches"] = self._both_forms(
-                masked, threshold, s, compact_acc["top1"]
+            accuracy["dead_branches"], self._other_form = self._both_forms(
+                masked, threshold, s, compact_acc["top1"], log=True
             )
         report.update(
             {
@@ -495,12 +484,9 @@ class Stripe(experiment.Method):
         }
         _record_cut(out, before, after)
         if result.removed_blocks:
-            other = _other_dead_branch_form(s)
-            alt = _compact(masked, r.threshold, s, dead_branches=other)
-            out["dead_branches"] = {
-                s.dead_branches: top1,
-                other: _evaluate(alt.model, self.eval_dataset)["top1"],
-            }
+            out["dead_branches"], _ = self._both_forms(
+                masked, r.threshold, s, top1
+            )
         logging.info(
             "stripe | extra cut %.3f | achieved %.4f | compact top1 %.4f",
             cut,
@@ -510,31 +496,32 @@ class Stripe(experiment.Method):
         return out
 
     def _prune_with(self, dense, threshold, s):
-        # On a copy: `apply_hard_mask` works in place, and `dense` is pruned
-        # again at every extra cut (a cut below the selected one must see
-        # the stripes the selected threshold removed).
-        masked = prune_lib.apply_hard_mask(_plain_copy(dense), threshold)
+        # On a copy (`hard_mask`): `dense` is pruned again at every extra
+        # cut (a cut below the selected one must see the stripes the
+        # selected threshold removed).
+        masked = prune_lib.hard_mask(dense, threshold)
         return masked, _compact(masked, threshold, s, s.dead_branches)
 
-    def _both_forms(self, masked, threshold, s, top1):
-        """`{form: top1}` of both dead-branch forms; keeps the other's model.
+    def _both_forms(self, masked, threshold, s, top1, log=False):
+        """`({form: top1} of both dead-branch forms, the other form's
+        compact model)`, `top1` the configured form's.
 
         Called when a block lost a branch, so the forms differ.
         """
-        other = _other_dead_branch_form(s)
+        other = "shortcut" if s.dead_branches == "constant" else "constant"
         result = _compact(masked, threshold, s, dead_branches=other)
-        self._other_form = result.model
         acc = _evaluate(result.model, self.eval_dataset)
-        logging.info(
-            "stripe | removed blocks: %d | compact top1 with dead branches "
-            "as %s: %.4f, as %s: %.4f",
-            len(result.removed_blocks),
-            s.dead_branches,
-            top1,
-            other,
-            acc["top1"],
-        )
-        return {s.dead_branches: top1, other: acc["top1"]}
+        if log:
+            logging.info(
+                "stripe | removed blocks: %d | compact top1 with dead "
+                "branches as %s: %.4f, as %s: %.4f",
+                len(result.removed_blocks),
+                s.dead_branches,
+                top1,
+                other,
+                acc["top1"],
+            )
+        return {s.dead_branches: top1, other: acc["top1"]}, result.model
 
     def _last_epoch_stats(self, trainer, s):
         dense = _plain_copy(trainer.nets[0])
