@@ -6,11 +6,9 @@ Example:
         --workdir=runs/resnet56
 """
 
-from tfgraft import experiment
-
 from . import flags as flags_lib
 
-flags_lib.define("common")
+flags_lib.define_job("baseline")
 
 if __name__ == "__main__":
-    flags_lib.run_job(experiment.Method)
+    flags_lib.run_job("baseline")

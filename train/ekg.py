@@ -10,11 +10,9 @@ Examples:
     python -m train.ekg --flagfile=configs/ekg_quick.cfg --workdir=/tmp/ekg
 """
 
-from tfgraft.ekg import job
-
 from . import flags as flags_lib
 
-flags_lib.define("common", "pretrained", "ekg")
+flags_lib.define_job("ekg")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.EKG)
+    flags_lib.run_job("ekg")

@@ -488,14 +488,23 @@ def _exit_interrupted(workdir):
     sys.exit(130)
 
 
-def run_job(job_class):
-    """Runs a training entry point: flags -> `JobConfig` -> `job_class`.
+def define_job(name):
+    """Defines the flag groups `JOBS` lists for the job `name`.
 
-    The job's flag groups must be defined (`define(...)`) at import of the
-    entry-point module; `--workdir` is required.
+    A training entry point calls it at import, so `--helpfull` and the
+    flagfile checks see the job's flags before `run_job`.
+    """
+    define(*JOB_GROUPS[name])
+
+
+def run_job(name):
+    """Runs the training job `name`: flags -> `JobConfig` -> its class.
+
+    Its flag groups must be defined (`define_job`); `--workdir` is
+    required.
     """
     flags.mark_flags_as_required(["workdir"])
-    run(job_main(job_class))
+    run(job_main(job_class(name)))
 
 
 def flag_message(error):

@@ -5,11 +5,9 @@ Example (the README's quick start):
     python -m train.grafting --flagfile=configs/quickstart.cfg
 """
 
-from tfgraft.grafting import job
-
 from . import flags as flags_lib
 
-flags_lib.define("common", "grafting")
+flags_lib.define_job("grafting")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.Grafting)
+    flags_lib.run_job("grafting")

@@ -10,11 +10,9 @@ Examples:
         --workdir=runs/resnet20_l1_70
 """
 
-from tfgraft.l1prune import job
-
 from . import flags as flags_lib
 
-flags_lib.define("common", "pretrained", "l1prune")
+flags_lib.define_job("l1prune")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.L1Prune)
+    flags_lib.run_job("l1prune")

@@ -15,13 +15,11 @@ one-line error.
 
 from absl import flags
 
-from tfgraft.lwdna import job
-
 from . import flags as flags_lib
 
-flags_lib.define("common", "lwdna")
+flags_lib.define_job("lwdna")
 
 if __name__ == "__main__":
     # LW-DNA widens the network first; x2 is the paper's setting.
     flags.FLAGS.set_default("width_mult", 2.0)
-    flags_lib.run_job(job.LWDNA)
+    flags_lib.run_job("lwdna")

@@ -7,11 +7,9 @@ Examples:
         --workdir=runs/stripe_resnet56
 """
 
-from tfgraft.stripe import job
-
 from . import flags as flags_lib
 
-flags_lib.define("common", "stripe")
+flags_lib.define_job("stripe")
 
 if __name__ == "__main__":
-    flags_lib.run_job(job.Stripe)
+    flags_lib.run_job("stripe")
