@@ -497,14 +497,7 @@ class Experiment:
     def load_data(self):
         d = self.config.data
         logging.debug("Loading data %s…", d.dataset)
-        with errors.flag_names(spec="dataset"):
-            self.source = data_lib.load_source(
-                d.dataset,
-                data_dir=d.data_dir,
-                synthetic_train_size=d.synthetic_train_size,
-                synthetic_test_size=d.synthetic_test_size,
-                seed=self.config.run.seed,
-            )
+        self.source = data_lib.source_for(d, self.config.run.seed)
         self.info = self.source.info
         if self.is_chief:
             io.atomic_write_json(

@@ -60,14 +60,8 @@ def main(argv):
         ) from None
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
-    with errors.flag_names(spec="dataset"):
-        source = data_lib.load_source(
-            d.dataset,
-            data_dir=d.data_dir,
-            synthetic_train_size=d.synthetic_train_size,
-            synthetic_test_size=d.synthetic_test_size,
-            seed=flags_lib.section_from_flags(cfg.RunConfig).seed,
-        )
+    seed = flags_lib.section_from_flags(cfg.RunConfig).seed
+    source = data_lib.source_for(d, seed)
     spec = model.serve.input_signature[0]
     want = tuple(spec.shape[1:])
     have = tuple(source.info.image_shape)

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from absl.testing import parameterized
 
 from tfgraft.data import DataError
+from tfgraft.data import base
 from tfgraft.data import folder_source
 from tfgraft.data import load_source
 from tfgraft.data import sources
@@ -92,8 +93,8 @@ class FolderSourceTest(tf.test.TestCase, parameterized.TestCase):
         self.assertFalse(source.in_memory)
         self.assertEqual(info.recipe, "imagenet")
         self.assertEqual(info.image_shape, (224, 224, 3))
-        self.assertEqual(info.mean, sources.IMAGENET_MEAN)
-        self.assertEqual(info.std, sources.IMAGENET_STD)
+        self.assertEqual(info.mean, base.IMAGENET_MEAN)
+        self.assertEqual(info.std, base.IMAGENET_STD)
         with self.assertRaises(NotImplementedError):
             source.arrays("train")
         elements = list(source.dataset("train"))
@@ -245,7 +246,7 @@ class FolderSourceTest(tf.test.TestCase, parameterized.TestCase):
             np.bincount(labels), np.full(10, count // 10)
         )
         # Channel statistics of real CIFAR photos.
-        np.testing.assert_allclose(info.mean, sources.CIFAR_MEAN, atol=0.02)
+        np.testing.assert_allclose(info.mean, base.CIFAR_MEAN, atol=0.02)
         np.testing.assert_allclose(info.std, (0.247, 0.243, 0.261), atol=0.02)
 
 

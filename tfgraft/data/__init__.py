@@ -11,6 +11,7 @@ from tfgraft.data.sources import DataError
 from tfgraft.data.sources import DatasetInfo
 from tfgraft.data.sources import Source
 from tfgraft.data.sources import load_source
+from tfgraft.data.sources import source_for
 
 __all__ = [
     "DataError",
@@ -18,6 +19,7 @@ __all__ = [
     "Source",
     "eval_dataset",
     "load_source",
+    "source_for",
     "steps_per_epoch",
     "train_dataset",
 ]

@@ -22,46 +22,26 @@ normalisation constants) lives in `tfgraft.data.base`, which the kinds
 import instead of each other; those names stay importable from here.
 """
 
+from tfgraft import errors
 from tfgraft.data import folder_source
 from tfgraft.data import synthetic
 from tfgraft.data import tfds_source
-from tfgraft.data.base import CIFAR_MEAN
-from tfgraft.data.base import CIFAR_STD
-from tfgraft.data.base import IMAGE_EXTENSIONS
-from tfgraft.data.base import IMAGENET_MEAN
-from tfgraft.data.base import IMAGENET_SIZE
-from tfgraft.data.base import IMAGENET_STD
-from tfgraft.data.base import MAX_IN_MEMORY_BYTES
-from tfgraft.data.base import SMALL_IMAGE_MAX_SIDE
-from tfgraft.data.base import SPLITS
 from tfgraft.data.base import ArraySource
 from tfgraft.data.base import DataError
 from tfgraft.data.base import DatasetInfo
 from tfgraft.data.base import Source
 from tfgraft.data.base import channel_stats
-from tfgraft.data.base import close_matches
 from tfgraft.data.base import image_info
-from tfgraft.data.base import resolve_path
 
-# Re-exported: the names defined here before `base.py` held them.
+# `Source`, `ArraySource`, `DatasetInfo` and `DataError` stay importable
+# from here (they were defined here before `base.py` held them).
 __all__ = [
-    "CIFAR_MEAN",
-    "CIFAR_STD",
-    "IMAGENET_MEAN",
-    "IMAGENET_SIZE",
-    "IMAGENET_STD",
-    "IMAGE_EXTENSIONS",
-    "MAX_IN_MEMORY_BYTES",
-    "SMALL_IMAGE_MAX_SIDE",
-    "SPLITS",
     "ArraySource",
     "DataError",
     "DatasetInfo",
     "Source",
-    "channel_stats",
-    "close_matches",
-    "resolve_path",
     "load_source",
+    "source_for",
 ]
 
 
@@ -115,6 +95,19 @@ def load_source(
         "{spec} is not 'synthetic', 'tfds:<name>' or 'folder:<path>'.",
         spec=spec,
     )
+
+
+def source_for(data, seed):
+    """`load_source` for a `tfgraft.config.DataConfig` (errors name its
+    `dataset` field) and the run's `seed`."""
+    with errors.flag_names(spec="dataset"):
+        return load_source(
+            data.dataset,
+            data_dir=data.data_dir,
+            synthetic_train_size=data.synthetic_train_size,
+            synthetic_test_size=data.synthetic_test_size,
+            seed=seed,
+        )
 
 
 def _load_synthetic(train_size, test_size, seed):
