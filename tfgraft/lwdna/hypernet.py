@@ -21,6 +21,7 @@ from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
+from tfgraft.models import registry
 
 RGB = "rgb"
 
@@ -85,17 +86,7 @@ def _latent_plan(name, preset, shortcut, input_shape):
     slots = models.layer_slots(
         name, preset=preset, shortcut=shortcut, input_shape=input_shape
     )
-    mean = (0.5,) * input_shape[-1]
-    # Groups do not depend on widths; a very narrow copy analyses fast.
-    tiny = models.build_model(
-        name,
-        input_shape=input_shape,
-        mean=mean,
-        std=mean,
-        width_mult=1.0 / 64.0,
-        preset=preset,
-        shortcut=shortcut,
-    )
+    tiny, _ = registry.narrow_model(name, preset, shortcut, input_shape)
     graph = graph_lib.analyze(tiny)
     for layer in tiny.layers:
         if isinstance(layer, models.OptionAShortcut):

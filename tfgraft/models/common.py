@@ -78,28 +78,28 @@ class LayerSettings:
 
     Args:
         preset: preset name, one of `PRESETS`.
-        symmetric_padding: PyTorch-style `k // 2` padding at stride > 1.
         conv_init: kernel initializer kind of convs (also depthwise).
         conv_bias: whether convs have a bias.
+        fc_init: classifier kernel initializer kind.
+        symmetric_padding: PyTorch-style `k // 2` padding at stride > 1.
         conv_bias_init: bias initializer kind when `conv_bias`.
         bn_gamma: initial BN gamma.
         zero_init_last_bn: start the BN closing a residual branch at 0.
-        fc_init: classifier kernel initializer kind.
         fc_bias_init: classifier bias initializer kind.
         torch_fans: initializer fans follow PyTorch's layout; matters only
             for depthwise kernels, whose Keras fans are swapped.
     """
 
     preset: str
-    symmetric_padding: bool
     conv_init: str
     conv_bias: bool
-    conv_bias_init: str
-    bn_gamma: float
-    zero_init_last_bn: bool
     fc_init: str
-    fc_bias_init: str
-    torch_fans: bool
+    symmetric_padding: bool = True
+    conv_bias_init: str = TORCH_DEFAULT
+    bn_gamma: float = 1.0
+    zero_init_last_bn: bool = False
+    fc_bias_init: str = TORCH_DEFAULT
+    torch_fans: bool = True
 
 
 def check_preset(preset):
@@ -120,53 +120,32 @@ def resolve_settings(preset, family):
         raise ValueError(f"Unknown model family. Received: family={family}")
     if preset == "ekg":
         return LayerSettings(
-            preset=preset,
+            preset,
+            EKG_CONV,
+            False,
+            NORMAL_001,
             symmetric_padding=False,
-            conv_init=EKG_CONV,
-            conv_bias=False,
             conv_bias_init=ZEROS,
-            bn_gamma=1.0,
             zero_init_last_bn=True,
-            fc_init=NORMAL_001,
             fc_bias_init=ZEROS,
             torch_fans=False,
         )
     if preset == "pff":
         return LayerSettings(
-            preset=preset,
-            symmetric_padding=True,
-            conv_init=TORCH_DEFAULT,
-            conv_bias=False,
+            preset,
+            TORCH_DEFAULT,
+            False,
+            NORMAL_001,
             conv_bias_init=ZEROS,
             bn_gamma=0.5,
-            zero_init_last_bn=False,
-            fc_init=NORMAL_001,
-            fc_bias_init=TORCH_DEFAULT,
-            torch_fans=True,
         )
-    if preset == "dhp":
-        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
-    elif family == RESNET_CIFAR:
-        conv_init, fc_init, conv_bias = HE_FAN_IN, HE_FAN_IN, False
-    elif family == RESNET_IMAGENET:
-        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
-    else:
-        # VGG16 / MobileNetV2 in the grafting repo keep PyTorch's defaults;
-        # only the VGG convs carry a bias.
-        conv_init, fc_init = TORCH_DEFAULT, TORCH_DEFAULT
-        conv_bias = family == VGG
-    return LayerSettings(
-        preset=preset,
-        symmetric_padding=True,
-        conv_init=conv_init,
-        conv_bias=conv_bias,
-        conv_bias_init=TORCH_DEFAULT,
-        bn_gamma=1.0,
-        zero_init_last_bn=False,
-        fc_init=fc_init,
-        fc_bias_init=TORCH_DEFAULT,
-        torch_fans=True,
-    )
+    if preset == "dhp" or family == RESNET_IMAGENET:
+        return LayerSettings(preset, HE_FAN_OUT, False, TORCH_DEFAULT)
+    if family == RESNET_CIFAR:
+        return LayerSettings(preset, HE_FAN_IN, False, HE_FAN_IN)
+    # VGG16 / MobileNetV2 in the grafting repo keep PyTorch's defaults; only
+    # the VGG convs carry a bias.
+    return LayerSettings(preset, TORCH_DEFAULT, family == VGG, TORCH_DEFAULT)
 
 
 def default_shortcut(preset, family):
@@ -406,21 +385,48 @@ class LayerBuilder:
         filters,
         kernel_size,
         strides,
+        names,
         *,
-        conv_name,
-        bn_name,
         slot,
-        relu_name=None,
+        relu=False,
         last=False,
     ):
-        """Conv -> BN (-> activation when `relu_name` is given)."""
+        """Conv -> BN (-> activation when `relu`), named from a template.
+
+        `names.format(kind)` names the layers, kind `conv`, `bn` and `relu`
+        (`"stem_{}"`: `stem_conv`, `stem_bn`, `stem_relu`); `last` marks
+        the BN closing a residual branch.
+        """
+        name = names.format
         x = self.conv(
-            x, filters, kernel_size, strides, name=conv_name, slot=slot
+            x, filters, kernel_size, strides, name=name("conv"), slot=slot
         )
-        x = self.batch_norm(x, name=bn_name, slot=slot, last=last)
-        if relu_name:
-            x = self.activate(x, name=relu_name)
-        return x
+        x = self.batch_norm(x, name=name("bn"), slot=slot, last=last)
+        return self.activate(x, name=name("relu")) if relu else x
+
+    def basic_branch(self, x, inner, out, strides, prefix, *, slots):
+        """ResNet BasicBlock branch: conv3x3 (stride)-BN-act-conv3x3-BN.
+
+        Layers `{prefix}_conv1`, `_bn1`, `_relu1`, `_conv2`, `_bn2`;
+        `slots` is `(inner slot, stream slot)`.
+        """
+        y = self.conv_bn(
+            x, inner, 3, strides, f"{prefix}_{{}}1", slot=slots[0], relu=True
+        )
+        return self.conv_bn(
+            y, out, 3, 1, f"{prefix}_{{}}2", slot=slots[1], last=True
+        )
+
+    def projection(self, x, filters, strides, prefix, *, slot):
+        """1x1 conv + BN shortcut: `{prefix}_shortcut_conv`, `_bn`."""
+        return self.conv_bn(
+            x, filters, 1, strides, f"{prefix}_shortcut_{{}}", slot=slot
+        )
+
+    def residual(self, y, shortcut, prefix, *, activate=True):
+        """`{prefix}_add` of branch and shortcut, then `{prefix}_out`."""
+        x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
+        return self.activate(x, name=f"{prefix}_out") if activate else x
 
     def activate(self, x, *, name):
         """Applies the builder's activation as a layer named `name`.

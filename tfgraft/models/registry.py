@@ -312,19 +312,26 @@ def layer_slots(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
 
 @functools.lru_cache(maxsize=None)
 def _layer_slots(name, shortcut, input_shape):
+    return narrow_model(name, None, shortcut, input_shape)[1].slots
+
+
+def narrow_model(name, preset, shortcut, input_shape):
+    """`(model, builder)` of a very narrow `name` network (10 classes).
+
+    Layer names, slots and channel groups do not depend on the widths, and
+    a narrow network builds and analyses fast.
+    """
     mean = (0.5,) * input_shape[-1]
-    _, builder = _build(
+    return _build(
         name,
         num_classes=10,
         input_shape=input_shape,
         mean=mean,
         std=mean,
-        # Slots do not depend on widths; narrow nets build fast.
         width_mult=1.0 / 64.0,
         channel_config=None,
-        preset=None,
+        preset=preset,
         shortcut=shortcut,
         conv_layer=None,
         model_name=None,
     )
-    return builder.slots
