@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfgraft import complexity
 from tfgraft import models
+from tfgraft import surgery
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna.hypernet import RGB
 from tfgraft.lwdna.hypernet import LWDNAError
@@ -585,14 +586,7 @@ def derive_weights(hypernet, masks):
 def assign_weights(model, weights):
     """Sets `derive_weights` output on the derived plain network."""
     for name, arrays in weights.items():
-        layer = model.get_layer(name)
-        for variable, value in zip(layer.weights, arrays, strict=True):
-            if tuple(variable.shape) != value.shape:
-                raise LWDNAError(
-                    f"layer '{name}': derived weight {variable.path} has "
-                    f"shape {tuple(variable.shape)}, expected {value.shape}"
-                )
-            variable.assign(value)
+        surgery.assign(name, model.get_layer(name).weights, arrays, LWDNAError)
 
 
 def zero_pruned_channels(hypernet, masks):
