@@ -24,15 +24,19 @@ pseudo-supernet: the objective of steps a and d is the validation CE alone.
 import dataclasses
 import math
 import time
+import types
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tfgraft import complexity
+from tfgraft import config as config_lib
 from tfgraft.ekg import errors
 
-COST_MODES = ("as_coded", "intended")
+# The EKG knobs (`tfgraft.config.EKGConfig`): defaults, choices, ranges.
+_KNOBS = {f.name: f for f in dataclasses.fields(config_lib.EKGConfig)}
+COST_MODES = _KNOBS["cost_mode"].metadata["choices"]
 # Cost of a gate that cannot shrink any more (width <= 0).
 EXHAUSTED_COST = 1e12
 
@@ -41,56 +45,54 @@ class SearchError(errors.EKGError):
     """The search cannot reach its target; the message names the flag."""
 
 
+def knob_requirement(name, value):
+    """The requirement of EKG knob `name` that `value` breaks, or None.
+
+    The knob's own check (`tfgraft.config.check_field`), for callers that
+    take the knob as a Python argument and name it in their own error.
+    """
+    field = _KNOBS[name]
+    try:
+        config_lib.check_field(types.SimpleNamespace(**{name: value}), field)
+    except config_lib.ConfigError as e:
+        prefix = f"--{config_lib.flag_name(field)}={config_lib.show(value)}: "
+        return str(e).removeprefix(prefix)
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Options of `search` (defaults: the reference's `train_cifar.py`).
+    """Options of `search`; defaults and checks are the EKG knobs'.
 
     Attributes:
-        target_flops_rate: stop once FLOPs / FLOPs of the full net is at
-            or below this, in (0, 1).
-        search_step: coarse width step (before division by the number of
-            calls of a gate); also the range of the fine search.
-        cost_mode: `"as_coded"` (the reference's `mask_marking`, whose
-            slicing bug makes a gate's cost the sum of all its scores while
-            unpruned and 0 afterwards) or `"intended"` (the sum of the
-            scores the next step would remove).
-        batch_size: validation batch size; every batch's sums are divided
-            by it, also the smaller last one (as the reference does).
+        target_flops_rate, search_step, cost_mode, batch_size: the
+            `tfgraft.config.EKGConfig` knobs of those names (`cost_mode`:
+            see `window_cost`). `batch_size` divides every validation
+            batch's sums, also the smaller last one's (as the reference).
         trim: fraction trimmed at each end before the Otsu split.
         max_steps: stop with an error after this many accepted steps
             (0: no limit).
-        ensemble_knowledge: the objective (channel scores in step a and
-            candidate choice in step d) is validation CE plus soft CE to
-            the pseudo-supernet ensemble `K` (the paper). False: plain CE
-            only, the ablation without ensemble knowledge (`K` is still
-            tracked and the soft term still reported as `val_soft`).
+        ensemble_knowledge: `EKGConfig.search_knowledge`: the objective
+            (channel scores in step a and candidate choice in step d) is
+            validation CE plus soft CE to the pseudo-supernet ensemble `K`
+            (the paper). False: plain CE only (`K` is still tracked and
+            the soft term still reported as `val_soft`).
     """
 
-    target_flops_rate: float = 0.45
-    search_step: float = 0.2
-    cost_mode: str = "as_coded"
-    batch_size: int = 256
+    target_flops_rate: float = _KNOBS["target_flops_rate"].default
+    search_step: float = _KNOBS["search_step"].default
+    cost_mode: str = _KNOBS["cost_mode"].default
+    batch_size: int = _KNOBS["batch_size"].default
     trim: float = 0.2
     max_steps: int = 0
-    ensemble_knowledge: bool = True
+    ensemble_knowledge: bool = _KNOBS["search_knowledge"].default
 
     def __post_init__(self):
-        if not 0.0 < self.target_flops_rate < 1.0:
-            raise SearchError(
-                "{target_flops_rate}: must be in (0, 1) (the fraction of "
-                "FLOPs kept)",
-                target_flops_rate=self.target_flops_rate,
-            )
-        if not 0.0 < self.search_step <= 1.0:
-            raise SearchError(
-                "{search_step}: must be in (0, 1]",
-                search_step=self.search_step,
-            )
-        if self.cost_mode not in COST_MODES:
-            raise SearchError(
-                "{cost_mode}: must be one of " + ", ".join(COST_MODES),
-                cost_mode=self.cost_mode,
-            )
+        for name in ("target_flops_rate", "search_step", "cost_mode"):
+            value = getattr(self, name)
+            why = knob_requirement(name, value)
+            if why:
+                raise SearchError(f"{{{name}}}: {why}", **{name: value})
         if self.batch_size < 1:
             raise SearchError(
                 "{batch_size}: must be >= 1", batch_size=self.batch_size
@@ -389,22 +391,14 @@ class SearchEntry:
     trials: list = dataclasses.field(repr=False, default=None)
 
     def to_json(self):
-        return {
-            "step": self.step,
-            "gate": self.gate,
-            "slot": self.slot,
-            "rate": self.rate,
-            "channels": self.channels,
-            "flops": self.flops,
-            "flops_rate": self.flops_rate,
-            "val_loss": self.val_loss,
-            "val_soft": self.val_soft,
-            "val_score": self.val_score,
-            "val_accuracy": self.val_accuracy,
-            "candidates": self.candidates,
-            "lowest_loss_gate": self.lowest_loss_gate,
-            "seconds": self.seconds,
+        state = ("orders", "rates", "val_logits", "trials")
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in state
         }
+        out["seconds"] = out.pop("seconds")  # last, as logged
+        return out
 
 
 @dataclasses.dataclass
@@ -472,30 +466,35 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
     full = evaluator.evaluate(zeros)
     ensemble = full["logits"].astype(np.float64)
     ensemble_size = 1
-    kept = gated.kept(rates)
-    flops = flops_model.flops(kept)
-    entries = [
-        SearchEntry(
-            step=0,
-            gate=None,
-            slot=None,
-            rate=1.0,
-            channels=None,
+    entries = []
+
+    def record(i, result, t0, **fields):
+        """Appends the history entry of the current rates (gate `i`)."""
+        kept = gated.kept(rates)
+        flops = flops_model.flops(kept)
+        entry = SearchEntry(
+            step=len(entries),
+            gate=None if i is None else infos[i].name,
+            slot=None if i is None else infos[i].slot,
+            rate=1.0 if i is None else rates[i],
+            channels=None if i is None else kept[i],
             flops=flops,
             flops_rate=flops / flops_model.full_flops,
-            val_loss=full["loss"],
-            val_soft=full["soft"],
-            val_score=full["score"],
-            val_accuracy=full["accuracy"],
-            candidates=0,
+            val_loss=result["loss"],
+            val_soft=result["soft"],
+            val_score=result["score"],
+            val_accuracy=result["accuracy"],
             seconds=time.perf_counter() - t0,
             orders=gated.orders(),
             rates=list(rates),
-            val_logits=full["logits"],
+            val_logits=result["logits"],
+            **fields,
         )
-    ]
-    if log:
-        log(entries[0])
+        entries.append(entry)
+        if log:
+            log(entry)
+
+    record(None, full, t0, candidates=0)
 
     def rate_of(trial):
         return flops_model.rate(gated.kept(trial))
@@ -566,46 +565,23 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
         lowest_loss = min(tried, key=lambda t: (t[2]["loss"], t[0]))[0]
         rates[i] = w
         gated.set_rate(i, w)
-        kept = gated.kept(rates)
-        flops = flops_model.flops(kept)
-        entry = SearchEntry(
-            step=len(entries),
-            gate=infos[i].name,
-            slot=infos[i].slot,
-            rate=w,
-            channels=kept[i],
-            flops=flops,
-            flops_rate=flops / flops_model.full_flops,
-            val_loss=result["loss"],
-            val_soft=result["soft"],
-            val_score=result["score"],
-            val_accuracy=result["accuracy"],
-            candidates=len(tried),
-            seconds=time.perf_counter() - t0,
-            lowest_loss_gate=infos[lowest_loss].name,
-            orders=gated.orders(),
-            rates=list(rates),
-            val_logits=result["logits"],
-            trials=[
-                {
-                    "gate": infos[j].name,
-                    "rate": rate,
-                    "loss": r["loss"],
-                    "soft": r["soft"],
-                    "score": r["score"],
-                    "accuracy": r["accuracy"],
-                }
-                for j, rate, r in tried
-            ],
-        )
-        entries.append(entry)
         # e. The pseudo-supernet: running mean of the accepted logits.
         ensemble = (ensemble * ensemble_size + result["logits"]) / (
             ensemble_size + 1
         )
         ensemble_size += 1
-        if log:
-            log(entry)
+        record(
+            i,
+            result,
+            t0,
+            candidates=len(tried),
+            lowest_loss_gate=infos[lowest_loss].name,
+            trials=[
+                {"gate": infos[j].name, "rate": rate}
+                | {k: r[k] for k in ("loss", "soft", "score", "accuracy")}
+                for j, rate, r in tried
+            ],
+        )
     final = entries.pop()
     return SearchResult(
         history=entries,
