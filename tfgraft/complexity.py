@@ -68,13 +68,6 @@ _GLOBAL_POOLING = (
     keras.layers.GlobalMaxPooling2D,
     keras.layers.GlobalMaxPooling3D,
 )
-_RELU_LIKE = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,7 +412,7 @@ class _Counter:
             flops = k * math.prod(out_shape)
         elif isinstance(op, _GLOBAL_POOLING) and self.count_global_pool:
             flops = math.prod(in_shape)
-        elif isinstance(op, _RELU_LIKE) and self.count_relu:
+        elif isinstance(op, graph_lib.ACTIVATIONS) and self.count_relu:
             flops = math.prod(out_shape)
         return flops, params
 

@@ -53,14 +53,17 @@ import dataclasses
 
 import keras
 
-# Layers that apply an element-wise function and therefore keep "the output
-# of conv X" intact for BN binding and shortcut detection.
-_IDENTITY_LIKE = (
+# Activation layers (EKG gates after them, the PFF counter counts them).
+ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.ELU,
     keras.layers.PReLU,
+)
+# Layers that apply an element-wise function and therefore keep "the output
+# of conv X" intact for BN binding and shortcut detection.
+_IDENTITY_LIKE = ACTIVATIONS + (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,

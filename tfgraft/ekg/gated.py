@@ -62,13 +62,6 @@ class GateInfo:
     slot: str | None = None
 
 
-_ACTIVATIONS = (
-    keras.layers.ReLU,
-    keras.layers.Activation,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
 _POOLS = (
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
@@ -159,7 +152,7 @@ class GatedNetwork:
         sites = {}
         for node in nodes:
             op = node.operation
-            if not isinstance(op, _ACTIVATIONS):
+            if not isinstance(op, graph_lib.ACTIVATIONS):
                 continue
             pair = self.graph.layer_groups.get(op.name)
             if pair is None or pair[1] is None:

@@ -249,9 +249,33 @@ class HyperNet:
         """`{latent key: length}`."""
         return {k: int(v.shape[0]) for k, v in self.latents.items()}
 
-    def hyper_convs(self):
-        """The model's `HyperConv2D` layers in plan order."""
-        return [self.model.get_layer(n) for n in self.plan.conv_latents]
+
+def make_latents(keys, sizes):
+    """`{key: N(0, 1) keras.Variable of sizes[key] channels}`, in order."""
+    return {
+        key: keras.Variable(
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+            shape=(sizes[key],),
+            dtype="float32",
+            trainable=True,
+            name="latent_" + key.replace("/", "_"),
+        )
+        for key in keys
+    }
+
+
+def hyper_conv(plan, latents, embedding_dim, *, name, **config):
+    """The `HyperConv2D` of conv `name` (its Conv2D arguments in `config`)
+    on the plan's latents; a kernel initializer is dropped."""
+    config.pop("kernel_initializer", None)
+    latent_in, latent_out = plan.conv_latents[name]
+    return HyperConv2D(
+        embedding_dim=embedding_dim,
+        latent_in=latents[latent_in],
+        latent_out=latents[latent_out],
+        name=name,
+        **config,
+    )
 
 
 def build_hypernet(
@@ -303,29 +327,8 @@ def build_hypernet(
     )
     widths = dict(channel_config.widths)
     widths[RGB] = int(input_shape[-1])
-    latents = {}
-    for key in plan.keys():
-        latents[key] = keras.Variable(
-            initializer=keras.initializers.RandomNormal(0.0, 1.0),
-            shape=(widths[key],),
-            dtype="float32",
-            trainable=True,
-            name="latent_" + key.replace("/", "_"),
-        )
-
-    def conv_layer(*, filters, kernel_size, name, **kwargs):
-        kwargs.pop("kernel_initializer", None)
-        latent_in, latent_out = plan.conv_latents[name]
-        return HyperConv2D(
-            filters,
-            kernel_size,
-            embedding_dim=embedding_dim,
-            latent_in=latents[latent_in],
-            latent_out=latents[latent_out],
-            name=name,
-            **kwargs,
-        )
-
+    latents = make_latents(plan.keys(), widths)
+    conv_layer = functools.partial(hyper_conv, plan, latents, embedding_dim)
     build_kwargs = dict(
         num_classes=num_classes,
         input_shape=tuple(input_shape),
