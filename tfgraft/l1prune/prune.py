@@ -149,6 +149,15 @@ def _channel_changing_readers(graph):
     return readers
 
 
+def _slots(model, model_name, preset, shortcut):
+    return models.layer_slots(
+        model_name,
+        preset=preset,
+        shortcut=shortcut,
+        input_shape=tuple(model.input_shape[1:]),
+    )
+
+
 def find_groups(
     model,
     model_name,
@@ -174,12 +183,7 @@ def find_groups(
         L1PruneError: `model` is not a `model_name` network.
     """
     graph = graph_lib.analyze(model)
-    slots = models.layer_slots(
-        model_name,
-        preset=preset,
-        shortcut=shortcut,
-        input_shape=tuple(model.input_shape[1:]),
-    )
+    slots = _slots(model, model_name, preset, shortcut)
     for node in graph.convs():
         if node.name not in slots:
             raise L1PruneError(
@@ -225,13 +229,8 @@ def find_groups(
 
 def channel_config_of(model, model_name, *, preset=None, shortcut=None):
     """The `ChannelConfig` (widths per slot) `model` was built from."""
-    slots = models.layer_slots(
-        model_name,
-        preset=preset,
-        shortcut=shortcut,
-        input_shape=tuple(model.input_shape[1:]),
-    )
     widths = {}
+    slots = _slots(model, model_name, preset, shortcut)
     for layer_name, slot in slots.items():
         layer = model.get_layer(layer_name)
         if isinstance(layer, keras.layers.Conv2D) and not isinstance(

@@ -237,16 +237,12 @@ class OptionAShortcut(keras.layers.Layer):
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
-        if int(filters) != filters or filters < 1:
-            raise ValueError(
-                f"OptionAShortcut filters must be a positive int. "
-                f"Received: filters={filters}"
-            )
-        if int(strides) != strides or strides < 1:
-            raise ValueError(
-                f"OptionAShortcut strides must be a positive int. "
-                f"Received: strides={strides}"
-            )
+        for arg, value in (("filters", filters), ("strides", strides)):
+            if int(value) != value or value < 1:
+                raise ValueError(
+                    f"OptionAShortcut {arg} must be a positive int. "
+                    f"Received: {arg}={value}"
+                )
         self.filters = int(filters)
         self.strides = int(strides)
 
@@ -326,46 +322,39 @@ class LayerBuilder:
 
     def conv(self, x, filters, kernel_size, strides, *, name, slot):
         """Applies (padding +) a regular conv writing `filters` channels."""
+        return self._conv(x, kernel_size, strides, name, slot, filters)
+
+    def depthwise_conv(self, x, kernel_size, strides, *, name, slot):
+        """Applies (padding +) a depthwise conv with depth multiplier 1."""
+        return self._conv(x, kernel_size, strides, name, slot)
+
+    def _conv(self, x, kernel_size, strides, name, slot, filters=None):
         x, padding = self._padding(x, kernel_size, strides, name)
         s = self.settings
         kwargs = dict(
-            filters=filters,
             kernel_size=kernel_size,
             strides=strides,
             padding=padding,
             use_bias=s.conv_bias,
-            kernel_initializer=make_kernel_initializer(s.conv_init),
             name=name,
         )
+        init = make_kernel_initializer(
+            s.conv_init, depthwise=filters is None, torch_fans=s.torch_fans
+        )
+        fan_in = kernel_size * kernel_size
+        if filters is None:
+            layer = keras.layers.DepthwiseConv2D
+            kwargs.update(depth_multiplier=1, depthwise_initializer=init)
+        else:
+            layer = self.conv_layer
+            kwargs.update(filters=filters, kernel_initializer=init)
+            fan_in *= x.shape[-1]
         if s.conv_bias:
-            fan_in = kernel_size * kernel_size * x.shape[-1]
             kwargs["bias_initializer"] = make_bias_initializer(
                 s.conv_bias_init, fan_in
             )
         self.slots[name] = slot
-        return self.conv_layer(**kwargs)(x)
-
-    def depthwise_conv(self, x, kernel_size, strides, *, name, slot):
-        """Applies (padding +) a depthwise conv with depth multiplier 1."""
-        x, padding = self._padding(x, kernel_size, strides, name)
-        s = self.settings
-        kwargs = dict(
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            depth_multiplier=1,
-            use_bias=s.conv_bias,
-            depthwise_initializer=make_kernel_initializer(
-                s.conv_init, depthwise=True, torch_fans=s.torch_fans
-            ),
-            name=name,
-        )
-        if s.conv_bias:
-            kwargs["bias_initializer"] = make_bias_initializer(
-                s.conv_bias_init, kernel_size * kernel_size
-            )
-        self.slots[name] = slot
-        return keras.layers.DepthwiseConv2D(**kwargs)(x)
+        return layer(**kwargs)(x)
 
     def batch_norm(self, x, *, name, slot, last=False):
         """Applies BN; `last` marks the BN closing a residual branch."""
