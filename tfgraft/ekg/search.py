@@ -166,63 +166,35 @@ def otsu_threshold(costs, trim=0.2):
     return float((values[best_t - 1] + values[best_t]) / 2.0)
 
 
-class FlopsModel:
+class FlopsModel(complexity.ChannelFlops):
     """Exact EKG-convention FLOPs of a gated network as a function of widths.
 
-    `tfgraft.complexity.count(model, "ekg")` is bilinear in the active
-    channels of each layer's input and output group (conv
-    `H W k k D_in D_out`, BN `2 H W D`, FC `D_in D_out`), so the count for
-    any widths is each layer's full count scaled by its active fractions.
-    This evaluates in microseconds, which the search needs (it tries many
-    widths per step); `count(model, "ekg", active_channels=...)` gives the
-    same numbers.
+    `flops(kept)`: the FLOPs with gate `i` keeping `kept[i]` channels
+    (`tfgraft.complexity.ChannelFlops`, keyed by gate index).
 
     Args:
         gated: a `GatedNetwork`.
     """
 
     def __init__(self, gated):
-        model, graph = gated.source, gated.graph
-        full = complexity.count(model, "ekg")
+        graph, gate = gated.graph, gated.group_gate.get
+        full = complexity.count(gated.source, "ekg")
         self.full_flops = int(full.flops)
-        self.full_params = int(full.params)
         sizes = {g.id: g.size for g in graph.groups.values()}
-        # (unit, in gate, full in, out gate, full out) per layer: its
-        # FLOPs are unit * active_in * active_out.
-        self._terms = []
-        constant = 0
-        for cost in full.per_layer:
-            node = graph.nodes.get(cost.name)
-            pair = graph.layer_groups.get(cost.name)
-            if node is not None:
-                gin = gated.group_gate.get(node.in_group)
-                gout = gated.group_gate.get(node.out_group)
-                if node.kind == "dense":
-                    gout = None  # the logits are never pruned
-                c_in, c_out = sizes[node.in_group], sizes[node.out_group]
-            elif pair is not None and pair[1] is not None:
-                gin, c_in = None, 1
-                gout, c_out = gated.group_gate.get(pair[1]), sizes[pair[1]]
-            else:
-                constant += cost.flops
-                continue
-            if cost.flops % (c_in * c_out):
-                raise ValueError(
-                    f"FLOPs of layer '{cost.name}' are not bilinear in its "
-                    "channels; cannot model them"
-                )
-            unit = cost.flops // (c_in * c_out)
-            self._terms.append((unit, gin, c_in, gout, c_out))
-        self._constant = constant
-
-    def flops(self, kept):
-        """FLOPs with gate `i` keeping `kept[i]` channels."""
-        total = self._constant
-        for unit, gin, c_in, gout, c_out in self._terms:
-            a = kept[gin] if gin is not None else c_in
-            b = kept[gout] if gout is not None else c_out
-            total += unit * a * b
-        return int(total)
+        layers = {}
+        for name, node in graph.nodes.items():
+            # A dense layer's outputs (the logits) are never pruned.
+            out = None if node.kind == "dense" else gate(node.out_group)
+            layers[name] = (
+                gate(node.in_group),
+                sizes[node.in_group],
+                out,
+                sizes[node.out_group],
+            )
+        for name, (_, group) in graph.layer_groups.items():
+            if name not in layers and group is not None:
+                layers[name] = (None, 1, gate(group), sizes[group])
+        super().__init__(full, layers)
 
     def rate(self, kept):
         return self.flops(kept) / self.full_flops
