@@ -534,15 +534,11 @@ def analyze(model):
             layer_groups.setdefault(op.name, (x.group, out_group))
             continue
 
-        if single and isinstance(op, keras.layers.BatchNormalization):
-            owner = records.get(x.direct) if x.direct else None
+        bn = isinstance(op, keras.layers.BatchNormalization)
+        if single and (bn or isinstance(op, _IDENTITY_LIKE)):
+            owner = records.get(x.direct) if bn and x.direct else None
             if owner is not None and owner["bn"] is None:
                 owner["bn"] = op.name
-            info[id(outs[0])] = dataclasses.replace(x)
-            layer_groups.setdefault(op.name, (x.group, x.group))
-            continue
-
-        if single and isinstance(op, _IDENTITY_LIKE):
             info[id(outs[0])] = dataclasses.replace(x)
             layer_groups.setdefault(op.name, (x.group, x.group))
             continue

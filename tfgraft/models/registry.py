@@ -184,8 +184,7 @@ def _build(
     model_name,
 ):
     entry = _entry(name)
-    preset = common.check_preset(preset)
-    shortcut = _resolve_shortcut(name, entry.family, preset, shortcut)
+    preset, shortcut = resolve_topology(name, preset, shortcut)
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(
             f"num_classes must be a positive int. Received: "
@@ -304,9 +303,7 @@ def layer_slots(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
     Returns:
         A new dict `{layer_name: slot}`.
     """
-    entry = _entry(name)
-    preset = common.check_preset(preset)
-    shortcut = _resolve_shortcut(name, entry.family, preset, shortcut)
+    _, shortcut = resolve_topology(name, preset, shortcut)
     return dict(_layer_slots(name, shortcut, tuple(input_shape)))
 
 
