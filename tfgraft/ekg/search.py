@@ -24,7 +24,6 @@ pseudo-supernet: the objective of steps a and d is the validation CE alone.
 import dataclasses
 import math
 import time
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -33,10 +32,11 @@ from absl import logging
 from tfgraft import complexity
 from tfgraft import config as config_lib
 from tfgraft.ekg import errors
+from tfgraft.errors import flag_value
 
-# The EKG knobs (`tfgraft.config.EKGConfig`): defaults, choices, ranges.
+# The EKG knobs (`tfgraft.config.EKGConfig`): defaults and checks.
 _KNOBS = {f.name: f for f in dataclasses.fields(config_lib.EKGConfig)}
-COST_MODES = _KNOBS["cost_mode"].metadata["choices"]
+COST_MODES = ("as_coded", "intended")
 # Cost of a gate that cannot shrink any more (width <= 0).
 EXHAUSTED_COST = 1e12
 
@@ -48,15 +48,14 @@ class SearchError(errors.EKGError):
 def knob_requirement(name, value):
     """The requirement of EKG knob `name` that `value` breaks, or None.
 
-    The knob's own check (`tfgraft.config.check_field`), for callers that
+    The knob's own check (`tfgraft.config.EKGConfig`), for callers that
     take the knob as a Python argument and name it in their own error.
     """
-    field = _KNOBS[name]
     try:
-        config_lib.check_field(types.SimpleNamespace(**{name: value}), field)
+        config_lib.EKGConfig(**{name: value})
     except config_lib.ConfigError as e:
-        prefix = f"--{config_lib.flag_name(field)}={config_lib.show(value)}: "
-        return str(e).removeprefix(prefix)
+        flag = config_lib.flag_name(_KNOBS[name])
+        return str(e).removeprefix(f"--{flag}={flag_value(value)}: ")
     return None
 
 
@@ -213,6 +212,15 @@ def active_channels(gated, kept):
 # === Evaluation on the validation set ===
 
 
+def _batches(images, labels, batch_size):
+    """Yields `(float32 images, int32 labels)` batches; the last is smaller."""
+    for i in range(0, len(labels), batch_size):
+        yield (
+            tf.constant(images[i : i + batch_size], tf.float32),
+            tf.constant(labels[i : i + batch_size], tf.int32),
+        )
+
+
 class Evaluator:
     """Runs the gated network on fixed validation batches (training mode).
 
@@ -232,13 +240,7 @@ class Evaluator:
         self.batch_size = int(batch_size)
         self.ensemble_knowledge = bool(ensemble_knowledge)
         self.num = int(labels.shape[0])
-        self._batches = [
-            (
-                tf.constant(images[i : i + batch_size], tf.float32),
-                tf.constant(labels[i : i + batch_size], tf.int32),
-            )
-            for i in range(0, self.num, self.batch_size)
-        ]
+        self._batches = list(_batches(images, labels, self.batch_size))
         # One trace for every batch size (the last batch is smaller).
         signature = [
             tf.TensorSpec([None, *images.shape[1:]], tf.float32),
@@ -632,14 +634,5 @@ def warmup_pass(
         opt.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    losses = []
-    for i in range(0, len(labels), batch_size):
-        losses.append(
-            float(
-                step(
-                    tf.constant(images[i : i + batch_size], tf.float32),
-                    tf.constant(labels[i : i + batch_size], tf.int32),
-                )
-            )
-        )
+    losses = [float(step(*b)) for b in _batches(images, labels, batch_size)]
     return float(np.mean(losses)) if losses else 0.0

@@ -208,17 +208,15 @@ def derive_widths(
     ):
         if isinstance(value, bool) or int(value) != value or value < 1:
             _fail(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
-    if classifier_input not in shrink_lib.CLASSIFIER_INPUTS:
-        _fail(
-            "classifier_input must be one of "
-            f"{', '.join(shrink_lib.CLASSIFIER_INPUTS)}. Received: "
-            f"classifier_input={classifier_input!r}"
-        )
-    if importance not in shrink_lib.IMPORTANCES:
-        _fail(
-            f"importance must be one of {', '.join(shrink_lib.IMPORTANCES)}."
-            f" Received: importance={importance!r}"
-        )
+    for arg, value, choices in (
+        ("classifier_input", classifier_input, shrink_lib.CLASSIFIER_INPUTS),
+        ("importance", importance, shrink_lib.IMPORTANCES),
+    ):
+        if value not in choices:
+            _fail(
+                f"{arg} must be one of {', '.join(choices)}. Received: "
+                f"{arg}={value!r}"
+            )
     plan = hypernet_lib.graph_latent_plan(model)
     # Seeds the batches' shuffle too (tf.data uses the global seed).
     keras.utils.set_random_seed(seed)

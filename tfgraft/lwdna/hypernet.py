@@ -87,7 +87,6 @@ def _latent_plan(name, preset, shortcut, input_shape):
         name, preset=preset, shortcut=shortcut, input_shape=input_shape
     )
     tiny, _ = registry.narrow_model(name, preset, shortcut, input_shape)
-    graph = graph_lib.analyze(tiny)
     for layer in tiny.layers:
         if isinstance(layer, models.OptionAShortcut):
             raise LWDNAError(
@@ -98,62 +97,30 @@ def _latent_plan(name, preset, shortcut, input_shape):
                 shortcut="projection",
                 preset="dhp",
             )
-    group_slot = {}
-    for node in graph.convs():
-        if node.kind != "conv":
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
             raise LWDNAError(
                 "LW-DNA supports regular convs only; {name} has the "
-                f"depthwise conv '{node.name}' (use a ResNet or vgg16).",
+                f"depthwise conv '{layer.name}' (use a ResNet or vgg16).",
                 name=name,
             )
-        slot = slots[node.name]
-        if group_slot.setdefault(node.out_group, slot) != slot:
-            raise LWDNAError(
-                "{name}: "
-                f"slots '{slot}' and '{group_slot[node.out_group]}' write "
-                "the same channels.",
-                name=name,
-            )
-        if not graph.groups[node.out_group].prunable:
-            raise LWDNAError(
-                "{name}: "
-                f"the channels of '{node.name}' cannot be pruned (they mix "
-                "with unprunable channels).",
-                name=name,
-            )
-    if len(set(group_slot.values())) != len(group_slot):
+    plan = graph_latent_plan(tiny)
+    # The graph's latents are named after their group's first conv; the
+    # zoo's after that conv's width slot, which every writer must share.
+    key = {k: k if k == RGB else slots[k] for k in plan.keys()}
+    if len(set(key.values())) != len(key) or any(
+        slots[conv] != key[out] for conv, (_, out) in plan.conv_latents.items()
+    ):
         raise LWDNAError(
-            "{name}: one width slot spans several channel groups.", name=name
-        )
-
-    def key(group):
-        # Group 0 is the model input (`Standardize` keeps its channels).
-        return RGB if group == 0 else group_slot[group]
-
-    bn_latents = {
-        n.bn: key(n.out_group) for n in graph.convs() if n.bn is not None
-    }
-    return _finish_plan(graph, name, key, bn_latents, "{name}")
-
-
-def _finish_plan(graph, model, key, bn_latents, where):
-    """The `LatentPlan` of a checked graph; `where` names the model (the
-    `{name}` field of a zoo model's name argument)."""
-    conv_latents = {
-        n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
-    }
-    dense = graph.dense()
-    if len(dense) != 1 or dense[0].in_spatial != 1:
-        raise LWDNAError(
-            f"{where}: LW-DNA expects one classifier after global pooling.",
-            name=model,
+            "{name}: its width slots are not its channel groups.", name=name
         )
     return LatentPlan(
-        model=model,
-        conv_latents=conv_latents,
-        bn_latents=bn_latents,
-        classifier=dense[0].name,
-        classifier_latent=key(dense[0].in_group),
+        model=name,
+        conv_latents={
+            conv: (key[a], key[b]) for conv, (a, b) in plan.conv_latents.items()
+        },
+        bn_latents={bn: key[k] for bn, k in plan.bn_latents.items()},
+        classifier=plan.classifier,
+        classifier_latent=key[plan.classifier_latent],
     )
 
 
@@ -204,9 +171,6 @@ def graph_latent_plan(model):
                 "layer); LW-DNA cannot give them a latent."
             )
 
-    def key(group):
-        return keys[group]
-
     bn_latents = {}
     bns = {
         layer.name
@@ -221,8 +185,21 @@ def graph_latent_plan(model):
                     f"{where}: BN layer '{name}' normalises channels no conv "
                     "writes."
                 )
-            bn_latents[name] = key(group)
-    return _finish_plan(graph, model.name, key, bn_latents, where)
+            bn_latents[name] = keys[group]
+    dense = graph.dense()
+    if len(dense) != 1 or dense[0].in_spatial != 1:
+        raise LWDNAError(
+            f"{where}: LW-DNA expects one classifier after global pooling."
+        )
+    return LatentPlan(
+        model=model.name,
+        conv_latents={
+            n.name: (keys[n.in_group], keys[n.out_group]) for n in graph.convs()
+        },
+        bn_latents=bn_latents,
+        classifier=dense[0].name,
+        classifier_latent=keys[dense[0].in_group],
+    )
 
 
 @dataclasses.dataclass
