@@ -174,10 +174,7 @@ class GatedNetwork:
         return sites
 
     def _make_gates(self, sites, slots):
-        gated_groups = []
-        for group in sites.values():
-            if group not in gated_groups:
-                gated_groups.append(group)
+        gated_groups = list(dict.fromkeys(sites.values()))
         # Topological order of the groups' first producer.
         position = {n: i for i, n in enumerate(self.graph.order)}
         gated_groups.sort(

@@ -286,13 +286,10 @@ class Evaluator:
                 v.assign_add(g)
 
     def _ensemble_batches(self, ensemble):
-        for k, start in enumerate(range(0, self.num, self.batch_size)):
-            yield (
-                self._batches[k],
-                tf.constant(
-                    ensemble[start : start + self.batch_size], tf.float32
-                ),
-            )
+        starts = range(0, self.num, self.batch_size)
+        for batch, i in zip(self._batches, starts):
+            ens = ensemble[i : i + self.batch_size]
+            yield batch, tf.constant(ens, tf.float32)
 
     def evaluate(self, ensemble):
         """Logits, accuracy, mean loss and mean objective on the val set.

@@ -168,24 +168,18 @@ def make_kernel_initializer(kind, depthwise=False, torch_fans=True):
     fan_in, fan_out = "fan_in", "fan_out"
     if depthwise and torch_fans:
         fan_in, fan_out = fan_out, fan_in
-    if kind == HE_FAN_IN:
-        return keras.initializers.VarianceScaling(
-            2.0, fan_in, "untruncated_normal"
-        )
-    if kind == HE_FAN_OUT:
-        return keras.initializers.VarianceScaling(
-            2.0, fan_out, "untruncated_normal"
-        )
-    if kind == TORCH_DEFAULT:
-        # U(±sqrt(3 * scale / fan_in)) = U(±1/sqrt(fan_in)) for scale 1/3,
-        # which is what kaiming_uniform_(a=sqrt(5)) works out to.
-        return keras.initializers.VarianceScaling(1.0 / 3.0, fan_in, "uniform")
-    if kind == EKG_CONV:
-        return keras.initializers.VarianceScaling(
-            2.0, "fan_out", "truncated_normal"
-        )
     if kind == NORMAL_001:
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+    variance_scaling = {
+        HE_FAN_IN: (2.0, fan_in, "untruncated_normal"),
+        HE_FAN_OUT: (2.0, fan_out, "untruncated_normal"),
+        # U(±sqrt(3 * scale / fan_in)) = U(±1/sqrt(fan_in)) for scale 1/3,
+        # which is what kaiming_uniform_(a=sqrt(5)) works out to.
+        TORCH_DEFAULT: (1.0 / 3.0, fan_in, "uniform"),
+        EKG_CONV: (2.0, "fan_out", "truncated_normal"),
+    }
+    if kind in variance_scaling:
+        return keras.initializers.VarianceScaling(*variance_scaling[kind])
     raise ValueError(f"Unknown kernel initializer. Received: kind={kind}")
 
 
