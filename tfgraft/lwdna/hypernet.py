@@ -86,7 +86,7 @@ def _latent_plan(name, preset, shortcut, input_shape):
     slots = models.layer_slots(
         name, preset=preset, shortcut=shortcut, input_shape=input_shape
     )
-    tiny, _ = registry.narrow_model(name, preset, shortcut, input_shape)
+    tiny = registry.narrow_model(name, preset, shortcut, input_shape)
     for layer in tiny.layers:
         if isinstance(layer, models.OptionAShortcut):
             raise LWDNAError(

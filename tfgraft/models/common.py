@@ -121,9 +121,9 @@ def resolve_settings(preset, family):
     if preset == "ekg":
         return LayerSettings(
             preset,
-            EKG_CONV,
-            False,
-            NORMAL_001,
+            conv_init=EKG_CONV,
+            conv_bias=False,
+            fc_init=NORMAL_001,
             symmetric_padding=False,
             conv_bias_init=ZEROS,
             zero_init_last_bn=True,
@@ -133,9 +133,9 @@ def resolve_settings(preset, family):
     if preset == "pff":
         return LayerSettings(
             preset,
-            TORCH_DEFAULT,
-            False,
-            NORMAL_001,
+            conv_init=TORCH_DEFAULT,
+            conv_bias=False,
+            fc_init=NORMAL_001,
             conv_bias_init=ZEROS,
             bn_gamma=0.5,
         )
