@@ -168,13 +168,12 @@ def assign(name, variables, values, error=SurgeryError):
 
 
 def sliced_weights(layer, graph, kept, kernel=None):
-    """`layer`'s weights cut to the kept channels (`surgery_weights` order).
+    """`layer`'s weights cut to the kept channels, as numpy arrays.
 
-    Conv and dense kernels keep the rows of their kept input channels (a
-    dense layer after `Flatten` of an H x W map: every position's, channel
-    fastest as NHWC flattens), conv kernels also their kept filters, and a
-    depthwise kernel its kept channels; biases and BN tensors keep their
-    kept output channels. Other layers keep all their weights.
+    Kernels keep their kept input channels (after `Flatten` of an H x W
+    map: at every position, channel fastest as NHWC flattens) and, in a
+    conv, their kept filters; biases and BN tensors keep their kept output
+    channels; other layers keep all. In `models.surgery_weights` order.
 
     Args:
         layer: a layer of the model `graph` describes, or a copy of the
@@ -183,9 +182,6 @@ def sliced_weights(layer, graph, kept, kernel=None):
         kept: `f(group id)`: kept channel indices of that channel group,
             or None to keep all.
         kernel: the kernel to slice (default `layer.kernel`).
-
-    Returns:
-        numpy arrays in `tfgraft.models.surgery_weights` order.
     """
 
     def indices(group):

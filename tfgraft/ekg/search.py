@@ -213,7 +213,7 @@ def active_channels(gated, kept):
 
 
 def _batches(images, labels, batch_size):
-    """Yields `(float32 images, int32 labels)` batches; the last is smaller."""
+    """Yields `(float32 images, int32 labels)` batches, the last smaller."""
     for i in range(0, len(labels), batch_size):
         yield (
             tf.constant(images[i : i + batch_size], tf.float32),

@@ -107,8 +107,9 @@ def _latent_plan(name, preset, shortcut, input_shape):
     # The graph's latents are named after their group's first conv; the
     # zoo's after that conv's width slot, which every writer must share.
     key = {k: k if k == RGB else slots[k] for k in plan.keys()}
+    convs = plan.conv_latents
     if len(set(key.values())) != len(key) or any(
-        slots[conv] != key[out] for conv, (_, out) in plan.conv_latents.items()
+        slots[conv] != key[out] for conv, (_, out) in convs.items()
     ):
         raise LWDNAError(
             "{name}: its width slots are not its channel groups.", name=name
@@ -116,7 +117,7 @@ def _latent_plan(name, preset, shortcut, input_shape):
     return LatentPlan(
         model=name,
         conv_latents={
-            conv: (key[a], key[b]) for conv, (a, b) in plan.conv_latents.items()
+            conv: (key[a], key[b]) for conv, (a, b) in convs.items()
         },
         bn_latents={bn: key[k] for bn, k in plan.bn_latents.items()},
         classifier=plan.classifier,
@@ -194,7 +195,8 @@ def graph_latent_plan(model):
     return LatentPlan(
         model=model.name,
         conv_latents={
-            n.name: (keys[n.in_group], keys[n.out_group]) for n in graph.convs()
+            n.name: (keys[n.in_group], keys[n.out_group])
+            for n in graph.convs()
         },
         bn_latents=bn_latents,
         classifier=dense[0].name,

@@ -573,7 +573,8 @@ def derive_weights(hypernet, masks):
 def assign_weights(model, weights):
     """Sets `derive_weights` output on the derived plain network."""
     for name, arrays in weights.items():
-        surgery.assign(name, model.get_layer(name).weights, arrays, LWDNAError)
+        layer = model.get_layer(name)
+        surgery.assign(name, layer.weights, arrays, LWDNAError)
 
 
 def zero_pruned_channels(hypernet, masks):

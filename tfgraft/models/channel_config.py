@@ -129,14 +129,8 @@ class ChannelConfig:
 
     def __hash__(self):
         # The generated hash would fail on the dict; hash its items instead.
-        return hash(
-            (
-                self.model,
-                self.preset,
-                self.shortcut,
-                tuple(self.widths.items()),
-            )
-        )
+        widths = tuple(self.widths.items())
+        return hash((self.model, self.preset, self.shortcut, widths))
 
     # === Checks against a model ===
 
