@@ -1,10 +1,7 @@
 """CIFAR ResNet-20/32/44/56/110 (He et al.) on explicit channel configs.
 
 Registry names `resnet{20,32,44,56,110}` and their leaky-ReLU twins
-`resnet{20,32,44,56,110}_leaky` (the grafting README's leaky-ReLU rows,
-reference `models/resnet_leaky.py`): the same network with every ReLU
-replaced by a leaky ReLU of negative slope 0.01 (`F.leaky_relu`'s default,
-METHODS.md §1.4; `common.LEAKY_RELU_SLOPE`). The twins share slots, layer
+`resnet{20,32,44,56,110}_leaky` (see `common`), which share slots, layer
 names and weights layout; only the activation layers' type differs.
 
 Topology (METHODS.md §1.4, §2.3, §3.6, §4.4): conv3x3 stem + BN + ReLU; three
