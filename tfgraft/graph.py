@@ -150,6 +150,7 @@ class ChannelGroup:
     prunable: bool
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class ChannelGraph:
     """Result of `analyze`: conv nodes, channel groups and layer order.
 
@@ -167,12 +168,11 @@ class ChannelGraph:
         weighted: names of the layers that own weights, in `order`.
     """
 
-    def __init__(self, nodes, groups, layer_groups, order, weighted):
-        self.nodes = nodes
-        self.groups = groups
-        self.layer_groups = layer_groups
-        self.order = order
-        self.weighted = weighted
+    nodes: dict
+    groups: dict
+    layer_groups: dict
+    order: list
+    weighted: list
 
     def convs(self):
         """Conv and depthwise nodes in topological order."""

@@ -128,10 +128,9 @@ def _check_args(target_flops_rate, search_step, cost_mode, batch, teachers):
         why = search_lib.knob_requirement(name, value)
         if why:
             _fail(f"{name} {why}. Received: {name}={value!r}")
-    if int(batch) != batch or batch < 1:
-        _fail(f"batch_size must be an int >= 1. Received: {batch}")
-    if int(teachers) != teachers or teachers < 1:
-        _fail(f"num_teachers must be an int >= 1. Received: {teachers}")
+    for name, value in (("batch_size", batch), ("num_teachers", teachers)):
+        if int(value) != value or value < 1:
+            _fail(f"{name} must be an int >= 1. Received: {value}")
 
 
 def search_subnet(
