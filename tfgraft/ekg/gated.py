@@ -316,11 +316,8 @@ class GatedNetwork:
 
     def widths(self, rates=None):
         """`{slot: width}` of the gated slots under `rates`."""
-        out = {}
-        for info, kept in zip(self.info, self.kept(rates)):
-            if info.slot is not None:
-                out[info.slot] = kept
-        return out
+        kept = zip(self.info, self.kept(rates))
+        return {info.slot: k for info, k in kept if info.slot is not None}
 
     def channel_config(self, full_config, rates=None):
         """The pruned `ChannelConfig`: `full_config` with gated slots cut.

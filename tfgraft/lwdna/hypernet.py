@@ -54,12 +54,8 @@ class LatentPlan:
 
     def keys(self):
         """Every latent key, `RGB` first, then in topological order."""
-        keys = [RGB]
-        for pair in self.conv_latents.values():
-            for key in pair:
-                if key not in keys:
-                    keys.append(key)
-        return keys
+        keys = [key for pair in self.conv_latents.values() for key in pair]
+        return list(dict.fromkeys([RGB] + keys))
 
 
 def latent_plan(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
