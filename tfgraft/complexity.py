@@ -68,13 +68,6 @@ _GLOBAL_POOLING = (
     keras.layers.GlobalMaxPooling2D,
     keras.layers.GlobalMaxPooling3D,
 )
-_RELU_LIKE = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +222,51 @@ def count(
         params=sum(c.params for c in per_layer),
         per_layer=per_layer,
     )
+
+
+class ChannelFlops:
+    """FLOPs of a model as a function of the channels kept per group.
+
+    Under `"ekg"` and `"dhp"` a layer's count is bilinear in its active
+    input and output channels, so any widths' count is each layer's full
+    count scaled by its kept fractions: microseconds for what
+    `count(model, convention, active_channels=...)` gives.
+
+    Args:
+        cost: `count(model, convention)` of the full model.
+        layers: `{layer name: (in key, C_in, out key, C_out)}` of the
+            layers whose count scales with the channels kept under a key
+            (None: that side stays whole); every other layer's count is a
+            constant.
+
+    Attributes:
+        constant: the FLOPs of the other layers.
+    """
+
+    def __init__(self, cost, layers):
+        self.constant = 0
+        self._terms = []
+        for c in cost.per_layer:
+            if c.name not in layers:
+                self.constant += c.flops
+                continue
+            key_in, c_in, key_out, c_out = layers[c.name]
+            if c.flops % (c_in * c_out):
+                raise ValueError(
+                    f"FLOPs of layer '{c.name}' are not bilinear in its "
+                    "channels; cannot model them"
+                )
+            unit = c.flops // (c_in * c_out)
+            self._terms.append((unit, key_in, c_in, key_out, c_out))
+
+    def flops(self, kept):
+        """FLOPs with `kept[key]` channels under every key."""
+        total = self.constant
+        for unit, key_in, c_in, key_out, c_out in self._terms:
+            a = c_in if key_in is None else kept[key_in]
+            b = c_out if key_out is None else kept[key_out]
+            total += unit * a * b
+        return int(total)
 
 
 # === Shapes and active channels ===
@@ -419,7 +457,7 @@ class _Counter:
             flops = k * math.prod(out_shape)
         elif isinstance(op, _GLOBAL_POOLING) and self.count_global_pool:
             flops = math.prod(in_shape)
-        elif isinstance(op, _RELU_LIKE) and self.count_relu:
+        elif isinstance(op, graph_lib.ACTIVATIONS) and self.count_relu:
             flops = math.prod(out_shape)
         return flops, params
 

@@ -53,14 +53,17 @@ import dataclasses
 
 import keras
 
-# Layers that apply an element-wise function and therefore keep "the output
-# of conv X" intact for BN binding and shortcut detection.
-_IDENTITY_LIKE = (
+# Activation layers (EKG gates after them, the PFF counter counts them).
+ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.ELU,
     keras.layers.PReLU,
+)
+# Layers that apply an element-wise function and therefore keep "the output
+# of conv X" intact for BN binding and shortcut detection.
+_IDENTITY_LIKE = ACTIVATIONS + (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
@@ -147,6 +150,7 @@ class ChannelGroup:
     prunable: bool
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class ChannelGraph:
     """Result of `analyze`: conv nodes, channel groups and layer order.
 
@@ -164,12 +168,11 @@ class ChannelGraph:
         weighted: names of the layers that own weights, in `order`.
     """
 
-    def __init__(self, nodes, groups, layer_groups, order, weighted):
-        self.nodes = nodes
-        self.groups = groups
-        self.layer_groups = layer_groups
-        self.order = order
-        self.weighted = weighted
+    nodes: dict
+    groups: dict
+    layer_groups: dict
+    order: list
+    weighted: list
 
     def convs(self):
         """Conv and depthwise nodes in topological order."""
@@ -531,15 +534,11 @@ def analyze(model):
             layer_groups.setdefault(op.name, (x.group, out_group))
             continue
 
-        if single and isinstance(op, keras.layers.BatchNormalization):
-            owner = records.get(x.direct) if x.direct else None
+        bn = isinstance(op, keras.layers.BatchNormalization)
+        if single and (bn or isinstance(op, _IDENTITY_LIKE)):
+            owner = records.get(x.direct) if bn and x.direct else None
             if owner is not None and owner["bn"] is None:
                 owner["bn"] = op.name
-            info[id(outs[0])] = dataclasses.replace(x)
-            layer_groups.setdefault(op.name, (x.group, x.group))
-            continue
-
-        if single and isinstance(op, _IDENTITY_LIKE):
             info[id(outs[0])] = dataclasses.replace(x)
             layer_groups.setdefault(op.name, (x.group, x.group))
             continue

@@ -7,18 +7,20 @@ widening and derivation) rebuild it from its layer graph instead:
 `rebuild(model, filters={conv name: width})` re-runs the graph with a copy
 of every layer (from its config), `filters` changed where given. Layers
 keep their names, so weights can be copied by name
-(`tfgraft.ekg.extract.copy_compact_weights`,
-`tfgraft.l1prune.prune.copy_kept_weights`, `copy_weights` here); the new
-layers are built on the new input shapes, so a BN, a depthwise conv or a
-dense layer reading narrowed channels narrows with them.
+(`copy_weights`) or cut to the kept channels (`sliced_weights`, which
+EKG extraction and L1 pruning share); the new layers are built on the new
+input shapes, so a BN, a depthwise conv or a dense layer reading narrowed
+channels narrows with them.
 
 Scope: functional and built `Sequential` models (channels last, no nested
 models), the same as `tfgraft.graph.analyze`.
 """
 
 import keras
+import numpy as np
 
 from tfgraft import graph as graph_lib
+from tfgraft.models import common
 
 
 class SurgeryError(ValueError):
@@ -145,15 +147,73 @@ def copy_weights(source, target):
                 f"layer '{layer.name}' of '{target.name}' is missing from "
                 f"'{source.name}'"
             ) from None
-        values = src.get_weights()
-        if [tuple(v.shape) for v in values] != [
-            tuple(w.shape) for w in layer.weights
-        ]:
-            raise SurgeryError(
-                f"layer '{layer.name}': weight shapes differ between "
-                f"'{source.name}' and '{target.name}'"
+        assign(layer.name, layer.weights, src.get_weights())
+
+
+def assign(name, variables, values, error=SurgeryError):
+    """Assigns `values` to the `variables` of layer `name`.
+
+    Raises:
+        error: the counts or shapes differ (the message names the layer).
+    """
+    theirs = [tuple(np.shape(v)) for v in values]
+    ours = [tuple(v.shape) for v in variables]
+    if ours != theirs:
+        raise error(
+            f"layer '{name}': weight shapes differ: {ours} in the target, "
+            f"{theirs} from the source"
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def sliced_weights(layer, graph, kept, kernel=None):
+    """`layer`'s weights cut to the kept channels, as numpy arrays.
+
+    Kernels keep their kept input channels (after `Flatten` of an H x W
+    map: at every position, channel fastest as NHWC flattens) and, in a
+    conv, their kept filters; biases and BN tensors keep their kept output
+    channels; other layers keep all. In `models.surgery_weights` order.
+
+    Args:
+        layer: a layer of the model `graph` describes, or a copy of the
+            same name (e.g. EKG's masked layers).
+        graph: `tfgraft.graph.analyze` of that model.
+        kept: `f(group id)`: kept channel indices of that channel group,
+            or None to keep all.
+        kernel: the kernel to slice (default `layer.kernel`).
+    """
+
+    def indices(group):
+        idx = kept(group)
+        if idx is None:
+            return np.arange(graph.groups[group].size)
+        return np.asarray(idx, np.int64)
+
+    node = graph.nodes.get(layer.name)
+    if node is not None:
+        kernel = np.asarray(layer.kernel if kernel is None else kernel)
+        idx_in = indices(node.in_group)
+        if node.in_spatial > 1:
+            c = graph.groups[node.in_group].size
+            idx_in = np.concatenate(
+                [p * c + idx_in for p in range(node.in_spatial)]
             )
-        layer.set_weights(values)
+        if node.kind == "depthwise":
+            kernel = np.take(kernel, idx_in, axis=2)
+            idx_out = idx_in
+        elif node.kind == "dense":
+            kernel = np.take(kernel, idx_in, axis=0)
+            idx_out = np.arange(kernel.shape[-1])
+        else:
+            idx_out = indices(node.out_group)
+            kernel = np.take(np.take(kernel, idx_in, axis=2), idx_out, axis=3)
+        bias = [np.asarray(layer.bias)[idx_out]] if layer.use_bias else []
+        return [kernel] + bias
+    if isinstance(layer, keras.layers.BatchNormalization):
+        idx = indices(graph.layer_groups[layer.name][1])
+        return [np.asarray(w)[idx] for w in common.surgery_weights(layer)]
+    return [np.asarray(w) for w in layer.weights]
 
 
 def clone(model, *, name=None):

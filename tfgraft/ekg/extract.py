@@ -12,19 +12,13 @@ mode (METHODS.md §3.4, §3.8 check 3).
 import numpy as np
 
 from tfgraft import models
+from tfgraft import surgery
 from tfgraft.ekg import errors
 from tfgraft.layers import gate as gate_lib
 
 
 class ExtractionError(errors.EKGError):
     """The compact network does not fit the gated one; names the layer."""
-
-
-def _indices(gated, group, masks, size):
-    g = gated.group_gate.get(group)
-    if g is None:
-        return np.arange(size)
-    return np.flatnonzero(masks[g] > 0.5)
 
 
 def copy_compact_weights(gated, compact):
@@ -35,9 +29,12 @@ def copy_compact_weights(gated, compact):
         compact: a model with the same layer names whose widths are the
             kept channel counts (e.g. built from `gated.channel_config`).
     """
-    graph = gated.graph
     masks = gated.masks()
-    sizes = {g.id: g.size for g in graph.groups.values()}
+
+    def kept(group):
+        g = gated.group_gate.get(group)
+        return None if g is None else np.flatnonzero(masks[g] > 0.5)
+
     for name, layer in gated.layers.items():
         if not getattr(layer, "weights", None):
             continue
@@ -47,55 +44,13 @@ def copy_compact_weights(gated, compact):
             raise ExtractionError(
                 f"layer '{name}' is missing from compact model '{compact.name}'"
             ) from None
+        kernel = None
         if isinstance(layer, (gate_lib.GatedConv2D, gate_lib.GatedDense)):
-            node = graph.nodes[name]
-            kernel = np.asarray(layer.masked_kernel())
-            idx_in = _indices(gated, node.in_group, masks, sizes[node.in_group])
-            if node.in_spatial > 1:
-                # Flatten of an H x W map: channel fastest (NHWC).
-                c = sizes[node.in_group]
-                idx_in = np.concatenate(
-                    [p * c + idx_in for p in range(node.in_spatial)]
-                )
-            kernel = np.take(kernel, idx_in, axis=-2)
-            values = [kernel]
-            if node.kind == "conv":
-                idx_out = _indices(
-                    gated, node.out_group, masks, sizes[node.out_group]
-                )
-                values[0] = np.take(kernel, idx_out, axis=-1)
-            else:
-                idx_out = np.arange(kernel.shape[-1])
-            if layer.use_bias:
-                values.append(np.asarray(layer.bias)[idx_out])
-        elif isinstance(layer, gate_lib.FrozenStatsBatchNormalization):
-            group = graph.layer_groups[name][1]
-            idx = _indices(gated, group, masks, sizes[group])
-            values = [
-                np.asarray(w)[idx]
-                for w in (
-                    layer.gamma if layer.scale else None,
-                    layer.beta if layer.center else None,
-                    layer.moving_mean,
-                    layer.moving_variance,
-                )
-                if w is not None
-            ]
-        else:
-            values = [np.asarray(w) for w in layer.weights]
-        targets = models.surgery_weights(target)
-        if len(targets) != len(values):
-            raise ExtractionError(
-                f"layer '{name}': compact model has {len(targets)} weights, "
-                f"extraction produced {len(values)}"
-            )
-        for var, value in zip(targets, values):
-            if tuple(var.shape) != value.shape:
-                raise ExtractionError(
-                    f"layer '{name}': compact weight {var.path} has shape "
-                    f"{tuple(var.shape)}, extracted {value.shape}"
-                )
-            var.assign(value)
+            kernel = layer.masked_kernel()
+        values = surgery.sliced_weights(layer, gated.graph, kept, kernel)
+        surgery.assign(
+            name, models.surgery_weights(target), values, ExtractionError
+        )
 
 
 def extract(gated, full_config, *, model_name=None, **build_kwargs):

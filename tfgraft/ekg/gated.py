@@ -62,13 +62,6 @@ class GateInfo:
     slot: str | None = None
 
 
-_ACTIVATIONS = (
-    keras.layers.ReLU,
-    keras.layers.Activation,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
 _POOLS = (
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
@@ -159,7 +152,7 @@ class GatedNetwork:
         sites = {}
         for node in nodes:
             op = node.operation
-            if not isinstance(op, _ACTIVATIONS):
+            if not isinstance(op, graph_lib.ACTIVATIONS):
                 continue
             pair = self.graph.layer_groups.get(op.name)
             if pair is None or pair[1] is None:
@@ -181,10 +174,7 @@ class GatedNetwork:
         return sites
 
     def _make_gates(self, sites, slots):
-        gated_groups = []
-        for group in sites.values():
-            if group not in gated_groups:
-                gated_groups.append(group)
+        gated_groups = list(dict.fromkeys(sites.values()))
         # Topological order of the groups' first producer.
         position = {n: i for i, n in enumerate(self.graph.order)}
         gated_groups.sort(
@@ -326,11 +316,8 @@ class GatedNetwork:
 
     def widths(self, rates=None):
         """`{slot: width}` of the gated slots under `rates`."""
-        out = {}
-        for info, kept in zip(self.info, self.kept(rates)):
-            if info.slot is not None:
-                out[info.slot] = kept
-        return out
+        kept = zip(self.info, self.kept(rates))
+        return {info.slot: k for info, k in kept if info.slot is not None}
 
     def channel_config(self, full_config, rates=None):
         """The pruned `ChannelConfig`: `full_config` with gated slots cut.

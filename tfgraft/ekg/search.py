@@ -30,8 +30,12 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import complexity
+from tfgraft import config as config_lib
 from tfgraft.ekg import errors
+from tfgraft.errors import flag_value
 
+# The EKG knobs (`tfgraft.config.EKGConfig`): defaults and checks.
+_KNOBS = {f.name: f for f in dataclasses.fields(config_lib.EKGConfig)}
 COST_MODES = ("as_coded", "intended")
 # Cost of a gate that cannot shrink any more (width <= 0).
 EXHAUSTED_COST = 1e12
@@ -41,56 +45,53 @@ class SearchError(errors.EKGError):
     """The search cannot reach its target; the message names the flag."""
 
 
+def knob_requirement(name, value):
+    """The requirement of EKG knob `name` that `value` breaks, or None.
+
+    The knob's own check (`tfgraft.config.EKGConfig`), for callers that
+    take the knob as a Python argument and name it in their own error.
+    """
+    try:
+        config_lib.EKGConfig(**{name: value})
+    except config_lib.ConfigError as e:
+        flag = config_lib.flag_name(_KNOBS[name])
+        return str(e).removeprefix(f"--{flag}={flag_value(value)}: ")
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Options of `search` (defaults: the reference's `train_cifar.py`).
+    """Options of `search`; defaults and checks are the EKG knobs'.
 
     Attributes:
-        target_flops_rate: stop once FLOPs / FLOPs of the full net is at
-            or below this, in (0, 1).
-        search_step: coarse width step (before division by the number of
-            calls of a gate); also the range of the fine search.
-        cost_mode: `"as_coded"` (the reference's `mask_marking`, whose
-            slicing bug makes a gate's cost the sum of all its scores while
-            unpruned and 0 afterwards) or `"intended"` (the sum of the
-            scores the next step would remove).
-        batch_size: validation batch size; every batch's sums are divided
-            by it, also the smaller last one (as the reference does).
+        target_flops_rate, search_step, cost_mode, batch_size: the
+            `tfgraft.config.EKGConfig` knobs of those names (`cost_mode`:
+            see `window_cost`). `batch_size` divides every validation
+            batch's sums, also the smaller last one's (as the reference).
         trim: fraction trimmed at each end before the Otsu split.
         max_steps: stop with an error after this many accepted steps
             (0: no limit).
-        ensemble_knowledge: the objective (channel scores in step a and
-            candidate choice in step d) is validation CE plus soft CE to
-            the pseudo-supernet ensemble `K` (the paper). False: plain CE
-            only, the ablation without ensemble knowledge (`K` is still
-            tracked and the soft term still reported as `val_soft`).
+        ensemble_knowledge: `EKGConfig.search_knowledge`: the objective
+            (channel scores in step a and candidate choice in step d) is
+            validation CE plus soft CE to the pseudo-supernet ensemble `K`
+            (the paper). False: plain CE only (`K` is still tracked and
+            the soft term still reported as `val_soft`).
     """
 
-    target_flops_rate: float = 0.45
-    search_step: float = 0.2
-    cost_mode: str = "as_coded"
-    batch_size: int = 256
+    target_flops_rate: float = _KNOBS["target_flops_rate"].default
+    search_step: float = _KNOBS["search_step"].default
+    cost_mode: str = _KNOBS["cost_mode"].default
+    batch_size: int = _KNOBS["batch_size"].default
     trim: float = 0.2
     max_steps: int = 0
-    ensemble_knowledge: bool = True
+    ensemble_knowledge: bool = _KNOBS["search_knowledge"].default
 
     def __post_init__(self):
-        if not 0.0 < self.target_flops_rate < 1.0:
-            raise SearchError(
-                "{target_flops_rate}: must be in (0, 1) (the fraction of "
-                "FLOPs kept)",
-                target_flops_rate=self.target_flops_rate,
-            )
-        if not 0.0 < self.search_step <= 1.0:
-            raise SearchError(
-                "{search_step}: must be in (0, 1]",
-                search_step=self.search_step,
-            )
-        if self.cost_mode not in COST_MODES:
-            raise SearchError(
-                "{cost_mode}: must be one of " + ", ".join(COST_MODES),
-                cost_mode=self.cost_mode,
-            )
+        for name in ("target_flops_rate", "search_step", "cost_mode"):
+            value = getattr(self, name)
+            why = knob_requirement(name, value)
+            if why:
+                raise SearchError(f"{{{name}}}: {why}", **{name: value})
         if self.batch_size < 1:
             raise SearchError(
                 "{batch_size}: must be >= 1", batch_size=self.batch_size
@@ -164,63 +165,35 @@ def otsu_threshold(costs, trim=0.2):
     return float((values[best_t - 1] + values[best_t]) / 2.0)
 
 
-class FlopsModel:
+class FlopsModel(complexity.ChannelFlops):
     """Exact EKG-convention FLOPs of a gated network as a function of widths.
 
-    `tfgraft.complexity.count(model, "ekg")` is bilinear in the active
-    channels of each layer's input and output group (conv
-    `H W k k D_in D_out`, BN `2 H W D`, FC `D_in D_out`), so the count for
-    any widths is each layer's full count scaled by its active fractions.
-    This evaluates in microseconds, which the search needs (it tries many
-    widths per step); `count(model, "ekg", active_channels=...)` gives the
-    same numbers.
+    `flops(kept)`: the FLOPs with gate `i` keeping `kept[i]` channels
+    (`tfgraft.complexity.ChannelFlops`, keyed by gate index).
 
     Args:
         gated: a `GatedNetwork`.
     """
 
     def __init__(self, gated):
-        model, graph = gated.source, gated.graph
-        full = complexity.count(model, "ekg")
+        graph, gate = gated.graph, gated.group_gate.get
+        full = complexity.count(gated.source, "ekg")
         self.full_flops = int(full.flops)
-        self.full_params = int(full.params)
         sizes = {g.id: g.size for g in graph.groups.values()}
-        # (unit, in gate, full in, out gate, full out) per layer: its
-        # FLOPs are unit * active_in * active_out.
-        self._terms = []
-        constant = 0
-        for cost in full.per_layer:
-            node = graph.nodes.get(cost.name)
-            pair = graph.layer_groups.get(cost.name)
-            if node is not None:
-                gin = gated.group_gate.get(node.in_group)
-                gout = gated.group_gate.get(node.out_group)
-                if node.kind == "dense":
-                    gout = None  # the logits are never pruned
-                c_in, c_out = sizes[node.in_group], sizes[node.out_group]
-            elif pair is not None and pair[1] is not None:
-                gin, c_in = None, 1
-                gout, c_out = gated.group_gate.get(pair[1]), sizes[pair[1]]
-            else:
-                constant += cost.flops
-                continue
-            if cost.flops % (c_in * c_out):
-                raise ValueError(
-                    f"FLOPs of layer '{cost.name}' are not bilinear in its "
-                    "channels; cannot model them"
-                )
-            unit = cost.flops // (c_in * c_out)
-            self._terms.append((unit, gin, c_in, gout, c_out))
-        self._constant = constant
-
-    def flops(self, kept):
-        """FLOPs with gate `i` keeping `kept[i]` channels."""
-        total = self._constant
-        for unit, gin, c_in, gout, c_out in self._terms:
-            a = kept[gin] if gin is not None else c_in
-            b = kept[gout] if gout is not None else c_out
-            total += unit * a * b
-        return int(total)
+        layers = {}
+        for name, node in graph.nodes.items():
+            # A dense layer's outputs (the logits) are never pruned.
+            out = None if node.kind == "dense" else gate(node.out_group)
+            layers[name] = (
+                gate(node.in_group),
+                sizes[node.in_group],
+                out,
+                sizes[node.out_group],
+            )
+        for name, (_, group) in graph.layer_groups.items():
+            if name not in layers and group is not None:
+                layers[name] = (None, 1, gate(group), sizes[group])
+        super().__init__(full, layers)
 
     def rate(self, kept):
         return self.flops(kept) / self.full_flops
@@ -237,6 +210,15 @@ def active_channels(gated, kept):
 
 
 # === Evaluation on the validation set ===
+
+
+def _batches(images, labels, batch_size):
+    """Yields `(float32 images, int32 labels)` batches, the last smaller."""
+    for i in range(0, len(labels), batch_size):
+        yield (
+            tf.constant(images[i : i + batch_size], tf.float32),
+            tf.constant(labels[i : i + batch_size], tf.int32),
+        )
 
 
 class Evaluator:
@@ -258,13 +240,7 @@ class Evaluator:
         self.batch_size = int(batch_size)
         self.ensemble_knowledge = bool(ensemble_knowledge)
         self.num = int(labels.shape[0])
-        self._batches = [
-            (
-                tf.constant(images[i : i + batch_size], tf.float32),
-                tf.constant(labels[i : i + batch_size], tf.int32),
-            )
-            for i in range(0, self.num, self.batch_size)
-        ]
+        self._batches = list(_batches(images, labels, self.batch_size))
         # One trace for every batch size (the last batch is smaller).
         signature = [
             tf.TensorSpec([None, *images.shape[1:]], tf.float32),
@@ -310,13 +286,10 @@ class Evaluator:
                 v.assign_add(g)
 
     def _ensemble_batches(self, ensemble):
-        for k, start in enumerate(range(0, self.num, self.batch_size)):
-            yield (
-                self._batches[k],
-                tf.constant(
-                    ensemble[start : start + self.batch_size], tf.float32
-                ),
-            )
+        starts = range(0, self.num, self.batch_size)
+        for batch, i in zip(self._batches, starts):
+            ens = ensemble[i : i + self.batch_size]
+            yield batch, tf.constant(ens, tf.float32)
 
     def evaluate(self, ensemble):
         """Logits, accuracy, mean loss and mean objective on the val set.
@@ -389,22 +362,14 @@ class SearchEntry:
     trials: list = dataclasses.field(repr=False, default=None)
 
     def to_json(self):
-        return {
-            "step": self.step,
-            "gate": self.gate,
-            "slot": self.slot,
-            "rate": self.rate,
-            "channels": self.channels,
-            "flops": self.flops,
-            "flops_rate": self.flops_rate,
-            "val_loss": self.val_loss,
-            "val_soft": self.val_soft,
-            "val_score": self.val_score,
-            "val_accuracy": self.val_accuracy,
-            "candidates": self.candidates,
-            "lowest_loss_gate": self.lowest_loss_gate,
-            "seconds": self.seconds,
+        state = ("orders", "rates", "val_logits", "trials")
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in state
         }
+        out["seconds"] = out.pop("seconds")  # last, as logged
+        return out
 
 
 @dataclasses.dataclass
@@ -472,30 +437,35 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
     full = evaluator.evaluate(zeros)
     ensemble = full["logits"].astype(np.float64)
     ensemble_size = 1
-    kept = gated.kept(rates)
-    flops = flops_model.flops(kept)
-    entries = [
-        SearchEntry(
-            step=0,
-            gate=None,
-            slot=None,
-            rate=1.0,
-            channels=None,
+    entries = []
+
+    def record(i, result, t0, **fields):
+        """Appends the history entry of the current rates (gate `i`)."""
+        kept = gated.kept(rates)
+        flops = flops_model.flops(kept)
+        entry = SearchEntry(
+            step=len(entries),
+            gate=None if i is None else infos[i].name,
+            slot=None if i is None else infos[i].slot,
+            rate=1.0 if i is None else rates[i],
+            channels=None if i is None else kept[i],
             flops=flops,
             flops_rate=flops / flops_model.full_flops,
-            val_loss=full["loss"],
-            val_soft=full["soft"],
-            val_score=full["score"],
-            val_accuracy=full["accuracy"],
-            candidates=0,
+            val_loss=result["loss"],
+            val_soft=result["soft"],
+            val_score=result["score"],
+            val_accuracy=result["accuracy"],
             seconds=time.perf_counter() - t0,
             orders=gated.orders(),
             rates=list(rates),
-            val_logits=full["logits"],
+            val_logits=result["logits"],
+            **fields,
         )
-    ]
-    if log:
-        log(entries[0])
+        entries.append(entry)
+        if log:
+            log(entry)
+
+    record(None, full, t0, candidates=0)
 
     def rate_of(trial):
         return flops_model.rate(gated.kept(trial))
@@ -566,46 +536,23 @@ def search(gated, val_images, val_labels, config=SearchConfig(), *, log=None):
         lowest_loss = min(tried, key=lambda t: (t[2]["loss"], t[0]))[0]
         rates[i] = w
         gated.set_rate(i, w)
-        kept = gated.kept(rates)
-        flops = flops_model.flops(kept)
-        entry = SearchEntry(
-            step=len(entries),
-            gate=infos[i].name,
-            slot=infos[i].slot,
-            rate=w,
-            channels=kept[i],
-            flops=flops,
-            flops_rate=flops / flops_model.full_flops,
-            val_loss=result["loss"],
-            val_soft=result["soft"],
-            val_score=result["score"],
-            val_accuracy=result["accuracy"],
-            candidates=len(tried),
-            seconds=time.perf_counter() - t0,
-            lowest_loss_gate=infos[lowest_loss].name,
-            orders=gated.orders(),
-            rates=list(rates),
-            val_logits=result["logits"],
-            trials=[
-                {
-                    "gate": infos[j].name,
-                    "rate": rate,
-                    "loss": r["loss"],
-                    "soft": r["soft"],
-                    "score": r["score"],
-                    "accuracy": r["accuracy"],
-                }
-                for j, rate, r in tried
-            ],
-        )
-        entries.append(entry)
         # e. The pseudo-supernet: running mean of the accepted logits.
         ensemble = (ensemble * ensemble_size + result["logits"]) / (
             ensemble_size + 1
         )
         ensemble_size += 1
-        if log:
-            log(entry)
+        record(
+            i,
+            result,
+            t0,
+            candidates=len(tried),
+            lowest_loss_gate=infos[lowest_loss].name,
+            trials=[
+                {"gate": infos[j].name, "rate": rate}
+                | {k: r[k] for k in ("loss", "soft", "score", "accuracy")}
+                for j, rate, r in tried
+            ],
+        )
     final = entries.pop()
     return SearchResult(
         history=entries,
@@ -684,14 +631,5 @@ def warmup_pass(
         opt.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    losses = []
-    for i in range(0, len(labels), batch_size):
-        losses.append(
-            float(
-                step(
-                    tf.constant(images[i : i + batch_size], tf.float32),
-                    tf.constant(labels[i : i + batch_size], tf.int32),
-                )
-            )
-        )
+    losses = [float(step(*b)) for b in _batches(images, labels, batch_size)]
     return float(np.mean(losses)) if losses else 0.0

@@ -120,25 +120,17 @@ def _check_data(arg, data, model, required=True):
 
 
 def _check_args(target_flops_rate, search_step, cost_mode, batch, teachers):
-    if not 0.0 < target_flops_rate < 1.0:
-        _fail(
-            "target_flops_rate must be in (0, 1) (the fraction of FLOPs "
-            f"kept). Received: target_flops_rate={target_flops_rate}"
-        )
-    if not 0.0 < search_step <= 1.0:
-        _fail(
-            f"search_step must be in (0, 1]. Received: search_step="
-            f"{search_step}"
-        )
-    if cost_mode not in search_lib.COST_MODES:
-        _fail(
-            f"cost_mode must be one of {', '.join(search_lib.COST_MODES)}. "
-            f"Received: cost_mode={cost_mode!r}"
-        )
-    if int(batch) != batch or batch < 1:
-        _fail(f"batch_size must be an int >= 1. Received: {batch}")
-    if int(teachers) != teachers or teachers < 1:
-        _fail(f"num_teachers must be an int >= 1. Received: {teachers}")
+    for name, value in (
+        ("target_flops_rate", target_flops_rate),
+        ("search_step", search_step),
+        ("cost_mode", cost_mode),
+    ):
+        why = search_lib.knob_requirement(name, value)
+        if why:
+            _fail(f"{name} {why}. Received: {name}={value!r}")
+    for name, value in (("batch_size", batch), ("num_teachers", teachers)):
+        if int(value) != value or value < 1:
+            _fail(f"{name} must be an int >= 1. Received: {value}")
 
 
 def search_subnet(

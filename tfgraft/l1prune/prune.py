@@ -62,6 +62,7 @@ from tfgraft import complexity
 from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft import models
+from tfgraft import surgery
 
 INTERNAL = "internal"
 STREAM = "stream"
@@ -148,6 +149,15 @@ def _channel_changing_readers(graph):
     return readers
 
 
+def _slots(model, model_name, preset, shortcut):
+    return models.layer_slots(
+        model_name,
+        preset=preset,
+        shortcut=shortcut,
+        input_shape=tuple(model.input_shape[1:]),
+    )
+
+
 def find_groups(
     model,
     model_name,
@@ -173,12 +183,7 @@ def find_groups(
         L1PruneError: `model` is not a `model_name` network.
     """
     graph = graph_lib.analyze(model)
-    slots = models.layer_slots(
-        model_name,
-        preset=preset,
-        shortcut=shortcut,
-        input_shape=tuple(model.input_shape[1:]),
-    )
+    slots = _slots(model, model_name, preset, shortcut)
     for node in graph.convs():
         if node.name not in slots:
             raise L1PruneError(
@@ -224,13 +229,8 @@ def find_groups(
 
 def channel_config_of(model, model_name, *, preset=None, shortcut=None):
     """The `ChannelConfig` (widths per slot) `model` was built from."""
-    slots = models.layer_slots(
-        model_name,
-        preset=preset,
-        shortcut=shortcut,
-        input_shape=tuple(model.input_shape[1:]),
-    )
     widths = {}
+    slots = _slots(model, model_name, preset, shortcut)
     for layer_name, slot in slots.items():
         layer = model.get_layer(layer_name)
         if isinstance(layer, keras.layers.Conv2D) and not isinstance(
@@ -534,45 +534,6 @@ def plan_pruning(
 # === The pruned network ===
 
 
-def _indices(kept_by_group, group, size):
-    idx = kept_by_group.get(group)
-    return np.arange(size) if idx is None else np.asarray(idx, np.int64)
-
-
-def _sliced_values(layer, node, graph, kept_by_group):
-    """The kept slices of `layer`'s weights (`models.surgery_weights` order)."""
-    sizes = {g.id: g.size for g in graph.groups.values()}
-    if node is not None:
-        kernel = np.asarray(layer.kernel)
-        idx_in = _indices(kept_by_group, node.in_group, sizes[node.in_group])
-        if node.kind == "dense":
-            if node.in_spatial > 1:
-                # Flatten of an H x W map: channel fastest (NHWC).
-                c = sizes[node.in_group]
-                idx_in = np.concatenate(
-                    [p * c + idx_in for p in range(node.in_spatial)]
-                )
-            kernel = np.take(kernel, idx_in, axis=0)
-            idx_out = np.arange(kernel.shape[-1])
-        elif node.kind == "depthwise":
-            kernel = np.take(kernel, idx_in, axis=2)
-            idx_out = idx_in
-        else:
-            idx_out = _indices(
-                kept_by_group, node.out_group, sizes[node.out_group]
-            )
-            kernel = np.take(np.take(kernel, idx_in, axis=2), idx_out, axis=3)
-        values = [kernel]
-        if layer.use_bias:
-            values.append(np.asarray(layer.bias)[idx_out])
-        return values
-    if isinstance(layer, keras.layers.BatchNormalization):
-        group = graph.layer_groups[layer.name][1]
-        idx = _indices(kept_by_group, group, sizes[group])
-        return [np.asarray(w)[idx] for w in models.surgery_weights(layer)]
-    return [np.asarray(w) for w in layer.weights]
-
-
 def copy_kept_weights(source, target, kept_by_group):
     """Copies the kept slices of every weight of `source` into `target`.
 
@@ -595,23 +556,11 @@ def copy_kept_weights(source, target, kept_by_group):
             f"weighted layers: {extra[:3]}"
         )
     for name in graph.weighted:
-        layer = source.get_layer(name)
-        values = _sliced_values(
-            layer, graph.nodes.get(name), graph, kept_by_group
+        values = surgery.sliced_weights(
+            source.get_layer(name), graph, kept_by_group.get
         )
-        targets = models.surgery_weights(target.get_layer(name))
-        if len(targets) != len(values):
-            raise L1PruneError(
-                f"layer '{name}': target has {len(targets)} weights, the "
-                f"source gives {len(values)}"
-            )
-        for var, value in zip(targets, values):
-            if tuple(var.shape) != value.shape:
-                raise L1PruneError(
-                    f"layer '{name}': weight {var.path} has shape "
-                    f"{tuple(var.shape)}, the kept slice {value.shape}"
-                )
-            var.assign(value)
+        variables = models.surgery_weights(target.get_layer(name))
+        surgery.assign(name, variables, values, L1PruneError)
 
 
 def build_pruned(model, plan, *, model_name=None):

@@ -44,7 +44,6 @@ from tfgraft import complexity
 from tfgraft import graph as graph_lib
 from tfgraft import surgery
 from tfgraft.data import model_arrays
-from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna import hypernet as hypernet_lib
 from tfgraft.lwdna import shrink as shrink_lib
 from tfgraft.lwdna.hypernet import RGB
@@ -132,15 +131,7 @@ def _hyper_factory(plan, latents, embedding_dim):
     def factory(layer, config):
         if layer.name not in plan.conv_latents:
             return None
-        latent_in, latent_out = plan.conv_latents[layer.name]
-        config = dict(config)
-        config.pop("kernel_initializer", None)
-        return HyperConv2D(
-            embedding_dim=embedding_dim,
-            latent_in=latents[latent_in],
-            latent_out=latents[latent_out],
-            **config,
-        )
+        return hypernet_lib.hyper_conv(plan, latents, embedding_dim, **config)
 
     return factory
 
@@ -217,17 +208,15 @@ def derive_widths(
     ):
         if isinstance(value, bool) or int(value) != value or value < 1:
             _fail(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
-    if classifier_input not in shrink_lib.CLASSIFIER_INPUTS:
-        _fail(
-            "classifier_input must be one of "
-            f"{', '.join(shrink_lib.CLASSIFIER_INPUTS)}. Received: "
-            f"classifier_input={classifier_input!r}"
-        )
-    if importance not in shrink_lib.IMPORTANCES:
-        _fail(
-            f"importance must be one of {', '.join(shrink_lib.IMPORTANCES)}."
-            f" Received: importance={importance!r}"
-        )
+    for arg, value, choices in (
+        ("classifier_input", classifier_input, shrink_lib.CLASSIFIER_INPUTS),
+        ("importance", importance, shrink_lib.IMPORTANCES),
+    ):
+        if value not in choices:
+            _fail(
+                f"{arg} must be one of {', '.join(choices)}. Received: "
+                f"{arg}={value!r}"
+            )
     plan = hypernet_lib.graph_latent_plan(model)
     # Seeds the batches' shuffle too (tf.data uses the global seed).
     keras.utils.set_random_seed(seed)
@@ -242,16 +231,7 @@ def derive_widths(
     sizes = {RGB: int(model.inputs[0].shape[-1])}
     for conv, (_, key_out) in plan.conv_latents.items():
         sizes[key_out] = widened_filters[conv]
-    latents = {
-        key: keras.Variable(
-            initializer=keras.initializers.RandomNormal(0.0, 1.0),
-            shape=(sizes[key],),
-            dtype="float32",
-            trainable=True,
-            name="latent_" + key.replace("/", "_"),
-        )
-        for key in plan.keys()
-    }
+    latents = hypernet_lib.make_latents(plan.keys(), sizes)
     hyper_model = surgery.rebuild(
         model,
         filters=widened_filters,

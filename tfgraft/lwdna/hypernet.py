@@ -21,6 +21,7 @@ from tfgraft import errors
 from tfgraft import graph as graph_lib
 from tfgraft import models
 from tfgraft.layers.hyper_conv import HyperConv2D
+from tfgraft.models import registry
 
 RGB = "rgb"
 
@@ -53,12 +54,8 @@ class LatentPlan:
 
     def keys(self):
         """Every latent key, `RGB` first, then in topological order."""
-        keys = [RGB]
-        for pair in self.conv_latents.values():
-            for key in pair:
-                if key not in keys:
-                    keys.append(key)
-        return keys
+        keys = [key for pair in self.conv_latents.values() for key in pair]
+        return list(dict.fromkeys([RGB] + keys))
 
 
 def latent_plan(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
@@ -85,18 +82,7 @@ def _latent_plan(name, preset, shortcut, input_shape):
     slots = models.layer_slots(
         name, preset=preset, shortcut=shortcut, input_shape=input_shape
     )
-    mean = (0.5,) * input_shape[-1]
-    # Groups do not depend on widths; a very narrow copy analyses fast.
-    tiny = models.build_model(
-        name,
-        input_shape=input_shape,
-        mean=mean,
-        std=mean,
-        width_mult=1.0 / 64.0,
-        preset=preset,
-        shortcut=shortcut,
-    )
-    graph = graph_lib.analyze(tiny)
+    tiny = registry.narrow_model(name, preset, shortcut, input_shape)
     for layer in tiny.layers:
         if isinstance(layer, models.OptionAShortcut):
             raise LWDNAError(
@@ -107,62 +93,31 @@ def _latent_plan(name, preset, shortcut, input_shape):
                 shortcut="projection",
                 preset="dhp",
             )
-    group_slot = {}
-    for node in graph.convs():
-        if node.kind != "conv":
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
             raise LWDNAError(
                 "LW-DNA supports regular convs only; {name} has the "
-                f"depthwise conv '{node.name}' (use a ResNet or vgg16).",
+                f"depthwise conv '{layer.name}' (use a ResNet or vgg16).",
                 name=name,
             )
-        slot = slots[node.name]
-        if group_slot.setdefault(node.out_group, slot) != slot:
-            raise LWDNAError(
-                "{name}: "
-                f"slots '{slot}' and '{group_slot[node.out_group]}' write "
-                "the same channels.",
-                name=name,
-            )
-        if not graph.groups[node.out_group].prunable:
-            raise LWDNAError(
-                "{name}: "
-                f"the channels of '{node.name}' cannot be pruned (they mix "
-                "with unprunable channels).",
-                name=name,
-            )
-    if len(set(group_slot.values())) != len(group_slot):
+    plan = graph_latent_plan(tiny)
+    # The graph's latents are named after their group's first conv; the
+    # zoo's after that conv's width slot, which every writer must share.
+    key = {k: k if k == RGB else slots[k] for k in plan.keys()}
+    convs = plan.conv_latents
+    if len(set(key.values())) != len(key) or any(
+        slots[conv] != key[out] for conv, (_, out) in convs.items()
+    ):
         raise LWDNAError(
-            "{name}: one width slot spans several channel groups.", name=name
-        )
-
-    def key(group):
-        # Group 0 is the model input (`Standardize` keeps its channels).
-        return RGB if group == 0 else group_slot[group]
-
-    bn_latents = {
-        n.bn: key(n.out_group) for n in graph.convs() if n.bn is not None
-    }
-    return _finish_plan(graph, name, key, bn_latents, "{name}")
-
-
-def _finish_plan(graph, model, key, bn_latents, where):
-    """The `LatentPlan` of a checked graph; `where` names the model (the
-    `{name}` field of a zoo model's name argument)."""
-    conv_latents = {
-        n.name: (key(n.in_group), key(n.out_group)) for n in graph.convs()
-    }
-    dense = graph.dense()
-    if len(dense) != 1 or dense[0].in_spatial != 1:
-        raise LWDNAError(
-            f"{where}: LW-DNA expects one classifier after global pooling.",
-            name=model,
+            "{name}: its width slots are not its channel groups.", name=name
         )
     return LatentPlan(
-        model=model,
-        conv_latents=conv_latents,
-        bn_latents=bn_latents,
-        classifier=dense[0].name,
-        classifier_latent=key(dense[0].in_group),
+        model=name,
+        conv_latents={
+            conv: (key[a], key[b]) for conv, (a, b) in convs.items()
+        },
+        bn_latents={bn: key[k] for bn, k in plan.bn_latents.items()},
+        classifier=plan.classifier,
+        classifier_latent=key[plan.classifier_latent],
     )
 
 
@@ -213,9 +168,6 @@ def graph_latent_plan(model):
                 "layer); LW-DNA cannot give them a latent."
             )
 
-    def key(group):
-        return keys[group]
-
     bn_latents = {}
     bns = {
         layer.name
@@ -230,8 +182,22 @@ def graph_latent_plan(model):
                     f"{where}: BN layer '{name}' normalises channels no conv "
                     "writes."
                 )
-            bn_latents[name] = key(group)
-    return _finish_plan(graph, model.name, key, bn_latents, where)
+            bn_latents[name] = keys[group]
+    dense = graph.dense()
+    if len(dense) != 1 or dense[0].in_spatial != 1:
+        raise LWDNAError(
+            f"{where}: LW-DNA expects one classifier after global pooling."
+        )
+    return LatentPlan(
+        model=model.name,
+        conv_latents={
+            n.name: (keys[n.in_group], keys[n.out_group])
+            for n in graph.convs()
+        },
+        bn_latents=bn_latents,
+        classifier=dense[0].name,
+        classifier_latent=keys[dense[0].in_group],
+    )
 
 
 @dataclasses.dataclass
@@ -258,9 +224,33 @@ class HyperNet:
         """`{latent key: length}`."""
         return {k: int(v.shape[0]) for k, v in self.latents.items()}
 
-    def hyper_convs(self):
-        """The model's `HyperConv2D` layers in plan order."""
-        return [self.model.get_layer(n) for n in self.plan.conv_latents]
+
+def make_latents(keys, sizes):
+    """`{key: N(0, 1) keras.Variable of sizes[key] channels}`, in order."""
+    return {
+        key: keras.Variable(
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+            shape=(sizes[key],),
+            dtype="float32",
+            trainable=True,
+            name="latent_" + key.replace("/", "_"),
+        )
+        for key in keys
+    }
+
+
+def hyper_conv(plan, latents, embedding_dim, *, name, **config):
+    """The `HyperConv2D` of conv `name` (its Conv2D arguments in `config`)
+    on the plan's latents; a kernel initializer is dropped."""
+    config.pop("kernel_initializer", None)
+    latent_in, latent_out = plan.conv_latents[name]
+    return HyperConv2D(
+        embedding_dim=embedding_dim,
+        latent_in=latents[latent_in],
+        latent_out=latents[latent_out],
+        name=name,
+        **config,
+    )
 
 
 def build_hypernet(
@@ -312,29 +302,8 @@ def build_hypernet(
     )
     widths = dict(channel_config.widths)
     widths[RGB] = int(input_shape[-1])
-    latents = {}
-    for key in plan.keys():
-        latents[key] = keras.Variable(
-            initializer=keras.initializers.RandomNormal(0.0, 1.0),
-            shape=(widths[key],),
-            dtype="float32",
-            trainable=True,
-            name="latent_" + key.replace("/", "_"),
-        )
-
-    def conv_layer(*, filters, kernel_size, name, **kwargs):
-        kwargs.pop("kernel_initializer", None)
-        latent_in, latent_out = plan.conv_latents[name]
-        return HyperConv2D(
-            filters,
-            kernel_size,
-            embedding_dim=embedding_dim,
-            latent_in=latents[latent_in],
-            latent_out=latents[latent_out],
-            name=name,
-            **kwargs,
-        )
-
+    latents = make_latents(plan.keys(), widths)
+    conv_layer = functools.partial(hyper_conv, plan, latents, embedding_dim)
     build_kwargs = dict(
         num_classes=num_classes,
         input_shape=tuple(input_shape),

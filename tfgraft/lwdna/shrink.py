@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfgraft import complexity
 from tfgraft import models
+from tfgraft import surgery
 from tfgraft.layers.hyper_conv import HyperConv2D
 from tfgraft.lwdna.hypernet import RGB
 from tfgraft.lwdna.hypernet import LWDNAError
@@ -204,14 +205,11 @@ def compute_masks(scores, floors, threshold):
 # === FLOPs budget ===
 
 
-class FlopsTable:
+class FlopsTable(complexity.ChannelFlops):
     """DHP-convention FLOPs of a network as a function of its latent masks.
 
-    `tfgraft.complexity.count(model, "dhp")` gives each conv's MACs
-    `k*k * C_in * C_out * H_out * W_out` and the classifier's `in * out`;
-    keeping `a` input and `b` output channels scales a layer's count by
-    `a * b / (C_in * C_out)`. The table stores those factors once, so the
-    binary search evaluates a mask set in microseconds;
+    A `tfgraft.complexity.ChannelFlops` keyed by latent over the convs and
+    the classifier (the DHP counter counts nothing else);
     `tests/lwdna/lwdna_test.py` checks it against `complexity.count` on the
     derived networks.
 
@@ -221,33 +219,23 @@ class FlopsTable:
     """
 
     def __init__(self, model, plan):
-        cost = complexity.count(model, "dhp")
-        per_layer = cost.as_dict()
-        self.total = int(cost.flops)
-        self.terms = []
-        sizes = {}
+        layers = {}
         for name, (key_in, key_out) in plan.conv_latents.items():
             layer = model.get_layer(name)
             c_in, c_out = int(layer.input.shape[-1]), int(layer.filters)
-            sizes[key_in], sizes[key_out] = c_in, c_out
-            flops = per_layer[name].flops
-            self.terms.append((key_in, key_out, flops // (c_in * c_out)))
+            layers[name] = (key_in, c_in, key_out, c_out)
         fc = model.get_layer(plan.classifier)
         # The classifier's outputs (logits) are never pruned.
-        self.terms.append((plan.classifier_latent, None, int(fc.units)))
-        if self.flops(sizes) != self.total:
+        c_in, c_out = int(fc.input.shape[-1]), int(fc.units)
+        layers[plan.classifier] = (plan.classifier_latent, c_in, None, c_out)
+        cost = complexity.count(model, "dhp")
+        self.total = int(cost.flops)
+        super().__init__(cost, layers)
+        if self.constant:
             raise LWDNAError(
                 f"model '{model.name}' has DHP FLOPs outside its convs and "
                 "classifier; the FLOPs table cannot model it."
             )
-
-    def flops(self, counts):
-        """FLOPs with `counts[key]` channels kept in every latent group."""
-        total = 0
-        for key_in, key_out, factor in self.terms:
-            out = 1 if key_out is None else counts[key_out]
-            total += factor * counts[key_in] * out
-        return total
 
     def ratio(self, masks):
         """FLOPs of the masked network / FLOPs of the full one."""
@@ -586,13 +574,7 @@ def assign_weights(model, weights):
     """Sets `derive_weights` output on the derived plain network."""
     for name, arrays in weights.items():
         layer = model.get_layer(name)
-        for variable, value in zip(layer.weights, arrays, strict=True):
-            if tuple(variable.shape) != value.shape:
-                raise LWDNAError(
-                    f"layer '{name}': derived weight {variable.path} has "
-                    f"shape {tuple(variable.shape)}, expected {value.shape}"
-                )
-            variable.assign(value)
+        surgery.assign(name, layer.weights, arrays, LWDNAError)
 
 
 def zero_pruned_channels(hypernet, masks):

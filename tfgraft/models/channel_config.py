@@ -129,14 +129,8 @@ class ChannelConfig:
 
     def __hash__(self):
         # The generated hash would fail on the dict; hash its items instead.
-        return hash(
-            (
-                self.model,
-                self.preset,
-                self.shortcut,
-                tuple(self.widths.items()),
-            )
-        )
+        widths = tuple(self.widths.items())
+        return hash((self.model, self.preset, self.shortcut, widths))
 
     # === Checks against a model ===
 
@@ -156,21 +150,17 @@ class ChannelConfig:
                 channel_config=self.source,
                 name=name,
             )
-        where = describe_source(self.source)
         expected = list(expected_slots)
-        missing = [slot for slot in expected if slot not in self.widths]
-        if missing:
-            raise ChannelConfigError(
-                f"{where}: missing slot '{missing[0]}' for model '{name}' "
-                f"({len(missing)} missing in all)."
-            )
-        known = set(expected)
-        extra = [slot for slot in self.widths if slot not in known]
-        if extra:
-            raise ChannelConfigError(
-                f"{where}: unknown slot '{extra[0]}' for model '{name}' "
-                f"({len(extra)} unknown in all)."
-            )
+        for what, slots in (
+            ("missing", [s for s in expected if s not in self.widths]),
+            ("unknown", [s for s in self.widths if s not in expected]),
+        ):
+            if slots:
+                raise ChannelConfigError(
+                    f"{describe_source(self.source)}: {what} slot "
+                    f"'{slots[0]}' for model '{name}' ({len(slots)} {what} "
+                    "in all)."
+                )
 
     def check_topology(self, preset, shortcut):
         """Raises `ChannelConfigError` unless the recorded topology matches.

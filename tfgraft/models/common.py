@@ -78,28 +78,28 @@ class LayerSettings:
 
     Args:
         preset: preset name, one of `PRESETS`.
-        symmetric_padding: PyTorch-style `k // 2` padding at stride > 1.
         conv_init: kernel initializer kind of convs (also depthwise).
         conv_bias: whether convs have a bias.
+        fc_init: classifier kernel initializer kind.
+        symmetric_padding: PyTorch-style `k // 2` padding at stride > 1.
         conv_bias_init: bias initializer kind when `conv_bias`.
         bn_gamma: initial BN gamma.
         zero_init_last_bn: start the BN closing a residual branch at 0.
-        fc_init: classifier kernel initializer kind.
         fc_bias_init: classifier bias initializer kind.
         torch_fans: initializer fans follow PyTorch's layout; matters only
             for depthwise kernels, whose Keras fans are swapped.
     """
 
     preset: str
-    symmetric_padding: bool
     conv_init: str
     conv_bias: bool
-    conv_bias_init: str
-    bn_gamma: float
-    zero_init_last_bn: bool
     fc_init: str
-    fc_bias_init: str
-    torch_fans: bool
+    symmetric_padding: bool = True
+    conv_bias_init: str = TORCH_DEFAULT
+    bn_gamma: float = 1.0
+    zero_init_last_bn: bool = False
+    fc_bias_init: str = TORCH_DEFAULT
+    torch_fans: bool = True
 
 
 def check_preset(preset):
@@ -120,53 +120,32 @@ def resolve_settings(preset, family):
         raise ValueError(f"Unknown model family. Received: family={family}")
     if preset == "ekg":
         return LayerSettings(
-            preset=preset,
-            symmetric_padding=False,
+            preset,
             conv_init=EKG_CONV,
             conv_bias=False,
-            conv_bias_init=ZEROS,
-            bn_gamma=1.0,
-            zero_init_last_bn=True,
             fc_init=NORMAL_001,
+            symmetric_padding=False,
+            conv_bias_init=ZEROS,
+            zero_init_last_bn=True,
             fc_bias_init=ZEROS,
             torch_fans=False,
         )
     if preset == "pff":
         return LayerSettings(
-            preset=preset,
-            symmetric_padding=True,
+            preset,
             conv_init=TORCH_DEFAULT,
             conv_bias=False,
+            fc_init=NORMAL_001,
             conv_bias_init=ZEROS,
             bn_gamma=0.5,
-            zero_init_last_bn=False,
-            fc_init=NORMAL_001,
-            fc_bias_init=TORCH_DEFAULT,
-            torch_fans=True,
         )
-    if preset == "dhp":
-        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
-    elif family == RESNET_CIFAR:
-        conv_init, fc_init, conv_bias = HE_FAN_IN, HE_FAN_IN, False
-    elif family == RESNET_IMAGENET:
-        conv_init, fc_init, conv_bias = HE_FAN_OUT, TORCH_DEFAULT, False
-    else:
-        # VGG16 / MobileNetV2 in the grafting repo keep PyTorch's defaults;
-        # only the VGG convs carry a bias.
-        conv_init, fc_init = TORCH_DEFAULT, TORCH_DEFAULT
-        conv_bias = family == VGG
-    return LayerSettings(
-        preset=preset,
-        symmetric_padding=True,
-        conv_init=conv_init,
-        conv_bias=conv_bias,
-        conv_bias_init=TORCH_DEFAULT,
-        bn_gamma=1.0,
-        zero_init_last_bn=False,
-        fc_init=fc_init,
-        fc_bias_init=TORCH_DEFAULT,
-        torch_fans=True,
-    )
+    if preset == "dhp" or family == RESNET_IMAGENET:
+        return LayerSettings(preset, HE_FAN_OUT, False, TORCH_DEFAULT)
+    if family == RESNET_CIFAR:
+        return LayerSettings(preset, HE_FAN_IN, False, HE_FAN_IN)
+    # VGG16 / MobileNetV2 in the grafting repo keep PyTorch's defaults; only
+    # the VGG convs carry a bias.
+    return LayerSettings(preset, TORCH_DEFAULT, family == VGG, TORCH_DEFAULT)
 
 
 def default_shortcut(preset, family):
@@ -189,24 +168,18 @@ def make_kernel_initializer(kind, depthwise=False, torch_fans=True):
     fan_in, fan_out = "fan_in", "fan_out"
     if depthwise and torch_fans:
         fan_in, fan_out = fan_out, fan_in
-    if kind == HE_FAN_IN:
-        return keras.initializers.VarianceScaling(
-            2.0, fan_in, "untruncated_normal"
-        )
-    if kind == HE_FAN_OUT:
-        return keras.initializers.VarianceScaling(
-            2.0, fan_out, "untruncated_normal"
-        )
-    if kind == TORCH_DEFAULT:
-        # U(±sqrt(3 * scale / fan_in)) = U(±1/sqrt(fan_in)) for scale 1/3,
-        # which is what kaiming_uniform_(a=sqrt(5)) works out to.
-        return keras.initializers.VarianceScaling(1.0 / 3.0, fan_in, "uniform")
-    if kind == EKG_CONV:
-        return keras.initializers.VarianceScaling(
-            2.0, "fan_out", "truncated_normal"
-        )
     if kind == NORMAL_001:
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+    variance_scaling = {
+        HE_FAN_IN: (2.0, fan_in, "untruncated_normal"),
+        HE_FAN_OUT: (2.0, fan_out, "untruncated_normal"),
+        # U(±sqrt(3 * scale / fan_in)) = U(±1/sqrt(fan_in)) for scale 1/3,
+        # which is what kaiming_uniform_(a=sqrt(5)) works out to.
+        TORCH_DEFAULT: (1.0 / 3.0, fan_in, "uniform"),
+        EKG_CONV: (2.0, "fan_out", "truncated_normal"),
+    }
+    if kind in variance_scaling:
+        return keras.initializers.VarianceScaling(*variance_scaling[kind])
     raise ValueError(f"Unknown kernel initializer. Received: kind={kind}")
 
 
@@ -258,16 +231,12 @@ class OptionAShortcut(keras.layers.Layer):
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
-        if int(filters) != filters or filters < 1:
-            raise ValueError(
-                f"OptionAShortcut filters must be a positive int. "
-                f"Received: filters={filters}"
-            )
-        if int(strides) != strides or strides < 1:
-            raise ValueError(
-                f"OptionAShortcut strides must be a positive int. "
-                f"Received: strides={strides}"
-            )
+        for arg, value in (("filters", filters), ("strides", strides)):
+            if int(value) != value or value < 1:
+                raise ValueError(
+                    f"OptionAShortcut {arg} must be a positive int. "
+                    f"Received: {arg}={value}"
+                )
         self.filters = int(filters)
         self.strides = int(strides)
 
@@ -347,46 +316,39 @@ class LayerBuilder:
 
     def conv(self, x, filters, kernel_size, strides, *, name, slot):
         """Applies (padding +) a regular conv writing `filters` channels."""
+        return self._conv(x, kernel_size, strides, name, slot, filters)
+
+    def depthwise_conv(self, x, kernel_size, strides, *, name, slot):
+        """Applies (padding +) a depthwise conv with depth multiplier 1."""
+        return self._conv(x, kernel_size, strides, name, slot)
+
+    def _conv(self, x, kernel_size, strides, name, slot, filters=None):
         x, padding = self._padding(x, kernel_size, strides, name)
         s = self.settings
         kwargs = dict(
-            filters=filters,
             kernel_size=kernel_size,
             strides=strides,
             padding=padding,
             use_bias=s.conv_bias,
-            kernel_initializer=make_kernel_initializer(s.conv_init),
             name=name,
         )
+        init = make_kernel_initializer(
+            s.conv_init, depthwise=filters is None, torch_fans=s.torch_fans
+        )
+        fan_in = kernel_size * kernel_size
+        if filters is None:
+            layer = keras.layers.DepthwiseConv2D
+            kwargs.update(depth_multiplier=1, depthwise_initializer=init)
+        else:
+            layer = self.conv_layer
+            kwargs.update(filters=filters, kernel_initializer=init)
+            fan_in *= x.shape[-1]
         if s.conv_bias:
-            fan_in = kernel_size * kernel_size * x.shape[-1]
             kwargs["bias_initializer"] = make_bias_initializer(
                 s.conv_bias_init, fan_in
             )
         self.slots[name] = slot
-        return self.conv_layer(**kwargs)(x)
-
-    def depthwise_conv(self, x, kernel_size, strides, *, name, slot):
-        """Applies (padding +) a depthwise conv with depth multiplier 1."""
-        x, padding = self._padding(x, kernel_size, strides, name)
-        s = self.settings
-        kwargs = dict(
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            depth_multiplier=1,
-            use_bias=s.conv_bias,
-            depthwise_initializer=make_kernel_initializer(
-                s.conv_init, depthwise=True, torch_fans=s.torch_fans
-            ),
-            name=name,
-        )
-        if s.conv_bias:
-            kwargs["bias_initializer"] = make_bias_initializer(
-                s.conv_bias_init, kernel_size * kernel_size
-            )
-        self.slots[name] = slot
-        return keras.layers.DepthwiseConv2D(**kwargs)(x)
+        return layer(**kwargs)(x)
 
     def batch_norm(self, x, *, name, slot, last=False):
         """Applies BN; `last` marks the BN closing a residual branch."""
@@ -406,21 +368,48 @@ class LayerBuilder:
         filters,
         kernel_size,
         strides,
+        names,
         *,
-        conv_name,
-        bn_name,
         slot,
-        relu_name=None,
+        relu=False,
         last=False,
     ):
-        """Conv -> BN (-> activation when `relu_name` is given)."""
+        """Conv -> BN (-> activation when `relu`), named from a template.
+
+        `names.format(kind)` names the layers, kind `conv`, `bn` and `relu`
+        (`"stem_{}"`: `stem_conv`, `stem_bn`, `stem_relu`); `last` marks
+        the BN closing a residual branch.
+        """
+        name = names.format
         x = self.conv(
-            x, filters, kernel_size, strides, name=conv_name, slot=slot
+            x, filters, kernel_size, strides, name=name("conv"), slot=slot
         )
-        x = self.batch_norm(x, name=bn_name, slot=slot, last=last)
-        if relu_name:
-            x = self.activate(x, name=relu_name)
-        return x
+        x = self.batch_norm(x, name=name("bn"), slot=slot, last=last)
+        return self.activate(x, name=name("relu")) if relu else x
+
+    def basic_branch(self, x, inner, out, strides, prefix, *, slots):
+        """ResNet BasicBlock branch: conv3x3 (stride)-BN-act-conv3x3-BN.
+
+        Layers `{prefix}_conv1`, `_bn1`, `_relu1`, `_conv2`, `_bn2`;
+        `slots` is `(inner slot, stream slot)`.
+        """
+        y = self.conv_bn(
+            x, inner, 3, strides, f"{prefix}_{{}}1", slot=slots[0], relu=True
+        )
+        return self.conv_bn(
+            y, out, 3, 1, f"{prefix}_{{}}2", slot=slots[1], last=True
+        )
+
+    def projection(self, x, filters, strides, prefix, *, slot):
+        """1x1 conv + BN shortcut: `{prefix}_shortcut_conv`, `_bn`."""
+        return self.conv_bn(
+            x, filters, 1, strides, f"{prefix}_shortcut_{{}}", slot=slot
+        )
+
+    def residual(self, y, shortcut, prefix, *, activate=True):
+        """`{prefix}_add` of branch and shortcut, then `{prefix}_out`."""
+        x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
+        return self.activate(x, name=f"{prefix}_out") if activate else x
 
     def activate(self, x, *, name):
         """Applies the builder's activation as a layer named `name`.

@@ -88,68 +88,46 @@ def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
     del name, shortcut
     x = builder.conv_bn(
-        x,
-        widths["stem"],
-        3,
-        1,
-        conv_name="stem_conv",
-        bn_name="stem_bn",
-        relu_name="stem_relu",
-        slot="stem",
+        x, widths["stem"], 3, 1, "stem_{}", slot="stem", relu=True
     )
     for s, b, stride, _, _, _, shortcut in _blocks():
         prefix = f"stage{s}_block{b}"
-        expand_slot = f"stage{s}/block{b}/expand"
+        expand = f"stage{s}/block{b}/expand"
         stream = f"stage{s}"
         y = builder.conv_bn(
             x,
-            widths[expand_slot],
+            widths[expand],
             1,
             1,
-            conv_name=f"{prefix}_expand_conv",
-            bn_name=f"{prefix}_expand_bn",
-            relu_name=f"{prefix}_expand_relu",
-            slot=expand_slot,
+            f"{prefix}_expand_{{}}",
+            slot=expand,
+            relu=True,
         )
         y = builder.depthwise_conv(
-            y, 3, stride, name=f"{prefix}_dw_conv", slot=expand_slot
+            y, 3, stride, name=f"{prefix}_dw_conv", slot=expand
         )
-        y = builder.batch_norm(y, name=f"{prefix}_dw_bn", slot=expand_slot)
+        y = builder.batch_norm(y, name=f"{prefix}_dw_bn", slot=expand)
         y = builder.activate(y, name=f"{prefix}_dw_relu")
         y = builder.conv_bn(
             y,
             widths[stream],
             1,
             1,
-            conv_name=f"{prefix}_project_conv",
-            bn_name=f"{prefix}_project_bn",
+            f"{prefix}_project_{{}}",
             slot=stream,
             # Zero-init (ekg) only where a residual keeps the signal alive.
             last=shortcut is not None,
         )
         if shortcut == "conv":
-            residual = builder.conv_bn(
-                x,
-                widths[stream],
-                1,
-                1,
-                conv_name=f"{prefix}_shortcut_conv",
-                bn_name=f"{prefix}_shortcut_bn",
-                slot=stream,
+            residual = builder.projection(
+                x, widths[stream], 1, prefix, slot=stream
             )
-            y = keras.layers.Add(name=f"{prefix}_add")([y, residual])
+            y = builder.residual(y, residual, prefix, activate=False)
         elif shortcut == "identity":
-            y = keras.layers.Add(name=f"{prefix}_add")([y, x])
+            y = builder.residual(y, x, prefix, activate=False)
         x = y
     x = builder.conv_bn(
-        x,
-        widths["head"],
-        1,
-        1,
-        conv_name="head_conv",
-        bn_name="head_bn",
-        relu_name="head_relu",
-        slot="head",
+        x, widths["head"], 1, 1, "head_{}", slot="head", relu=True
     )
     x = keras.layers.AveragePooling2D(4, name="pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)

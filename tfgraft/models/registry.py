@@ -169,23 +169,51 @@ def default_channel_config(name, width_mult=1.0, shortcut=None):
     return config
 
 
-def _build(
+def build_model(
     name,
     *,
-    num_classes,
-    input_shape,
-    mean,
-    std,
-    width_mult,
-    channel_config,
-    preset,
-    shortcut,
-    conv_layer,
-    model_name,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2023, 0.1994, 0.2010),
+    width_mult=1.0,
+    channel_config=None,
+    preset=None,
+    shortcut=None,
+    conv_layer=None,
+    model_name=None,
+    slots=None,
 ):
+    """Builds a zoo network as a functional Keras model.
+
+    Args:
+        name: registry name (see `available_models()`).
+        num_classes: classifier outputs.
+        input_shape: `(height, width, channels)` of the raw images.
+        mean: per-channel mean (0-1 scale) for the `Standardize` layer.
+        std: per-channel std (0-1 scale) for the `Standardize` layer.
+        width_mult: scales every width of the (given or default) config.
+        channel_config: a `ChannelConfig` for `name`; default: reference.
+        preset: `"grafting"` (default), `"pff"`, `"ekg"` or `"dhp"`.
+        shortcut: CIFAR ResNets: `"A"` (default under `grafting`) or
+            `"projection"` (default otherwise); ImageNet ResNets:
+            `"projection"` only; must be None for VGG and MobileNetV2.
+        conv_layer: optional factory for the regular convs (see
+            `common.LayerBuilder`), e.g. a `keras.layers.Conv2D` subclass.
+        model_name: Keras model name; default `name`.
+        slots: optional dict, filled with `{layer name: width slot}` of
+            every conv, depthwise conv and BN (see `layer_slots`).
+
+    Returns:
+        A `keras.Model` mapping raw images to logits.
+
+    Raises:
+        UnknownModelError: `name` is not registered.
+        ChannelConfigError: the config does not fit the model.
+        ValueError: bad preset, shortcut, shapes or width_mult.
+    """
     entry = _entry(name)
-    preset = common.check_preset(preset)
-    shortcut = _resolve_shortcut(name, entry.family, preset, shortcut)
+    preset, shortcut = resolve_topology(name, preset, shortcut)
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(
             f"num_classes must be a positive int. Received: "
@@ -226,64 +254,9 @@ def _build(
     logits = entry.module.build(
         builder, x, config.widths, name, shortcut, int(num_classes)
     )
-    model = keras.Model(inputs, logits, name=model_name or name)
-    return model, builder
-
-
-def build_model(
-    name,
-    *,
-    num_classes=10,
-    input_shape=(32, 32, 3),
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2023, 0.1994, 0.2010),
-    width_mult=1.0,
-    channel_config=None,
-    preset=None,
-    shortcut=None,
-    conv_layer=None,
-    model_name=None,
-):
-    """Builds a zoo network as a functional Keras model.
-
-    Args:
-        name: registry name (see `available_models()`).
-        num_classes: classifier outputs.
-        input_shape: `(height, width, channels)` of the raw images.
-        mean: per-channel mean (0-1 scale) for the `Standardize` layer.
-        std: per-channel std (0-1 scale) for the `Standardize` layer.
-        width_mult: scales every width of the (given or default) config.
-        channel_config: a `ChannelConfig` for `name`; default: reference.
-        preset: `"grafting"` (default), `"pff"`, `"ekg"` or `"dhp"`.
-        shortcut: CIFAR ResNets: `"A"` (default under `grafting`) or
-            `"projection"` (default otherwise); ImageNet ResNets:
-            `"projection"` only; must be None for VGG and MobileNetV2.
-        conv_layer: optional factory for the regular convs (see
-            `common.LayerBuilder`), e.g. a `keras.layers.Conv2D` subclass.
-        model_name: Keras model name; default `name`.
-
-    Returns:
-        A `keras.Model` mapping raw images to logits.
-
-    Raises:
-        UnknownModelError: `name` is not registered.
-        ChannelConfigError: the config does not fit the model.
-        ValueError: bad preset, shortcut, shapes or width_mult.
-    """
-    model, _ = _build(
-        name,
-        num_classes=num_classes,
-        input_shape=input_shape,
-        mean=mean,
-        std=std,
-        width_mult=width_mult,
-        channel_config=channel_config,
-        preset=preset,
-        shortcut=shortcut,
-        conv_layer=conv_layer,
-        model_name=model_name,
-    )
-    return model
+    if slots is not None:
+        slots.update(builder.slots)
+    return keras.Model(inputs, logits, name=model_name or name)
 
 
 def layer_slots(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
@@ -304,27 +277,31 @@ def layer_slots(name, *, preset=None, shortcut=None, input_shape=(32, 32, 3)):
     Returns:
         A new dict `{layer_name: slot}`.
     """
-    entry = _entry(name)
-    preset = common.check_preset(preset)
-    shortcut = _resolve_shortcut(name, entry.family, preset, shortcut)
+    _, shortcut = resolve_topology(name, preset, shortcut)
     return dict(_layer_slots(name, shortcut, tuple(input_shape)))
 
 
 @functools.lru_cache(maxsize=None)
 def _layer_slots(name, shortcut, input_shape):
+    slots = {}
+    narrow_model(name, None, shortcut, input_shape, slots=slots)
+    return slots
+
+
+def narrow_model(name, preset, shortcut, input_shape, slots=None):
+    """A very narrow `name` network (10 classes; `slots` as `build_model`).
+
+    Layer names, slots and channel groups do not depend on the widths, and
+    a narrow network builds and analyses fast.
+    """
     mean = (0.5,) * input_shape[-1]
-    _, builder = _build(
+    return build_model(
         name,
-        num_classes=10,
         input_shape=input_shape,
         mean=mean,
         std=mean,
-        # Slots do not depend on widths; narrow nets build fast.
         width_mult=1.0 / 64.0,
-        channel_config=None,
-        preset=None,
+        preset=preset,
         shortcut=shortcut,
-        conv_layer=None,
-        model_name=None,
+        slots=slots,
     )
-    return builder.slots

@@ -1,10 +1,7 @@
 """CIFAR ResNet-20/32/44/56/110 (He et al.) on explicit channel configs.
 
 Registry names `resnet{20,32,44,56,110}` and their leaky-ReLU twins
-`resnet{20,32,44,56,110}_leaky` (the grafting README's leaky-ReLU rows,
-reference `models/resnet_leaky.py`): the same network with every ReLU
-replaced by a leaky ReLU of negative slope 0.01 (`F.leaky_relu`'s default,
-METHODS.md §1.4; `common.LEAKY_RELU_SLOPE`). The twins share slots, layer
+`resnet{20,32,44,56,110}_leaky` (see `common`), which share slots, layer
 names and weights layout; only the activation layers' type differs.
 
 Topology (METHODS.md §1.4, §2.3, §3.6, §4.4): conv3x3 stem + BN + ReLU; three
@@ -91,81 +88,27 @@ def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
     n = _blocks(name)
     x = builder.conv_bn(
-        x,
-        widths["stage1"],
-        3,
-        1,
-        conv_name="stem_conv",
-        bn_name="stem_bn",
-        relu_name="stem_relu",
-        slot="stage1",
+        x, widths["stage1"], 3, 1, "stem_{}", slot="stage1", relu=True
     )
     for s in range(1, len(STREAM_WIDTHS) + 1):
         stream = f"stage{s}"
+        out = widths[stream]
         for b in range(n):
             strides = 2 if (s > 1 and b == 0) else 1
-            x = _basic_block(
-                builder,
-                x,
-                inner=widths[f"{stream}/block{b}/conv1"],
-                out=widths[stream],
-                strides=strides,
-                shortcut=shortcut,
-                prefix=f"{stream}_block{b}",
-                inner_slot=f"{stream}/block{b}/conv1",
-                stream_slot=stream,
+            prefix, inner = f"{stream}_block{b}", f"{stream}/block{b}/conv1"
+            y = builder.basic_branch(
+                x, widths[inner], out, strides, prefix, slots=(inner, stream)
             )
+            if strides == 1:
+                residual = x
+            elif shortcut == "A":
+                residual = common.OptionAShortcut(
+                    out, strides, name=f"{prefix}_shortcut"
+                )(x)
+            else:
+                residual = builder.projection(
+                    x, out, strides, prefix, slot=stream
+                )
+            x = builder.residual(y, residual, prefix)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return builder.classifier(x, num_classes)
-
-
-def _basic_block(
-    builder,
-    x,
-    *,
-    inner,
-    out,
-    strides,
-    shortcut,
-    prefix,
-    inner_slot,
-    stream_slot,
-):
-    y = builder.conv_bn(
-        x,
-        inner,
-        3,
-        strides,
-        conv_name=f"{prefix}_conv1",
-        bn_name=f"{prefix}_bn1",
-        relu_name=f"{prefix}_relu1",
-        slot=inner_slot,
-    )
-    y = builder.conv_bn(
-        y,
-        out,
-        3,
-        1,
-        conv_name=f"{prefix}_conv2",
-        bn_name=f"{prefix}_bn2",
-        slot=stream_slot,
-        last=True,
-    )
-    if strides == 1:
-        residual = x
-    elif shortcut == "A":
-        residual = common.OptionAShortcut(
-            out, strides, name=f"{prefix}_shortcut"
-        )(x)
-    else:
-        residual = builder.conv_bn(
-            x,
-            out,
-            1,
-            strides,
-            conv_name=f"{prefix}_shortcut_conv",
-            bn_name=f"{prefix}_shortcut_bn",
-            slot=stream_slot,
-        )
-    x = keras.layers.Add(name=f"{prefix}_add")([y, residual])
-    return builder.activate(x, name=f"{prefix}_out")

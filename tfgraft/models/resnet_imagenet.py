@@ -84,87 +84,49 @@ def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
     del shortcut
     kind, _ = SPECS[name]
-    stem_slot = _stem_slot(name)
-    x = builder.conv_bn(
-        x,
-        widths[stem_slot],
-        7,
-        2,
-        conv_name="stem_conv",
-        bn_name="stem_bn",
-        relu_name="stem_relu",
-        slot=stem_slot,
-    )
+    stem = _stem_slot(name)
+    x = builder.conv_bn(x, widths[stem], 7, 2, "stem_{}", slot=stem, relu=True)
     x = builder.max_pool(x, 3, 2, name="stem_pool")
     for s, b, stride, _, projection in _blocks(name):
         prefix = f"stage{s}_block{b}"
         stream = f"stage{s}"
         inner = f"{stream}/block{b}"
         if kind == "basic":
-            y = builder.conv_bn(
+            y = builder.basic_branch(
                 x,
                 widths[f"{inner}/conv1"],
-                3,
-                stride,
-                conv_name=f"{prefix}_conv1",
-                bn_name=f"{prefix}_bn1",
-                relu_name=f"{prefix}_relu1",
-                slot=f"{inner}/conv1",
-            )
-            y = builder.conv_bn(
-                y,
                 widths[stream],
-                3,
-                1,
-                conv_name=f"{prefix}_conv2",
-                bn_name=f"{prefix}_bn2",
-                slot=stream,
-                last=True,
+                stride,
+                prefix,
+                slots=(f"{inner}/conv1", stream),
             )
         else:
-            y = builder.conv_bn(
-                x,
-                widths[f"{inner}/conv1"],
-                1,
-                1,
-                conv_name=f"{prefix}_conv1",
-                bn_name=f"{prefix}_bn1",
-                relu_name=f"{prefix}_relu1",
-                slot=f"{inner}/conv1",
-            )
-            y = builder.conv_bn(
-                y,
-                widths[f"{inner}/conv2"],
-                3,
-                stride,
-                conv_name=f"{prefix}_conv2",
-                bn_name=f"{prefix}_bn2",
-                relu_name=f"{prefix}_relu2",
-                slot=f"{inner}/conv2",
-            )
+            y = x
+            for i, (k, strides) in enumerate(((1, 1), (3, stride)), start=1):
+                y = builder.conv_bn(
+                    y,
+                    widths[f"{inner}/conv{i}"],
+                    k,
+                    strides,
+                    f"{prefix}_{{}}{i}",
+                    slot=f"{inner}/conv{i}",
+                    relu=True,
+                )
             y = builder.conv_bn(
                 y,
                 widths[stream],
                 1,
                 1,
-                conv_name=f"{prefix}_conv3",
-                bn_name=f"{prefix}_bn3",
+                f"{prefix}_{{}}3",
                 slot=stream,
                 last=True,
             )
         if projection:
-            residual = builder.conv_bn(
-                x,
-                widths[stream],
-                1,
-                stride,
-                conv_name=f"{prefix}_shortcut_conv",
-                bn_name=f"{prefix}_shortcut_bn",
-                slot=stream,
+            residual = builder.projection(
+                x, widths[stream], stride, prefix, slot=stream
             )
         else:
             residual = x
-        x = keras.layers.Add(name=f"{prefix}_add")([y, residual])
-        x = builder.activate(x, name=f"{prefix}_out")
+        x = builder.residual(y, residual, prefix)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return builder.classifier(x, num_classes)

@@ -43,15 +43,9 @@ def build(builder, x, widths, name, shortcut, num_classes):
             x = keras.layers.MaxPooling2D(2, 2, name=f"pool{pool}")(x)
             pool += 1
             continue
+        slot = f"conv{conv}"
         x = builder.conv_bn(
-            x,
-            widths[f"conv{conv}"],
-            3,
-            1,
-            conv_name=f"conv{conv}",
-            bn_name=f"bn{conv}",
-            relu_name=f"relu{conv}",
-            slot=f"conv{conv}",
+            x, widths[slot], 3, 1, f"{{}}{conv}", slot=slot, relu=True
         )
         conv += 1
     x = keras.layers.AveragePooling2D(1, 1, name="avgpool")(x)
