@@ -390,7 +390,7 @@ class _Builder:
                 continue
             src = node.input_tensors[0] if node.input_tensors else None
             if (
-                isinstance(op, complexity._RELU_LIKE)
+                isinstance(op, graph_lib.ACTIVATIONS)
                 and src is not None
                 and id(src) in bypassed
                 and consumers.get(id(src)) == 1
