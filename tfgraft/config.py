@@ -95,20 +95,26 @@ def in_bounds(value, bounds):
     return above and below
 
 
-def _check_knob(field, value):
-    """Checks one knob's value: finite, one of its choices, in its range."""
-    knob, flag = spec(field), flag_name(field)
+def requirement(field, value):
+    """The requirement of knob `field` that `value` breaks, or None.
+
+    Finite, one of its choices, in its range: what a section checks when
+    it is built, for callers that take the knob as a Python argument and
+    name it in their own error.
+    """
+    knob = spec(field)
     items = value if isinstance(value, tuple) else (value,)
     if any(isinstance(v, float) and not math.isfinite(v) for v in items):
-        fail(flag, value, "must be a finite number")
+        return "must be a finite number"
     if knob.choices and value is not None and value not in knob.choices:
-        fail(flag, value, f"must be one of {', '.join(knob.choices)}")
+        return f"must be one of {', '.join(knob.choices)}"
     if knob.bounds is None or value is None:
-        return
+        return None
     interval = "in " if _INTERVAL.match(knob.bounds) else ""
     for v in items:
         if v not in knob.also and not in_bounds(v, knob.bounds):
-            fail(flag, value, knob.why or f"must be {interval}{knob.bounds}")
+            return knob.why or f"must be {interval}{knob.bounds}"
+    return None
 
 
 class Section:
@@ -119,7 +125,10 @@ class Section:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            _check_knob(field, getattr(self, field.name))
+            value = getattr(self, field.name)
+            why = requirement(field, value)
+            if why:
+                fail(flag_name(field), value, why)
         self.check()
 
     def check(self):

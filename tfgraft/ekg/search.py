@@ -32,11 +32,9 @@ from absl import logging
 from tfgraft import complexity
 from tfgraft import config as config_lib
 from tfgraft.ekg import errors
-from tfgraft.errors import flag_value
 
 # The EKG knobs (`tfgraft.config.EKGConfig`): defaults and checks.
 _KNOBS = {f.name: f for f in dataclasses.fields(config_lib.EKGConfig)}
-COST_MODES = ("as_coded", "intended")
 # Cost of a gate that cannot shrink any more (width <= 0).
 EXHAUSTED_COST = 1e12
 
@@ -46,17 +44,8 @@ class SearchError(errors.EKGError):
 
 
 def knob_requirement(name, value):
-    """The requirement of EKG knob `name` that `value` breaks, or None.
-
-    The knob's own check (`tfgraft.config.EKGConfig`), for callers that
-    take the knob as a Python argument and name it in their own error.
-    """
-    try:
-        config_lib.EKGConfig(**{name: value})
-    except config_lib.ConfigError as e:
-        flag = config_lib.flag_name(_KNOBS[name])
-        return str(e).removeprefix(f"--{flag}={flag_value(value)}: ")
-    return None
+    """The requirement of EKG knob `name` that `value` breaks, or None."""
+    return config_lib.requirement(_KNOBS[name], value)
 
 
 @dataclasses.dataclass(frozen=True)
