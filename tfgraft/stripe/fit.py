@@ -333,10 +333,7 @@ class StripResult:
         return {
             "prune_threshold": self.threshold,
             "complexity": self.complexity,
-            "kept_stripes": sum(x.kept_stripes for x in self.layers),
-            "stripes": sum(x.stripes for x in self.layers),
-            "kept_filters": sum(x.kept_filters for x in self.layers),
-            "filters": sum(x.filters for x in self.layers),
+            **prune_lib.stripe_totals(self.layers),
             "layers": [dataclasses.asdict(x) for x in self.layers],
             "removed_blocks": [list(b) for b in self.removed_blocks],
             "target": None if self.target is None else self.target.as_dict(),
@@ -394,11 +391,33 @@ def strip_stripes(
         # Validates target_flops_cut/tolerance before any copy is made.
         flops_target._check_fraction("target_flops_cut", target_flops_cut)
         flops_target._check_fraction("tolerance", tolerance, low_open=False)
-    # A plain functional copy, made in the current distribution scope (as
-    # `prune.hard_mask`; call this outside a strategy scope).
+    # A plain functional copy (call this outside a strategy scope).
     plain = keras.Model(model.input, model.output, name=model.name)
-    dense = keras.models.clone_model(plain)
-    dense.set_weights(plain.get_weights())
+    return strip_dense(
+        prune_lib.copy_model(plain),
+        threshold,
+        target_flops_cut=target_flops_cut,
+        tolerance=tolerance,
+        formulation=formulation,
+        jit_compile=jit_compile,
+        dead_branches=dead_branches,
+    )
+
+
+def strip_dense(
+    dense, threshold, *, target_flops_cut=None, tolerance=0.02, **options
+):
+    """The prune path of `strip_stripes` and of the stripe job.
+
+    On a plain single-device functional `dense` (never changed itself, so
+    it can be pruned again at another cut): the threshold search when
+    `target_flops_cut` is set, a hard-masked copy (`prune.hard_mask`),
+    `prune.compact(masked, threshold, **options)` and the FLOPs/params
+    before and after. Arguments as `strip_stripes`'s, not checked again.
+
+    Returns:
+        A `StripResult`.
+    """
     before = {c: prune_lib.cost(dense, c) for c in CONVENTIONS}
 
     def reductions(after):
@@ -414,14 +433,8 @@ def strip_stripes(
             dense, target_flops_cut, tolerance, min_threshold=threshold
         )
         threshold = target.threshold
-    masked = prune_lib.apply_hard_mask(dense, threshold)
-    result = prune_lib.compact(
-        masked,
-        threshold,
-        formulation=formulation,
-        jit_compile=jit_compile,
-        dead_branches=dead_branches,
-    )
+    masked = prune_lib.hard_mask(dense, threshold)
+    result = prune_lib.compact(masked, threshold, **options)
     after = {c: prune_lib.cost(result.model, c) for c in CONVENTIONS}
     return StripResult(
         model=result.model,
