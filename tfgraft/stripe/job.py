@@ -6,20 +6,18 @@ Phases (METHODS.md §2.2-2.3):
    given) with the per-step skeleton update (`StripeTrainer`), keeping a
    copy of the best-test-accuracy net (checkpointed with the run, so a
    resumed run prunes the same net);
-2. prune that copy once, without fine-tuning: hard-mask it
-   (re-threshold), evaluate it, compact it (`prune.compact`), evaluate
-   the compact model; the last epoch's net is pruned and evaluated too
-   ("always report both", METHODS §0). The threshold is the training
-   `threshold` (the reference) or, with `target_flops_cut`, the one at or
-   above it that removes that share of the `pff` FLOPs from that net
-   (`flops_target.threshold_for_flops_cut`, a tfgraft addition; stripes
-   the training masked stay pruned). The selection stays the reference's
-   best test accuracy over the epochs: every checkpoint can be
-   thresholded up to the target, and one that training pruned past it
-   (reported with `within_tolerance: false`) is both smaller and more
-   accurate than the others. When a residual block lost a branch,
-   the compact model is also built and evaluated in the other
-   `dead_branches` form (the exported one is the configured form);
+2. prune that copy once, without fine-tuning, by `fit.strip_dense` (the
+   path of `fit.strip_stripes`): hard-masked and compact model, each
+   evaluated; the last epoch's net is pruned and evaluated too ("always
+   report both", METHODS §0). The threshold is the training `threshold`
+   (the reference) or, with `target_flops_cut`, the one
+   `flops_target.threshold_for_flops_cut` picks at or above it. The
+   selection stays the reference's best test accuracy over the epochs:
+   every checkpoint can be thresholded up to the target, and one that
+   training pruned past it (reported with `within_tolerance: false`) is
+   both smaller and more accurate than the others. When a residual block
+   lost a branch, the compact model is also built and evaluated in the
+   other `dead_branches` form (the exported one is the configured form);
 3. export the compact model to `export/` (SavedModel, runs without
    tfgraft), the hard-masked net to `export_masked/`, the compact Keras
    model to `compact.keras` (needs tfgraft to load);
