@@ -3,18 +3,13 @@
 Three steps, in the shape of TF Model Optimization's pruning API
 (`prune_low_magnitude` -> `fit` -> `strip_pruning`):
 
-1. `prune_stripes(model, sr=..., threshold=...)` returns a copy of a
-   functional or `Sequential` model in which every `keras.layers.Conv2D`
-   is a `StripeConv2D` holding the same kernel and bias and a Filter
-   Skeleton of ones (same function, same layer names), as a `StripeModel`;
-2. `model.compile(optimizer=...)` then `model.fit(...)`: `StripeModel`
-   wraps the compiled optimizer so that every step applies the reference's
-   skeleton update (`skeleton.SkeletonUpdate`, the code `StripeTrainer`
-   runs) between backward and the optimizer step;
-3. `strip_stripes(model)` hard-masks a copy at the threshold and compacts
-   it (`prune.compact`) into the model the stripe job exports, with its
-   FLOPs/params before and after (optionally at a target FLOPs cut,
-   `flops_target.threshold_for_flops_cut`).
+1. `prune_stripes(model, sr=..., threshold=...)`: a `StripeModel` copy
+   whose `Conv2D` layers are `StripeConv2D`s (same function and names);
+2. `model.compile(optimizer=...)` then `model.fit(...)`: every step
+   applies `skeleton.SkeletonUpdate` (the code `StripeTrainer` runs)
+   between backward and the optimizer step;
+3. `strip_stripes(model)`: the compact model the stripe job exports
+   (`strip_dense`, the job's path), with FLOPs/params before and after.
 
 Why an optimizer wrapper and not a regularizer plus a callback: the
 update masks the skeleton *gradient* too, so masked entries get no
@@ -333,10 +328,7 @@ class StripResult:
         return {
             "prune_threshold": self.threshold,
             "complexity": self.complexity,
-            "kept_stripes": sum(x.kept_stripes for x in self.layers),
-            "stripes": sum(x.stripes for x in self.layers),
-            "kept_filters": sum(x.kept_filters for x in self.layers),
-            "filters": sum(x.filters for x in self.layers),
+            **prune_lib.stripe_totals(self.layers),
             "layers": [dataclasses.asdict(x) for x in self.layers],
             "removed_blocks": [list(b) for b in self.removed_blocks],
             "target": None if self.target is None else self.target.as_dict(),
@@ -355,12 +347,9 @@ def strip_stripes(
 ):
     """Prunes a trained stripe model once and compacts it, as the job does.
 
-    On a single-device copy of `model` (never changed itself): hard mask
-    at the threshold (`prune.apply_hard_mask`: dead stripes and the BN
-    channels of filters without stripes to 0), then `prune.compact`, and
-    FLOPs/params before and after in the `pff` (the reference's counter)
-    and `macs` conventions. With `threshold=0` and no target nothing is
-    pruned and the dense copy is returned, as the stripe job exports it.
+    `strip_dense` of a single-device copy of `model` (never changed
+    itself). With `threshold=0` and no target nothing is pruned and the
+    dense copy is returned, as the stripe job exports it.
 
     Args:
         model: a trained `StripeModel` (from `prune_stripes`) or any
@@ -394,11 +383,35 @@ def strip_stripes(
         # Validates target_flops_cut/tolerance before any copy is made.
         flops_target._check_fraction("target_flops_cut", target_flops_cut)
         flops_target._check_fraction("tolerance", tolerance, low_open=False)
-    # A plain functional copy, made in the current distribution scope (as
-    # `prune.hard_mask`; call this outside a strategy scope).
+    # A plain functional copy (call this outside a strategy scope).
     plain = keras.Model(model.input, model.output, name=model.name)
-    dense = keras.models.clone_model(plain)
-    dense.set_weights(plain.get_weights())
+    return strip_dense(
+        prune_lib.copy_model(plain),
+        threshold,
+        target_flops_cut=target_flops_cut,
+        tolerance=tolerance,
+        formulation=formulation,
+        jit_compile=jit_compile,
+        dead_branches=dead_branches,
+    )
+
+
+def strip_dense(
+    dense, threshold, *, target_flops_cut=None, tolerance=0.02, **options
+):
+    """The prune path of `strip_stripes` and of the stripe job.
+
+    On a plain single-device functional `dense`, never changed (the job
+    prunes it again at other cuts): the threshold search when
+    `target_flops_cut` is set; a copy hard-masked at the threshold
+    (`prune.hard_mask`: dead stripes and the BN channels of filters
+    without stripes to 0); `prune.compact(masked, threshold, **options)`;
+    FLOPs/params before and after in the `pff` (the reference's counter)
+    and `macs` conventions. Arguments as `strip_stripes`'s, unchecked.
+
+    Returns:
+        A `StripResult`.
+    """
     before = {c: prune_lib.cost(dense, c) for c in CONVENTIONS}
 
     def reductions(after):
@@ -414,14 +427,8 @@ def strip_stripes(
             dense, target_flops_cut, tolerance, min_threshold=threshold
         )
         threshold = target.threshold
-    masked = prune_lib.apply_hard_mask(dense, threshold)
-    result = prune_lib.compact(
-        masked,
-        threshold,
-        formulation=formulation,
-        jit_compile=jit_compile,
-        dead_branches=dead_branches,
-    )
+    masked = prune_lib.hard_mask(dense, threshold)
+    result = prune_lib.compact(masked, threshold, **options)
     after = {c: prune_lib.cost(result.model, c) for c in CONVENTIONS}
     return StripResult(
         model=result.model,

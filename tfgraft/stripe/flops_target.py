@@ -11,16 +11,14 @@ still mask stripes as the reference does), only the final, one-shot
 pruning threshold is chosen.
 
 The cut moves in discrete steps (one stripe, a whole filter with its BN
-channel and the next conv's input, or a whole residual block at a time).
-The rule: of the smallest threshold whose cut reaches `cut` and the one
-just below it, the one whose cut is closer to `cut` (the smaller on a
-tie); `tolerance` only says whether that is close enough
-(`within_tolerance`), since a large step (a whole block) can jump past it.
-Not "the smallest threshold reaching `cut - tolerance`": with fine steps
-that lands every run at `cut - tolerance` (0.38 for a 0.4 target on a
-ResNet-20 with random skeletons). Raising the threshold never adds FLOPs,
-so a bisection over the sorted `|FS|` values finds the pair with about
-`log2(stripes)` compactions.
+channel and the next conv's input, or a whole residual block at a time),
+so the closer of the two thresholds around `cut` wins and `tolerance`
+only says whether that is close enough (`within_tolerance`): a large step
+(a whole block) can jump past it. Not "the smallest threshold reaching
+`cut - tolerance`": with fine steps that lands every run at `cut -
+tolerance` (0.38 for a 0.4 target on a ResNet-20 with random skeletons).
+Raising the threshold never adds FLOPs, so a bisection over the sorted
+`|FS|` values finds the pair with about `log2(stripes)` compactions.
 """
 
 import dataclasses

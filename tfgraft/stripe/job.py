@@ -6,20 +6,18 @@ Phases (METHODS.md §2.2-2.3):
    given) with the per-step skeleton update (`StripeTrainer`), keeping a
    copy of the best-test-accuracy net (checkpointed with the run, so a
    resumed run prunes the same net);
-2. prune that copy once, without fine-tuning: hard-mask it
-   (re-threshold), evaluate it, compact it (`prune.compact`), evaluate
-   the compact model; the last epoch's net is pruned and evaluated too
-   ("always report both", METHODS §0). The threshold is the training
-   `threshold` (the reference) or, with `target_flops_cut`, the one at or
-   above it that removes that share of the `pff` FLOPs from that net
-   (`flops_target.threshold_for_flops_cut`, a tfgraft addition; stripes
-   the training masked stay pruned). The selection stays the reference's
-   best test accuracy over the epochs: every checkpoint can be
-   thresholded up to the target, and one that training pruned past it
-   (reported with `within_tolerance: false`) is both smaller and more
-   accurate than the others. When a residual block lost a branch,
-   the compact model is also built and evaluated in the other
-   `dead_branches` form (the exported one is the configured form);
+2. prune that copy once, without fine-tuning, by `fit.strip_dense` (the
+   path of `fit.strip_stripes`): hard-masked and compact model, each
+   evaluated; the last epoch's net is pruned and evaluated too ("always
+   report both", METHODS §0). The threshold is the training `threshold`
+   (the reference) or, with `target_flops_cut`, the one
+   `flops_target.threshold_for_flops_cut` picks at or above it. The
+   selection stays the reference's best test accuracy over the epochs:
+   every checkpoint can be thresholded up to the target, and one that
+   training pruned past it (reported with `within_tolerance: false`) is
+   both smaller and more accurate than the others. When a residual block
+   lost a branch, the compact model is also built and evaluated in the
+   other `dead_branches` form (the exported one is the configured form);
 3. export the compact model to `export/` (SavedModel, runs without
    tfgraft), the hard-masked net to `export_masked/`, the compact Keras
    model to `compact.keras` (needs tfgraft to load);
@@ -42,6 +40,7 @@ from absl import logging
 from tfgraft import experiment
 from tfgraft import io
 from tfgraft.layers.stripe_conv import StripeConv2D
+from tfgraft.stripe import fit as fit_lib
 from tfgraft.stripe import flops_target
 from tfgraft.stripe import plot as plot_lib
 from tfgraft.stripe import prune as prune_lib
@@ -57,26 +56,20 @@ class StripeStatsHook(loop.Hook):
         self.trainer = trainer
 
     def on_epoch_end(self, epoch, logs, last):
-        kept = self.trainer.kept_stripes(0)
-        if not kept:
+        t = self.trainer
+        layers = prune_lib.layer_stripes(t.nets[0], t.threshold, t.plans[0])
+        if not layers:
             return
-        stripes = sum(k[0] for k in kept.values())
-        total = sum(k[1] for k in kept.values())
-        filters = sum(k[2] for k in kept.values())
-        logs["stripe"] = {
-            "kept_stripes": stripes,
-            "stripes": total,
-            "kept_filters": filters,
-            "filters": sum(k[3] for k in kept.values()),
-        }
+        totals = logs["stripe"] = prune_lib.stripe_totals(layers)
+        kept, stripes = totals["kept_stripes"], totals["stripes"]
         scalars = logs.setdefault("scalars", {})
-        scalars["net_0/kept_stripe_fraction"] = stripes / max(total, 1)
+        scalars["net_0/kept_stripe_fraction"] = kept / max(stripes, 1)
         logging.info(
             "stripe | epoch: %d | kept stripes: %d/%d | kept filters: %d",
             epoch + 1,
+            kept,
             stripes,
-            total,
-            filters,
+            totals["kept_filters"],
         )
 
 
@@ -123,7 +116,7 @@ def training_cut(net, threshold, flops_before=None):
     """
     try:
         return flops_target.flops_cut(
-            _plain_copy(net), threshold, flops_before=flops_before
+            prune_lib.copy_model(net), threshold, flops_before=flops_before
         )[0]
     except prune_lib.StripePruningError:
         return 1.0
@@ -157,7 +150,7 @@ class SrSteeringHook(loop.Hook):
             return  # a session stopped mid-epoch
         net = self.trainer.nets[0]
         if self._flops_before is None:
-            dense = _plain_copy(net)
+            dense = prune_lib.copy_model(net)
             self._flops_before = prune_lib.cost(dense, "pff")["flops"]
         cut = training_cut(net, self.trainer.threshold, self._flops_before)
         sr = float(self.trainer.sr_variable.numpy())
@@ -219,37 +212,34 @@ def freeze_all_but_skeletons(net):
     return net
 
 
-def _plain_copy(model):
-    """A single-device copy of a (possibly mirrored) model."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _compact(masked, threshold, s, dead_branches):
-    """`prune.compact` of a hard-masked net with the job's stripe settings."""
-    return prune_lib.compact(
-        masked,
-        threshold,
-        formulation=s.formulation,
-        jit_compile=s.compact_jit,
-        calibrate_batch=s.calibrate_batch,
-        dead_branches=dead_branches,
-    )
-
-
 def _evaluate(model, dataset):
     result = evaluation.evaluate_model(model, dataset)
     return {"top1": result["top1"], "top5": result["top5"]}
 
 
-def _record_cut(target, before, after):
-    """Adds the exported model's FLOPs cut to a target report."""
-    cut = 1.0 - after["flops"] / before["flops"]
+def _record_cut(target, pff):
+    """Adds a compact model's FLOPs cut (`pff`: its `prune.reduction`) to
+    a target report."""
+    cut = 1.0 - pff["after"]["flops"] / pff["before"]["flops"]
     target["achieved_cut"] = cut
     target["within_tolerance"] = bool(
         abs(cut - target["flops_cut"]) <= target["tolerance"] + 1e-12
     )
+
+
+def _target_report(result):
+    """report.json's `target` of a `fit.StripResult` (None without one)."""
+    r = result.target
+    if r is None:
+        return None
+    target = {
+        "flops_cut": r.target,
+        "tolerance": r.tolerance,
+        "threshold": r.threshold,
+        "convention": r.convention,
+    }
+    _record_cut(target, result.complexity["pff"])
+    return target
 
 
 class Stripe(experiment.Method):
@@ -349,24 +339,18 @@ class Stripe(experiment.Method):
         }
         if s.steer_sr:
             report["steer"] = steer_report(history)
-        dense = _plain_copy(source)
-        before = {c: prune_lib.cost(dense, c) for c in ("pff", "macs")}
-        if s.threshold <= 0 and not s.target_flops_cut:
-            self._dense = dense
-            report["complexity"] = {
-                c: prune_lib.reduction(before[c], before[c]) for c in before
-            }
+        if s.threshold > 0 or s.target_flops_cut:
+            logging.info("Pruning the %s net…", report["selection"])
+        dense = prune_lib.copy_model(source)
+        result = self._strip(dense, s.target_flops_cut, "selected")
+        if result.masked is None:
+            self._dense = result.model
+            report["complexity"] = result.complexity
             report["pruned"] = False
             return report
-        logging.info("Pruning the %s net…", report["selection"])
-        threshold, report["target"] = self._prune_threshold(dense, s)
-        report["prune_threshold"] = threshold
-        masked, result = self._prune_with(dense, threshold, s)
-        self._masked, self._compact = masked, result.model
-        masked_acc = _evaluate(masked, self.eval_dataset)
+        self._masked, self._compact = result.masked, result.model
+        masked_acc = _evaluate(result.masked, self.eval_dataset)
         compact_acc = _evaluate(result.model, self.eval_dataset)
-        after = {c: prune_lib.cost(result.model, c) for c in ("pff", "macs")}
-        layers = result.layers
         accuracy = {
             "before_top1": report["trained_top1"],
             "hard_masked_top1": masked_acc["top1"],
@@ -375,34 +359,25 @@ class Stripe(experiment.Method):
         }
         if result.removed_blocks:
             accuracy["dead_branches"], self._other_form = self._both_forms(
-                masked, threshold, s, compact_acc["top1"], log=True
+                result, compact_acc["top1"], log=True
             )
         report.update(
             {
                 "pruned": True,
                 "accuracy": accuracy,
-                "complexity": {
-                    c: prune_lib.reduction(before[c], after[c]) for c in before
-                },
-                "kept_stripes": sum(x.kept_stripes for x in layers),
-                "stripes": sum(x.stripes for x in layers),
-                "kept_filters": sum(x.kept_filters for x in layers),
-                "filters": sum(x.filters for x in layers),
                 **result.as_dict(),
+                "target": _target_report(result),
             }
         )
-        if report["target"] is not None:
-            _record_cut(report["target"], before["pff"], after["pff"])
         if s.extra_cuts:
             report["extra_cuts"] = [
-                self._extra_cut(dense, cut, s, before["pff"])
-                for cut in s.extra_cuts
+                self._extra_cut(dense, cut) for cut in s.extra_cuts
             ]
         last = history[-1]["epoch"] if history else None
         if best_epoch > 0 and best_epoch == last:
             report["last_epoch"] = {"same_as_best": True}
         elif best_epoch > 0:
-            report["last_epoch"] = self._last_epoch_stats(trainer, s)
+            report["last_epoch"] = self._last_epoch_stats(trainer)
         logging.info(
             "stripe | masked top1: %.4f | compact top1: %.4f | FLOPs -%.1f%% "
             "| params -%.1f%% (pff) | threshold: %.4g",
@@ -410,28 +385,42 @@ class Stripe(experiment.Method):
             compact_acc["top1"],
             report["complexity"]["pff"]["flops_reduction_pct"],
             report["complexity"]["pff"]["params_reduction_pct"],
-            threshold,
+            result.threshold,
         )
         if ex.is_chief:
             plot_lib.plot_stripes(
-                os.path.join(ex.workdir, "stripes.png"), layers
+                os.path.join(ex.workdir, "stripes.png"), result.layers
             )
             plot_lib.plot_filters(
-                os.path.join(ex.workdir, "filters.png"), layers
+                os.path.join(ex.workdir, "filters.png"), result.layers
             )
         return report
 
-    def _prune_threshold(self, dense, s, label="selected"):
-        """`(threshold, target report)` for the final pruning of `dense`."""
-        if not s.target_flops_cut:
-            return s.threshold, None
-        # Stripes the training masked stay pruned (min_threshold).
-        r = flops_target.threshold_for_flops_cut(
-            dense,
-            s.target_flops_cut,
-            s.target_tolerance,
-            min_threshold=s.threshold,
+    def _compact_options(self, dead_branches):
+        """`prune.compact`'s options: the job's, in a dead-branch form."""
+        s = self.stripe
+        return dict(
+            formulation=s.formulation,
+            jit_compile=s.compact_jit,
+            calibrate_batch=s.calibrate_batch,
+            dead_branches=dead_branches,
         )
+
+    def _strip(self, dense, cut, label=None):
+        """`fit.strip_dense` of `dense` with the job's stripe settings, at
+        the FLOPs cut `cut` (if any; stripes the training masked stay
+        pruned); the chosen threshold is logged as the `label` net's."""
+        s = self.stripe
+        result = fit_lib.strip_dense(
+            dense,
+            s.threshold,
+            target_flops_cut=cut,
+            tolerance=s.target_tolerance,
+            **self._compact_options(s.dead_branches),
+        )
+        r = result.target
+        if label is None or r is None:
+            return result
         logging.info(
             "stripe | %s net | target FLOPs cut: %.3f +- %.3f | threshold: "
             "%.4g | achieved: %.4f (%d compactions)",
@@ -456,37 +445,29 @@ class Stripe(experiment.Method):
                 else "the cut moves by a whole filter or block here, or "
                 "a higher threshold leaves a conv without stripes",
             )
-        return r.threshold, {
-            "flops_cut": r.target,
-            "tolerance": r.tolerance,
-            "threshold": r.threshold,
-            "convention": r.convention,
-        }
+        return result
 
-    def _extra_cut(self, dense, cut, s, before):
+    def _extra_cut(self, dense, cut):
         """Prunes `dense` at another FLOPs cut; its compact net's figures.
 
         Both dead-branch forms are evaluated when a block lost a branch.
         """
-        r = flops_target.threshold_for_flops_cut(
-            dense, cut, s.target_tolerance, min_threshold=s.threshold
-        )
-        masked, result = self._prune_with(dense, r.threshold, s)
-        after = prune_lib.cost(result.model, "pff")
+        # `dense` itself stays unmasked: a cut below the selected one must
+        # see the stripes the selected threshold removed.
+        result = self._strip(dense, cut)
+        pff = result.complexity["pff"]
         top1 = _evaluate(result.model, self.eval_dataset)["top1"]
         out = {
             "flops_cut": cut,
-            "tolerance": s.target_tolerance,
-            "threshold": r.threshold,
+            "tolerance": self.stripe.target_tolerance,
+            "threshold": result.threshold,
             "compact_top1": top1,
-            "pff": after,
+            "pff": pff["after"],
             "removed_blocks": len(result.removed_blocks),
         }
-        _record_cut(out, before, after)
+        _record_cut(out, pff)
         if result.removed_blocks:
-            out["dead_branches"], _ = self._both_forms(
-                masked, r.threshold, s, top1
-            )
+            out["dead_branches"], _ = self._both_forms(result, top1)
         logging.info(
             "stripe | extra cut %.3f | achieved %.4f | compact top1 %.4f",
             cut,
@@ -495,51 +476,46 @@ class Stripe(experiment.Method):
         )
         return out
 
-    def _prune_with(self, dense, threshold, s):
-        # On a copy (`hard_mask`): `dense` is pruned again at every extra
-        # cut (a cut below the selected one must see the stripes the
-        # selected threshold removed).
-        masked = prune_lib.hard_mask(dense, threshold)
-        return masked, _compact(masked, threshold, s, s.dead_branches)
-
-    def _both_forms(self, masked, threshold, s, top1, log=False):
+    def _both_forms(self, result, top1, log=False):
         """`({form: top1} of both dead-branch forms, the other form's
-        compact model)`, `top1` the configured form's.
+        compact model)` of a pruned `result`, `top1` the configured form's.
 
         Called when a block lost a branch, so the forms differ.
         """
-        other = "shortcut" if s.dead_branches == "constant" else "constant"
-        result = _compact(masked, threshold, s, dead_branches=other)
-        acc = _evaluate(result.model, self.eval_dataset)
+        form = self.stripe.dead_branches
+        other = "shortcut" if form == "constant" else "constant"
+        other_result = prune_lib.compact(
+            result.masked, result.threshold, **self._compact_options(other)
+        )
+        acc = _evaluate(other_result.model, self.eval_dataset)
         if log:
             logging.info(
                 "stripe | removed blocks: %d | compact top1 with dead "
                 "branches as %s: %.4f, as %s: %.4f",
-                len(result.removed_blocks),
-                s.dead_branches,
+                len(other_result.removed_blocks),
+                form,
                 top1,
                 other,
                 acc["top1"],
             )
-        return {s.dead_branches: top1, other: acc["top1"]}, result.model
+        return {form: top1, other: acc["top1"]}, other_result.model
 
-    def _last_epoch_stats(self, trainer, s):
-        dense = _plain_copy(trainer.nets[0])
-        before = prune_lib.cost(dense, "pff")
+    def _last_epoch_stats(self, trainer):
+        dense = prune_lib.copy_model(trainer.nets[0])
         try:
-            threshold, target = self._prune_threshold(dense, s, "last")
-            masked, result = self._prune_with(dense, threshold, s)
+            result = self._strip(dense, self.stripe.target_flops_cut, "last")
         except prune_lib.StripePruningError as e:
             return {"error": str(e)}
+        masked_top1 = _evaluate(result.masked, self.eval_dataset)["top1"]
         stats = {
-            "hard_masked_top1": _evaluate(masked, self.eval_dataset)["top1"],
+            "hard_masked_top1": masked_top1,
             "compact_top1": _evaluate(result.model, self.eval_dataset)["top1"],
-            "pff": prune_lib.cost(result.model, "pff"),
+            "pff": result.complexity["pff"]["after"],
             "removed_blocks": [list(b) for b in result.removed_blocks],
-            "prune_threshold": threshold,
+            "prune_threshold": result.threshold,
         }
+        target = _target_report(result)
         if target is not None:
-            _record_cut(target, before, stats["pff"])
             stats["target"] = target
         return stats
 
@@ -560,12 +536,10 @@ class Stripe(experiment.Method):
             ex.latest_checkpoint(),
             {"best_net": best, "best_epoch": best_epoch},
         )
-        dense = _plain_copy(best if int(best_epoch.numpy()) > 0 else net)
-        s = self.stripe
-        if s.threshold > 0 or s.target_flops_cut:
-            threshold, _ = self._prune_threshold(dense, s)
-            return self._prune_with(dense, threshold, s)[1].model
-        return dense
+        source = best if int(best_epoch.numpy()) > 0 else net
+        dense = prune_lib.copy_model(source)
+        result = self._strip(dense, self.stripe.target_flops_cut, "selected")
+        return result.model
 
     def export(self, ex, trainer):
         export_dir = os.path.join(ex.workdir, "export")

@@ -84,12 +84,6 @@ class CompactResult:
     layers: tuple
     removed_blocks: tuple
 
-    def as_dict(self):
-        return {
-            "layers": [dataclasses.asdict(s) for s in self.layers],
-            "removed_blocks": [list(b) for b in self.removed_blocks],
-        }
-
 
 def _plan_for(model, plan):
     """`model`'s `SkeletonPlan`: `plan` checked against it, or a new one.
@@ -143,6 +137,16 @@ def layer_stripes(model, threshold, plan=None):
     return tuple(out)
 
 
+def stripe_totals(layers):
+    """Kept and all stripes and filters of `LayerStripes`, summed."""
+    return {
+        "kept_stripes": sum(x.kept_stripes for x in layers),
+        "stripes": sum(x.stripes for x in layers),
+        "kept_filters": sum(x.kept_filters for x in layers),
+        "filters": sum(x.filters for x in layers),
+    }
+
+
 def apply_hard_mask(model, threshold, plan=None):
     """Zeroes dead stripes and the BN channels of dead filters, in place.
 
@@ -182,15 +186,17 @@ def reduction(before, after):
 
 
 def hard_mask(model, threshold):
-    """A hard-masked copy of `model` (see `apply_hard_mask`).
-
-    The copy is created in the current distribution scope (call it outside
-    a strategy scope for a plain single-device model).
-    """
+    """A hard-masked `copy_model` of `model` (see `apply_hard_mask`)."""
     _check_threshold(model.name, threshold)
+    return apply_hard_mask(copy_model(model), threshold)
+
+
+def copy_model(model):
+    """`keras.models.clone_model` of `model` with its weights, made in the
+    current distribution scope (a single-device copy outside any)."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    return apply_hard_mask(copy, threshold)
+    return copy
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")

@@ -3,7 +3,6 @@
 import tensorflow as tf
 
 from tfgraft import errors
-from tfgraft.stripe import prune as prune_lib
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.training import trainer as trainer_lib
 
@@ -82,13 +81,3 @@ class StripeTrainer(trainer_lib.Trainer):
         if self.sr_variable is not None:
             items["stripe_sr"] = self.sr_variable
         return items
-
-    def kept_stripes(self, net_index=0):
-        """`{layer: (kept stripes, stripes, alive filters, filters)}`."""
-        stats = prune_lib.layer_stripes(
-            self.nets[net_index], self.threshold, self.plans[net_index]
-        )
-        return {
-            s.name: (s.kept_stripes, s.stripes, s.kept_filters, s.filters)
-            for s in stats
-        }
