@@ -169,7 +169,7 @@ def apply_hard_mask(model, threshold, plan=None):
 
 
 def cost(model, convention):
-    """`{"flops", "params"}` of `model` in a `tfgraft.complexity` convention."""
+    """`{"flops", "params"}` of `model` in a complexity convention."""
     c = complexity.count(model, convention)
     return {"flops": int(c.flops), "params": int(c.params)}
 
