@@ -44,26 +44,15 @@ def fmt_percent(values):
     return "/".join(f"{100 * v:.1f}" for v in values) + "%"
 
 
-def fmt_values(values, digits=3):
-    """`[1.6181, 1.5923]` -> `1.618/1.592`."""
-    return "/".join(f"{v:.{digits}f}" for v in values)
-
-
-def fmt_spread(values, percent=False):
-    """Mean and range: `1.618 (1.592-1.650)`, or `41.2% (40.1-42.0)`."""
-    scale = 100.0 if percent else 1.0
-    digits = 1 if percent else 3
+def fmt_nets(values, percent=False):
+    """Every net's value for one or two nets (`1.618/1.592`, `41.2/42.0%`),
+    mean and range for more (`1.618 (1.592-1.650)`, `41.2% (40.1-42.0)`)."""
+    scale, digits, unit = (100.0, 1, "%") if percent else (1.0, 3, "")
+    if len(values) <= 2:
+        return "/".join(f"{scale * v:.{digits}f}" for v in values) + unit
     mean = scale * sum(values) / len(values)
     lo, hi = scale * min(values), scale * max(values)
-    unit = "%" if percent else ""
     return f"{mean:.{digits}f}{unit} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-def fmt_nets(values, percent=False):
-    """Every net's value for one or two nets, mean and range for more."""
-    if len(values) > 2:
-        return fmt_spread(values, percent=percent)
-    return fmt_percent(values) if percent else fmt_values(values)
 
 
 def fmt_seconds(seconds):
@@ -229,7 +218,6 @@ class EpochProgress:
         self._stop = threading.Event()
         self._thread = None
         self._t0 = None
-        self._filter = None
 
     def __enter__(self):
         self._t0 = time.perf_counter()
@@ -238,17 +226,21 @@ class EpochProgress:
         self._bar = self.console._open_bar(
             total=self.steps, desc=self.desc, unit="step", leave=True
         )
-        # Log records (warnings) clear the bar's line first; the next
-        # poll draws it again below them.
-        self._filter = _ClearBar(self._bar)
         for handler in _log_handlers():
-            handler.addFilter(self._filter)
+            handler.addFilter(self._clear_bar)
         if self.read_progress is not None:
             self._thread = threading.Thread(
                 target=self._poll, name="tfgraft-progress", daemon=True
             )
             self._thread.start()
         return self
+
+    def _clear_bar(self, record):
+        """A log handler's filter: a record (a warning) clears the bar's
+        line first; the next poll draws it again below it."""
+        del record
+        self._bar.clear()
+        return True
 
     def _poll(self):
         while not self._stop.wait(POLL_SECONDS):
@@ -294,21 +286,11 @@ class EpochProgress:
         self._stop_thread()
         if self._bar is not None:
             for handler in _log_handlers():
-                handler.removeFilter(self._filter)
+                handler.removeFilter(self._clear_bar)
             self._bar.close()
             self.console._bar = None
             self._bar = None
         return False
-
-
-class _ClearBar(logging.Filter):
-    def __init__(self, bar):
-        super().__init__()
-        self.bar = bar
-
-    def filter(self, record):
-        self.bar.clear()
-        return True
 
 
 def _log_handlers():
