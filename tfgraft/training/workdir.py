@@ -209,7 +209,9 @@ class WorkdirMismatchError(ConfigError):
         return text
 
 
-def _read_json(path, hint=""):
+def read_json(path, hint=""):
+    """A run's JSON record, None if absent; a damaged one is a one-line
+    `ConfigError` naming it (`hint` appended)."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -246,8 +248,8 @@ def start(workdir, config, job, *, flags_text=None, force_resume=False):
     config_path = os.path.join(workdir, CONFIG)
     job_path = os.path.join(workdir, JOB)
     hint = "; use a new --workdir"
-    recorded = _read_json(config_path, hint)
-    recorded_job = _read_json(job_path, hint)
+    recorded = read_json(config_path, hint)
+    recorded_job = read_json(job_path, hint)
     if recorded_job is not None and recorded_job.get("job") != job:
         # Another job's config differs everywhere; the job is the point.
         raise WorkdirMismatchError(
@@ -312,7 +314,7 @@ def _flag_lines(flags_text):
 def _append_invocation(workdir, entry):
     path = os.path.join(workdir, INVOCATIONS)
     try:
-        entries = _read_json(path) or []
+        entries = read_json(path) or []
     except ConfigError as e:
         # A log, not a record the run depends on: keep it aside, go on.
         aside = f"{path}.unreadable"
@@ -325,7 +327,7 @@ def _append_invocation(workdir, entry):
 
 def read_invocations(workdir):
     """The workdir's `invocations.json` entries (`[]` if none)."""
-    return _read_json(os.path.join(workdir, INVOCATIONS)) or []
+    return read_json(os.path.join(workdir, INVOCATIONS)) or []
 
 
 def _now():
