@@ -54,9 +54,8 @@ def main(argv):
         # A damaged or foreign file: one line, not the loader's traceback
         # (a truncated variables file raises IndexError "Read less bytes
         # than requested" from the C++ reader).
-        lines = str(e).strip().splitlines() or [type(e).__name__]
         raise export.ExportError(
-            f"--saved_model={path}: cannot load ({lines[0]})"
+            f"--saved_model={path}: cannot load ({io.first_line(e)})"
         ) from None
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
