@@ -121,15 +121,11 @@ def _rows(study, cells):
             row[metric] = stats.describe(values.values())
         secs = [c["seconds"] for c in done if c.get("seconds") is not None]
         row["seconds"] = stats.describe(secs)
-        extra = {}
-        for key in first["extra"]:
-            values = [
-                c["figures"][view]["extra"][key]
-                for c in done
-                if key in c["figures"][view]["extra"]
-            ]
-            extra[key] = stats.describe(values)
-        row["extra"] = extra
+        extras = [c["figures"][view]["extra"] for c in done]
+        row["extra"] = {
+            key: stats.describe(e[key] for e in extras if key in e)
+            for key in first["extra"]
+        }
         rows.append(row)
     return rows
 
@@ -209,29 +205,21 @@ def markdown(data):
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in data["rows"]:
-        if not r["n"]:
-            lines.append(
-                "| " + " | ".join([r["label"], "0"] + ["–"] * (len(head) - 2))
-                + " |"
-            )
-            continue
-        secs = r["seconds"]
-        minutes = (
-            {k: (v / 60 if v is not None else None) for k, v in secs.items()}
-            if secs["n"]
-            else None
-        )
-        conv = r["flops_convention"]
-        cells = [
-            r["label"],
-            str(r["n"]),
-            _pct(r["best_top1"]),
-            _pct(r["final_top1"]),
-            _count(r["params"]),
-            f"{_count(r['flops'])} ({conv})",
-            _num(minutes) if minutes else "–",
-        ]
-        cells += [_num(r["extra"].get(k)) for k in extras]
+        cells = [r["label"], str(r["n"])]
+        if r["n"]:
+            minutes = {
+                k: (v / 60 if v is not None else None)
+                for k, v in r["seconds"].items()
+            }
+            cells += [
+                _pct(r["best_top1"]),
+                _pct(r["final_top1"]),
+                _count(r["params"]),
+                f"{_count(r['flops'])} ({r['flops_convention']})",
+                _num(minutes),
+            ]
+            cells += [_num(r["extra"].get(k)) for k in extras]
+        cells += ["–"] * (len(head) - len(cells))
         lines.append("| " + " | ".join(cells) + " |")
     if data["comparisons"]:
         lines += [

@@ -222,12 +222,8 @@ def read_json(path, hint=""):
 
 
 def start(workdir, config, job, *, flags_text=None, force_resume=False):
-    """Checks `config`/`job` against the workdir's record, then records.
-
-    Call with the workdir locked (`WorkdirLock`), before anything else is
-    written. Writes `flags.cfg` (if `flags_text`), `config.json` and
-    `job.json` only when absent, then appends this start to
-    `invocations.json`.
+    """Checks `config`/`job` against the workdir's record, then records
+    (steps 2 and 3 above); call with the workdir locked, first of all.
 
     Args:
         workdir: the run folder (exists).
