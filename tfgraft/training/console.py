@@ -1,25 +1,14 @@
 """What a run shows a person: a header, live epoch bars, one line per epoch.
 
-A run's console holds, in order:
-
-* one header line (job, model, data, nets, schedule, device, workdir);
-* per epoch, at a terminal, a live bar over the epoch's steps showing every
-  net's running train loss and accuracy (their mean and range for more
-  than two nets) and the images per second of all nets; it stays on screen;
-* per epoch, one summary line: train loss/accuracy, test top-1 of every
-  net and of the ensemble, images per second, and what the hooks add
-  (the graft's alphas);
-* the export, one step at a time, and the report's path.
-
-Where the stream is no terminal (a log file: the study runner appends each
-job's output to its `study.log`), nothing is drawn with `\\r`: there is no
-bar, and every event is one plain line. Workers other than the chief show
-nothing (`enabled=False`).
+README ("The console") shows the lines. Where the stream is no terminal (a
+log file: the study runner appends each job's output to its `study.log`),
+nothing is drawn with `\\r`: there is no bar, and every event is one plain
+line. Workers other than the chief show nothing (`enabled=False`).
 
 The live bar never slows the steps: the trainer adds each step's loss,
 correct count, examples and one to a small `progress` variable inside its
 `tf.function` (no host sync), and a thread of the console reads that
-variable a few times a second while the step loop runs; the summary line
+variable every `POLL_SECONDS` while the step loop runs; the summary line
 is computed from the loop's own host statistics, not from those reads.
 """
 

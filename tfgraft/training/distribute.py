@@ -1,14 +1,9 @@
 """tf.distribute strategies, worker roles and precision policies.
 
-Several machines (`--strategy=multi_worker`) run the same command; each
-reads its role from the `TF_CONFIG` environment variable. Every worker
-trains and evaluates (the steps are collective), but only the chief writes
-the workdir: flags, config, checkpoints, summaries, history, report and
-exports. The others save their checkpoints (every worker must call save)
-into a private scratch folder that is removed at the end of the run.
-Setting `TFGRAFT_WORKER_SCRATCH=<dir>` puts that folder at
-`<dir>/<task type>_<task index>` and keeps it (for debugging and for
-tests/e2e/multi_worker_test.py, which compares the workers' final weights).
+Every worker of a multi-worker run trains and evaluates (the steps are
+collective), but only the chief writes the workdir; the others save their
+checkpoints into a `worker_scratch_dir` (README, "Training on several
+machines").
 """
 
 import json
@@ -24,7 +19,8 @@ from tfgraft import cpu
 from tfgraft import io
 from tfgraft.config import ConfigError
 
-# Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
+# Keeps non-chief checkpoints in `<dir>/<task type>_<task index>` (for
+# debugging, and for tests/e2e/multi_worker_test.py's weight comparison).
 SCRATCH_ENV = "TFGRAFT_WORKER_SCRATCH"
 
 
