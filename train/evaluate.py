@@ -75,11 +75,9 @@ def main(argv):
         )
     result = evaluation.evaluate(model.serve, ds)
     result.update(
-        {
-            "saved_model": os.path.abspath(path),
-            "dataset": d.dataset,
-            "split": _SPLIT.value,
-        }
+        saved_model=os.path.abspath(path),
+        dataset=d.dataset,
+        split=_SPLIT.value,
     )
     out = _OUTPUT.value or os.path.abspath(path).rstrip("/") + ".eval.json"
     io.atomic_write_json(out, result)

@@ -163,20 +163,18 @@ class Runner:
                 failures.append((cell, f"skipped: {blocked[0]} failed"))
                 failed_dirs.add(cell.workdir)
                 continue
+            tag = f"[{k}/{len(todo)}] {cell.key}:"
+            log = os.path.join(cell.workdir, CELL_LOG)
             resumed = os.path.isdir(os.path.join(cell.workdir, "checkpoints"))
             self.echo(
-                f"[{k}/{len(todo)}] {cell.key}: "
-                f"{'resuming' if resumed else 'starting'} "
-                f"(log: {os.path.join(cell.workdir, CELL_LOG)})"
+                f"{tag} {'resuming' if resumed else 'starting'} (log: {log})"
             )
             t0 = time.time()
             rc = self.run_cell(cell)
-            seconds = time.time() - t0
             if rc == 0 and is_done(cell.workdir):
-                self.echo(f"[{k}/{len(todo)}] {cell.key}: done in {seconds:.0f} s")
+                self.echo(f"{tag} done in {time.time() - t0:.0f} s")
                 continue
-            message = _last_error(os.path.join(cell.workdir, CELL_LOG))
-            failures.append((cell, f"exit {rc}: {message}"))
+            failures.append((cell, f"exit {rc}: {_last_error(log)}"))
             failed_dirs.add(cell.workdir)
-            self.echo(f"[{k}/{len(todo)}] {cell.key}: failed (exit {rc})")
+            self.echo(f"{tag} failed (exit {rc})")
         return failures
