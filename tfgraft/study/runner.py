@@ -71,28 +71,19 @@ class Runner:
 
     Args:
         study: the `spec.Study`.
-        python: the interpreter of the children.
         module: the child's module, `{job}` filled with the arm's job.
         echo: prints one progress line (default: stdout).
-        env: the children's environment (default: this one's).
     """
 
-    def __init__(
-        self, study, *, python=None, module="train.{job}", echo=None, env=None
-    ):
+    def __init__(self, study, *, module="train.{job}", echo=None):
         self.study = study
-        self.python = python or sys.executable
         self.module = module
         self.echo = echo or (lambda line: print(line, flush=True))
-        self.env = env
 
     def command(self, cell):
-        return [
-            self.python,
-            "-m",
-            self.module.format(job=cell.arm.job),
-            *cell.argv,
-        ]
+        """The child's command line (this interpreter runs the job)."""
+        job = self.module.format(job=cell.arm.job)
+        return [sys.executable, "-m", job, *cell.argv]
 
     def run_cell(self, cell):
         """Runs one cell to its end; returns the job's exit status."""
@@ -119,7 +110,6 @@ class Runner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
                 preexec_fn=_die_with_parent,
             )
             try:

@@ -157,12 +157,9 @@ def _count(d):
     if not d or d.get("mean") is None:
         return "–"
     m = d["mean"]
-    if m >= 1e9:
-        return f"{m / 1e9:.3g} G"
-    if m >= 1e6:
-        return f"{m / 1e6:.3g} M"
-    if m >= 1e3:
-        return f"{m / 1e3:.3g} k"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if m >= scale:
+            return f"{m / scale:.3g} {unit}"
     return f"{m:.3g}"
 
 
@@ -274,8 +271,7 @@ def plot(data):
             ("final_top1", "o", "C0", -0.12),
             ("best_top1", "^", "C1", 0.12),
         ):
-            values = list(r["per_seed"][metric].values())
-            xs = [100 * v for v in values]
+            xs = [100 * v for v in r["per_seed"][metric].values()]
             ax.scatter(
                 xs,
                 [y + dy] * len(xs),
