@@ -82,9 +82,8 @@ def finite(obj):
     """`obj` with every non-finite float (NaN, +-inf) replaced by None.
 
     Walks dicts, lists and tuples (tuples become lists, as in JSON); other
-    values are returned as they are. Written as JSON, None is `null`: in a
-    tfgraft JSON file, `null` where a number belongs means "not finite"
-    (e.g. the loss of a diverged net).
+    values are returned as they are. Written as JSON, None is `null` (see
+    the module docstring).
     """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -104,10 +103,8 @@ def dumps_json(obj, **kwargs):
 
 
 def atomic_write_json(path, obj):
-    """Writes `obj` as indented strict JSON to `path`, atomically.
-
-    Non-finite floats are written as `null` (see `finite`).
-    """
+    """Writes `obj` as indented strict JSON (`dumps_json`) to `path`,
+    atomically."""
     atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
 
 

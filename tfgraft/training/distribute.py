@@ -144,9 +144,9 @@ def describe(strategy):
         text = f"TPU, {replicas} cores"
     else:
         devices = _worker_devices(strategy) or []
-        kinds = {tf.DeviceSpec.from_string(d).device_type for d in devices}
+        specs = [tf.DeviceSpec.from_string(d) for d in devices]
         gpus = tf.config.list_physical_devices("GPU")
-        if "GPU" in kinds or (not devices and gpus):
+        if "GPU" in {s.device_type for s in specs} or (not devices and gpus):
             count = sum(1 for d in devices if "GPU" in d.upper()) or 1
             details = tf.config.experimental.get_device_details(gpus[0])
             name = details.get("device_name", "")
@@ -154,9 +154,8 @@ def describe(strategy):
             if name:
                 text += f" ({name})"
         elif replicas > 1:
-            names = [tf.DeviceSpec.from_string(d) for d in devices]
             text = f"{replicas} replicas on " + ", ".join(
-                f"{d.device_type}:{d.device_index}" for d in names
+                f"{s.device_type}:{s.device_index}" for s in specs
             )
         else:
             text = "CPU"
