@@ -257,8 +257,7 @@ def plot(data):
     plt = plotting.pyplot()
     if plt is None:
         return None
-    flops = {r["flops"]["mean"] for r in rows}
-    by_flops = len(flops) > 1
+    by_flops = len({r["flops"]["mean"] for r in rows}) > 1
     fig, axes = plt.subplots(
         1,
         2 if by_flops else 1,

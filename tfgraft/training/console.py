@@ -120,15 +120,11 @@ class Console:
         """The run's first line: `parts` joined by ` | `."""
         self.line(" | ".join(p for p in parts if p))
 
-    def epoch(self, *, epoch, epochs, read_progress=None, **counts):
+    def epoch(self, *, epoch, epochs, **options):
         """A context manager showing one epoch's steps (`EpochProgress`;
-        `counts`: its `steps`, `num_nets` and `examples_per_step`)."""
-        return EpochProgress(
-            self,
-            desc=f"epoch {epoch}/{epochs}",
-            read_progress=read_progress if self.live else None,
-            **counts,
-        )
+        `options`: its `steps`, `num_nets`, `examples_per_step` and
+        `read_progress`)."""
+        return EpochProgress(self, desc=f"epoch {epoch}/{epochs}", **options)
 
     def _open_bar(self, **options):
         """A tqdm bar on the stream; `line` writes above it."""
@@ -237,15 +233,13 @@ class EpochProgress:
                 sums = self.read_progress()
             except Exception:  # noqa: BLE001 - a display must not kill a run
                 return
-            self._show(sums)
-
-    def _show(self, sums):
-        steps = int(max(row[3] for row in sums))
-        if steps <= 0:
-            return
-        losses = [row[0] / max(row[3], 1.0) for row in sums]
-        accs = [row[1] / max(row[2], 1.0) for row in sums]
-        self._draw(steps, losses, accs)
+            steps = int(max(row[3] for row in sums))
+            if steps > 0:
+                self._draw(
+                    steps,
+                    [row[0] / max(row[3], 1.0) for row in sums],
+                    [row[1] / max(row[2], 1.0) for row in sums],
+                )
 
     def _draw(self, steps, losses, accuracies):
         bar = self._bar

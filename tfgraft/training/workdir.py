@@ -195,18 +195,15 @@ class WorkdirMismatchError(ConfigError):
         self.workdir = workdir
         self.differences = tuple(differences)
         self.force_resume = force_resume
-        super().__init__(self._message())
-
-    def _message(self):
         held = ", ".join(f"{d.field}={d.recorded!r}" for d in self.differences)
         now = ", ".join(f"{d.field}={d.current!r}" for d in self.differences)
         text = (
-            f"workdir {self.workdir} holds a run with {held}, this run has "
+            f"workdir {workdir} holds a run with {held}, this run has "
             f"{now}; use a new workdir"
         )
         if all(d.kind == RECIPE for d in self.differences):
             text += " (or force_resume=True to continue it with these values)"
-        return text
+        super().__init__(text)
 
 
 def read_json(path, hint=""):
