@@ -81,9 +81,8 @@ def restore(checkpoint, manager):
     A corrupt or truncated newest checkpoint is reported and the previous
     one is tried, so one bad write never loses the whole run.
     """
-    candidates = list(reversed(manager.checkpoints))
     errors = []
-    for path in candidates:
+    for path in reversed(manager.checkpoints):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
