@@ -51,7 +51,6 @@ HARMLESS = "harmless"
 RECIPE = "recipe"
 INCOMPATIBLE = "incompatible"
 
-# How the run runs, not what it trains: a resumed run may change these.
 _HARMLESS = frozenset(
     {
         "data.data_dir",
@@ -77,9 +76,7 @@ _HARMLESS = frozenset(
     }
 )
 
-# What the checkpoints hold: another value builds another network (or
-# other variables), so no resume can continue with it. A name without a
-# dot is a whole section (every field, and the section's presence).
+# A name without a dot is a section's presence (see `compare`).
 _INCOMPATIBLE = frozenset(
     {
         "job",
