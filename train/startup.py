@@ -97,12 +97,9 @@ def entry_job(orig_argv=None, argv=None):
     """
     argv = sys.argv if argv is None else argv
     module = entry_module(orig_argv)
-    if module is None:
-        if os.path.basename(argv[0]) == "tfgraft-train" and len(argv) > 1:
-            return f"train.{argv[1]}", argv[2:]
-        return None, None
-    if module.startswith("tfgraft."):
-        module = module[len("tfgraft.") :]
+    if module is None and os.path.basename(argv[0]) == "tfgraft-train":
+        module = "train"
+    module = (module or "").removeprefix("tfgraft.")
     if module == "train" and len(argv) > 1:
         return f"train.{argv[1]}", argv[2:]
     if module.startswith("train."):

@@ -5,6 +5,7 @@ three files atomically into the study's workdir. Accuracies are fractions
 in the JSON and percentages in the table.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -63,10 +64,7 @@ def collect(study):
         "title": study.title,
         "workdir": _rel(study.workdir),
         "seeds": list(study.seeds),
-        "arms": [
-            {"name": a.name, "job": a.job, "args": list(a.args)}
-            for a in study.arms
-        ],
+        "arms": [dataclasses.asdict(a) for a in study.arms],
         "cells": cells,
         "rows": rows,
         "comparisons": _comparisons(study, cells),
