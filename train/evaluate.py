@@ -61,8 +61,7 @@ def main(argv):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
     seed = flags_lib.section_from_flags(cfg.RunConfig).seed
     source = data_lib.source_for(d, seed)
-    spec = model.serve.input_signature[0]
-    want = tuple(spec.shape[1:])
+    want = tuple(model.serve.input_signature[0].shape[1:])
     have = tuple(source.info.image_shape)
     if None not in want and want != have:
         raise export.ExportError(

@@ -94,11 +94,10 @@ class Runner:
                     "arm for this seed, or the whole study)"
                 )
         os.makedirs(cell.workdir, exist_ok=True)
-        log_path = os.path.join(cell.workdir, CELL_LOG)
         cmd = self.command(cell)
         sessions = read_record(cell.workdir)
         started = time.time()
-        with open(log_path, "a") as log:
+        with open(os.path.join(cell.workdir, CELL_LOG), "a") as log:
             log.write(
                 f"=== session {len(sessions) + 1} "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -142,16 +141,15 @@ class Runner:
         """Runs every cell not yet done, in order; returns the failures as
         `[(cell, message)]` (a failed cell's dependants are skipped)."""
         failures = []
-        failed_dirs = set()
         todo = [c for c in cells if not is_done(c.workdir)]
         done = len(cells) - len(todo)
         if done:
             self.echo(f"study: {done} of {len(cells)} cells already done")
         for k, cell in enumerate(todo, 1):
-            blocked = [d for d in cell.needs if d in failed_dirs]
+            failed = {c.workdir for c, _ in failures}
+            blocked = [d for d in cell.needs if d in failed]
             if blocked:
                 failures.append((cell, f"skipped: {blocked[0]} failed"))
-                failed_dirs.add(cell.workdir)
                 continue
             tag = f"[{k}/{len(todo)}] {cell.key}:"
             log = os.path.join(cell.workdir, CELL_LOG)
@@ -165,6 +163,5 @@ class Runner:
                 self.echo(f"{tag} done in {time.time() - t0:.0f} s")
                 continue
             failures.append((cell, f"exit {rc}: {_last_error(log)}"))
-            failed_dirs.add(cell.workdir)
             self.echo(f"{tag} failed (exit {rc})")
         return failures

@@ -179,8 +179,7 @@ class EpochProgress:
 
     `read_progress()` returns, per net, the epoch's sums `[loss, correct,
     examples, steps]` so far (the trainer's `read_progress`); it is called
-    from a thread every `POLL_SECONDS`. `finish(losses, accuracies)` sets
-    the final, exact figures.
+    from a thread every `POLL_SECONDS`; `finish` sets the exact figures.
     """
 
     def __init__(
