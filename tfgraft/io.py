@@ -46,10 +46,9 @@ def os_error_line(path, error):
     `error` is an `OSError` or a TensorFlow `OpError` (whose C++ file
     layer reports a full disk as `ResourceExhaustedError`).
     """
-    detail = first_line(error, "")
-    detail = f"{type(error).__name__}: {detail}" if detail else (
-        type(error).__name__
-    )
+    detail = type(error).__name__
+    if str(error).strip():
+        detail += f": {first_line(error)}"
     if getattr(error, "errno", None) == errno.ENOSPC or (
         _NO_SPACE in str(error).lower()
     ):

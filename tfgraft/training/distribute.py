@@ -29,10 +29,9 @@ def make_strategy(name="mirrored", devices=None):
 
     Args:
         name: `mirrored` (all local GPUs; with none, the default strategy
-            on the CPU), `one_device`,
-            `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG),
-            `tpu` (TPUStrategy; the TPU named by `TPU_NAME`, `local` on a
-            TPU VM) or `default` (no distribution at all).
+            on the CPU), `one_device`, `multi_worker` (from TF_CONFIG),
+            `tpu` (the TPU named by `TPU_NAME`, `local` on a TPU VM) or
+            `default` (no distribution at all).
         devices: explicit device list for `mirrored` (tests use two logical
             CPUs).
 

@@ -132,8 +132,7 @@ def fit(
     Args:
         trainer: a `tfgraft.training.trainer.Trainer`.
         make_iterators: `f(start_step) -> list of distributed iterators`,
-            one per net, positioned at global step `start_step` (the
-            pipelines are pure functions of (seed, step), so this is exact).
+            one per net, positioned at global step `start_step` (exactly).
         eval_dataset: a finite `tf.data.Dataset` for per-epoch evaluation.
         run: the `tfgraft.config.RunConfig`: epochs, max steps, steps per
             loop, checkpoint and evaluation cadences, progress bar.
