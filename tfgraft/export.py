@@ -149,7 +149,7 @@ class Exporter:
 
     def _servable(self, model):
         key = _architecture(model)
-        servable = self._servables.get(key) if key is not None else None
+        servable = self._servables.get(key)  # None is never a key
         if servable is None:
             servable = _Servable(model, self._count_trace)
             if key is not None:

@@ -136,9 +136,8 @@ class Study:
 
     def cell(self, arm, seed):
         """The cell of `arm` (an `Arm`) and `seed`, placeholders filled."""
-        study = self.workdir
         args = [
-            a.replace("{study}", study).replace("{seed}", str(seed))
+            a.replace("{study}", self.workdir).replace("{seed}", str(seed))
             for a in arm.args
         ]
         needs = []

@@ -153,8 +153,7 @@ def fit(
     if console is None:
         console = console_lib.Console(enabled=is_chief, live=run.progress)
     history_var = tf.Variable("[]", dtype=tf.string, trainable=False)
-    items = dict(trainer.checkpoint_items())
-    items["history"] = history_var
+    items = {**trainer.checkpoint_items(), "history": history_var}
     for hook in hooks:
         items.update(hook.checkpoint_items())
     checkpoint = tf.train.Checkpoint(**items)
