@@ -76,8 +76,7 @@ def epoch_line(logs, epochs, num_nets, extras=()):
     ]
     test = logs.get("test")
     if test:
-        top1 = [r["top1"] for r in test["nets"]]
-        text = f"test top1 {fmt_percent(top1)}"
+        text = f"test top1 {fmt_percent([r['top1'] for r in test['nets']])}"
         if "ensemble" in test:
             text += f" ens {fmt_percent([test['ensemble']['top1']])}"
         parts.append(text)

@@ -172,7 +172,7 @@ def fit(
     )
     # Runs between the checkpoint's files and the manager's index update.
     save_options = tf.train.CheckpointOptions(
-        experimental_write_callbacks=[_checkpoint_fault_point]
+        experimental_write_callbacks=[lambda: points.reach("checkpoint.save")]
     )
     restored = restore(
         checkpoint,
@@ -308,10 +308,6 @@ def _loop_length(step, epoch_end, steps_per_loop, step_hooks):
     for hook in step_hooks:
         n = min(n, hook.every_steps - step % hook.every_steps)
     return max(n, 1)
-
-
-def _checkpoint_fault_point():
-    points.reach("checkpoint.save")
 
 
 def _check_finite(trainer, stats, manager):
