@@ -109,10 +109,7 @@ def atomic_write_json(path, obj):
 
 def atomic_write_bytes(path, data):
     """Writes raw bytes (a PNG, say) to `path` through a temp file in the
-    same folder, then renames it.
-
-    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
-    """
+    same folder, then renames it; a failed write raises `WriteError`."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
