@@ -10,19 +10,11 @@ raw 0-255 images and normalises them itself. Two endpoints are written:
 The loaded object also has `variables`, `trainable_variables` and
 `non_trainable_variables` (named as the Keras weights' paths).
 
-How it is fast. Almost all of the time of a plain `keras.export` or
-`tf.saved_model.save` of a Keras model goes into Python graph building,
-not into writing bytes: tracing the model per endpoint, walking every
-Keras layer's trackable children, and tracing the saver's save/restore
-functions over every variable. `Exporter` therefore saves a small
-`_Servable` instead of the model: a trackable object holding plain
-`tf.Variable` copies of the weights and two `tf.function`s that run
-`model.stateless_call` on those copies. The functions are traced once per
-architecture; each further net of the same architecture (the N nets of a
-grafting run and its best net) only assigns its weights into the copies
-before `tf.saved_model.save`, which then reuses the traced graphs. On 2
-loaded CPU cores this took a ResNet-20 (x0.5) net's export from 1.1-1.4 s
-to 0.4-0.5 s (README, Performance).
+How it is fast: `Exporter` saves a small `_Servable` (plain `tf.Variable`
+copies of the weights and two `tf.function`s running
+`model.stateless_call` on them) instead of the model, traced once per
+architecture; each further net of that architecture only assigns its
+weights (README, Performance).
 
 The export lands in a temporary folder that is renamed into place once
 complete, so a crash never leaves a half-written SavedModel; a failed
@@ -81,19 +73,17 @@ class _Servable(tf.__internal__.tracking.AutoTrackable):
 
     def __init__(self, model, on_trace):
         with tf.init_scope():
-            self.trainable_variables = [
+            trainable = [
                 tf.Variable(v.numpy(), name=v.path, trainable=True)
                 for v in model.trainable_variables
             ]
-            self.non_trainable_variables = [
+            non_trainable = [
                 tf.Variable(v.numpy(), name=v.path, trainable=False)
                 for v in model.non_trainable_variables
             ]
-        self.variables = (
-            list(self.trainable_variables) + self.non_trainable_variables
-        )
-        trainable = list(self.trainable_variables)
-        non_trainable = list(self.non_trainable_variables)
+        self.trainable_variables = trainable
+        self.non_trainable_variables = non_trainable
+        self.variables = trainable + non_trainable
 
         def logits(images):
             on_trace()
@@ -115,12 +105,9 @@ class _Servable(tf.__internal__.tracking.AutoTrackable):
 
     def load_weights_of(self, model):
         """Assigns `model`'s weights (same architecture) to the copies."""
-        for mine, theirs in (
-            (self.trainable_variables, model.trainable_variables),
-            (self.non_trainable_variables, model.non_trainable_variables),
-        ):
-            for v, w in zip(mine, theirs):
-                v.assign(w.numpy())
+        theirs = model.trainable_variables + model.non_trainable_variables
+        for v, w in zip(self.variables, theirs):
+            v.assign(w.numpy())
 
     def signatures(self):
         # The functions, not concrete functions: `tf.saved_model.save`
@@ -162,7 +149,7 @@ class Exporter:
 
     def _servable(self, model):
         key = _architecture(model)
-        servable = self._servables.get(key) if key is not None else None
+        servable = self._servables.get(key)  # None is never a key
         if servable is None:
             servable = _Servable(model, self._count_trace)
             if key is not None:

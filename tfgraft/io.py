@@ -46,10 +46,9 @@ def os_error_line(path, error):
     `error` is an `OSError` or a TensorFlow `OpError` (whose C++ file
     layer reports a full disk as `ResourceExhaustedError`).
     """
-    detail = first_line(error, "")
-    detail = f"{type(error).__name__}: {detail}" if detail else (
-        type(error).__name__
-    )
+    detail = type(error).__name__
+    if str(error).strip():
+        detail += f": {first_line(error)}"
     if getattr(error, "errno", None) == errno.ENOSPC or (
         _NO_SPACE in str(error).lower()
     ):
@@ -82,9 +81,8 @@ def finite(obj):
     """`obj` with every non-finite float (NaN, +-inf) replaced by None.
 
     Walks dicts, lists and tuples (tuples become lists, as in JSON); other
-    values are returned as they are. Written as JSON, None is `null`: in a
-    tfgraft JSON file, `null` where a number belongs means "not finite"
-    (e.g. the loss of a diverged net).
+    values are returned as they are. Written as JSON, None is `null` (see
+    the module docstring).
     """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -104,19 +102,14 @@ def dumps_json(obj, **kwargs):
 
 
 def atomic_write_json(path, obj):
-    """Writes `obj` as indented strict JSON to `path`, atomically.
-
-    Non-finite floats are written as `null` (see `finite`).
-    """
+    """Writes `obj` as indented strict JSON (`dumps_json`) to `path`,
+    atomically."""
     atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_write_bytes(path, data):
     """Writes raw bytes (a PNG, say) to `path` through a temp file in the
-    same folder, then renames it.
-
-    A failed write (`WriteError`, naming `path`) leaves `path` as it was.
-    """
+    same folder, then renames it; a failed write raises `WriteError`."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:

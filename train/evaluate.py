@@ -54,16 +54,14 @@ def main(argv):
         # A damaged or foreign file: one line, not the loader's traceback
         # (a truncated variables file raises IndexError "Read less bytes
         # than requested" from the C++ reader).
-        lines = str(e).strip().splitlines() or [type(e).__name__]
         raise export.ExportError(
-            f"--saved_model={path}: cannot load ({lines[0]})"
+            f"--saved_model={path}: cannot load ({io.first_line(e)})"
         ) from None
     if not hasattr(model, "serve"):
         raise export.ExportError(f"--saved_model={path}: no `serve` endpoint")
     seed = flags_lib.section_from_flags(cfg.RunConfig).seed
     source = data_lib.source_for(d, seed)
-    spec = model.serve.input_signature[0]
-    want = tuple(spec.shape[1:])
+    want = tuple(model.serve.input_signature[0].shape[1:])
     have = tuple(source.info.image_shape)
     if None not in want and want != have:
         raise export.ExportError(
@@ -76,11 +74,9 @@ def main(argv):
         )
     result = evaluation.evaluate(model.serve, ds)
     result.update(
-        {
-            "saved_model": os.path.abspath(path),
-            "dataset": d.dataset,
-            "split": _SPLIT.value,
-        }
+        saved_model=os.path.abspath(path),
+        dataset=d.dataset,
+        split=_SPLIT.value,
     )
     out = _OUTPUT.value or os.path.abspath(path).rstrip("/") + ".eval.json"
     io.atomic_write_json(out, result)

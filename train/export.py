@@ -13,12 +13,12 @@ Example:
         --export_dir=/tmp/net1
 """
 
-import json
 import os
 
 from absl import flags
 
 from tfgraft import config as cfg
+from tfgraft.training import workdir as workdir_lib
 
 from . import flags as flags_lib
 
@@ -30,15 +30,6 @@ _EXPORT_DIR = flags.DEFINE_string(
 _JOB = flags.DEFINE_string(
     "job", None, "Job type of the run (default: read from job.json)."
 )
-
-
-def _read_json(path):
-    """A run's JSON record; a damaged one is a one-line error naming it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise cfg.ConfigError(f"{path}: unreadable ({e})") from None
 
 
 def main(argv):
@@ -57,7 +48,7 @@ def main(argv):
             f"--workdir={workdir}: no config.json (not a run)"
         )
     try:
-        config = cfg.JobConfig.from_dict(_read_json(path))
+        config = cfg.JobConfig.from_dict(workdir_lib.read_json(path))
     except (TypeError, AttributeError) as e:
         raise cfg.ConfigError(f"{path}: not a tfgraft config ({e})") from None
     if not os.path.isfile(os.path.join(workdir, "data_info.json")):
@@ -68,9 +59,8 @@ def main(argv):
     name = _JOB.value
     if name is None:
         for record in ("job.json", "report.json"):
-            path = os.path.join(workdir, record)
-            if os.path.isfile(path):
-                record = _read_json(path)
+            record = workdir_lib.read_json(os.path.join(workdir, record))
+            if record is not None:
                 name = record.get("job") if isinstance(record, dict) else None
                 break
     if name is None:

@@ -25,7 +25,9 @@ line entry points do this (`start`, from `train/__init__.py`, for the
 other code changes nobody's logging.
 
 With `TFGRAFT_KILL_AT` or `TFGRAFT_WAIT_AT` set, `start` also installs
-the crash tests' fault injection (`install_faults`), `--tf_log` or not.
+the crash tests' fault injection (`install_faults`: `tfgraft.testing.faults`
+watches the library's named points, `tfgraft/points.py`), `--tf_log` or
+not.
 """
 
 import logging
@@ -47,7 +49,7 @@ _PREINIT = "WARNING: All log messages before absl::InitializeLog()"
 # the device the run uses instead.
 _NO_GPU = "failed call to cuInit"
 
-_state = {"tf_log": False, "captured": "", "level": None}
+_state = {"tf_log": False}
 
 
 def entry_module(orig_argv=None):
@@ -95,12 +97,9 @@ def entry_job(orig_argv=None, argv=None):
     """
     argv = sys.argv if argv is None else argv
     module = entry_module(orig_argv)
-    if module is None:
-        if os.path.basename(argv[0]) == "tfgraft-train" and len(argv) > 1:
-            return f"train.{argv[1]}", argv[2:]
-        return None, None
-    if module.startswith("tfgraft."):
-        module = module[len("tfgraft.") :]
+    if module is None and os.path.basename(argv[0]) == "tfgraft-train":
+        module = "train"
+    module = (module or "").removeprefix("tfgraft.")
     if module == "train" and len(argv) > 1:
         return f"train.{argv[1]}", argv[2:]
     if module.startswith("train."):
@@ -121,20 +120,16 @@ def start():
         return
     user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _DEFAULT_CPP_LEVEL)
-    _state["level"] = user_level
-    _state["captured"] = import_tensorflow()
+    captured = import_tensorflow()
     # Anything that is not known noise goes out at once (a Python warning
     # of an import, say), before the run's own lines.
-    sys.stderr.write(filter_startup(_state["captured"], user_level))
+    sys.stderr.write(filter_startup(captured, user_level))
     sys.stderr.flush()
 
 
 def install_faults():
-    """Crash tests' fault injection, for an entry point only: with
-    `TFGRAFT_KILL_AT` or `TFGRAFT_WAIT_AT` set, `tfgraft.testing.faults`
-    watches the library's named points (`tfgraft/points.py`). The library
-    itself never imports `tfgraft.testing`; this is where a job opts in.
-    Returns whether it did."""
+    """The crash tests' fault injection (see above), where a job opts in:
+    the library never imports `tfgraft.testing`. Returns whether it did."""
     from tfgraft.testing import faults
 
     return faults.install()
@@ -169,8 +164,9 @@ def filter_startup(text, user_level=None):
     """`text` less TensorFlow's start-up noise (see the module docstring).
 
     C++ records below `user_level` (default 2: INFO and WARNING) go, with
-    their continuation lines (every line up to the next record); so do absl's pre-init notice and, unless the
-    user set a level, the `cuInit` error of a machine without GPUs.
+    their continuation lines (every line up to the next record); so do
+    absl's pre-init notice and, unless the user set a level, the `cuInit`
+    error of a machine without GPUs.
     Everything else is kept in order.
     """
     level = int(user_level) if user_level else int(_DEFAULT_CPP_LEVEL)
@@ -211,10 +207,10 @@ def configure_logging(tf_log):
 
     import tfgraft
 
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.setLevel(logging.WARNING)
     # TF gives its logger a stderr handler when it loads before absl's
     # handler is installed; absl's root handler already prints those.
-    tf_logger = logging.getLogger("tensorflow")
     for handler in list(tf_logger.handlers):
         if isinstance(handler, logging.StreamHandler):
             tf_logger.removeHandler(handler)

@@ -4,10 +4,7 @@
     python -m train.study --flagfile=configs/study_grafting.cfg --only=grafting:1
     python -m train.study --flagfile=configs/study_grafting.cfg --report_only
 
-Every (arm, seed) cell is an ordinary job in `<workdir>/<arm>/seed_<seed>`;
-running the command again skips finished cells and resumes unfinished
-ones, so a study can span several sittings or machines (`--only`). See
-`tfgraft/study/` and README "Results".
+See `tfgraft/study/` and README "Studies".
 """
 
 import importlib.util

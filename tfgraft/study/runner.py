@@ -71,28 +71,19 @@ class Runner:
 
     Args:
         study: the `spec.Study`.
-        python: the interpreter of the children.
         module: the child's module, `{job}` filled with the arm's job.
         echo: prints one progress line (default: stdout).
-        env: the children's environment (default: this one's).
     """
 
-    def __init__(
-        self, study, *, python=None, module="train.{job}", echo=None, env=None
-    ):
+    def __init__(self, study, *, module="train.{job}", echo=None):
         self.study = study
-        self.python = python or sys.executable
         self.module = module
         self.echo = echo or (lambda line: print(line, flush=True))
-        self.env = env
 
     def command(self, cell):
-        return [
-            self.python,
-            "-m",
-            self.module.format(job=cell.arm.job),
-            *cell.argv,
-        ]
+        """The child's command line (this interpreter runs the job)."""
+        job = self.module.format(job=cell.arm.job)
+        return [sys.executable, "-m", job, *cell.argv]
 
     def run_cell(self, cell):
         """Runs one cell to its end; returns the job's exit status."""
@@ -103,11 +94,10 @@ class Runner:
                     "arm for this seed, or the whole study)"
                 )
         os.makedirs(cell.workdir, exist_ok=True)
-        log_path = os.path.join(cell.workdir, CELL_LOG)
         cmd = self.command(cell)
         sessions = read_record(cell.workdir)
         started = time.time()
-        with open(log_path, "a") as log:
+        with open(os.path.join(cell.workdir, CELL_LOG), "a") as log:
             log.write(
                 f"=== session {len(sessions) + 1} "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -119,7 +109,6 @@ class Runner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
                 preexec_fn=_die_with_parent,
             )
             try:
@@ -152,31 +141,27 @@ class Runner:
         """Runs every cell not yet done, in order; returns the failures as
         `[(cell, message)]` (a failed cell's dependants are skipped)."""
         failures = []
-        failed_dirs = set()
         todo = [c for c in cells if not is_done(c.workdir)]
         done = len(cells) - len(todo)
         if done:
             self.echo(f"study: {done} of {len(cells)} cells already done")
         for k, cell in enumerate(todo, 1):
-            blocked = [d for d in cell.needs if d in failed_dirs]
+            failed = {c.workdir for c, _ in failures}
+            blocked = [d for d in cell.needs if d in failed]
             if blocked:
                 failures.append((cell, f"skipped: {blocked[0]} failed"))
-                failed_dirs.add(cell.workdir)
                 continue
+            tag = f"[{k}/{len(todo)}] {cell.key}:"
+            log = os.path.join(cell.workdir, CELL_LOG)
             resumed = os.path.isdir(os.path.join(cell.workdir, "checkpoints"))
             self.echo(
-                f"[{k}/{len(todo)}] {cell.key}: "
-                f"{'resuming' if resumed else 'starting'} "
-                f"(log: {os.path.join(cell.workdir, CELL_LOG)})"
+                f"{tag} {'resuming' if resumed else 'starting'} (log: {log})"
             )
             t0 = time.time()
             rc = self.run_cell(cell)
-            seconds = time.time() - t0
             if rc == 0 and is_done(cell.workdir):
-                self.echo(f"[{k}/{len(todo)}] {cell.key}: done in {seconds:.0f} s")
+                self.echo(f"{tag} done in {time.time() - t0:.0f} s")
                 continue
-            message = _last_error(os.path.join(cell.workdir, CELL_LOG))
-            failures.append((cell, f"exit {rc}: {message}"))
-            failed_dirs.add(cell.workdir)
-            self.echo(f"[{k}/{len(todo)}] {cell.key}: failed (exit {rc})")
+            failures.append((cell, f"exit {rc}: {_last_error(log)}"))
+            self.echo(f"{tag} failed (exit {rc})")
         return failures

@@ -136,9 +136,8 @@ class Study:
 
     def cell(self, arm, seed):
         """The cell of `arm` (an `Arm`) and `seed`, placeholders filled."""
-        study = self.workdir
         args = [
-            a.replace("{study}", study).replace("{seed}", str(seed))
+            a.replace("{study}", self.workdir).replace("{seed}", str(seed))
             for a in arm.args
         ]
         needs = []
@@ -155,10 +154,9 @@ class Study:
     def cells(self):
         """Every cell, seed-major (a seed's pairs finish together), arms in
         their listed order (an arm's dependencies are listed before it)."""
-        out = []
-        for seed in self.seeds:
-            for arm in self.arms:
-                out.append(self.cell(arm, seed))
+        out = [
+            self.cell(arm, seed) for seed in self.seeds for arm in self.arms
+        ]
         order = {c.workdir: i for i, c in enumerate(out)}
         for c in out:
             for d in c.needs:
@@ -171,13 +169,13 @@ class Study:
 
     def select(self, only):
         """The cell `ARM:SEED` names (the `--only` of the command line)."""
-        name, sep, seed = only.partition(":")
+        name, _, seed = only.partition(":")
         try:
-            seed = int(seed)
+            seed = int(seed)  # no ':' leaves it empty
         except ValueError:
-            seed = None
-        if not sep or seed is None:
-            raise StudyError(f"--only={only}: expected ARM:SEED, e.g. a:0")
+            raise StudyError(
+                f"--only={only}: expected ARM:SEED, e.g. a:0"
+            ) from None
         arm = self.arm(name)
         if seed not in self.seeds:
             raise StudyError(

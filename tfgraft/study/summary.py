@@ -5,6 +5,7 @@ three files atomically into the study's workdir. Accuracies are fractions
 in the JSON and percentages in the table.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -63,10 +64,7 @@ def collect(study):
         "title": study.title,
         "workdir": _rel(study.workdir),
         "seeds": list(study.seeds),
-        "arms": [
-            {"name": a.name, "job": a.job, "args": list(a.args)}
-            for a in study.arms
-        ],
+        "arms": [dataclasses.asdict(a) for a in study.arms],
         "cells": cells,
         "rows": rows,
         "comparisons": _comparisons(study, cells),
@@ -121,15 +119,11 @@ def _rows(study, cells):
             row[metric] = stats.describe(values.values())
         secs = [c["seconds"] for c in done if c.get("seconds") is not None]
         row["seconds"] = stats.describe(secs)
-        extra = {}
-        for key in first["extra"]:
-            values = [
-                c["figures"][view]["extra"][key]
-                for c in done
-                if key in c["figures"][view]["extra"]
-            ]
-            extra[key] = stats.describe(values)
-        row["extra"] = extra
+        extras = [c["figures"][view]["extra"] for c in done]
+        row["extra"] = {
+            key: stats.describe(e[key] for e in extras if key in e)
+            for key in first["extra"]
+        }
         rows.append(row)
     return rows
 
@@ -161,12 +155,9 @@ def _count(d):
     if not d or d.get("mean") is None:
         return "–"
     m = d["mean"]
-    if m >= 1e9:
-        return f"{m / 1e9:.3g} G"
-    if m >= 1e6:
-        return f"{m / 1e6:.3g} M"
-    if m >= 1e3:
-        return f"{m / 1e3:.3g} k"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if m >= scale:
+            return f"{m / scale:.3g} {unit}"
     return f"{m:.3g}"
 
 
@@ -209,29 +200,21 @@ def markdown(data):
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in data["rows"]:
-        if not r["n"]:
-            lines.append(
-                "| " + " | ".join([r["label"], "0"] + ["–"] * (len(head) - 2))
-                + " |"
-            )
-            continue
-        secs = r["seconds"]
-        minutes = (
-            {k: (v / 60 if v is not None else None) for k, v in secs.items()}
-            if secs["n"]
-            else None
-        )
-        conv = r["flops_convention"]
-        cells = [
-            r["label"],
-            str(r["n"]),
-            _pct(r["best_top1"]),
-            _pct(r["final_top1"]),
-            _count(r["params"]),
-            f"{_count(r['flops'])} ({conv})",
-            _num(minutes) if minutes else "–",
-        ]
-        cells += [_num(r["extra"].get(k)) for k in extras]
+        cells = [r["label"], str(r["n"])]
+        if r["n"]:
+            minutes = {
+                k: (v / 60 if v is not None else None)
+                for k, v in r["seconds"].items()
+            }
+            cells += [
+                _pct(r["best_top1"]),
+                _pct(r["final_top1"]),
+                _count(r["params"]),
+                f"{_count(r['flops'])} ({r['flops_convention']})",
+                _num(minutes),
+            ]
+            cells += [_num(r["extra"].get(k)) for k in extras]
+        cells += ["–"] * (len(head) - len(cells))
         lines.append("| " + " | ".join(cells) + " |")
     if data["comparisons"]:
         lines += [
@@ -272,8 +255,7 @@ def plot(data):
     plt = plotting.pyplot()
     if plt is None:
         return None
-    flops = {r["flops"]["mean"] for r in rows}
-    by_flops = len(flops) > 1
+    by_flops = len({r["flops"]["mean"] for r in rows}) > 1
     fig, axes = plt.subplots(
         1,
         2 if by_flops else 1,
@@ -286,8 +268,7 @@ def plot(data):
             ("final_top1", "o", "C0", -0.12),
             ("best_top1", "^", "C1", 0.12),
         ):
-            values = list(r["per_seed"][metric].values())
-            xs = [100 * v for v in values]
+            xs = [100 * v for v in r["per_seed"][metric].values()]
             ax.scatter(
                 xs,
                 [y + dy] * len(xs),

@@ -1,25 +1,14 @@
 """What a run shows a person: a header, live epoch bars, one line per epoch.
 
-A run's console holds, in order:
-
-* one header line (job, model, data, nets, schedule, device, workdir);
-* per epoch, at a terminal, a live bar over the epoch's steps showing every
-  net's running train loss and accuracy (their mean and range for more
-  than two nets) and the images per second of all nets; it stays on screen;
-* per epoch, one summary line: train loss/accuracy, test top-1 of every
-  net and of the ensemble, images per second, and what the hooks add
-  (the graft's alphas);
-* the export, one step at a time, and the report's path.
-
-Where the stream is no terminal (a log file: the study runner appends each
-job's output to its `study.log`), nothing is drawn with `\\r`: there is no
-bar, and every event is one plain line. Workers other than the chief show
-nothing (`enabled=False`).
+README ("The console") shows the lines. Where the stream is no terminal (a
+log file: the study runner appends each job's output to its `study.log`),
+nothing is drawn with `\\r`: there is no bar, and every event is one plain
+line. Workers other than the chief show nothing (`enabled=False`).
 
 The live bar never slows the steps: the trainer adds each step's loss,
 correct count, examples and one to a small `progress` variable inside its
 `tf.function` (no host sync), and a thread of the console reads that
-variable a few times a second while the step loop runs; the summary line
+variable every `POLL_SECONDS` while the step loop runs; the summary line
 is computed from the loop's own host statistics, not from those reads.
 """
 
@@ -44,26 +33,15 @@ def fmt_percent(values):
     return "/".join(f"{100 * v:.1f}" for v in values) + "%"
 
 
-def fmt_values(values, digits=3):
-    """`[1.6181, 1.5923]` -> `1.618/1.592`."""
-    return "/".join(f"{v:.{digits}f}" for v in values)
-
-
-def fmt_spread(values, percent=False):
-    """Mean and range: `1.618 (1.592-1.650)`, or `41.2% (40.1-42.0)`."""
-    scale = 100.0 if percent else 1.0
-    digits = 1 if percent else 3
+def fmt_nets(values, percent=False):
+    """Every net's value for one or two nets (`1.618/1.592`, `41.2/42.0%`),
+    mean and range for more (`1.618 (1.592-1.650)`, `41.2% (40.1-42.0)`)."""
+    scale, digits, unit = (100.0, 1, "%") if percent else (1.0, 3, "")
+    if len(values) <= 2:
+        return "/".join(f"{scale * v:.{digits}f}" for v in values) + unit
     mean = scale * sum(values) / len(values)
     lo, hi = scale * min(values), scale * max(values)
-    unit = "%" if percent else ""
     return f"{mean:.{digits}f}{unit} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-def fmt_nets(values, percent=False):
-    """Every net's value for one or two nets, mean and range for more."""
-    if len(values) > 2:
-        return fmt_spread(values, percent=percent)
-    return fmt_percent(values) if percent else fmt_values(values)
 
 
 def fmt_seconds(seconds):
@@ -98,8 +76,7 @@ def epoch_line(logs, epochs, num_nets, extras=()):
     ]
     test = logs.get("test")
     if test:
-        top1 = [r["top1"] for r in test["nets"]]
-        text = f"test top1 {fmt_percent(top1)}"
+        text = f"test top1 {fmt_percent([r['top1'] for r in test['nets']])}"
         if "ensemble" in test:
             text += f" ens {fmt_percent([test['ensemble']['top1']])}"
         parts.append(text)
@@ -142,15 +119,11 @@ class Console:
         """The run's first line: `parts` joined by ` | `."""
         self.line(" | ".join(p for p in parts if p))
 
-    def epoch(self, *, epoch, epochs, read_progress=None, **counts):
+    def epoch(self, *, epoch, epochs, **options):
         """A context manager showing one epoch's steps (`EpochProgress`;
-        `counts`: its `steps`, `num_nets` and `examples_per_step`)."""
-        return EpochProgress(
-            self,
-            desc=f"epoch {epoch}/{epochs}",
-            read_progress=read_progress if self.live else None,
-            **counts,
-        )
+        `options`: its `steps`, `num_nets`, `examples_per_step` and
+        `read_progress`)."""
+        return EpochProgress(self, desc=f"epoch {epoch}/{epochs}", **options)
 
     def _open_bar(self, **options):
         """A tqdm bar on the stream; `line` writes above it."""
@@ -205,8 +178,7 @@ class EpochProgress:
 
     `read_progress()` returns, per net, the epoch's sums `[loss, correct,
     examples, steps]` so far (the trainer's `read_progress`); it is called
-    from a thread every `POLL_SECONDS`. `finish(losses, accuracies)` sets
-    the final, exact figures.
+    from a thread every `POLL_SECONDS`; `finish` sets the exact figures.
     """
 
     def __init__(
@@ -229,7 +201,6 @@ class EpochProgress:
         self._stop = threading.Event()
         self._thread = None
         self._t0 = None
-        self._filter = None
 
     def __enter__(self):
         self._t0 = time.perf_counter()
@@ -238,11 +209,8 @@ class EpochProgress:
         self._bar = self.console._open_bar(
             total=self.steps, desc=self.desc, unit="step", leave=True
         )
-        # Log records (warnings) clear the bar's line first; the next
-        # poll draws it again below them.
-        self._filter = _ClearBar(self._bar)
         for handler in _log_handlers():
-            handler.addFilter(self._filter)
+            handler.addFilter(self._clear_bar)
         if self.read_progress is not None:
             self._thread = threading.Thread(
                 target=self._poll, name="tfgraft-progress", daemon=True
@@ -250,21 +218,26 @@ class EpochProgress:
             self._thread.start()
         return self
 
+    def _clear_bar(self, record):
+        """A log handler's filter: a record (a warning) clears the bar's
+        line first; the next poll draws it again below it."""
+        del record
+        self._bar.clear()
+        return True
+
     def _poll(self):
         while not self._stop.wait(POLL_SECONDS):
             try:
                 sums = self.read_progress()
             except Exception:  # noqa: BLE001 - a display must not kill a run
                 return
-            self._show(sums)
-
-    def _show(self, sums):
-        steps = int(max(row[3] for row in sums))
-        if steps <= 0:
-            return
-        losses = [row[0] / max(row[3], 1.0) for row in sums]
-        accs = [row[1] / max(row[2], 1.0) for row in sums]
-        self._draw(steps, losses, accs)
+            steps = int(max(row[3] for row in sums))
+            if steps > 0:
+                self._draw(
+                    steps,
+                    [row[0] / max(row[3], 1.0) for row in sums],
+                    [row[1] / max(row[2], 1.0) for row in sums],
+                )
 
     def _draw(self, steps, losses, accuracies):
         bar = self._bar
@@ -294,21 +267,11 @@ class EpochProgress:
         self._stop_thread()
         if self._bar is not None:
             for handler in _log_handlers():
-                handler.removeFilter(self._filter)
+                handler.removeFilter(self._clear_bar)
             self._bar.close()
             self.console._bar = None
             self._bar = None
         return False
-
-
-class _ClearBar(logging.Filter):
-    def __init__(self, bar):
-        super().__init__()
-        self.bar = bar
-
-    def filter(self, record):
-        self.bar.clear()
-        return True
 
 
 def _log_handlers():

@@ -1,14 +1,9 @@
 """tf.distribute strategies, worker roles and precision policies.
 
-Several machines (`--strategy=multi_worker`) run the same command; each
-reads its role from the `TF_CONFIG` environment variable. Every worker
-trains and evaluates (the steps are collective), but only the chief writes
-the workdir: flags, config, checkpoints, summaries, history, report and
-exports. The others save their checkpoints (every worker must call save)
-into a private scratch folder that is removed at the end of the run.
-Setting `TFGRAFT_WORKER_SCRATCH=<dir>` puts that folder at
-`<dir>/<task type>_<task index>` and keeps it (for debugging and for
-tests/e2e/multi_worker_test.py, which compares the workers' final weights).
+Every worker of a multi-worker run trains and evaluates (the steps are
+collective), but only the chief writes the workdir; the others save their
+checkpoints into a `worker_scratch_dir` (README, "Training on several
+machines").
 """
 
 import json
@@ -24,7 +19,8 @@ from tfgraft import cpu
 from tfgraft import io
 from tfgraft.config import ConfigError
 
-# Keeps non-chief checkpoints in `<dir>/<task type>_<task index>`.
+# Keeps non-chief checkpoints in `<dir>/<task type>_<task index>` (for
+# debugging, and for tests/e2e/multi_worker_test.py's weight comparison).
 SCRATCH_ENV = "TFGRAFT_WORKER_SCRATCH"
 
 
@@ -33,10 +29,9 @@ def make_strategy(name="mirrored", devices=None):
 
     Args:
         name: `mirrored` (all local GPUs; with none, the default strategy
-            on the CPU), `one_device`,
-            `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG),
-            `tpu` (TPUStrategy; the TPU named by `TPU_NAME`, `local` on a
-            TPU VM) or `default` (no distribution at all).
+            on the CPU), `one_device`, `multi_worker` (from TF_CONFIG),
+            `tpu` (the TPU named by `TPU_NAME`, `local` on a TPU VM) or
+            `default` (no distribution at all).
         devices: explicit device list for `mirrored` (tests use two logical
             CPUs).
 
@@ -148,9 +143,9 @@ def describe(strategy):
         text = f"TPU, {replicas} cores"
     else:
         devices = _worker_devices(strategy) or []
-        kinds = {tf.DeviceSpec.from_string(d).device_type for d in devices}
+        specs = [tf.DeviceSpec.from_string(d) for d in devices]
         gpus = tf.config.list_physical_devices("GPU")
-        if "GPU" in kinds or (not devices and gpus):
+        if "GPU" in {s.device_type for s in specs} or (not devices and gpus):
             count = sum(1 for d in devices if "GPU" in d.upper()) or 1
             details = tf.config.experimental.get_device_details(gpus[0])
             name = details.get("device_name", "")
@@ -158,9 +153,8 @@ def describe(strategy):
             if name:
                 text += f" ({name})"
         elif replicas > 1:
-            names = [tf.DeviceSpec.from_string(d) for d in devices]
             text = f"{replicas} replicas on " + ", ".join(
-                f"{d.device_type}:{d.device_index}" for d in names
+                f"{s.device_type}:{s.device_index}" for s in specs
             )
         else:
             text = "CPU"

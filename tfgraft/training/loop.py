@@ -5,26 +5,15 @@ it splits each epoch into inner loops of `steps_per_loop` steps (one
 `tf.function` call each, one host sync each), breaks loops where a hook asks
 for a step interval, evaluates every `eval_every` epochs and at the end,
 runs the epoch hooks (grafting), saves a checkpoint, writes TensorBoard
-summaries and keeps a per-epoch history.
-
-What a person sees is the `console.Console`'s: a live bar per epoch at a
-terminal, fed by the trainer's `progress` variable between host syncs,
-and one summary line per epoch (the hooks' `describe` fragments at its
-end). The Orbit-style per-loop and per-eval lines are `logging.debug`
-(`--verbosity=1`).
+summaries and keeps a per-epoch history. What a person sees is the
+`console.Console`'s; the Orbit-style per-loop and per-eval lines are
+`logging.debug` (`--verbosity=1`).
 
 The history is stored *inside* the checkpoint (a string variable), so a
-crash can never leave history and weights out of step; resuming from the
-workdir restores both.
-
-Crash and resume: a run killed at any moment (`kill -9`) and started again
-with the same command continues from its newest checkpoint, which holds
-every net's weights and optimizer state (slots and `iterations`, hence the
-LR schedule position), the global step, the history and each hook's items.
-The data iterators need no state: the training stream is a pure function
-of (seed, step), so `make_iterators(step)` resumes it exactly, augmentation
-randomness included. With TF op determinism on, the resumed run ends with
-the uninterrupted run's weights bit for bit (tests/e2e/crash_resume_test.py).
+crash can never leave history and weights out of step. The data iterators
+need no state: the training stream is a pure function of (seed, step), so
+`make_iterators(step)` resumes it exactly (README, "Resuming after a
+crash"; tests/e2e/crash_resume_test.py).
 
 Numerical faults: each inner loop reports the steps whose loss or
 gradients were not finite; under `on_nan="stop"` the loop raises
@@ -92,9 +81,8 @@ def restore(checkpoint, manager):
     A corrupt or truncated newest checkpoint is reported and the previous
     one is tried, so one bad write never loses the whole run.
     """
-    candidates = list(reversed(manager.checkpoints))
     errors = []
-    for path in candidates:
+    for path in reversed(manager.checkpoints):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
@@ -144,8 +132,7 @@ def fit(
     Args:
         trainer: a `tfgraft.training.trainer.Trainer`.
         make_iterators: `f(start_step) -> list of distributed iterators`,
-            one per net, positioned at global step `start_step` (the
-            pipelines are pure functions of (seed, step), so this is exact).
+            one per net, positioned at global step `start_step` (exactly).
         eval_dataset: a finite `tf.data.Dataset` for per-epoch evaluation.
         run: the `tfgraft.config.RunConfig`: epochs, max steps, steps per
             loop, checkpoint and evaluation cadences, progress bar.
@@ -166,8 +153,7 @@ def fit(
     if console is None:
         console = console_lib.Console(enabled=is_chief, live=run.progress)
     history_var = tf.Variable("[]", dtype=tf.string, trainable=False)
-    items = dict(trainer.checkpoint_items())
-    items["history"] = history_var
+    items = {**trainer.checkpoint_items(), "history": history_var}
     for hook in hooks:
         items.update(hook.checkpoint_items())
     checkpoint = tf.train.Checkpoint(**items)
@@ -186,7 +172,7 @@ def fit(
     )
     # Runs between the checkpoint's files and the manager's index update.
     save_options = tf.train.CheckpointOptions(
-        experimental_write_callbacks=[_checkpoint_fault_point]
+        experimental_write_callbacks=[lambda: points.reach("checkpoint.save")]
     )
     restored = restore(
         checkpoint,
@@ -324,10 +310,6 @@ def _loop_length(step, epoch_end, steps_per_loop, step_hooks):
     return max(n, 1)
 
 
-def _checkpoint_fault_point():
-    points.reach("checkpoint.save")
-
-
 def _check_finite(trainer, stats, manager):
     """Raises `NonFiniteError` (on_nan=stop) or logs skipped batches."""
     for i, st in enumerate(stats):
@@ -341,7 +323,7 @@ def _check_finite(trainer, stats, manager):
             else f"a gradient is not finite (loss {loss:.4g})"
         )
         where = f"net {i} step {bad['step']} lr {bad['lr']:.4g}: {what}"
-        if getattr(trainer, "on_nan", "stop") == "stop":
+        if trainer.on_nan == "stop":
             last = manager.latest_checkpoint or "none (no checkpoint yet)"
             raise NonFiniteError(f"{where}; last good checkpoint: {last}")
         logging.warning(
@@ -367,7 +349,7 @@ def _epoch_train_logs(sums, steps_done, trainer):
         "loss": sums["loss"] / steps_done,
         "accuracy": sums["accuracy"] / steps_done,
     }
-    if getattr(trainer, "on_nan", "stop") == "skip_batch":
+    if trainer.on_nan == "skip_batch":
         logs["skipped_batches"] = sums["skipped"]
     return logs
 

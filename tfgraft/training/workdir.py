@@ -51,7 +51,6 @@ HARMLESS = "harmless"
 RECIPE = "recipe"
 INCOMPATIBLE = "incompatible"
 
-# How the run runs, not what it trains: a resumed run may change these.
 _HARMLESS = frozenset(
     {
         "data.data_dir",
@@ -77,9 +76,7 @@ _HARMLESS = frozenset(
     }
 )
 
-# What the checkpoints hold: another value builds another network (or
-# other variables), so no resume can continue with it. A name without a
-# dot is a whole section (every field, and the section's presence).
+# A name without a dot is a section's presence (see `compare`).
 _INCOMPATIBLE = frozenset(
     {
         "job",
@@ -195,21 +192,20 @@ class WorkdirMismatchError(ConfigError):
         self.workdir = workdir
         self.differences = tuple(differences)
         self.force_resume = force_resume
-        super().__init__(self._message())
-
-    def _message(self):
         held = ", ".join(f"{d.field}={d.recorded!r}" for d in self.differences)
         now = ", ".join(f"{d.field}={d.current!r}" for d in self.differences)
         text = (
-            f"workdir {self.workdir} holds a run with {held}, this run has "
+            f"workdir {workdir} holds a run with {held}, this run has "
             f"{now}; use a new workdir"
         )
         if all(d.kind == RECIPE for d in self.differences):
             text += " (or force_resume=True to continue it with these values)"
-        return text
+        super().__init__(text)
 
 
-def _read_json(path, hint=""):
+def read_json(path, hint=""):
+    """A run's JSON record, None if absent; a damaged one is a one-line
+    `ConfigError` naming it (`hint` appended)."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -220,12 +216,8 @@ def _read_json(path, hint=""):
 
 
 def start(workdir, config, job, *, flags_text=None, force_resume=False):
-    """Checks `config`/`job` against the workdir's record, then records.
-
-    Call with the workdir locked (`WorkdirLock`), before anything else is
-    written. Writes `flags.cfg` (if `flags_text`), `config.json` and
-    `job.json` only when absent, then appends this start to
-    `invocations.json`.
+    """Checks `config`/`job` against the workdir's record, then records
+    (steps 2 and 3 above); call with the workdir locked, first of all.
 
     Args:
         workdir: the run folder (exists).
@@ -246,8 +238,8 @@ def start(workdir, config, job, *, flags_text=None, force_resume=False):
     config_path = os.path.join(workdir, CONFIG)
     job_path = os.path.join(workdir, JOB)
     hint = "; use a new --workdir"
-    recorded = _read_json(config_path, hint)
-    recorded_job = _read_json(job_path, hint)
+    recorded = read_json(config_path, hint)
+    recorded_job = read_json(job_path, hint)
     if recorded_job is not None and recorded_job.get("job") != job:
         # Another job's config differs everywhere; the job is the point.
         raise WorkdirMismatchError(
@@ -312,7 +304,7 @@ def _flag_lines(flags_text):
 def _append_invocation(workdir, entry):
     path = os.path.join(workdir, INVOCATIONS)
     try:
-        entries = _read_json(path) or []
+        entries = read_json(path) or []
     except ConfigError as e:
         # A log, not a record the run depends on: keep it aside, go on.
         aside = f"{path}.unreadable"
@@ -325,7 +317,7 @@ def _append_invocation(workdir, entry):
 
 def read_invocations(workdir):
     """The workdir's `invocations.json` entries (`[]` if none)."""
-    return _read_json(os.path.join(workdir, INVOCATIONS)) or []
+    return read_json(os.path.join(workdir, INVOCATIONS)) or []
 
 
 def _now():
