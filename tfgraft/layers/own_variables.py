@@ -7,14 +7,14 @@ attributes into its config.
 Keras' `BaseConv` and `Dense` save exactly `[kernel, bias]` (and LoRA or
 quantization state). Layers that add variables (a filter skeleton, channel
 masks) or replace the kernel by generated weights (a hypernetwork) would
-lose them in a `.keras` file, or fail to load. The mixin saves an explicit,
-ordered list of the layer's variables instead, and checks the count on
-load so a mismatching file fails with the layer's name.
+lose them in a `.keras` file, or fail to load. `OwnVariablesMixin` saves an
+explicit, ordered list of the layer's variables instead, and checks the
+count on load so a mismatching file fails with the layer's name.
 
-Put it first among the bases, e.g. `class StripeConv2D(OwnVariablesMixin,
-keras.layers.Conv2D)`, and override `_saved_variables` where the default
-(trainable, then non-trainable variables) is not the layer's state or its
-order is not stable.
+Put the mixins before the Keras base, e.g. `class HyperConv2D(
+OwnConfigMixin, OwnVariablesMixin, keras.layers.Conv2D)`, and override
+`_saved_variables` where the default (trainable, then non-trainable
+variables) is not the layer's state or its order is not stable.
 """
 
 import keras
@@ -83,7 +83,7 @@ class OwnConfigMixin:
 
     For constructor arguments a layer keeps as attributes of the same
     name; tuples are written as lists and initializers serialised, as a
-    JSON config holds them. Put it first among the bases.
+    JSON config holds them.
     """
 
     _config_attributes = ()
