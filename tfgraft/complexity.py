@@ -170,9 +170,7 @@ def count(
 
     shapes = _static_shapes(functional, nodes, input_shape)
     active = {}  # id(KerasTensor) -> active size of the last axis
-    for t in functional.inputs:
-        active[id(t)] = shapes[id(t)][-1]
-    flops, params, order = {}, {}, []
+    flops, params = {}, {}  # per layer name, in topological order
     counter = _Counter(convention, count_relu, count_global_pool)
     for node in nodes:
         if node.is_input:
@@ -200,7 +198,6 @@ def count(
         for t, a in zip(node.outputs, out_act):
             active[id(t)] = a
         if op.name not in flops:
-            order.append(op.name)
             flops[op.name] = 0
             params[op.name] = None
         if not in_shapes or not out_shapes:
@@ -214,7 +211,7 @@ def count(
             params[op.name] = int(p)  # shared layers own their weights once
     per_layer = tuple(
         LayerCost(n, flops[n], params[n] or 0)
-        for n in order
+        for n in flops
         if flops[n] or params[n]
     )
     return Complexity(
@@ -279,8 +276,6 @@ def _static_shapes(functional, nodes, input_shape):
         for node in nodes:
             for t in list(node.input_tensors) + list(node.outputs):
                 shapes[id(t)] = tuple(t.shape[1:])
-        for t in functional.inputs:
-            shapes[id(t)] = tuple(t.shape[1:])
     else:
         shapes = _propagate_shapes(functional, nodes, input_shape)
     for key, shape in shapes.items():
@@ -355,6 +350,10 @@ def _propagate(op, in_shapes, out_shapes, in_act, override, elementwise):
 # === Per-layer rules ===
 
 
+# The weights the conv, dense and BN rules count themselves.
+_COUNTED = ("kernel", "bias", "gamma", "beta")
+
+
 def _numel(variables):
     return sum(math.prod(v.shape) for v in variables)
 
@@ -369,11 +368,11 @@ class _Counter:
         c_in, c_out = in_shape[-1], out_shape[-1]
         if isinstance(op, graph_lib._DEPTHWISE):
             k = math.prod(op.kernel_size)
-            return self._conv(op, k * c_out, c_out, out_shape, [op.kernel])
+            return self._conv(op, k * c_out, c_out, out_shape)
         if isinstance(op, graph_lib._CONV):
             k = math.prod(op.kernel_size)
             kernel = k * c_in * c_out // op.groups
-            return self._conv(op, kernel, c_out, out_shape, [op.kernel])
+            return self._conv(op, kernel, c_out, out_shape)
         if isinstance(op, keras.layers.Dense):
             return self._dense(op, c_in, c_out, in_shape)
         if isinstance(op, keras.layers.BatchNormalization):
@@ -395,7 +394,7 @@ class _Counter:
             params = ref()
         return flops, params
 
-    def _conv(self, op, kernel, c_out, out_shape, known):
+    def _conv(self, op, kernel, c_out, out_shape):
         positions = math.prod(out_shape[:-1])
         bias = c_out if op.use_bias else 0
         conv = self.convention
@@ -403,9 +402,7 @@ class _Counter:
             return kernel * positions, kernel
         if conv == "dhp":
             return kernel * positions, kernel + bias
-        if op.use_bias:
-            known = known + [op.bias]
-        extra = self._extra_params(op, known)
+        extra = self._extra_params(op)
         flops = kernel * positions * (2 if conv == "pff" else 1)
         return flops, kernel + bias + extra
 
@@ -414,15 +411,11 @@ class _Counter:
         macs = c_in * c_out * positions
         bias = c_out if op.use_bias else 0
         conv = self.convention
-        if conv == "pff":
-            flops = 2 * macs + bias * positions
-        else:
-            flops = macs
+        flops = 2 * macs + bias * positions if conv == "pff" else macs
         if conv == "ekg":
             # EKG's counter always adds D_out for the (always present) bias.
             return flops, c_in * c_out + c_out
-        known = [op.kernel] + ([op.bias] if op.use_bias else [])
-        extra = 0 if conv == "dhp" else self._extra_params(op, known)
+        extra = 0 if conv == "dhp" else self._extra_params(op)
         return flops, c_in * c_out + bias + extra
 
     def _bn(self, op, in_shape):
@@ -435,12 +428,7 @@ class _Counter:
             return 0, 0
         # gamma/beta whether or not the layer is frozen; never the stats.
         per_channel = int(op.scale) + int(op.center)
-        known = [
-            w
-            for w in (op.gamma, op.beta, op.moving_mean, op.moving_variance)
-            if w is not None
-        ]
-        extra = self._extra_params(op, known)
+        extra = self._extra_params(op)
         flops = 2 * numel if conv == "pff" else 0
         return flops, per_channel * c + extra
 
@@ -448,7 +436,7 @@ class _Counter:
         conv = self.convention
         if conv in ("ekg", "dhp"):
             return 0, 0
-        params = self._extra_params(op, [])
+        params = _numel(op.trainable_weights)
         if conv != "pff":
             return 0, params
         flops = 0
@@ -461,7 +449,8 @@ class _Counter:
             flops = math.prod(out_shape)
         return flops, params
 
-    def _extra_params(self, op, known):
-        """Trainable params of `op` beyond its known kernel/bias/BN ones."""
-        known_ids = {id(v) for v in known}
-        return _numel(v for v in op.trainable_weights if id(v) not in known_ids)
+    def _extra_params(self, op):
+        """Trainable params of a conv, dense or BN `op` beyond its kernel
+        and bias or gamma and beta (a filter skeleton, ...)."""
+        known = {id(getattr(op, k, None)) for k in _COUNTED}
+        return _numel(v for v in op.trainable_weights if id(v) not in known)

@@ -50,6 +50,8 @@ Producers pass through every layer, unknown ones included: they answer
 
 import collections
 import dataclasses
+import functools
+import math
 
 import keras
 
@@ -287,14 +289,13 @@ def ordered_nodes(model):
         for node in by_depth[depth]
     ]
     in_graph = set(keras_order)
+    conv_depth, depth = {}, {}
     for node in keras_order:
         if isinstance(node.operation, keras.Model):
             raise GraphError(
                 f"Layer '{node.operation.name}' is a nested model; build "
                 "the model flat (call the inner layers directly)."
             )
-    conv_depth, depth = {}, {}
-    for node in keras_order:
         parents = [p for p in node.parent_nodes if p in in_graph]
         cd = max((conv_depth[p] for p in parents), default=0)
         conv_depth[node] = cd + int(_is_conv_like(node.operation))
@@ -309,9 +310,8 @@ def ordered_nodes(model):
 
     def sorted_parents(node):
         parents = [p for p in node.parent_nodes if p in in_graph]
-        indexed = list(enumerate(parents))
-        indexed.sort(key=lambda ip: (-conv_depth[ip[1]], -depth[ip[1]], ip[0]))
-        return [p for _, p in indexed]
+        # Stable: equal parents keep their input order.
+        return sorted(parents, key=lambda p: (-conv_depth[p], -depth[p]))
 
     order, done = [], set()
     for root in roots:
@@ -489,9 +489,13 @@ def analyze(model):
             _check_channels_last(op, node)
         single = len(ins) == 1 and len(outs) == 1
         x = ins[0] if ins else None
-        producers = frozenset().union(*(i.producers for i in ins))
-        ancestors = frozenset().union(*(i.ancestors for i in ins))
-        conv_depth = max((i.conv_depth for i in ins), default=0)
+        # What a merge of the inputs carries (the group is set below).
+        joined = _TensorInfo(
+            None,
+            frozenset().union(*(i.producers for i in ins)),
+            conv_depth=max((i.conv_depth for i in ins), default=0),
+            ancestors=frozenset().union(*(i.ancestors for i in ins)),
+        )
 
         if single and _is_conv_like(op):
             kind = (
@@ -528,8 +532,8 @@ def analyze(model):
                 out_group,
                 frozenset([op.name]),
                 direct=op.name,
-                conv_depth=conv_depth + 1,
-                ancestors=ancestors | {op.name},
+                conv_depth=joined.conv_depth + 1,
+                ancestors=joined.ancestors | {op.name},
             )
             layer_groups.setdefault(op.name, (x.group, out_group))
             continue
@@ -544,9 +548,8 @@ def analyze(model):
             continue
 
         if single and isinstance(op, keras.layers.Flatten):
-            spatial = 1
-            for d in node.input_tensors[0].shape[1:-1]:
-                spatial *= d if d is not None else 1
+            dims = node.input_tensors[0].shape[1:-1]
+            spatial = math.prod(1 if d is None else d for d in dims)
             info[id(outs[0])] = dataclasses.replace(
                 x, spatial=x.spatial * spatial, direct=None
             )
@@ -562,21 +565,15 @@ def analyze(model):
                 if _last_dim(t) == out_dim
             ]
             if tied:
-                group = tied[0]
-                for g in tied[1:]:
-                    group = groups.union(group, g)
+                group = functools.reduce(groups.union, tied)
                 if summing and len(tied) > 1:
                     groups.residual[groups.find(group)] = True
             else:
                 group = groups.new(out_dim, prunable=False)
             if summing and len(ins) == 2:
                 _mark_shortcut(records, ins)
-            info[id(outs[0])] = _TensorInfo(
-                group,
-                producers,
-                spatial=max(i.spatial for i in ins),
-                conv_depth=conv_depth,
-                ancestors=ancestors,
+            info[id(outs[0])] = dataclasses.replace(
+                joined, group=group, spatial=max(i.spatial for i in ins)
             )
             continue
 
@@ -585,14 +582,10 @@ def analyze(model):
             along_channels = op.axis in (-1, rank - 1)
             dims = {_last_dim(t) for t in node.input_tensors}
             if not along_channels and len(dims) == 1:
-                group = ins[0].group
-                for i in ins[1:]:
-                    group = groups.union(group, i.group)
+                group = functools.reduce(groups.union, [i.group for i in ins])
             else:
                 group = groups.new(_last_dim(outs[0]), prunable=False)
-            info[id(outs[0])] = _TensorInfo(
-                group, producers, conv_depth=conv_depth, ancestors=ancestors
-            )
+            info[id(outs[0])] = dataclasses.replace(joined, group=group)
             continue
 
         # Unknown layer or keras op.
@@ -601,11 +594,8 @@ def analyze(model):
             layer_groups.setdefault(op.name, (x.group, x.group))
             continue
         for t in outs:
-            info[id(t)] = _TensorInfo(
-                groups.new(_last_dim(t), prunable=False),
-                producers,
-                conv_depth=conv_depth,
-                ancestors=ancestors,
+            info[id(t)] = dataclasses.replace(
+                joined, group=groups.new(_last_dim(t), prunable=False)
             )
         if single:
             layer_groups.setdefault(op.name, (x.group, info[id(outs[0])].group))

@@ -27,12 +27,6 @@ class SurgeryError(ValueError):
     """A rebuild request does not fit the model; names the layer."""
 
 
-def _conv_filters(op):
-    return isinstance(op, keras.layers.Conv2D) and not isinstance(
-        op, keras.layers.DepthwiseConv2D
-    )
-
-
 def rebuild(
     model,
     *,
@@ -75,7 +69,8 @@ def rebuild(
     known = {n.operation.name: n.operation for n in nodes}
     for layer_name, width in filters.items():
         op = known.get(layer_name)
-        if op is None or not _conv_filters(op):
+        # (A `DepthwiseConv2D` is no `Conv2D` in Keras 3.)
+        if not isinstance(op, keras.layers.Conv2D):
             raise SurgeryError(
                 f"filters names '{layer_name}', which is not a Conv2D layer "
                 f"of model '{model.name}'"

@@ -24,16 +24,10 @@ without flip, METHODS §4.5).
 On top, `DataConfig` can switch on keras-cv's RandAugment and MixUp /
 CutMix (the latter two reimplemented here with stateless ops, following
 keras-cv's definitions, because keras-cv draws from stateful generators).
-
-keras-cv is the `randaugment` extra and this module its only user. Keras
-3's own `keras.layers.RandAugment` was measured as the alternative
-(`bench/randaugment.py`): its random draws take only an int or a
-`SeedGenerator` as seed (RandAugment ignores the argument), so it needs the
-same per-image generator resets as keras-cv here, and it then runs at a
-quarter of keras-cv's speed on CIFAR batches (it computes all eleven
-operations per image and picks two); applied per batch instead it draws
-one pair of operations for the whole batch, not one per image as the paper
-and keras-cv do. See README "Dependencies".
+keras-cv is imported here only, for RandAugment. Keras 3's own
+`keras.layers.RandAugment` ignores its seed argument and computes all
+eleven operations per image to pick two; README "Dependencies" has the
+measurements that rule it out (`bench/randaugment.py`).
 """
 
 import math

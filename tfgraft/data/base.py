@@ -4,14 +4,11 @@ The base of `tfgraft.data`'s sources. `sources.py` (the dispatcher,
 `load_source`), `folder_source.py` and `tfds_source.py` import this
 module and not each other: the source classes, the data set description,
 the one-line error, the normalisation constants, the seeded epoch
-shuffle and the image decoding all live here. Every name is also
-importable from `tfgraft.data.sources`, where it was first defined.
+shuffle and the image decoding all live here.
 """
 
 
 import dataclasses
-import difflib
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -123,12 +120,10 @@ class ArraySource(Source):
     in_memory = True
 
     def __init__(self, info, splits):
-        splits = {
-            split: (np.asarray(splits[split][0]), np.asarray(splits[split][1]))
-            for split in SPLITS
-        }
+        self.info = info
+        self._splits = {}
         for split in SPLITS:
-            images, labels = splits[split]
+            images, labels = map(np.asarray, splits[split])
             if images.dtype != np.uint8 or images.ndim != 4:
                 raise ValueError(
                     "ArraySource needs uint8 [N, H, W, 3] images. "
@@ -140,14 +135,10 @@ class ArraySource(Source):
                     f"{images.shape[0]} {split} images, labels "
                     f"{labels.shape}"
                 )
-        self.info = info
-        self._splits = {
-            split: (
+            self._splits[split] = (
                 np.ascontiguousarray(images),
                 np.asarray(labels, np.int32),
             )
-            for split, (images, labels) in splits.items()
-        }
 
     def arrays(self, split):
         check_split(split)
@@ -227,9 +218,7 @@ def channel_stats(images):
     count = images.shape[0] * images.shape[1] * images.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
-    return tuple(float(m / 255.0) for m in mean), tuple(
-        float(s / 255.0) for s in std
-    )
+    return tuple((mean / 255.0).tolist()), tuple((std / 255.0).tolist())
 
 
 def storage(num_images, height, width):
@@ -266,16 +255,6 @@ def image_info(common, size=None, stats=(IMAGENET_MEAN, IMAGENET_STD)):
     return DatasetInfo(
         image_shape=(*size, 3), mean=mean, std=std, recipe="cifar", **common
     )
-
-
-def close_matches(name, candidates):
-    """Up to three candidates that look like `name`, for error messages."""
-    return difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-
-
-def resolve_path(path):
-    """`path` absolute, with `~` expanded."""
-    return os.path.abspath(os.path.expanduser(path))
 
 
 def decode_image(contents, path):

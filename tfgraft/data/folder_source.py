@@ -27,18 +27,15 @@ MAX_HEADER_CHECKS = 50_000
 
 def load(path):
     """Opens `path` as an image-folder tree; see the module docstring."""
-    root = base.resolve_path(path)
+    root = os.path.abspath(os.path.expanduser(path))
     spec = f"folder:{path}"
     if not os.path.isdir(root):
         raise base.spec_error(spec, f"folder {root} does not exist.")
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
         raise base.spec_error(spec, f"{root} has no train/ folder.")
-    test_dir = None
-    for candidate in ("test", "val"):
-        if os.path.isdir(os.path.join(root, candidate)):
-            test_dir = os.path.join(root, candidate)
-            break
+    candidates = [os.path.join(root, name) for name in ("test", "val")]
+    test_dir = next((d for d in candidates if os.path.isdir(d)), None)
     if test_dir is None:
         raise base.spec_error(spec, f"{root} has no test/ or val/ folder.")
 

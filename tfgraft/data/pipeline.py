@@ -36,12 +36,6 @@ _AUGMENT_TAG = 0xA06E
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def _info(info_or_source):
-    if isinstance(info_or_source, base.DatasetInfo):
-        return info_or_source
-    return info_or_source.info
-
-
 def steps_per_epoch(info_or_source, batch_size):
     """Full training batches per epoch (the remainder is dropped).
 
@@ -55,7 +49,7 @@ def steps_per_epoch(info_or_source, batch_size):
     Raises:
         DataError: naming `batch_size` if that is less than one batch.
     """
-    info = _info(info_or_source)
+    info = getattr(info_or_source, "info", info_or_source)
     _check_batch_size(batch_size)
     steps = info.num_train // int(batch_size)
     if steps < 1:
@@ -231,10 +225,8 @@ def index_batches(num, batch_size, *, seed, start_step=0, tag=None):
 
 
 def _in_memory_train(source, batch_size, seed, start_step, recipe, flip):
-    images, labels = source.arrays("train")
+    images, labels = map(tf.constant, source.arrays("train"))
     out_size = tuple(source.info.image_shape[:2])
-    images = tf.constant(images)
-    labels = tf.constant(labels)
 
     def make_batch(step, index):
         batch = _batch_augment(
@@ -314,10 +306,8 @@ def eval_dataset(source, *, batch_size, split="test"):
     _check_batch_size(batch_size)
     info = source.info
     if source.in_memory:
-        images, labels = source.arrays(split)
+        images, labels = map(tf.constant, source.arrays(split))
         num = labels.shape[0]
-        images = tf.constant(images)
-        labels = tf.constant(labels)
 
         def make_batch(begin):
             end = tf.minimum(begin + batch_size, num)

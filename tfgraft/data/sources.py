@@ -6,20 +6,18 @@ to `load_source`:
 
 * `synthetic`: the procedural shapes set of `tfgraft.data.synthetic`,
   in memory.
-* `tfds:<name>`: a prepared TensorFlow Datasets dataset; small ones are
-  loaded into memory, large ones (ImageNet) stream from the TFRecords.
-* `folder:<path>`: an image-folder tree `<path>/{train,test|val}/<class>/*`;
-  small images (<= 64 px) are decoded into memory, larger ones stream.
+* `tfds:<name>`: a prepared TensorFlow Datasets dataset (`tfds_source`).
+* `folder:<path>`: an image-folder tree `<path>/{train,test|val}/<class>/*`
+  (`folder_source`).
 
 In-memory sources (`in_memory=True`) expose whole splits as numpy arrays so
 that the pipeline can gather and augment whole batches at once; streaming
-sources expose `stream()`, an endless, seeded, epoch-by-epoch shuffle that
-can start at any element (this is how training resumes).
+sources expose `stream()` (see `Source.stream`; this is how training
+resumes).
 
 This module is the dispatcher: `load_source` picks the kind. What the
-kinds share (`Source`, `ArraySource`, `DatasetInfo`, `DataError`, the
-normalisation constants) lives in `tfgraft.data.base`, which the kinds
-import instead of each other; those names stay importable from here.
+kinds share lives in `tfgraft.data.base`; `Source`, `ArraySource`,
+`DatasetInfo` and `DataError` stay importable from here.
 """
 
 from tfgraft import errors
@@ -33,8 +31,6 @@ from tfgraft.data.base import Source
 from tfgraft.data.base import channel_stats
 from tfgraft.data.base import image_info
 
-# `Source`, `ArraySource`, `DatasetInfo` and `DataError` stay importable
-# from here (they were defined here before `base.py` held them).
 __all__ = [
     "ArraySource",
     "DataError",

@@ -7,6 +7,8 @@ arrays; large ones such as `imagenet2012` stream from their TFRecord files,
 with the file order and a shuffle buffer reseeded every epoch.
 """
 
+import difflib
+
 import numpy as np
 import tensorflow as tf
 
@@ -31,7 +33,9 @@ def load(name, *, data_dir=None):
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         wanted = name.split(":")[0].split("/")[0]
-        matches = base.close_matches(wanted, tfds.list_builders())
+        matches = difflib.get_close_matches(
+            wanted, tfds.list_builders(), n=3, cutoff=0.6
+        )
         hint = f"; did you mean {', '.join(matches)}?" if matches else "."
         raise base.spec_error(
             spec, f"TFDS has no dataset named {wanted!r}{hint}"
@@ -52,17 +56,14 @@ def load(name, *, data_dir=None):
     info = builder.info
     image_key, label_key = _feature_keys(info, spec)
     label_feature = info.features[label_key]
-    split_names = {"train": "train", "test": None}
-    for candidate in ("test", "validation"):
-        if candidate in info.splits:
-            split_names["test"] = candidate
-            break
-    if "train" not in info.splits or split_names["test"] is None:
+    test = next((s for s in ("test", "validation") if s in info.splits), None)
+    if "train" not in info.splits or test is None:
         raise base.DataError(
             "{spec} needs a 'train' and a 'test' or 'validation' split; it "
             f"has {sorted(info.splits.keys())}.",
             spec=spec,
         )
+    split_names = {"train": "train", "test": test}
     num_train = info.splits["train"].num_examples
     num_test = info.splits[split_names["test"]].num_examples
     height, width = tuple(info.features[image_key].shape)[:2]

@@ -1,13 +1,8 @@
 """EKG channel gates and the masked layers they drive (METHODS.md §3.2).
 
-* `ChannelGate` masks the channels of an activation by importance rank and
-  collects each channel's importance through a custom gradient.
-* `GatedConv2D` / `GatedDense` multiply their kernel by input and output
-  channel masks and rescale it to the unmasked kernel's Frobenius norm.
-* `FrozenStatsBatchNormalization` normalises with batch statistics in
-  training mode but never updates its moving statistics (a searched
-  sub-network must not disturb the shared supernet's BN state).
-
+`ChannelGate` masks an activation's channels by importance rank and
+measures their importance; `GatedConv2D` / `GatedDense` mask and rescale
+their kernel; `FrozenStatsBatchNormalization` never moves its statistics.
 The masks of `GatedConv2D`/`GatedDense` are their own non-trainable
 variables (so the layers save, reload and export alone); whoever changes a
 gate's order or rate copies the gate's `mask()` into them
@@ -186,11 +181,7 @@ class ChannelGate(keras.layers.Layer):
 
 
 class _MaskedKernel(OwnVariablesMixin):
-    """`in_mask` (and `out_mask`) after the parent's `build`, saved too.
-
-    BaseConv and Dense save only [kernel, bias]; OwnVariablesMixin saves
-    the masks too.
-    """
+    """`in_mask` (and `out_mask`) after the parent's `build`, saved too."""
 
     _mask_outputs = True
 
@@ -240,10 +231,7 @@ class GatedConv2D(_MaskedKernel, keras.layers.Conv2D):
     >>> tuple(layer(keras.ops.ones((2, 8, 8, 4))).shape)
     (2, 8, 8, 8)
 
-    Reference:
-        - [Lee & Song, "Ensemble Knowledge Guided Sub-network Search and
-          Fine-tuning for Filter Pruning", ECCV 2022](
-          https://arxiv.org/abs/2203.02651)
+    Reference: as `ChannelGate`.
     """
 
     def convolution_op(self, inputs, kernel):
@@ -275,10 +263,7 @@ class GatedDense(_MaskedKernel, keras.layers.Dense):
     >>> tuple(layer(keras.ops.ones((2, 4))).shape)
     (2, 3)
 
-    Reference:
-        - [Lee & Song, "Ensemble Knowledge Guided Sub-network Search and
-          Fine-tuning for Filter Pruning", ECCV 2022](
-          https://arxiv.org/abs/2203.02651)
+    Reference: as `ChannelGate`.
     """
 
     _mask_outputs = False
@@ -304,10 +289,8 @@ class FrozenStatsBatchNormalization(FusedBatchNormalization):
     evaluates hundreds of sub-networks of one shared supernet in training
     mode, and none of them may shift the supernet's statistics.
 
-    It computes with TensorFlow's fused kernel as `FusedBatchNormalization`
-    (same results to float rounding, epsilon at least 1.001e-5), about 1.5x
-    faster for EKG's forward passes on CPU; inputs the kernel does not
-    serve take Keras's separate ops.
+    It computes as `FusedBatchNormalization` does (about 1.5x faster for
+    EKG's forward passes on CPU).
 
     Args:
         **kwargs: `BatchNormalization` keyword arguments (`renorm` is not

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnConfigMixin
 from tfgraft.layers.own_variables import OwnVariablesMixin
+
+# `generate_kernel`'s inputs, in its order.
+_HYPERNETWORK = (
+    "latent_in", "latent_out", "bias0", "weight1", "bias1", "weight2", "bias2"
+)
 
 
 def generate_kernel(
@@ -70,7 +76,7 @@ def _as_index(mask, size, what, layer):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
+class HyperConv2D(OwnConfigMixin, OwnVariablesMixin, keras.layers.Conv2D):
     """2D convolution whose kernel is generated from latent vectors.
 
     Differentiable Hypernetwork Pruning (DHP), used by LW-DNA to shrink a
@@ -136,6 +142,8 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
         - [Li et al., "DHP: Differentiable Meta Pruning via
           HyperNetworks", ECCV 2020](https://arxiv.org/abs/2003.13683)
     """
+
+    _config_attributes = ("embedding_dim",)
 
     def __init__(
         self,
@@ -251,15 +259,7 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
 
     def hypernetwork_variables(self):
         """`[latent_in, latent_out, bias0, weight1, bias1, weight2, bias2]`."""
-        return [
-            self.latent_in,
-            self.latent_out,
-            self.bias0,
-            self.weight1,
-            self.bias1,
-            self.weight2,
-            self.bias2,
-        ]
+        return [getattr(self, name) for name in _HYPERNETWORK]
 
     def materialize(self, mask_in=None, mask_out=None):
         """Generates the kernel of the kept channels only.
@@ -297,12 +297,5 @@ class HyperConv2D(OwnVariablesMixin, keras.layers.Conv2D):
     def _saved_variables(self):
         # A fixed order: supplied latents are tracked before own ones, so
         # `self.variables` would order them differently.
-        variables = self.hypernetwork_variables()
-        if self.use_bias:
-            variables.append(self.bias)
-        return variables
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"embedding_dim": self.embedding_dim})
-        return config
+        bias = [self.bias] if self.use_bias else []
+        return self.hypernetwork_variables() + bias

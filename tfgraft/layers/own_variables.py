@@ -1,17 +1,23 @@
-"""OwnVariablesMixin: `.keras` saving of every variable a layer owns.
+"""What a layer adds to Keras' saving: its variables and its arguments.
+
+`OwnVariablesMixin` saves every variable a layer owns in `.keras` files;
+`OwnConfigMixin` writes the constructor arguments a layer keeps as
+attributes into its config.
 
 Keras' `BaseConv` and `Dense` save exactly `[kernel, bias]` (and LoRA or
 quantization state). Layers that add variables (a filter skeleton, channel
 masks) or replace the kernel by generated weights (a hypernetwork) would
-lose them in a `.keras` file, or fail to load. The mixin saves an explicit,
-ordered list of the layer's variables instead, and checks the count on
-load so a mismatching file fails with the layer's name.
+lose them in a `.keras` file, or fail to load. `OwnVariablesMixin` saves an
+explicit, ordered list of the layer's variables instead, and checks the
+count on load so a mismatching file fails with the layer's name.
 
-Put it first among the bases, e.g. `class StripeConv2D(OwnVariablesMixin,
-keras.layers.Conv2D)`, and override `_saved_variables` where the default
-(trainable, then non-trainable variables) is not the layer's state or its
-order is not stable.
+Put the mixins before the Keras base, e.g. `class HyperConv2D(
+OwnConfigMixin, OwnVariablesMixin, keras.layers.Conv2D)`, and override
+`_saved_variables` where the default (trainable, then non-trainable
+variables) is not the layer's state or its order is not stable.
 """
+
+import keras
 
 
 class OwnVariablesMixin:
@@ -70,3 +76,25 @@ class OwnVariablesMixin:
             )
         for i, variable in enumerate(variables):
             variable.assign(store[str(i)])
+
+
+class OwnConfigMixin:
+    """`get_config` with the attributes named in `_config_attributes`.
+
+    For constructor arguments a layer keeps as attributes of the same
+    name; tuples are written as lists and initializers serialised, as a
+    JSON config holds them.
+    """
+
+    _config_attributes = ()
+
+    def get_config(self):
+        config = super().get_config()
+        for key in self._config_attributes:
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, keras.initializers.Initializer):
+                value = keras.initializers.serialize(value)
+            config[key] = value
+        return config

@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnConfigMixin
+
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class Standardize(keras.layers.Layer):
+class Standardize(OwnConfigMixin, keras.layers.Layer):
     """Maps raw 0-255 RGB images to per-channel standardised values.
 
     Every tfgraft model starts with this layer, so the pipelines feed raw
@@ -41,6 +43,8 @@ class Standardize(keras.layers.Layer):
     >>> tuple(layer(keras.ops.zeros((2, 8, 8, 4))).shape)
     (2, 8, 8, 4)
     """
+
+    _config_attributes = ("mean", "std")
 
     def __init__(self, mean, std, **kwargs):
         super().__init__(**kwargs)
@@ -79,8 +83,3 @@ class Standardize(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mean": list(self.mean), "std": list(self.std)})
-        return config

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfgraft.layers.own_variables import OwnConfigMixin
 from tfgraft.layers.own_variables import OwnVariablesMixin
 from tfgraft.stripe_formulations import FORMULATIONS
 
@@ -54,8 +55,10 @@ def _unsupported(conv):
     return None
 
 
-class _StripeConv(OwnVariablesMixin, keras.layers.Conv2D):
+class _StripeConv(OwnConfigMixin, OwnVariablesMixin, keras.layers.Conv2D):
     """What both stripe convs share: `padding` (with "symmetric"), checks."""
+
+    _config_attributes = ("padding",)
 
     def __init__(
         self, filters, kernel_size, strides=1, padding="symmetric", **kwargs
@@ -93,11 +96,6 @@ class _StripeConv(OwnVariablesMixin, keras.layers.Conv2D):
 
     def _saved_variables(self):
         return [self._kernel] + ([self.bias] if self.use_bias else [])
-
-    def get_config(self):
-        config = super().get_config()
-        config["padding"] = self.padding
-        return config
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -147,6 +145,8 @@ class StripeConv2D(_StripeConv):
         - [Meng et al., "Pruning Filter in Filter", NeurIPS 2020](
           https://arxiv.org/abs/2009.14410)
     """
+
+    _config_attributes = ("padding", "skeleton_initializer")
 
     def __init__(self, *args, skeleton_initializer="ones", **kwargs):
         super().__init__(*args, **kwargs)
@@ -307,23 +307,14 @@ class StripeConv2D(_StripeConv):
 
     def reference_param_count(self):
         """Kernel, bias and skeleton sizes (the reference's `numel`)."""
-        kh, kw = self.kernel_size
         c_in = self.kernel.shape[2]
-        bias = self.filters if self.use_bias else 0
-        return kh * kw * c_in * self.filters + bias + kh * kw * self.filters
+        return self.complexity("pff", (1, c_in), (1, self.filters))[1]
 
     # === Saving ===
 
     def _saved_variables(self):
         # Conv2D saves [kernel, bias] only; the skeleton must travel too.
         return super()._saved_variables() + [self.filter_skeleton]
-
-    def get_config(self):
-        config = super().get_config()
-        config["skeleton_initializer"] = keras.initializers.serialize(
-            self.skeleton_initializer
-        )
-        return config
 
 
 # Formulations `"calibrate"` times: in plain TF, and under per-layer XLA.
@@ -509,10 +500,10 @@ class CompactStripeConv2D(_StripeConv):
     >>> tuple(layer.kernel.shape)
     (1, 1, 4, 12)
 
-    Reference:
-        - [Meng et al., "Pruning Filter in Filter", NeurIPS 2020](
-          https://arxiv.org/abs/2009.14410)
+    Reference: as `StripeConv2D`.
     """
+
+    _config_attributes = ("padding", "stripes", "formulation", "jit_compile")
 
     def __init__(
         self,
@@ -879,18 +870,4 @@ class CompactStripeConv2D(_StripeConv):
 
     def reference_param_count(self):
         """Kept stripe weights and bias (the reference's trainable count)."""
-        bias = self.filters if self.use_bias else 0
-        return self._c_in * self.num_stripes + bias
-
-    # === Saving ===
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "stripes": [list(s) for s in self.stripes],
-                "formulation": self.formulation,
-                "jit_compile": self.jit_compile,
-            }
-        )
-        return config
+        return self.complexity("macs", (1, self._c_in), (1, self.filters))[1]

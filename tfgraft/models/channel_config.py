@@ -20,7 +20,7 @@ from: another preset or shortcut type builds another network), and
 (`check_topology`). Files without them (older files, hand-written ones) are
 checked against the model name and slots only.
 
-Slot names per model are documented in `tfgraft/models/registry.py`; use
+Slot names per model are documented in its architecture module; use
 `default_channel_config(name).widths` to list them.
 """
 

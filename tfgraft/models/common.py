@@ -41,6 +41,7 @@ from keras import ops
 
 from tfgraft import errors
 from tfgraft.layers import batch_norm as bn_lib
+from tfgraft.layers.own_variables import OwnConfigMixin
 
 PRESETS = ("grafting", "pff", "ekg", "dhp")
 SHORTCUTS = ("A", "projection")
@@ -197,7 +198,7 @@ def make_bias_initializer(kind, fan_in):
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
-class OptionAShortcut(keras.layers.Layer):
+class OptionAShortcut(OwnConfigMixin, keras.layers.Layer):
     """Parameter-free ResNet shortcut: subsample, then zero-pad channels.
 
     Option A of He et al. for CIFAR: `x[:, ::s, ::s, :]` followed by zero
@@ -228,6 +229,8 @@ class OptionAShortcut(keras.layers.Layer):
     Reference:
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
+
+    _config_attributes = ("filters", "strides")
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
@@ -260,17 +263,7 @@ class OptionAShortcut(keras.layers.Layer):
         def sub(size):
             return None if size is None else -(-size // self.strides)
 
-        return (
-            input_shape[0],
-            sub(input_shape[1]),
-            sub(input_shape[2]),
-            self.filters,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"filters": self.filters, "strides": self.strides})
-        return config
+        return (input_shape[0], *map(sub, input_shape[1:3]), self.filters)
 
 
 # === Builder ===
@@ -305,15 +298,6 @@ class LayerBuilder:
         self.activation = activation
         self.slots = {}
 
-    def _padding(self, x, kernel_size, strides, name):
-        if self.settings.symmetric_padding and strides > 1:
-            if kernel_size // 2:
-                x = keras.layers.ZeroPadding2D(
-                    kernel_size // 2, name=f"{name}_pad"
-                )(x)
-            return x, "valid"
-        return x, "same"
-
     def conv(self, x, filters, kernel_size, strides, *, name, slot):
         """Applies (padding +) a regular conv writing `filters` channels."""
         return self._conv(x, kernel_size, strides, name, slot, filters)
@@ -323,8 +307,14 @@ class LayerBuilder:
         return self._conv(x, kernel_size, strides, name, slot)
 
     def _conv(self, x, kernel_size, strides, name, slot, filters=None):
-        x, padding = self._padding(x, kernel_size, strides, name)
         s = self.settings
+        padding = "same"
+        if s.symmetric_padding and strides > 1:
+            padding = "valid"
+            if kernel_size // 2:
+                x = keras.layers.ZeroPadding2D(
+                    kernel_size // 2, name=f"{name}_pad"
+                )(x)
         kwargs = dict(
             kernel_size=kernel_size,
             strides=strides,
@@ -426,6 +416,7 @@ class LayerBuilder:
 
     def max_pool(self, x, pool_size, strides, *, name):
         """Max-pool with PyTorch's `padding=pool_size // 2` when symmetric."""
+        padding = "same"
         if self.settings.symmetric_padding:
             # Zero padding stands in for PyTorch's -inf padding: the input
             # follows a ReLU, so a zero never exceeds a real value. After a
@@ -436,12 +427,9 @@ class LayerBuilder:
                     "padding only after a ReLU. Received: "
                     f"activation={self.activation!r}"
                 )
-            x = keras.layers.ZeroPadding2D(pool_size // 2, name=f"{name}_pad")(
-                x
-            )
+            pad = keras.layers.ZeroPadding2D(pool_size // 2, name=f"{name}_pad")
+            x = pad(x)
             padding = "valid"
-        else:
-            padding = "same"
         return keras.layers.MaxPooling2D(
             pool_size, strides, padding=padding, name=name
         )(x)
@@ -466,16 +454,8 @@ def surgery_weights(layer):
     order.
     """
     if isinstance(layer, keras.layers.BatchNormalization):
-        return [
-            w
-            for w in (
-                layer.gamma if layer.scale else None,
-                layer.beta if layer.center else None,
-                layer.moving_mean,
-                layer.moving_variance,
-            )
-            if w is not None
-        ]
+        stats = (layer.moving_mean, layer.moving_variance)
+        return [w for w in (layer.gamma, layer.beta, *stats) if w is not None]
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
         return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     return list(layer.weights)

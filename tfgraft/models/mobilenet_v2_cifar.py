@@ -78,12 +78,6 @@ def default_widths(name):
     return widths
 
 
-def validate(config, name, shortcut):
-    """Raises `ChannelConfigError` unless `config` builds `name`."""
-    del shortcut
-    config.check_slots(name, default_widths(name))
-
-
 def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
     del name, shortcut

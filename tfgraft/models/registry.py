@@ -52,12 +52,10 @@ class _Entry:
 
 _MODELS = {
     **{
-        name: _Entry(resnet_cifar, common.RESNET_CIFAR)
-        for name in resnet_cifar.BLOCKS_PER_STAGE
-    },
-    **{
-        name + resnet_cifar.LEAKY_SUFFIX: _Entry(
-            resnet_cifar, common.RESNET_CIFAR, activation=common.LEAKY_RELU
+        name + suffix: _Entry(resnet_cifar, common.RESNET_CIFAR, activation)
+        for suffix, activation in (
+            ("", common.RELU),
+            (resnet_cifar.LEAKY_SUFFIX, common.LEAKY_RELU),
         )
         for name in resnet_cifar.BLOCKS_PER_STAGE
     },
@@ -241,7 +239,9 @@ def build_model(
         config = config.scaled(width_mult)
     if config.model == name:
         config.check_topology(preset, shortcut)
-    entry.module.validate(config, name, shortcut)
+    config.check_slots(name, entry.module.default_widths(name))
+    if shortcut == "A":
+        resnet_cifar.check_option_a(config)
 
     # === Layers ===
     builder = common.LayerBuilder(

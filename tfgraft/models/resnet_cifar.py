@@ -28,9 +28,8 @@ Projection shortcuts allow any widths.
 Layer names: `stem_conv`, `stem_bn`, `stem_relu`; per block, with prefix
 `stage{s}_block{b}`: `_conv1`, `_bn1`, `_relu1`, `_conv2`, `_bn2`,
 `_shortcut` (option A) or `_shortcut_conv` + `_shortcut_bn`, `_add`, `_out`
-(the closing ReLU; in `_leaky` models every `*_relu`/`_out` layer is a
-`LeakyReLU` of the same name); strided convs under symmetric padding are
-preceded by `<conv name>_pad`; then `pool`, `fc`.
+(the closing ReLU); strided convs under symmetric padding are preceded by
+`<conv name>_pad`; then `pool`, `fc`.
 """
 
 import keras
@@ -67,11 +66,8 @@ def default_widths(name):
     return widths
 
 
-def validate(config, name, shortcut):
-    """Raises `ChannelConfigError` unless `config` builds `name`."""
-    config.check_slots(name, default_widths(name))
-    if shortcut != "A":
-        return
+def check_option_a(config):
+    """Raises `ChannelConfigError` unless option A can widen every stream."""
     for s in (2, 3):
         prev, cur = config.widths[f"stage{s - 1}"], config.widths[f"stage{s}"]
         if cur < prev:

@@ -74,12 +74,6 @@ def default_widths(name):
     return widths
 
 
-def validate(config, name, shortcut):
-    """Raises `ChannelConfigError` unless `config` builds `name`."""
-    del shortcut  # always projection
-    config.check_slots(name, default_widths(name))
-
-
 def build(builder, x, widths, name, shortcut, num_classes):
     """Builds the network on tensor `x`; returns the logits tensor."""
     del shortcut
@@ -91,40 +85,28 @@ def build(builder, x, widths, name, shortcut, num_classes):
         prefix = f"stage{s}_block{b}"
         stream = f"stage{s}"
         inner = f"{stream}/block{b}"
+        out = widths[stream]
         if kind == "basic":
+            conv1 = f"{inner}/conv1"
             y = builder.basic_branch(
-                x,
-                widths[f"{inner}/conv1"],
-                widths[stream],
-                stride,
-                prefix,
-                slots=(f"{inner}/conv1", stream),
+                x, widths[conv1], out, stride, prefix, slots=(conv1, stream)
             )
         else:
             y = x
-            for i, (k, strides) in enumerate(((1, 1), (3, stride)), start=1):
+            for i, k, strides in ((1, 1, 1), (2, 3, stride), (3, 1, 1)):
+                slot = f"{inner}/conv{i}" if i < 3 else stream
                 y = builder.conv_bn(
                     y,
-                    widths[f"{inner}/conv{i}"],
+                    widths[slot],
                     k,
                     strides,
                     f"{prefix}_{{}}{i}",
-                    slot=f"{inner}/conv{i}",
-                    relu=True,
+                    slot=slot,
+                    relu=i < 3,
+                    last=i == 3,
                 )
-            y = builder.conv_bn(
-                y,
-                widths[stream],
-                1,
-                1,
-                f"{prefix}_{{}}3",
-                slot=stream,
-                last=True,
-            )
         if projection:
-            residual = builder.projection(
-                x, widths[stream], stride, prefix, slot=stream
-            )
+            residual = builder.projection(x, out, stride, prefix, slot=stream)
         else:
             residual = x
         x = builder.residual(y, residual, prefix)

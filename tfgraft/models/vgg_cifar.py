@@ -18,7 +18,6 @@ import keras
 
 CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M")
 CFG += (512, 512, 512, "M", 512, 512, 512, "M")
-NUM_CONVS = sum(1 for v in CFG if v != "M")
 
 
 def default_widths(name):
@@ -26,12 +25,6 @@ def default_widths(name):
     del name  # one VGG in the zoo
     widths = [v for v in CFG if v != "M"]
     return {f"conv{i}": w for i, w in enumerate(widths)}
-
-
-def validate(config, name, shortcut):
-    """Raises `ChannelConfigError` unless `config` builds `name`."""
-    del shortcut  # registry rejects shortcuts for VGG
-    config.check_slots(name, default_widths(name))
 
 
 def build(builder, x, widths, name, shortcut, num_classes):

@@ -1,20 +1,13 @@
 """Fault injection: kill the process at a named point, for crash tests.
 
-The library calls `tfgraft.points.reach(name)` at the moments a crash hurts
-most (after an inner step loop, around a graft, between a checkpoint's
-files and its index, before an atomic rename; the list of points is in
-`tfgraft/points.py`). `install()` registers this module's `point` there;
-the command-line entry points (`train/startup.py`) call it, so a job run
-as `python -m train.<job>` obeys the variables below, while the library
-imported elsewhere never looks at them. When the environment variable
-`TFGRAFT_KILL_AT` names that point, the process sends itself `SIGKILL`, the
+`install()` registers this module's `point` with `tfgraft.points` (which
+lists the points); the command-line entry points (`train/startup.py`) call
+it, so a job run as `python -m train.<job>` obeys the variables below. When
+`TFGRAFT_KILL_AT` names a point, the process sends itself `SIGKILL`, the
 same as `kill -9` from outside, at a precise and repeatable moment:
 
 * `TFGRAFT_KILL_AT=graft.after` kills at the first pass of `graft.after`;
 * `TFGRAFT_KILL_AT=loop.after_steps:3` kills at its third pass.
-
-Without either variable `install()` registers nothing and a point costs
-a loop over an empty list.
 
 `TFGRAFT_WAIT_AT=<point>[:<n>]=<path>` pauses instead of killing, for
 tests that need a run caught in the middle (a second run on its workdir,
