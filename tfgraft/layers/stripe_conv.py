@@ -44,7 +44,7 @@ def _as_rows_of(y, x):
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], 0))
 
 
-def _unsupported(conv):
+def unsupported(conv):
     """Why a `Conv2D`'s settings rule out a stripe conv, or None."""
     if conv.groups != 1:
         return f"groups={conv.groups}"
@@ -78,7 +78,7 @@ class _StripeConv(OwnConfigMixin, OwnVariablesMixin, keras.layers.Conv2D):
             **kwargs,
         )
         self.padding = padding
-        reason = _unsupported(self)
+        reason = unsupported(self)
         if reason is not None:
             raise ValueError(
                 f"{cls} supports groups=1, dilation_rate=1 and "
@@ -188,7 +188,7 @@ class StripeConv2D(_StripeConv):
 
     def stripe_mask(self, threshold):
         """Boolean `(kh, kw, filters)` NumPy mask of `|FS| > threshold`."""
-        _check_threshold(self.name, threshold)
+        check_threshold(self.name, threshold)
         return np.abs(np.asarray(self.filter_skeleton.numpy())) > threshold
 
     def folded_kernel(self):
@@ -418,7 +418,9 @@ def calibrate_formulation(
     return fastest, best
 
 
-def _check_threshold(name, threshold):
+def check_threshold(name, threshold):
+    """Raises a ValueError naming layer or model `name` unless
+    `threshold >= 0` (NaN included)."""
     if not threshold >= 0:
         raise ValueError(
             f"Stripe threshold must be >= 0 (layer '{name}'). "

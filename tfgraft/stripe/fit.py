@@ -243,7 +243,7 @@ def prune_stripes(model, *, sr, threshold, exclude=()):
     for layer in functional.layers:
         if type(layer) is not keras.layers.Conv2D or layer.name in exclude:
             continue
-        reason = stripe_conv._unsupported(layer)
+        reason = stripe_conv.unsupported(layer)
         if reason is not None:
             raise ValueError(
                 f"Layer '{layer.name}' (Conv2D, {reason}) cannot become a "

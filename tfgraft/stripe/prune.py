@@ -37,7 +37,7 @@ from absl import logging
 
 from tfgraft import complexity
 from tfgraft import graph as graph_lib
-from tfgraft.layers.stripe_conv import _check_threshold
+from tfgraft.layers.stripe_conv import check_threshold
 from tfgraft.stripe import skeleton as skeleton_lib
 from tfgraft.stripe.skeleton import StripePruningError
 
@@ -108,7 +108,7 @@ def _plan_for(model, plan):
 
 def _stripe_masks(model, threshold, plan):
     """`(entry, layer, stripe mask)` of every pruned stripe conv."""
-    _check_threshold(model.name, threshold)
+    check_threshold(model.name, threshold)
     for entry in _plan_for(model, plan).pruned:
         layer = model.get_layer(entry.name)
         yield entry, layer, layer.stripe_mask(threshold)
@@ -187,7 +187,7 @@ def reduction(before, after):
 
 def hard_mask(model, threshold):
     """A hard-masked `copy_model` of `model` (see `apply_hard_mask`)."""
-    _check_threshold(model.name, threshold)
+    check_threshold(model.name, threshold)
     return apply_hard_mask(copy_model(model), threshold)
 
 
@@ -294,7 +294,7 @@ def compact(
             any stripe that nothing bypasses.
         ValueError: negative threshold.
     """
-    _check_threshold(model.name, threshold)
+    check_threshold(model.name, threshold)
     if dead_branches not in DEAD_BRANCHES:
         raise ValueError(
             f"dead_branches must be one of {DEAD_BRANCHES}. "
