@@ -71,9 +71,6 @@ class BankHook(loop.Hook):
 class FineTune(pretrained_lib.FineTune):
     """Phase 5: fine-tunes the compact net (the run's `ekg` report).
 
-    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
-    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
-
     Args:
         config, channel_config, start, result: as `pretrained.FineTune`'s
             (`start` the extracted net, `result` `search/result.json`).
@@ -160,10 +157,10 @@ class FineTune(pretrained_lib.FineTune):
 class EKG(pretrained_lib.PruningJob):
     """Searches, distils and fine-tunes an EKG sub-network (one net).
 
-    The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
-    search -> memory bank -> extraction -> fine-tuning. After `search`,
-    `search_result`, `compact` (the extracted net), `bank` and `knowledge`
-    hold phases 2-4; after `run`, `experiment` is the run's `Experiment`.
+    The job (`train.flags.JOBS`): `run` is the pipeline of phases 1-5.
+    After `search`, `search_result`, `compact` (the extracted net), `bank`
+    and `knowledge` hold phases 2-4; after `run`, `experiment` is the
+    run's `Experiment`.
 
     Args:
         config: a `JobConfig` with `ekg` set; `model.preset` defaults to
@@ -369,10 +366,9 @@ def searched_config(workdir, model):
         )
     with open(path) as f:
         widths = json.load(f)["channel_config"]
-    m = model
     # result.json keeps bare widths; record this run's topology.
-    return models.ChannelConfig(m.name, widths).with_topology(
-        *models.resolve_topology(m.name, m.preset, m.shortcut)
+    return models.ChannelConfig(model.name, widths).with_topology(
+        *models.resolve_topology(model.name, model.preset, model.shortcut)
     )
 
 

@@ -35,10 +35,8 @@ instead of failing later on the derived checkpoint's shapes.
 The widening factor is `config.model.width_mult` (the entry point defaults
 it to 2); `config.model.channel_config`, if set, is the original network's
 config. Without `--preset` the DHP preset is used (symmetric padding,
-projection shortcuts for CIFAR ResNets). The classifier-input stream (a
-ResNet's last stage) is pruned to at least `linear_percentage` for every
-model (`--classifier_input=linear`, the reference's LW-DNA rule); `keep`
-leaves it widened (see `shrink.check_classifier_input`).
+projection shortcuts for CIFAR ResNets). The classifier-input policy:
+`shrink.check_classifier_input`.
 """
 
 import dataclasses
