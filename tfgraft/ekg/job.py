@@ -229,13 +229,7 @@ class EKG(pretrained_lib.PruningJob):
         self.compact = experiment.plain_net(
             self.config, ex.info, self.pruned_config, "compact"
         )
-        shapes = result["bank"]
-        self.bank = bank_lib.SubnetMemoryBank(
-            shapes["capacity"],
-            shapes["snapshot_size"],
-            shapes["num_gates"],
-            knowledge_shape=shapes["knowledge_shape"],
-        )
+        self.bank = bank_lib.SubnetMemoryBank(**result["bank"])
         self.restore_phase(ex, memory_bank=self.bank, compact=self.compact)
         return result
 
@@ -335,6 +329,7 @@ class EKG(pretrained_lib.PruningJob):
             "teacher_images_per_sec": len(knowledge)
             * len(teachers)
             / max(found.seconds["bank"], 1e-9),
+            # The bank's `SubnetMemoryBank` arguments.
             "bank": {
                 "capacity": self.bank.capacity,
                 "snapshot_size": self.bank.snapshot_size,
@@ -383,15 +378,8 @@ def _plot_search(path, result):
     rates = [s["flops_rate"] for s in steps]
     losses = [s["val_loss"] for s in steps]
     ax0.plot(rates, losses, "o-", ms=3, label="accepted sub-networks")
-    t = result["teachers"]
-    ax0.plot(
-        [rates[i] for i in t],
-        [losses[i] for i in t],
-        "s",
-        mfc="none",
-        ms=9,
-        label="teachers",
-    )
+    teachers = [(rates[i], losses[i]) for i in result["teachers"]]
+    ax0.plot(*zip(*teachers), "s", mfc="none", ms=9, label="teachers")
     ax0.plot(rates[-1:], losses[-1:], "r*", ms=12, label="final")
     ax0.axvline(
         result["settings"]["target_flops_rate"], color="gray", ls="--", lw=1
@@ -402,20 +390,12 @@ def _plot_search(path, result):
     ax0.set_title("Search trajectory")
     ax0.legend(fontsize=8)
     slots = list(result["original_widths"])
-    x = np.arange(len(slots))
-    ax1.bar(
-        x,
-        [result["original_widths"][s] for s in slots],
-        color="lightgray",
-        label="original",
-    )
-    ax1.bar(
-        x,
-        [result["channel_config"][s] for s in slots],
-        width=0.5,
-        color="C0",
-        label="searched",
-    )
+    for key, width, color, label in (
+        ("original_widths", 0.8, "lightgray", "original"),
+        ("channel_config", 0.5, "C0", "searched"),
+    ):
+        widths = [result[key][s] for s in slots]
+        ax1.bar(np.arange(len(slots)), widths, width, color=color, label=label)
     plotting.layer_ticks(ax1, slots)
     ax1.set_ylabel("channels")
     ax1.set_title(f"Widths (FLOPs rate {result['flops_rate']:.3f})")
