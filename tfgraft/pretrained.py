@@ -24,8 +24,10 @@ import tensorflow as tf
 from absl import logging
 
 from tfgraft import config as cfg
+from tfgraft import errors
 from tfgraft import experiment
 from tfgraft import io
+from tfgraft import models
 
 
 class PretrainedError(ValueError):
@@ -80,20 +82,14 @@ def resolve(path):
 
 def _resolved(model):
     """Model settings with the registry defaults filled in."""
-    from tfgraft.models import common
-    from tfgraft.models import registry
-
     out = dict(model)
     out["preset"] = out.get("preset") or "grafting"
     try:
-        family = registry._entry(out.get("name")).family
-    except registry.UnknownModelError:
-        return out
-    if out.get("shortcut") is None and family in (
-        common.RESNET_CIFAR,
-        common.RESNET_IMAGENET,
-    ):
-        out["shortcut"] = common.default_shortcut(out["preset"], family)
+        _, out["shortcut"] = models.resolve_topology(
+            out.get("name"), out["preset"], out.get("shortcut")
+        )
+    except errors.ArgumentError:
+        pass  # an unknown model or setting: compared as written
     return out
 
 

@@ -1,20 +1,11 @@
 """EKG: Ensemble Knowledge Guided sub-network search and fine-tuning.
 
-Lee & Song, ECCV 2022 (METHODS.md §3). Modules:
-
-* `gated`: `GatedNetwork`, a zoo model with one `ChannelGate` per channel
-  group (shared along residual streams) and masked, norm-rescaled layers;
-* `search`: the greedy pseudo-supernet search (`search`, `SearchConfig`,
-  the trimmed-Otsu pre-filter, the exact FLOPs model);
-* `memory_bank`: `SubnetMemoryBank`, teacher selection, teacher logits;
-* `distill`: `kl_t` and the knowledge-curriculum loss;
-* `extract`: the compact network of a sub-network;
-* `data`: the search sets and EKG's augmentation / two-view stream;
-* `trainer`: `KnowledgeTrainer`; `job`: `EKG` (all phases);
-* `subnet`: `search_subnet(model, train_data, val_data)`, phases 2-4 of
-  the job (warm-up, search, bank, extraction) on your own functional
-  model; `fit`: `KnowledgeModel` and `knowledge_dataset`, the knowledge
-  fine-tuning under plain `model.fit`.
+Lee & Song, ECCV 2022 (METHODS.md §3). Modules: `gated` (the gated
+supernet), `search`, `memory_bank`, `distill` (the knowledge curriculum),
+`extract` (the compact network), `data`, `trainer` (`KnowledgeTrainer`)
+and `job` (`EKG`, all phases); `subnet` (`search_subnet`) and `fit`
+(`KnowledgeModel`, `knowledge_dataset`) run phases 2-4 and the knowledge
+fine-tuning on your own functional model.
 
 Where tfgraft differs from the reference code (METHODS.md §3):
 

@@ -1,8 +1,6 @@
 """EKG's data recipe on top of `tfgraft.data` in-memory sources.
 
-* `search_split`: the fixed search sets of METHODS §3.3, `train_sub` (the
-  first images of each class) and `val` (the last ones, last first), each
-  shuffled once as the reference does and then kept in that order.
+* `search_split`: the fixed search sets of METHODS §3.3 (`search_indices`).
 * `ekg_augment`: the reference's CIFAR augmentation: optional colour jitter
   (contrast and saturation factors in [0.8, 1.2], brightness +-0.2 on the
   0-255 scale), horizontal flip per image, reflect-pad 4 and a crop whose

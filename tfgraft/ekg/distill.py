@@ -38,6 +38,22 @@ def kl_t(teacher_logits, student_logits, temperature, axis=-1):
     return t * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=axis)
 
 
+def view_major(images):
+    """`[B, V, H, W, C]` views as one view-major batch `[V * B, H, W, C]`."""
+    shape = tf.shape(images)
+    return tf.reshape(
+        tf.transpose(images, [1, 0, 2, 3, 4]),
+        tf.concat([[-1], shape[2:]], axis=0),
+    )
+
+
+def view_hits(logits, labels):
+    """float32 `[V * B]`: 1 where view-major `logits` predict `labels[B]`."""
+    views = tf.shape(logits)[0] // tf.shape(labels)[0]
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.equal(pred, tf.tile(labels, [views])), tf.float32)
+
+
 def select_teachers(knowledge, student_views, temperature):
     """The curriculum's teacher selection for one batch.
 

@@ -1,18 +1,9 @@
-"""EKG's knowledge fine-tuning under plain Keras `fit`.
+"""EKG's knowledge fine-tuning under plain Keras `fit` (METHODS §3.4).
 
 `KnowledgeModel(student)` wraps the compact network `search_subnet`
-returns so that `model.fit` trains it with the memory bank's curriculum
-(METHODS §3.4): batches are `(images[B, V, H, W, 3], (labels[B],
-knowledge[B, classes, T]))` from `knowledge_dataset`, the student sees the
-`V` views as one view-major batch, and the loss is
-`tfgraft.ekg.distill.knowledge_loss` (CE + KL_T towards the selected
-teachers' mean logits) divided by `V * batch`, exactly what the job's
-`KnowledgeTrainer` computes. Compile with the optimizer only: the loss is
-fixed and the reported metrics are `loss` and `accuracy` (averaged over
-the views). `evaluate`/`predict` take plain `(images, labels)` batches
-(plain CE), so validation data needs no teacher logits.
-
-Save the student (`knowledge_model.student`), not the wrapper.
+returns so that `model.fit` trains it on `knowledge_dataset` batches with
+the loss the job's `KnowledgeTrainer` computes. Save the student
+(`knowledge_model.student`), not the wrapper.
 """
 
 import keras
@@ -25,6 +16,10 @@ from tfgraft.ekg import errors
 
 class KnowledgeModel(keras.Model):
     """Trains `student` with EKG's knowledge loss under `model.fit`.
+
+    Compile with the optimizer only: the loss is fixed, the metrics are
+    `loss` and `accuracy` (averaged over the views). `evaluate`/`predict`
+    take plain `(images, labels)` batches (plain CE).
 
     Args:
         student: the compact network (raw images -> logits), e.g.
@@ -71,12 +66,7 @@ class KnowledgeModel(keras.Model):
 
     def call(self, images, training=None):
         if len(images.shape) == 5:
-            # [B, V, ...] -> view-major [V * B, ...]: one forward pass.
-            shape = tf.shape(images)
-            images = tf.reshape(
-                tf.transpose(images, [1, 0, 2, 3, 4]),
-                tf.concat([[-1], shape[2:]], axis=0),
-            )
+            images = distill.view_major(images)  # one forward pass
         return self.student(images, training=training)
 
     def _split(self, y):
@@ -111,10 +101,7 @@ class KnowledgeModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         del x, sample_weight
         labels, _ = self._split(y)
-        views = tf.shape(y_pred)[0] // tf.shape(labels)[0]
-        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-        right = tf.cast(tf.equal(pred, tf.tile(labels, [views])), tf.float32)
-        self.accuracy_tracker.update_state(right)
+        self.accuracy_tracker.update_state(distill.view_hits(y_pred, labels))
         return {m.name: m.result() for m in self.metrics}
 
     @property

@@ -241,10 +241,7 @@ class GatedNetwork:
         return len(self.gates)
 
     def gate_index(self, name):
-        for i, info in enumerate(self.info):
-            if info.name == name:
-                return i
-        raise KeyError(name)
+        return {info.name: i for i, info in enumerate(self.info)}[name]
 
     def rates(self):
         """Host list of the gates' rates."""
@@ -314,11 +311,6 @@ class GatedNetwork:
 
     # === Channel configs ===
 
-    def widths(self, rates=None):
-        """`{slot: width}` of the gated slots under `rates`."""
-        kept = zip(self.info, self.kept(rates))
-        return {info.slot: k for info, k in kept if info.slot is not None}
-
     def channel_config(self, full_config, rates=None):
         """The pruned `ChannelConfig`: `full_config` with gated slots cut.
 
@@ -335,7 +327,7 @@ class GatedNetwork:
                 "GatedNetwork with slots=tfgraft.models.layer_slots(...)"
             )
         widths = dict(full_config.widths)
-        widths.update(self.widths(rates))
+        widths.update({i.slot: k for i, k in zip(self.info, self.kept(rates))})
         return dataclasses.replace(full_config, widths=widths, source=None)
 
 

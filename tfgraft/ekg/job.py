@@ -71,9 +71,6 @@ class BankHook(loop.Hook):
 class FineTune(pretrained_lib.FineTune):
     """Phase 5: fine-tunes the compact net (the run's `ekg` report).
 
-    With the knowledge curriculum (`KnowledgeTrainer`, two views) or plain
-    CE (`--knowledge=false`); the memory bank is part of the checkpoint.
-
     Args:
         config, channel_config, start, result: as `pretrained.FineTune`'s
             (`start` the extracted net, `result` `search/result.json`).
@@ -160,10 +157,10 @@ class FineTune(pretrained_lib.FineTune):
 class EKG(pretrained_lib.PruningJob):
     """Searches, distils and fine-tunes an EKG sub-network (one net).
 
-    The job (`train.flags.JOBS`): `run` is the pipeline pretrained net ->
-    search -> memory bank -> extraction -> fine-tuning. After `search`,
-    `search_result`, `compact` (the extracted net), `bank` and `knowledge`
-    hold phases 2-4; after `run`, `experiment` is the run's `Experiment`.
+    The job (`train.flags.JOBS`): `run` is the pipeline of phases 1-5.
+    After `search`, `search_result`, `compact` (the extracted net), `bank`
+    and `knowledge` hold phases 2-4; after `run`, `experiment` is the
+    run's `Experiment`.
 
     Args:
         config: a `JobConfig` with `ekg` set; `model.preset` defaults to
@@ -232,13 +229,7 @@ class EKG(pretrained_lib.PruningJob):
         self.compact = experiment.plain_net(
             self.config, ex.info, self.pruned_config, "compact"
         )
-        shapes = result["bank"]
-        self.bank = bank_lib.SubnetMemoryBank(
-            shapes["capacity"],
-            shapes["snapshot_size"],
-            shapes["num_gates"],
-            knowledge_shape=shapes["knowledge_shape"],
-        )
+        self.bank = bank_lib.SubnetMemoryBank(**result["bank"])
         self.restore_phase(ex, memory_bank=self.bank, compact=self.compact)
         return result
 
@@ -338,6 +329,7 @@ class EKG(pretrained_lib.PruningJob):
             "teacher_images_per_sec": len(knowledge)
             * len(teachers)
             / max(found.seconds["bank"], 1e-9),
+            # The bank's `SubnetMemoryBank` arguments.
             "bank": {
                 "capacity": self.bank.capacity,
                 "snapshot_size": self.bank.snapshot_size,
@@ -369,10 +361,9 @@ def searched_config(workdir, model):
         )
     with open(path) as f:
         widths = json.load(f)["channel_config"]
-    m = model
     # result.json keeps bare widths; record this run's topology.
-    return models.ChannelConfig(m.name, widths).with_topology(
-        *models.resolve_topology(m.name, m.preset, m.shortcut)
+    return models.ChannelConfig(model.name, widths).with_topology(
+        *models.resolve_topology(model.name, model.preset, model.shortcut)
     )
 
 
@@ -387,15 +378,8 @@ def _plot_search(path, result):
     rates = [s["flops_rate"] for s in steps]
     losses = [s["val_loss"] for s in steps]
     ax0.plot(rates, losses, "o-", ms=3, label="accepted sub-networks")
-    t = result["teachers"]
-    ax0.plot(
-        [rates[i] for i in t],
-        [losses[i] for i in t],
-        "s",
-        mfc="none",
-        ms=9,
-        label="teachers",
-    )
+    teachers = [(rates[i], losses[i]) for i in result["teachers"]]
+    ax0.plot(*zip(*teachers), "s", mfc="none", ms=9, label="teachers")
     ax0.plot(rates[-1:], losses[-1:], "r*", ms=12, label="final")
     ax0.axvline(
         result["settings"]["target_flops_rate"], color="gray", ls="--", lw=1
@@ -406,20 +390,12 @@ def _plot_search(path, result):
     ax0.set_title("Search trajectory")
     ax0.legend(fontsize=8)
     slots = list(result["original_widths"])
-    x = np.arange(len(slots))
-    ax1.bar(
-        x,
-        [result["original_widths"][s] for s in slots],
-        color="lightgray",
-        label="original",
-    )
-    ax1.bar(
-        x,
-        [result["channel_config"][s] for s in slots],
-        width=0.5,
-        color="C0",
-        label="searched",
-    )
+    for key, width, color, label in (
+        ("original_widths", 0.8, "lightgray", "original"),
+        ("channel_config", 0.5, "C0", "searched"),
+    ):
+        widths = [result[key][s] for s in slots]
+        ax1.bar(np.arange(len(slots)), widths, width, color=color, label=label)
     plotting.layer_ticks(ax1, slots)
     ax1.set_ylabel("channels")
     ax1.set_title(f"Widths (FLOPs rate {result['flops_rate']:.3f})")

@@ -1,11 +1,8 @@
 """The sub-network memory bank and its teachers (METHODS.md §3.4).
 
-`SubnetMemoryBank` is a fixed-capacity store of sub-network snapshots
-(gate orders, gate rates, validation loss) in non-trainable variables, so it
-is checkpointed with a run and usable inside `tf.function`s. EKG fills it
-with the search history, picks teachers from it (`select_teachers`) and
-caches the teachers' logits for every training image
-(`compute_knowledge`) in its `knowledge` variable.
+EKG fills a `SubnetMemoryBank` with the search history, picks teachers
+from it (`select_teachers`) and caches the teachers' logits for every
+training image (`compute_knowledge`) in its `knowledge` variable.
 """
 
 import numpy as np
@@ -19,9 +16,10 @@ class SubnetMemoryBank(tf.Module):
     (`snapshot_size` floats), one rate per gate and a scalar loss. `push`
     appends one (an error once `capacity` is reached), `read(i)` returns
     snapshot `i`, `sample(seed)` a uniformly drawn stored one. All three
-    are plain TF ops on variables, so they work eagerly and inside
-    `tf.function`. Teacher logits `knowledge[N, classes, T]` and the
-    teachers' snapshot indices live in the same module.
+    are plain TF ops on non-trainable variables, so they work eagerly and
+    inside `tf.function`, and the bank is checkpointed with a run. Teacher
+    logits `knowledge[N, classes, T]` and the teachers' snapshot indices
+    live in the same module.
 
     Args:
         capacity: most snapshots held.

@@ -1,34 +1,15 @@
 """EKG on your own model: `search_subnet(model, train_data, val_data)`.
 
 The EKG job (`tfgraft.ekg.job.EKG`) runs phases 2-4 of METHODS §3 on a
-zoo network it builds by name. `search_subnet` runs the same phases on
-any functional Keras CNN (the job calls it too, so both search the same
-sub-network from the same weights and data):
-
-1. the warm-up pass (one Nesterov SGD pass at LR 1e-3, on a copy: the
-   model you pass is not changed);
-2. `GatedNetwork`: one `ChannelGate` per prunable channel group of
-   `tfgraft.graph.analyze(model)` (shared along residual streams);
-3. the greedy pseudo-supernet search down to `target_flops_rate` (EKG
-   FLOPs convention) on the fixed validation set;
-4. the memory bank: the search history as snapshots, the teachers spread
-   over its validation losses and their logits for every training image;
-5. extraction: the compact network, rebuilt from the model's own graph
-   with the searched widths (`tfgraft.surgery.rebuild`) and filled with
-   the sliced, norm-rescaled weights, so its logits equal the gated
-   network's masked logits in training and inference mode.
-
-Which channels can be pruned: a group is gated where a separate activation
-layer (`ReLU`, `Activation`, ...) reads it, i.e. the usual
-conv -> BN -> activation pattern; a conv with a fused `activation=` or
-whose channels reach the logits only through a `Dense` layer keeps its
-width. Residual streams (`Add` of several convs' outputs) share one gate,
-so they need projection convs or identity shortcuts of the same group.
-Depthwise/separable/grouped convs and channel concatenation are refused
-with the layer's name (`GatingError`).
-
-Fine-tuning with the bank: `tfgraft.ekg.fit.KnowledgeModel` (plain
-`model.fit`) or the job's `KnowledgeTrainer`.
+zoo network it builds by name by calling `search_subnet`, which takes any
+functional Keras CNN: the warm-up pass (on a copy), one `ChannelGate` per
+prunable channel group (`GatedNetwork`), the greedy search, the memory
+bank and the compact network (`tfgraft.surgery.rebuild` of the model's own
+graph with the sliced, norm-rescaled weights, so its logits equal the
+gated network's masked logits in training and inference mode). Which
+channels can be gated, and fine-tuning with the bank
+(`tfgraft.ekg.fit.KnowledgeModel`): README.md, "EKG and LW-DNA on your own
+model".
 """
 
 import dataclasses

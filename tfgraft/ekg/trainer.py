@@ -48,21 +48,14 @@ class KnowledgeTrainer(trainer_lib.Trainer):
         return total / (num_views * self.global_batch_size)
 
     def forward(self, net_index, images):
-        # [B, V, ...] -> view-major [V * B, ...]: one forward pass for all
-        # views, inside the tape (and XLA with `jit`).
-        shape = tf.shape(images)
-        flat = tf.reshape(
-            tf.transpose(images, [1, 0, 2, 3, 4]),
-            tf.concat([[-1], shape[2:]], axis=0),
-        )
-        return self.nets[net_index](flat, training=True)
+        # One forward pass for all views, inside the tape (and XLA with
+        # `jit`).
+        return self.nets[net_index](distill.view_major(images), training=True)
 
     def count_correct(self, net_index, logits, labels):
         # Correct predictions averaged over the views (logits view-major).
         del net_index
         labels = tf.cast(labels[0], tf.int32)
         num_views = tf.shape(logits)[0] // tf.shape(labels)[0]
-        tiled = tf.tile(labels, [num_views])
-        pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(pred, tiled), tf.float32))
+        correct = tf.reduce_sum(distill.view_hits(logits, labels))
         return correct / tf.cast(num_views, tf.float32)

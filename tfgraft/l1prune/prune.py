@@ -184,6 +184,7 @@ def find_groups(
     """
     graph = graph_lib.analyze(model)
     slots = _slots(model, model_name, preset, shortcut)
+    slot_convs = {}
     for node in graph.convs():
         if node.name not in slots:
             raise L1PruneError(
@@ -191,8 +192,6 @@ def find_groups(
                 f"the zoo: conv '{node.name}' has no width slot. Received: "
                 f"model_name={model_name!r}, shortcut={shortcut!r}"
             )
-    slot_convs = {}
-    for node in graph.convs():
         slot_convs.setdefault(slots[node.name], set()).add(node.name)
     blocked = _channel_changing_readers(graph)
     order = list(models.default_channel_config(model_name).widths)
@@ -507,9 +506,7 @@ def plan_pruning(
     original = channel_config_of(
         model, model_name, preset=preset, shortcut=shortcut
     )
-    widths = dict(original.widths)
-    for slot, idx in kept.items():
-        widths[slot] = len(idx)
+    widths = {**original.widths, **{s: len(i) for s, i in kept.items()}}
     pruned = models.ChannelConfig(model_name, widths).with_topology(
         preset, shortcut
     )

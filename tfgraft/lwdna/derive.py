@@ -1,37 +1,15 @@
 """LW-DNA on your own model: `derive_widths(model, data)`.
 
-The LW-DNA job (`tfgraft.lwdna.job.LWDNA`) widens a zoo network by
-name. `derive_widths` does the same to any functional CNN, from its layer
-graph (METHODS §4.3):
-
-1. widen: every `Conv2D` gets `round(filters * widen)` filters
-   (`tfgraft.surgery.rebuild`; the RGB input and the logits keep theirs);
-2. the hypernetwork: every conv of the widened graph becomes a
-   `HyperConv2D` fed by one latent vector per channel group
-   (`graph_latent_plan`: a residual stream shares one), BN and the
-   classifier stay the model's own layers;
-3. the short search (`run_search`, `steps` SGD steps, 2 = the reference's
-   `epochs_grad=1`) on `data`;
-4. channel scores (`importance`), masks with floors, and the threshold
-   binary search to the FLOPs budget (DHP counter: conv and classifier
-   MACs): by default the original model's own FLOPs, so the derived
-   network costs what the uniform one does;
-5. derive: the original graph rebuilt with the kept widths, weights
-   generated from the masked latents (BN and classifier sliced).
-
-Only the architecture of `model` is used: LW-DNA shrinks at
-initialisation, so the derived network's weights are the hypernetwork's
-after the search steps (the reference's; train it afterwards with your
-usual protocol, or start it fresh with
-`tfgraft.surgery.rebuild(model, filters=result.filters)`).
-
-Differences from the job: the job builds the widened zoo net from its
-channel config under the `dhp` preset (symmetric padding, its
-initialisers) and streams augmented batches; here the widened net keeps
-your layers' settings and `data` arrays are shuffled into plain batches
-(augment them yourself, or pass a `tf.data.Dataset`). The random latents
-and hypernetwork parameters are drawn in another order, so the same zoo
-model and seed give other (equally valid) widths than the job.
+The LW-DNA job (`tfgraft.lwdna.job.LWDNA`) widens a zoo network by name;
+`derive_widths` runs the same steps (METHODS §4.3) on any functional CNN,
+from its layer graph: every `Conv2D` widened (`tfgraft.surgery.rebuild`;
+the RGB input and the logits keep theirs) and made a `HyperConv2D` on the
+latents of `graph_latent_plan`, the short search (`shrink.run_search`),
+the masks at the threshold that meets a DHP FLOPs budget (`shrink.shrink`;
+default: the original model's), and the original graph rebuilt with the
+kept widths and the weights generated from the masked latents. What
+differs from the job (your layers' settings, plain batches, another draw
+order of the latents): README.md, "EKG and LW-DNA on your own model".
 """
 
 import dataclasses
@@ -260,19 +238,12 @@ def derive_widths(
         momentum=momentum,
         weight_decay=weight_decay,
     )
-    scores = {
-        key: shrink_lib.importance(
-            state.values[key],
-            state.grads[key],
-            kind=importance,
-            grad_normalize=grad_normalize,
-        )
-        for key in latents
-    }
-    shrunk = shrink_lib.shrink_masks(
+    shrunk = shrink_lib.shrink(
         table,
         plan,
-        scores,
+        state,
+        kind=importance,
+        grad_normalize=grad_normalize,
         ratio=ratio,
         remain_percentage=remain_percentage,
         linear_percentage=linear_percentage,
@@ -307,7 +278,7 @@ def derive_widths(
         ratio=ratio,
         threshold=shrunk.search,
         masks=shrunk.masks,
-        scores=scores,
+        scores=shrunk.scores,
         search=state,
         hypernet=hypernet,
     )

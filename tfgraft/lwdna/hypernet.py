@@ -278,13 +278,10 @@ def build_hypernet(
         channel_config: the widened `ChannelConfig` (e.g.
             `default_channel_config(name).scaled(2)`).
         embedding_dim: hypernetwork embedding dimension.
-        num_classes: classifier outputs.
-        input_shape: `(height, width, channels)`.
-        mean: per-channel mean for `Standardize`.
-        std: per-channel std for `Standardize`.
+        num_classes, input_shape, mean, std, shortcut: as in
+            `tfgraft.models.build_model` (`shortcut` must not be `"A"`).
         preset: zoo preset (padding, BN and classifier init); `"dhp"` is
             the reference's.
-        shortcut: as in `build_model`; must not be `"A"`.
         model_name: Keras model name.
 
     Returns:

@@ -35,10 +35,8 @@ instead of failing later on the derived checkpoint's shapes.
 The widening factor is `config.model.width_mult` (the entry point defaults
 it to 2); `config.model.channel_config`, if set, is the original network's
 config. Without `--preset` the DHP preset is used (symmetric padding,
-projection shortcuts for CIFAR ResNets). The classifier-input stream (a
-ResNet's last stage) is pruned to at least `linear_percentage` for every
-model (`--classifier_input=linear`, the reference's LW-DNA rule); `keep`
-leaves it widened (see `shrink.check_classifier_input`).
+projection shortcuts for CIFAR ResNets). The classifier-input policy:
+`shrink.check_classifier_input`.
 """
 
 import dataclasses
@@ -192,20 +190,13 @@ class LWDNA(experiment.Pipeline):
             jit=distribute.resolve_jit(r.jit, ex.strategy),
         )
         distribute.set_precision(r.precision)
-        scores = {
-            key: shrink_lib.importance(
-                state.values[key],
-                state.grads[key],
-                kind=lw.importance,
-                grad_normalize=lw.grad_normalize,
-            )
-            for key in hypernet.latents
-        }
         table = shrink_lib.FlopsTable(hypernet.model, hypernet.plan)
-        result = shrink_lib.shrink_masks(
+        result = shrink_lib.shrink(
             table,
             hypernet.plan,
-            scores,
+            state,
+            kind=lw.importance,
+            grad_normalize=lw.grad_normalize,
             ratio=lw.ratio,
             remain_percentage=lw.remain_percentage,
             linear_percentage=lw.linear_percentage,
@@ -300,10 +291,7 @@ class LWDNA(experiment.Pipeline):
 
     def derive(self, ex, original, widened):
         """The derived `ChannelConfig`, the search record and the inherited
-        weights (None when reused or for `init="reinit"`).
-
-        When `derived/` already holds a checkpoint, the saved
-        `channel_config.json` is reused and the search is not run again.
+        weights (None when reused, see "Resuming", or for `init="reinit"`).
         """
         config_path = os.path.join(ex.workdir, CHANNEL_CONFIG)
         search_path = os.path.join(ex.workdir, SEARCH)
@@ -413,8 +401,7 @@ class LWDNA(experiment.Pipeline):
         for entry in costs.values():
             entry["ratio_to_widened"] = entry["flops"] / widened_flops
         base, ours = costs["original"], costs["derived"]
-        ours["ratio_to_original"] = ours["flops"] / base["flops"]
-        flops_ratio = ours["flops"] / base["flops"]
+        flops_ratio = ours["ratio_to_original"] = ours["flops"] / base["flops"]
         equal_flops = {
             "convention": "dhp",
             "flops_ratio": flops_ratio,

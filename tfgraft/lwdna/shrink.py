@@ -1,23 +1,12 @@
 """Shrinking a widened hypernetwork to a FLOPs budget (METHODS.md §4.3).
 
-The pieces, in the order the job uses them:
-
-1. `run_search`: the short DHP search, `search_steps(epochs_grad, n)` SGD
-   steps of the hypernetwork (2 for `epochs_grad=1`), recording the loss
-   gradient of every latent vector on the last batch;
-2. `importance`: a latent's channel scores, `|v|` ("value") or `|dL/dv|`
-   ("grad", optionally divided by its max as the reference's
-   `grad_normalize`);
-3. `mask_floors` and `compute_masks`: per latent, keep every channel whose
-   score reaches `min(pt, s_(k))`, `s_(k)` the k-th largest score, with
-   `k = max(floor(C * remain_percentage), 1)` (`floor(C *
-   linear_percentage)` for the classifier input); RGB is never pruned;
-4. `FlopsTable` and `search_threshold`: the reference's binary search on
-   `pt` until the masked net's FLOPs (DHP counter) are within 0.001 of
-   `ratio` times the widened net's;
-5. `derived_config`, `derive_weights`: the per-layer widths as a
-   `ChannelConfig` and the plain network's weights generated from the
-   masked latents (BN and classifier sliced).
+In the order the job uses them: `run_search` (the short search,
+`search_steps` SGD steps), `importance` (channel scores), `mask_floors`
+and `compute_masks` (the masks at a pruning threshold `pt`; RGB and, with
+`classifier_input="keep"`, the classifier input are never pruned),
+`FlopsTable` and `search_threshold` (the reference's binary search on
+`pt`), `shrink` (a search's scores to masks at the budget), then
+`derived_config` and `derive_weights` (the plain network).
 
 `zero_pruned_channels` builds the reference the derived network must equal:
 the widened network with every pruned channel's BN output set to zero.
@@ -373,6 +362,24 @@ def shrink_masks(
     )
     masks = compute_masks(scores, floors, result.threshold)
     return ShrinkResult(masks, scores, floors, result, float(ratio))
+
+
+def shrink(table, plan, state, *, kind="value", grad_normalize=False, **mask):
+    """`shrink_masks` on the `importance` scores of a search's latents.
+
+    Args:
+        table, plan: as in `shrink_masks`.
+        state: the `SearchState` of `run_search`.
+        kind, grad_normalize: as in `importance`.
+        **mask: the other `shrink_masks` arguments (`ratio`, ...).
+    """
+    scores = {
+        key: importance(
+            value, state.grads[key], kind=kind, grad_normalize=grad_normalize
+        )
+        for key, value in state.values.items()
+    }
+    return shrink_masks(table, plan, scores, **mask)
 
 
 # === The search (two SGD steps) ===
