@@ -113,3 +113,18 @@ def flag_names(**flags):
     except ArgumentError as e:
         e.flags = {**flags, **e.flags}
         raise
+
+
+def positive_ints(owner, **values):
+    """`values` as ints, each checked to be a whole number >= 1.
+
+    Raises the Keras-style `ValueError` "`<owner> <arg> must be a positive
+    int. Received: <arg>=<value>`" for the first that is not.
+    """
+    for arg, value in values.items():
+        if int(value) != value or value < 1:
+            raise ValueError(
+                f"{owner} {arg} must be a positive int. "
+                f"Received: {arg}={value}"
+            )
+    return {arg: int(value) for arg, value in values.items()}

@@ -8,6 +8,8 @@ training image (`compute_knowledge`) in its `knowledge` variable.
 import numpy as np
 import tensorflow as tf
 
+from tfgraft import errors
+
 
 class SubnetMemoryBank(tf.Module):
     """Fixed-capacity store of sub-network snapshots and teacher logits.
@@ -46,17 +48,14 @@ class SubnetMemoryBank(tf.Module):
         name="memory_bank",
     ):
         super().__init__(name=name)
-        for arg, value in (
-            ("capacity", capacity),
-            ("snapshot_size", snapshot_size),
-            ("num_gates", num_gates),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(
-                    f"SubnetMemoryBank {arg} must be a positive int. "
-                    f"Received: {arg}={value}"
-                )
-            setattr(self, arg, int(value))
+        sizes = errors.positive_ints(
+            "SubnetMemoryBank",
+            capacity=capacity,
+            snapshot_size=snapshot_size,
+            num_gates=num_gates,
+        )
+        for arg, value in sizes.items():
+            setattr(self, arg, value)
         self.orders = _state(
             tf.zeros([self.capacity, self.snapshot_size]), "orders"
         )

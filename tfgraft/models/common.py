@@ -234,14 +234,10 @@ class OptionAShortcut(OwnConfigMixin, keras.layers.Layer):
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
-        for arg, value in (("filters", filters), ("strides", strides)):
-            if int(value) != value or value < 1:
-                raise ValueError(
-                    f"OptionAShortcut {arg} must be a positive int. "
-                    f"Received: {arg}={value}"
-                )
-        self.filters = int(filters)
-        self.strides = int(strides)
+        sizes = errors.positive_ints(
+            "OptionAShortcut", filters=filters, strides=strides
+        )
+        self.filters, self.strides = sizes["filters"], sizes["strides"]
 
     def build(self, input_shape):
         channels = input_shape[-1]
