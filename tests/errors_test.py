@@ -83,6 +83,22 @@ class RenderTest(tf.test.TestCase):
         e = cfg.ConfigError("--sr=-1: must be >= 0")
         self.assertEqual(flags_lib.flag_message(e), "--sr=-1: must be >= 0")
 
+    def test_positive_ints(self):
+        self.assertEqual(
+            errors.positive_ints("Bank", capacity=3.0, gates=1),
+            {"capacity": 3, "gates": 1},
+        )
+        self.assertIsInstance(
+            errors.positive_ints("Bank", capacity=3.0)["capacity"], int
+        )
+        for bad in (0, -2, 2.5):
+            with self.assertRaisesRegex(
+                ValueError,
+                rf"^Bank gates must be a positive int\. "
+                rf"Received: gates={bad}$",
+            ):
+                errors.positive_ints("Bank", capacity=3, gates=bad)
+
 
 def _trainer_batch():
     trainer_lib.Trainer(
