@@ -34,10 +34,8 @@ def per_net_dataset(datasets):
     """Zips one dataset per net into the input of `GraftingModel.fit`.
 
     Each element is `{"net_0": batch_0, "net_1": batch_1, ...}` where batch
-    i is what dataset i yields (`(x, y)` or `(x, y, sample_weight)`), so net
-    i trains on its own stream, as in the custom trainer (each net its own
-    shuffle order and augmentation). The zip ends with the shortest
-    dataset.
+    i is what dataset i yields (`(x, y)` or `(x, y, sample_weight)`), net
+    i's own stream. The zip ends with the shortest dataset.
 
     Args:
         datasets: a list of N >= 2 batched `tf.data.Dataset`s.
@@ -88,8 +86,9 @@ class GraftCallback(keras.callbacks.Callback):
     `steps_per_execution`, since Keras calls batch hooks only once per
     execution.
 
-    Once a graft has happened, every epoch's logs get the newest graft's
-    `alphas` (as `net_<i>_graft_alpha`) and `grafts` (this `fit`'s count).
+    Once a graft has happened, every epoch's logs get `alphas` (the newest
+    graft's mean alpha per net) as `net_<i>_graft_alpha` and `grafts` (this
+    `fit`'s count).
     """
 
     def __init__(self, every_epochs=1, every_steps=None):
@@ -340,12 +339,11 @@ class GraftingModel(keras.Model):
             keras.losses.CategoricalCrossentropy(from_logits=self.from_logits),
         )
         extra = list(metrics or [])
-        for m in extra:
-            if not isinstance(m, keras.metrics.Metric):
-                raise ValueError(
-                    "metrics must be keras.metrics.Metric instances (each is "
-                    f"copied per net). Received: metrics={metrics!r}"
-                )
+        if not all(isinstance(m, keras.metrics.Metric) for m in extra):
+            raise ValueError(
+                "metrics must be keras.metrics.Metric instances (each is "
+                f"copied per net). Received: metrics={metrics!r}"
+            )
         self._mean_loss = keras.metrics.Mean(name="loss")
         self._net_metrics = []
         for i in range(n):
@@ -471,14 +469,8 @@ class GraftingModel(keras.Model):
     # === Fit ===
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit` with the model's `GraftCallback` appended.
-
-        Arguments as `keras.Model.fit`'s (`callbacks` by keyword). `x`
-        may be a `per_net_dataset` (net i trains on stream i) or any data
-        `keras.Model.fit` takes (every net trains on the same batch). The
-        callback is `self.graft_callback` (its `alphas` and `grafts`
-        hold the newest graft's mean alphas and this fit's graft count).
-        """
+        """`keras.Model.fit` (`callbacks` by keyword) with a new
+        `GraftCallback`, `self.graft_callback`, appended."""
         if self.optimizers is None:
             raise ValueError(
                 "GraftingModel needs compile(optimizer=...) before fit"
