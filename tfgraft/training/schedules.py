@@ -168,7 +168,8 @@ def make_schedule(optim: OptimConfig, steps_per_epoch, total_steps, scale=1.0):
         optim: the optimizer configuration.
         steps_per_epoch: optimizer steps per epoch.
         total_steps: optimizer steps of the whole run (cosine's T).
-        scale: factor on the initial rate (grafting's different LRs).
+        scale: factor on the initial rate (`scale_learning_rate` gives the
+            same schedule).
     """
     lr = optim.learning_rate * scale
     warmup = int(round(optim.warmup_epochs * steps_per_epoch))
