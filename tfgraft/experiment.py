@@ -1,13 +1,10 @@
 """One training run: a `Method` run by an `Experiment` in its workdir.
 
-A `Method` says what a training method adds to a run (number of nets, LR
-scales, conv layer, net initialisation, trainer, data, hooks, report
-extras, exports); `Method` itself is the baseline (one net). An
-`Experiment` runs one method in one workdir: strategy, data, optimizers,
-the fit loop, the best net, the report and the export, the same for every
-method. Multi-phase methods (EKG, L1 pruning, LW-DNA) are `Pipeline`s
-that open their workdir's `Experiment` and call `Experiment.train` (or
-`Experiment.sub_run`, a run of its own) for each training phase.
+An `Experiment` does what every method shares (strategy, data,
+optimizers, the fit loop, the best net, the report, the export); a
+`Method` (the baseline itself) overrides what it adds; a `Pipeline` (EKG,
+L1 pruning, LW-DNA) calls `Experiment.train` or `Experiment.sub_run` for
+each training phase.
 
 Every job (`train.flags.JOBS`) is a class made from the `JobConfig` (it
 checks its section once, there) with `name`, `config`, `num_nets`,
@@ -142,16 +139,18 @@ def model_kwargs(model, info, preset=None):
     )
 
 
-def plain_net(config, info, channel_config, name):
+def plain_net(config, info, channel_config, name, index=0, **options):
     """A zoo net of `config.model` with the widths of `channel_config` as
-    given, plain convs and net 0's initialisation seed (a pruning
-    method's pretrained, pruned or compact net)."""
-    keras.utils.set_random_seed(net_seed(config.run.seed, 0))
+    given and net `index`'s initialisation seed; without `options` (more
+    `models.build_model` keywords), plain convs and net 0's seed (a
+    pruning method's pretrained, pruned or compact net)."""
+    keras.utils.set_random_seed(net_seed(config.run.seed, index))
     return models.build_model(
         config.model.name,
         channel_config=channel_config,
         model_name=name,
         **model_kwargs(config.model, info),
+        **options,
     )
 
 
@@ -304,31 +303,22 @@ class Method:
     def export_from_checkpoint(
         self, workdir, net_index, export_dir, overwrite=False
     ):
-        """Exports what the run in `workdir` exports, from its newest
-        checkpoint; needs no data, only the run's records."""
-        return Experiment(self, workdir).export_from_checkpoint(
-            net_index, export_dir, overwrite=overwrite
+        """Exports what the run in `workdir` exports (`exported_net`), from
+        its newest checkpoint; needs no data, only the run's records."""
+        net = self.exported_net(Experiment(self, workdir), net_index)
+        return export_lib.export_saved_model(
+            net, export_dir, overwrite=overwrite
         )
 
 
-class Pipeline:
+class Pipeline(Method):
     """A job of several phases in one workdir (EKG, L1 pruning, LW-DNA).
 
     `run` opens the workdir's `Experiment` (then `experiment`) and runs
     `phases` in it.
-
-    Args:
-        config: the resolved `JobConfig`.
     """
 
-    num_nets = 1
-
-    def __init__(self, config):
-        self.config = config
-
     def run(self, workdir, **kwargs):
-        """Runs the phases in `workdir` (arguments as `Method.run`'s);
-        returns the report dict."""
         ex = self.experiment = Experiment(self, workdir, **kwargs)
         with ex.opened():
             return self.phases(ex)
@@ -541,14 +531,14 @@ class Experiment:
             width_mult = 1.0  # the method's widths are final
         elif m.channel_config:
             channel_config = models.ChannelConfig.load(m.channel_config)
-        keras.utils.set_random_seed(net_seed(self.config.run.seed, index))
-        net = models.build_model(
-            m.name,
+        net = plain_net(
+            self.config,
+            info,
+            channel_config,
+            f"net_{index}",
+            index,
             width_mult=width_mult,
-            channel_config=channel_config,
             conv_layer=self.method.conv_layer,
-            model_name=f"net_{index}",
-            **model_kwargs(m, info),
         )
         self.method.init_net(net, index)
         return net
@@ -557,28 +547,23 @@ class Experiment:
         """Nets, optimizers and trainer, inside the strategy scope."""
         o, r = self.config.optim, self.config.run
         n = self.method.num_nets
-        scales = self.method.lr_scales()
         logging.debug("Building %d net(s) %s…", n, self.config.model.name)
+        schedule = schedules.make_schedule(
+            o, self.steps_per_epoch, r.epochs * self.steps_per_epoch
+        )
+        template = optimizers_lib.TorchSGD(
+            schedule,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+        )
         with self.strategy.scope():
             nets = [self.build_net(i, self.info) for i in range(n)]
-            opts = []
-            for i in range(n):
-                schedule = schedules.make_schedule(
-                    o,
-                    self.steps_per_epoch,
-                    r.epochs * self.steps_per_epoch,
-                    scale=scales[i],
-                )
-                opt = optimizers_lib.TorchSGD(
-                    schedule,
-                    momentum=o.momentum,
-                    nesterov=o.nesterov,
-                    weight_decay=o.weight_decay,
-                    name=f"optimizer_{i}",
-                )
-                if r.precision == "mixed_float16":
-                    opt = keras.optimizers.LossScaleOptimizer(opt)
-                opts.append(opt)
+            opts = optimizers_lib.per_net(
+                template,
+                self.method.lr_scales(),
+                loss_scale=r.precision == "mixed_float16",
+            )
             self.trainer = self.method.make_trainer(
                 nets,
                 opts,
@@ -686,13 +671,6 @@ class Experiment:
             path, net = names[name]
             exporter.export(net, path, overwrite=True)
             self.export_seconds[name] = exporter.seconds[path]
-
-    def export_from_checkpoint(self, net_index, export_dir, overwrite=False):
-        """Exports the method's `exported_net` (`train.export`)."""
-        net = self.method.exported_net(self, net_index)
-        return export_lib.export_saved_model(
-            net, export_dir, overwrite=overwrite
-        )
 
     def net_from_checkpoint(self, net_index, key=None):
         """Net `net_index` with the weights of the newest checkpoint.

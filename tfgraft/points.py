@@ -6,10 +6,8 @@ index, before an atomic rename. Nothing watches by default, so a point
 costs a loop over an empty list. `add(callback)` makes every later
 `reach` call `callback(name)`; `remove(callback)` stops it.
 
-Crash tests inject their faults this way: `tfgraft.testing.faults.point`
-kills or pauses the process at a named point, and the command-line entry
-points (`train/startup.py`) register it when `TFGRAFT_KILL_AT` or
-`TFGRAFT_WAIT_AT` is set. The runtime itself never imports
+Crash tests inject their faults this way (`tfgraft.testing.faults`,
+registered by the entry points); the runtime never imports
 `tfgraft.testing`.
 
 Points placed in tfgraft: `loop.after_steps`, `graft.before`,

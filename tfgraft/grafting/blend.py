@@ -7,17 +7,9 @@ included), the same order in every net. The graft functions take the
 from those snapshots only, so no net ever reads a peer's already grafted
 weights and the result does not depend on the order in which nets are
 processed (§1.6). They return tensors and assign nothing: call them inside the
-trainer's `tf.function` and `assign` the results afterwards.
-
-Layer level (§1.2): every tensor t of net i becomes
-`alpha_i,t * t_i + (1 - alpha_i,t) * t_peer(i)`, where `alpha_i,t` is the
-alpha of the conv that tensor t inherits it from (`expand_alphas`); a None
-alpha keeps the own tensor (tensors outside the blend scope, such as the
-classifier and conv biases of the reference's VGG16 layer-level graft).
-
-Filter level (§1.3, the paper's intent): for each conv -> BN pair, channel j
-is blended with `w_j = |gamma_own,j| / (|gamma_own,j| + |gamma_peer,j|)`;
-see `FilterGraftUnit` and `graft_filter_level`.
+trainer's `tf.function` and `assign` the results afterwards. Layer level
+(§1.2): `graft_layer_level`; filter level (§1.3, the paper's intent):
+`graft_filter_level`.
 """
 
 import dataclasses

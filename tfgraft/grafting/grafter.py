@@ -181,11 +181,9 @@ class Grafter(tf.Module):
             gamma weights, METHODS §1.3 intent).
         a: amplitude A of the alpha formula.
         c: steepness c of the alpha formula.
-        scope: which tensors a layer-level graft blends: `"all"` (default;
-            the reference ResNet/MobileNetV2 script) or `"conv_bn"` (conv
-            kernels and BN only, as the reference VGG16 script); see
-            `make_plan`. Filter-level grafting always blends its conv -> BN
-            units only (conv kernels and BN; biases and classifier kept).
+        scope: which tensors a layer-level graft blends (`make_plan`).
+            Filter-level grafting always blends its conv -> BN units only
+            (conv kernels and BN; biases and classifier kept).
     """
 
     def __init__(
@@ -281,14 +279,6 @@ class Grafter(tf.Module):
             ]
             new = blend.graft_layer_level(snapshots, alphas)
             summary = tf.stack([tf.reduce_mean(x) for x in conv_alphas])
-            # Tensors outside the scope are not assigned at all.
-            new = [
-                [
-                    None if k is None else value
-                    for k, value in zip(self.plan.tensor_source, values)
-                ]
-                for values in new
-            ]
         else:
             new = blend.graft_filter_level(snapshots, self.plan.units)
             summary = tf.stack(
@@ -302,9 +292,11 @@ class Grafter(tf.Module):
                     for i, p in enumerate(blend.ring_peers(len(self.nets)))
                 ]
             )
-        for net_vars, values in zip(self._variables, new):
-            for v, value in zip(net_vars, values):
-                if value is not None:
+        for net_vars, values, own in zip(self._variables, new, snapshots):
+            for v, value, snapshot in zip(net_vars, values, own):
+                # A tensor the graft keeps (outside the scope, in no filter
+                # unit) is its snapshot: not assigned at all.
+                if value is not snapshot:
                     v.assign(tf.cast(value, v.dtype))
         return summary
 
@@ -329,10 +321,9 @@ class Grafter(tf.Module):
             layer = self.layer(net_index, name)
             kernel = layer.kernel.value
             axis = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
-            norms = criteria.filter_l1(kernel, axis=axis)
-            total += int(norms.shape[0])
+            total += int(kernel.shape[axis])
             for t in thresholds:
                 counts[str(t)] += int(
-                    tf.reduce_sum(tf.cast(norms < t, tf.int32))
+                    criteria.invalid_filter_count(kernel, t, axis)
                 )
         return {"total_filters": total, "below": counts}

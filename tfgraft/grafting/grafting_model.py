@@ -1,12 +1,8 @@
 """GraftingModel: Filter Grafting with N nets under one `model.fit`.
 
-The custom trainer (`tfgraft.training.trainer.Trainer` driven by
-`tfgraft.grafting.job.Grafting`) and this model do the same thing: every
-step updates each net with its own optimizer on its own batch, and a
-`Grafter` blends the nets on their ring once per epoch (or every k steps).
-This module only wires that into Keras' `fit`; the graft math is
-`Grafter.graft_step`, the BN replica sync is the trainer's
-`sync_statistics`, the LR factors are `difflr_scales` (shared with the job).
+The grafting job's training (`tfgraft.grafting.job.Grafting`) wired into
+Keras' `fit`: the same `Grafter.graft_step`, BN replica sync
+(`trainer.sync_statistics`) and per-net optimizers (`optimizers.per_net`).
 """
 
 import math
@@ -15,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfgraft.grafting import grafter as grafter_lib
-from tfgraft.training import schedules
+from tfgraft.training import optimizers as optimizers_lib
 from tfgraft.training import trainer as trainer_lib
 
 
@@ -38,10 +34,8 @@ def per_net_dataset(datasets):
     """Zips one dataset per net into the input of `GraftingModel.fit`.
 
     Each element is `{"net_0": batch_0, "net_1": batch_1, ...}` where batch
-    i is what dataset i yields (`(x, y)` or `(x, y, sample_weight)`), so net
-    i trains on its own stream, as in the custom trainer (each net its own
-    shuffle order and augmentation). The zip ends with the shortest
-    dataset.
+    i is what dataset i yields (`(x, y)` or `(x, y, sample_weight)`), net
+    i's own stream. The zip ends with the shortest dataset.
 
     Args:
         datasets: a list of N >= 2 batched `tf.data.Dataset`s.
@@ -92,9 +86,9 @@ class GraftCallback(keras.callbacks.Callback):
     `steps_per_execution`, since Keras calls batch hooks only once per
     execution.
 
-    Every epoch's logs get `net_<i>_graft_alpha` (mean alpha of the newest
-    graft, as the job's `net_<i>/graft_alpha` scalars) and `grafts` (grafts
-    so far in this `fit`) once a graft has happened.
+    Once a graft has happened, every epoch's logs get `alphas` (the newest
+    graft's mean alpha per net) as `net_<i>_graft_alpha` and `grafts` (this
+    `fit`'s count).
     """
 
     def __init__(self, every_epochs=1, every_steps=None):
@@ -331,17 +325,9 @@ class GraftingModel(keras.Model):
                     f"Received: lr_scales={lr_scales!r}"
                 )
             template = keras.optimizers.get(optimizer)
-            opts = [
-                _copy_optimizer(template, s, f"optimizer_{i}")
-                for i, s in enumerate(scales)
-            ]
+            opts = optimizers_lib.per_net(template, scales)
         if auto_scale_loss and self.dtype_policy.name == "mixed_float16":
-            opts = [
-                o
-                if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                else keras.optimizers.LossScaleOptimizer(o)
-                for o in opts
-            ]
+            opts = optimizers_lib.loss_scaled(opts)
         self.optimizers = opts
         for net, opt in zip(self.nets, self.optimizers):
             opt.build(net.trainable_variables)
@@ -353,12 +339,11 @@ class GraftingModel(keras.Model):
             keras.losses.CategoricalCrossentropy(from_logits=self.from_logits),
         )
         extra = list(metrics or [])
-        for m in extra:
-            if not isinstance(m, keras.metrics.Metric):
-                raise ValueError(
-                    "metrics must be keras.metrics.Metric instances (each is "
-                    f"copied per net). Received: metrics={metrics!r}"
-                )
+        if not all(isinstance(m, keras.metrics.Metric) for m in extra):
+            raise ValueError(
+                "metrics must be keras.metrics.Metric instances (each is "
+                f"copied per net). Received: metrics={metrics!r}"
+            )
         self._mean_loss = keras.metrics.Mean(name="loss")
         self._net_metrics = []
         for i in range(n):
@@ -484,14 +469,8 @@ class GraftingModel(keras.Model):
     # === Fit ===
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit` with the model's `GraftCallback` appended.
-
-        Arguments as `keras.Model.fit`'s (`callbacks` by keyword). `x`
-        may be a `per_net_dataset` (net i trains on stream i) or any data
-        `keras.Model.fit` takes (every net trains on the same batch). The
-        callback is `self.graft_callback` (its `alphas` and `grafts`
-        hold the newest graft's mean alphas and this fit's graft count).
-        """
+        """`keras.Model.fit` (`callbacks` by keyword) with a new
+        `GraftCallback`, `self.graft_callback`, appended."""
         if self.optimizers is None:
             raise ValueError(
                 "GraftingModel needs compile(optimizer=...) before fit"
@@ -541,23 +520,3 @@ def _loss_object(loss):
         return keras.losses.LossFunctionWrapper(loss)
     raise ValueError(f"loss is not a Keras loss. Received: loss={loss!r}")
 
-
-def _copy_optimizer(template, scale, name):
-    """A fresh optimizer with `template`'s config and LR times `scale`."""
-    inner = template
-    if isinstance(template, keras.optimizers.LossScaleOptimizer):
-        inner = template.inner_optimizer
-    config = inner.get_config()
-    lr = config["learning_rate"]
-    if isinstance(lr, dict):
-        lr = keras.optimizers.schedules.deserialize(lr)
-    config["learning_rate"] = schedules.scale_learning_rate(lr, scale)
-    config["name"] = name
-    copy = type(inner).from_config(config)
-    if inner is not template:
-        copy = keras.optimizers.LossScaleOptimizer(
-            copy,
-            initial_scale=template.initial_scale,
-            dynamic_growth_steps=template.dynamic_growth_steps,
-        )
-    return copy

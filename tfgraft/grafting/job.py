@@ -11,9 +11,8 @@ Differences from the reference scripts, all documented in README.md:
 * filter-level grafting follows the paper's intent (per-channel BN-gamma
   weights), not the shipped script's whole-vector BN loop.
 
-Following the reference: layer-level grafting of VGG16 (the reference's
-`filter_level_grafting.py --level layer`) blends conv kernels and BN only,
-every other model (`grafting.py`) its whole state dict (`resolve_scope`).
+Which tensors a layer-level graft blends follows the reference scripts
+(`resolve_scope`).
 """
 
 import json

@@ -1,7 +1,9 @@
-"""PyTorch-style SGD with coupled (L2) weight decay."""
+"""PyTorch-style SGD with coupled (L2) weight decay, and per-net copies."""
 
 import keras
 from keras import ops
+
+from tfgraft.training import schedules
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -85,3 +87,42 @@ class TorchSGD(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def per_net(template, scales, loss_scale=False):
+    """Fresh copies `optimizer_<i>` of `template` (the jobs' and
+    `GraftingModel`'s), each with its rate (float or schedule) times
+    `scales[i]`; each in a `LossScaleOptimizer` under `loss_scale`, or
+    with the template's scale settings if the template is in one."""
+    opts = [_copy(template, s, f"optimizer_{i}") for i, s in enumerate(scales)]
+    return loss_scaled(opts) if loss_scale else opts
+
+
+def loss_scaled(opts):
+    """`opts`, each in a `LossScaleOptimizer` unless it is one already."""
+    return [
+        o
+        if isinstance(o, keras.optimizers.LossScaleOptimizer)
+        else keras.optimizers.LossScaleOptimizer(o)
+        for o in opts
+    ]
+
+
+def _copy(template, scale, name):
+    inner = template
+    if isinstance(template, keras.optimizers.LossScaleOptimizer):
+        inner = template.inner_optimizer
+    config = inner.get_config()
+    lr = config["learning_rate"]
+    if isinstance(lr, dict):
+        lr = keras.optimizers.schedules.deserialize(lr)
+    config["learning_rate"] = schedules.scale_learning_rate(lr, scale)
+    config["name"] = name
+    copy = type(inner).from_config(config)
+    if inner is not template:
+        copy = keras.optimizers.LossScaleOptimizer(
+            copy,
+            initial_scale=template.initial_scale,
+            dynamic_growth_steps=template.dynamic_growth_steps,
+        )
+    return copy

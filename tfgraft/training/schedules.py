@@ -5,6 +5,7 @@ are expressed in steps with `steps_per_epoch`, so the rate is constant within
 an epoch exactly as in the reference scripts.
 """
 
+import inspect
 import math
 
 import keras
@@ -15,10 +16,8 @@ from tfgraft.config import OptimConfig
 
 class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`_rate(float32 step)` after the linear warm-up (`_warmup`); the
-    config is the `_CONFIG` attributes (the constructor's arguments).
+    config is the attributes named as the constructor's arguments.
     Every rate is linear in `learning_rate`, warm-up included."""
-
-    _CONFIG = ()
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -26,7 +25,8 @@ class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return _warmup(lr, step, self.learning_rate, self.warmup_steps)
 
     def get_config(self):
-        return {name: getattr(self, name) for name in self._CONFIG}
+        names = inspect.signature(type(self)).parameters
+        return {name: getattr(self, name) for name in names}
 
 
 @keras.saving.register_keras_serializable(package="tfgraft")
@@ -40,8 +40,6 @@ class EpochDecay(_WarmupSchedule):
         gamma: multiplicative factor.
         warmup_steps: linear warm-up from lr/warmup_steps to lr first.
     """
-
-    _CONFIG = ("learning_rate", "boundaries", "gamma", "warmup_steps")
 
     def __init__(self, learning_rate, boundaries, gamma=0.1, warmup_steps=0):
         self.learning_rate = float(learning_rate)
@@ -59,8 +57,6 @@ class EpochDecay(_WarmupSchedule):
 @keras.saving.register_keras_serializable(package="tfgraft")
 class StepDecay(_WarmupSchedule):
     """PyTorch StepLR: lr * gamma ** (step // step_size), no upper bound."""
-
-    _CONFIG = ("learning_rate", "step_size", "gamma", "warmup_steps")
 
     def __init__(self, learning_rate, step_size, gamma=0.1, warmup_steps=0):
         _check_positive("StepDecay", "step_size", step_size)
@@ -81,8 +77,6 @@ class CosineToZero(_WarmupSchedule):
     Matches `CosineAnnealingLR(T_max=total_steps)` stepped every iteration:
     the rate at step T (after the last update) is exactly 0 and stays 0.
     """
-
-    _CONFIG = ("learning_rate", "total_steps", "warmup_steps")
 
     def __init__(self, learning_rate, total_steps, warmup_steps=0):
         _check_positive("CosineToZero", "total_steps", total_steps)
@@ -174,7 +168,8 @@ def make_schedule(optim: OptimConfig, steps_per_epoch, total_steps, scale=1.0):
         optim: the optimizer configuration.
         steps_per_epoch: optimizer steps per epoch.
         total_steps: optimizer steps of the whole run (cosine's T).
-        scale: factor on the initial rate (grafting's different LRs).
+        scale: factor on the initial rate (`scale_learning_rate` gives the
+            same schedule).
     """
     lr = optim.learning_rate * scale
     warmup = int(round(optim.warmup_epochs * steps_per_epoch))

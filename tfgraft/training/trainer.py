@@ -16,7 +16,7 @@ class Trainer(tf.Module):
     its own data stream. One call of `train_loop` runs `num_steps` steps of
     all nets inside a single `tf.function`; each step is one `strategy.run`
     whose replica function updates every net. Only the pure forward/backward
-    (`_compute_grads`) is compiled with XLA when `jit` is on:
+    (`_grad_fns`) is compiled with XLA when `jit` is on:
     `apply_gradients` and assignments stay outside XLA because XLA cannot
     reach mirrored variables of other replicas (STYLE.md §1.2).
 
@@ -26,13 +26,9 @@ class Trainer(tf.Module):
     statistics (BN sees micro-batch statistics, as in PyTorch accumulation).
     The loss is always scaled by the *global* batch size.
 
-    Subclasses change the method through hooks: `forward` (the training
-    forward pass, e.g. multi-view inputs or extra teacher passes),
-    `compute_loss` (KD losses), `count_correct` (train accuracy),
-    `transform_gradients` (gradient surgery, e.g. stripe pruning) and
-    `after_apply` (assignments after the update). Labels may be any nest of
-    tensors batched along axis 0 (e.g. labels plus cached teacher logits);
-    `compute_loss` and `count_correct` receive it as the dataset yields it.
+    Subclasses change the method through the hooks below. Labels may be
+    any nest of tensors batched along axis 0 (e.g. labels plus cached
+    teacher logits), passed on as the dataset yields them.
 
     Args:
         nets: list of N Keras models built inside `strategy.scope()`.
@@ -326,6 +322,8 @@ class Trainer(tf.Module):
     # === Evaluation ===
 
     def _eval_replica(self, images, labels):
+        # A plain function for `strategy.run`: handed the XLA function
+        # itself, a mirrored evaluation fails (InvalidArgumentError).
         return self._eval_rows_fn(images, labels)
 
     def _eval_rows(self, images, labels):
