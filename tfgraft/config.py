@@ -27,6 +27,13 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message names the flag."""
 
 
+# What changing a knob means for a run resumed in its workdir
+# (`tfgraft.training.workdir`): allowed; refused unless forced; refused.
+HARMLESS = "harmless"
+RECIPE = "recipe"
+INCOMPATIBLE = "incompatible"
+
+
 @dataclasses.dataclass(frozen=True)
 class Knob:
     """What a configuration field declares besides its default.
@@ -41,6 +48,10 @@ class Knob:
         why: the error's requirement, if not "must be <bounds>".
         words: flag words that stand for values (`{"epoch": 0}`); any
             other flag value must be a positive integer.
+        resume: `HARMLESS` (how the run runs, not what it trains) or
+            `INCOMPATIBLE` (what the checkpoints hold) when a resumed run
+            changes it; None: its section's `resume` (`RECIPE`: what the
+            next steps do).
     """
 
     help: str
@@ -50,6 +61,7 @@ class Knob:
     also: Tuple[float, ...] = ()
     why: Optional[str] = None
     words: Optional[dict] = None
+    resume: Optional[str] = None
 
 
 def knob(default, help, **declared):
@@ -120,8 +132,11 @@ def requirement(field, value):
 class Section:
     """A config section whose knobs check themselves when it is built.
 
-    `check` holds what ties several knobs together.
+    `check` holds what ties several knobs together; `resume` is what
+    changing one of its knobs on resume means where the knob does not say.
     """
+
+    resume = RECIPE
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -155,11 +170,17 @@ class DataConfig(Section):
     """Which images, how they are batched and augmented (`tfgraft.data`)."""
 
     dataset: str = knob(
-        "synthetic", "synthetic | tfds:<name> | folder:<path>."
+        "synthetic",
+        "synthetic | tfds:<name> | folder:<path>.",
+        resume=INCOMPATIBLE,
     )
-    data_dir: Optional[str] = knob(None, "tensorflow-datasets data folder.")
+    data_dir: Optional[str] = knob(
+        None, "tensorflow-datasets data folder.", resume=HARMLESS
+    )
     batch_size: int = knob(128, "Global batch size per net.", bounds="> 0")
-    eval_batch_size: int = knob(100, "Evaluation batch size.", bounds="> 0")
+    eval_batch_size: int = knob(
+        100, "Evaluation batch size.", bounds="> 0", resume=HARMLESS
+    )
     synthetic_train_size: int = knob(
         10000, "Images in the synthetic train split."
     )
@@ -197,6 +218,8 @@ class DataConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Section):
     """Which network, at which widths, with which per-paper preset."""
+
+    resume = INCOMPATIBLE  # what the checkpoints hold, fields to come too
 
     name: str = knob("resnet20", "Model zoo name.", flag="model")
     width_mult: float = knob(1.0, "Width multiplier.", bounds="> 0")
@@ -240,9 +263,12 @@ class OptimConfig(Section):
 class RunConfig(Section):
     """How long, on what hardware and how often to checkpoint and evaluate."""
 
-    epochs: int = knob(200, "Training epochs.", bounds="> 0")
+    epochs: int = knob(200, "Training epochs.", bounds="> 0", resume=HARMLESS)
     max_steps: int = knob(
-        0, "Stop after this many steps (0: all epochs).", bounds=">= 0"
+        0,
+        "Stop after this many steps (0: all epochs).",
+        bounds=">= 0",
+        resume=HARMLESS,
     )
     # Seeds feed NumPy generators, which take no negative seed.
     seed: int = knob(0, "Base random seed.", bounds=">= 0")
@@ -250,46 +276,64 @@ class RunConfig(Section):
         "mirrored",
         "tf.distribute strategy.",
         choices=("mirrored", "one_device", "multi_worker", "tpu", "default"),
+        resume=HARMLESS,
     )
     jit: Optional[bool] = knob(
         None,
         "XLA-compile the per-replica forward/backward. Default: on "
         "for GPU and TPU strategies, off on CPUs (where oneDNN's "
         "convolutions beat XLA's).",
+        resume=HARMLESS,
     )
     accum_steps: int = knob(
-        1, "Gradient-accumulation micro-batches per step.", bounds=">= 1"
+        1,
+        "Gradient-accumulation micro-batches per step.",
+        bounds=">= 1",
+        resume=HARMLESS,
     )
     precision: str = knob(
         "float32",
         "Dtype policy.",
         choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        resume=INCOMPATIBLE,
     )
     steps_per_loop: int = knob(
         0,
         "Steps per tf.function call (0: min(epoch, 100)).",
         bounds=">= 0",
         why="must be >= 0 (0 = automatic)",
+        resume=HARMLESS,
     )
     checkpoint_every: int = knob(
-        1, "Save a checkpoint every N epochs.", bounds=">= 1"
+        1, "Save a checkpoint every N epochs.", bounds=">= 1", resume=HARMLESS
     )
-    keep_checkpoints: int = knob(3, "Checkpoints kept.", bounds=">= 1")
+    keep_checkpoints: int = knob(
+        3, "Checkpoints kept.", bounds=">= 1", resume=HARMLESS
+    )
     eval_every: int = knob(
-        1, "Evaluate every N epochs (and at the end).", bounds=">= 1"
+        1,
+        "Evaluate every N epochs (and at the end).",
+        bounds=">= 1",
+        resume=HARMLESS,
     )
-    progress: bool = knob(True, "tqdm progress bar per epoch.")
-    deterministic: bool = knob(False, "TF op determinism (slower).")
+    progress: bool = knob(
+        True, "tqdm progress bar per epoch.", resume=HARMLESS
+    )
+    deterministic: bool = knob(
+        False, "TF op determinism (slower).", resume=HARMLESS
+    )
     on_nan: str = knob(
         "stop",
         "NaN/Inf loss or gradient: stop the job (last good checkpoint "
         "kept) or skip that net's batch.",
         choices=("stop", "skip_batch"),
+        resume=HARMLESS,
     )
     concurrent_nets: bool = knob(
         False,
         "Run the nets of a step concurrently (off: one after another, "
         "faster where one net fills the device).",
+        resume=HARMLESS,
     )
 
     def total_steps(self, steps_per_epoch):
@@ -314,6 +358,7 @@ class GraftConfig(Section):
         "Nets grafted (2-8).",
         bounds="[2, 8]",
         why="grafting needs 2 to 8 nets",
+        resume=INCOMPATIBLE,
     )
     criterion: str = knob(
         "entropy", "Grafting information.", choices=("entropy", "l1")
@@ -364,6 +409,7 @@ class LWDNAConfig(Section):
         "report.json equal_flops.uniform_budget_ratio is the one that "
         "matches the uniform net.",
         bounds="(0, 1]",
+        resume=INCOMPATIBLE,
     )
     remain_percentage: float = knob(
         0.4,
@@ -371,41 +417,60 @@ class LWDNAConfig(Section):
         bounds="(0, 1]",
         also=(-1,),
         why="must be in (0, 1] (or -1 for --min_channels)",
+        resume=INCOMPATIBLE,
     )
     linear_percentage: float = knob(
         0.45,
         "Share of the classifier-input channels always kept.",
         bounds="(0, 1]",
+        resume=INCOMPATIBLE,
     )
     embedding_dim: int = knob(
-        8, "Hypernetwork embedding dimension.", bounds=">= 1"
+        8,
+        "Hypernetwork embedding dimension.",
+        bounds=">= 1",
+        resume=INCOMPATIBLE,
     )
     epochs_grad: int = knob(
         1,
         "Search epochs; the last stops after 2 batches (1: 2 steps).",
         bounds=">= 1",
+        resume=INCOMPATIBLE,
     )
     search_batch_size: int = knob(
-        64, "Batch size of the search steps.", bounds="> 0"
+        64,
+        "Batch size of the search steps.",
+        bounds="> 0",
+        resume=INCOMPATIBLE,
     )
     importance: str = knob(
         "value",
         "Channel importance: value (|latent|, what the reference's "
         "ImageNet ResNets use) | grad (|dL/dlatent|).",
         choices=("value", "grad"),
+        resume=INCOMPATIBLE,
     )
-    grad_normalize: bool = knob(False, "Divide latent gradients by their max.")
+    grad_normalize: bool = knob(
+        False, "Divide latent gradients by their max.", resume=INCOMPATIBLE
+    )
     prune_threshold: float = knob(
-        5e-3, "Initial pruning threshold pt.", bounds=">= 0"
+        5e-3,
+        "Initial pruning threshold pt.",
+        bounds=">= 0",
+        resume=INCOMPATIBLE,
     )
     min_channels: int = knob(
-        4, "Channels kept when remain_percentage is -1.", bounds=">= 1"
+        4,
+        "Channels kept when remain_percentage is -1.",
+        bounds=">= 1",
+        resume=INCOMPATIBLE,
     )
     classifier_input: str = knob(
         "linear",
         "Classifier-input stream: linear (prune, keep at least "
         "linear_percentage) | keep (never prune: stays widened).",
         choices=("linear", "keep"),
+        resume=INCOMPATIBLE,
     )
     init: str = knob(
         "inherit",
@@ -413,7 +478,9 @@ class LWDNAConfig(Section):
         choices=("inherit", "reinit"),
     )
     train_uniform: bool = knob(
-        False, "Also train the uniform-width original for comparison."
+        False,
+        "Also train the uniform-width original for comparison.",
+        resume=HARMLESS,
     )
 
 
@@ -428,20 +495,26 @@ class Pretraining(Section):
         None,
         "Pretrained net: a train.baseline workdir, a checkpoint folder "
         "or prefix, or a .weights.h5 file.",
+        resume=INCOMPATIBLE,
     )
     pretrain_epochs: int = knob(
         0,
         "Without --pretrained: pretrain this many epochs in "
         "<workdir>/pretrain first (then prune and fine-tune).",
         bounds=">= 0",
+        resume=INCOMPATIBLE,
     )
     pretrain_learning_rate: float = knob(
         0.05,
         "Pretraining LR (x0.1 at 30/60/90% of --pretrain_epochs).",
         bounds="> 0",
+        resume=INCOMPATIBLE,
     )
     pretrain_weight_decay: float = knob(
-        1e-4, "Pretraining coupled weight decay.", bounds=">= 0"
+        1e-4,
+        "Pretraining coupled weight decay.",
+        bounds=">= 0",
+        resume=INCOMPATIBLE,
     )
 
 
@@ -457,48 +530,63 @@ class EKGConfig(Pretraining):
         "Search stops at FLOPs / original FLOPs <= this (EKG counter).",
         bounds="(0, 1)",
         why="must be in (0, 1) (the fraction of FLOPs kept)",
+        resume=INCOMPATIBLE,
     )
     search_step: float = knob(
-        0.2, "Coarse width step of the search.", bounds="(0, 1]"
+        0.2,
+        "Coarse width step of the search.",
+        bounds="(0, 1]",
+        resume=INCOMPATIBLE,
     )
     cost_mode: str = knob(
         "as_coded",
         "Pre-filter cost: as_coded (reference slicing bug) | intended.",
         choices=("as_coded", "intended"),
+        resume=INCOMPATIBLE,
     )
     batch_size: int = knob(
         256,
         "Batch of the search, its warm-up pass and the teacher logits.",
         flag="ekg_batch_size",
         bounds="> 0",
+        resume=INCOMPATIBLE,
     )
     train_per_class: int = knob(
         256,
         "train_sub: first images per class (warm-up pass).",
         flag="search_train_per_class",
         bounds=">= 1",
+        resume=INCOMPATIBLE,
     )
     val_per_class: int = knob(
         32,
         "val: last training images per class (search objective).",
         flag="search_val_per_class",
         bounds=">= 1",
+        resume=INCOMPATIBLE,
     )
     search_seed: int = knob(
-        1, "Shuffle seed of the search sets.", bounds=">= 0"
+        1,
+        "Shuffle seed of the search sets.",
+        bounds=">= 0",
+        resume=INCOMPATIBLE,
     )
     warmup: bool = knob(
         True,
         "One SGD pass over train_sub before the search (reference).",
         flag="search_warmup",
+        resume=INCOMPATIBLE,
     )
     search_knowledge: bool = knob(
         True,
         "Score the search with val CE + soft CE to the ensemble of the "
         "accepted sub-networks (paper; false: CE only, the ablation "
         "without the pseudo-supernet).",
+        resume=INCOMPATIBLE,
     )
-    num_teachers: int = knob(5, "Teachers in the memory bank.", bounds=">= 1")
+    num_teachers: int = knob(
+        5, "Teachers in the memory bank.", bounds=">= 1", resume=INCOMPATIBLE
+    )
     knowledge: bool = knob(
         True, "Fine-tune with the knowledge curriculum (false: plain CE)."
     )
@@ -539,6 +627,7 @@ class StripeConfig(Section):
         "CompactStripeConv2D formulation of the exported model; calibrate: "
         "per layer the fastest, timed on this machine.",
         choices=(*FORMULATIONS, "calibrate"),
+        resume=HARMLESS,
     )
     calibrate_batch: int = knob(
         1,
@@ -546,13 +635,16 @@ class StripeConfig(Section):
         bounds=">= 1",
     )
     compact_jit: bool = knob(
-        False, "XLA-compile each compact layer (kept in the SavedModel)."
+        False,
+        "XLA-compile each compact layer (kept in the SavedModel).",
+        resume=HARMLESS,
     )
     dead_branches: str = knob(
         "constant",
         "Residual branch left without stripes: add its constant output "
         "(exact) | shortcut (the reference drops the block and its ReLU).",
         choices=("constant", "shortcut"),
+        resume=HARMLESS,
     )
     target_flops_cut: float = knob(
         0.0,
@@ -673,6 +765,24 @@ def field_of(dotted):
     section, _, name = dotted.partition(".")
     fields = dataclasses.fields(section_types()[section])
     return {field.name: field for field in fields}[name]
+
+
+def resume_kind(dotted):
+    """What changing a dotted `JobConfig` field on resume is: `HARMLESS`,
+    `RECIPE` or `INCOMPATIBLE` (its knob's `resume`, else its section's).
+
+    `job`, and a section present on one side only, are `INCOMPATIBLE`; a
+    field no section declares (one added later) is its section's kind.
+    """
+    section, _, name = dotted.partition(".")
+    if not name:
+        return INCOMPATIBLE
+    section_type = section_types().get(section)
+    if section_type is None:
+        return RECIPE
+    fields = {field.name: field for field in dataclasses.fields(section_type)}
+    knob = spec(fields[name]) if name in fields else None
+    return (knob and knob.resume) or section_type.resume
 
 
 def argument_flag(argument):

@@ -6,6 +6,7 @@ on tiny synthetic runs: another --width_mult on a finished workdir, more
 --epochs, two runs at once, a stale lock and Ctrl-C.
 """
 
+import dataclasses
 import json
 import logging as py_logging
 import math
@@ -102,10 +103,22 @@ class FieldKindTest(parameterized.TestCase):
         ("num_nets", "graft.num_nets", workdir_lib.INCOMPATIBLE),
         ("lwdna_ratio", "lwdna.ratio", workdir_lib.INCOMPATIBLE),
         ("ekg_teachers", "ekg.num_teachers", workdir_lib.INCOMPATIBLE),
+        ("ekg_pretrained", "ekg.pretrained", workdir_lib.INCOMPATIBLE),
+        ("l1_pretrained", "l1prune.pretrained", workdir_lib.INCOMPATIBLE),
+        ("l1_target", "l1prune.target_flops_cut", workdir_lib.RECIPE),
+        ("stripe_form", "stripe.formulation", workdir_lib.HARMLESS),
         ("job", "job", workdir_lib.INCOMPATIBLE),
     )
     def test_kind(self, field, kind):
         self.assertEqual(workdir_lib.field_kind(field), kind)
+
+    def test_every_knob_declares_a_known_kind(self):
+        kinds = {None, workdir_lib.HARMLESS, workdir_lib.INCOMPATIBLE}
+        for section_type in cfg.section_types().values():
+            if not dataclasses.is_dataclass(section_type):
+                continue
+            for field in dataclasses.fields(section_type):
+                self.assertIn(cfg.spec(field).resume, kinds, field.name)
 
     @parameterized.named_parameters(
         (job, job) for job in sorted(flags_lib.JOB_GROUPS)

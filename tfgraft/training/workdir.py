@@ -36,7 +36,11 @@ import time
 
 from absl import logging
 
+from tfgraft import config
 from tfgraft import io
+from tfgraft.config import HARMLESS  # noqa: F401 (re-exported)
+from tfgraft.config import INCOMPATIBLE
+from tfgraft.config import RECIPE
 from tfgraft.config import ConfigError
 
 LOCK = "workdir.lock"
@@ -45,96 +49,14 @@ CONFIG = "config.json"
 JOB = "job.json"
 FLAGS = "flags.cfg"
 
-# === Kinds of configuration fields ===
 
-HARMLESS = "harmless"
-RECIPE = "recipe"
-INCOMPATIBLE = "incompatible"
-
-_HARMLESS = frozenset(
-    {
-        "data.data_dir",
-        "data.eval_batch_size",
-        "run.epochs",
-        "run.max_steps",
-        "run.strategy",
-        "run.jit",
-        "run.accum_steps",
-        "run.steps_per_loop",
-        "run.checkpoint_every",
-        "run.keep_checkpoints",
-        "run.eval_every",
-        "run.progress",
-        "run.deterministic",
-        "run.concurrent_nets",
-        "run.on_nan",
-        # The final export's form; the training is the same.
-        "stripe.formulation",
-        "stripe.compact_jit",
-        "stripe.dead_branches",
-        "lwdna.train_uniform",
-    }
-)
-
-# A name without a dot is a section's presence (see `compare`).
-_INCOMPATIBLE = frozenset(
-    {
-        "job",
-        "model",
-        "data.dataset",
-        "run.precision",
-        "graft",
-        "graft.num_nets",
-        "stripe",
-        # EKG: the pretrained net, the search and the memory bank make the
-        # compact net (its widths) and the bank's shapes.
-        "ekg",
-        "ekg.pretrained",
-        "ekg.pretrain_epochs",
-        "ekg.pretrain_learning_rate",
-        "ekg.pretrain_weight_decay",
-        "ekg.target_flops_rate",
-        "ekg.search_step",
-        "ekg.cost_mode",
-        "ekg.batch_size",
-        "ekg.train_per_class",
-        "ekg.val_per_class",
-        "ekg.search_seed",
-        "ekg.warmup",
-        "ekg.search_knowledge",
-        "ekg.num_teachers",
-        # LW-DNA: the search settings make the derived net's widths.
-        "lwdna",
-        "lwdna.ratio",
-        "lwdna.remain_percentage",
-        "lwdna.linear_percentage",
-        "lwdna.embedding_dim",
-        "lwdna.epochs_grad",
-        "lwdna.search_batch_size",
-        "lwdna.importance",
-        "lwdna.grad_normalize",
-        "lwdna.prune_threshold",
-        "lwdna.min_channels",
-        "lwdna.classifier_input",
-    }
-)
-
-# Sections whose every field is incompatible (new fields included).
-_INCOMPATIBLE_SECTIONS = frozenset({"model"})
+# === Kinds of configuration fields (declared with each knob) ===
 
 
 def field_kind(field):
-    """`HARMLESS`, `RECIPE` or `INCOMPATIBLE` for a dotted config field.
-
-    Fields not listed (e.g. ones added later) count as `RECIPE`: refused
-    unless forced.
-    """
-    if field in _HARMLESS:
-        return HARMLESS
-    section = field.split(".")[0]
-    if field in _INCOMPATIBLE or section in _INCOMPATIBLE_SECTIONS:
-        return INCOMPATIBLE
-    return RECIPE
+    """`HARMLESS`, `RECIPE` or `INCOMPATIBLE` for a dotted config field:
+    what its knob declares (`tfgraft.config.resume_kind`)."""
+    return config.resume_kind(field)
 
 
 @dataclasses.dataclass(frozen=True)
