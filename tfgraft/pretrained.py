@@ -16,7 +16,6 @@ first, as a baseline run in `<workdir>/pretrain`.
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -28,6 +27,7 @@ from tfgraft import errors
 from tfgraft import experiment
 from tfgraft import io
 from tfgraft import models
+from tfgraft.training import workdir as workdir_lib
 
 
 class PretrainedError(ValueError):
@@ -60,13 +60,9 @@ def resolve(path):
             _fail(path, "no such file")
         return "h5", path, None
     if os.path.isdir(path):
-        config = None
-        config_path = os.path.join(path, "config.json")
         ckpt_dir = os.path.join(path, "checkpoints")
         if os.path.isdir(ckpt_dir):
-            if os.path.isfile(config_path):
-                with open(config_path) as f:
-                    config = json.load(f)
+            config = workdir_lib.read_json(os.path.join(path, "config.json"))
             prefix = tf.train.latest_checkpoint(ckpt_dir)
             if prefix is None:
                 _fail(path, "the workdir has no checkpoint in checkpoints/")
@@ -300,10 +296,9 @@ class PruningJob(experiment.Pipeline):
     def saved_result(self, ex, pretrained):
         """The phase's `result.json`, or None before the phase is done."""
         path = os.path.join(ex.workdir, self.phase_dir, "result.json")
-        if not os.path.isfile(path):
+        result = workdir_lib.read_json(path)
+        if result is None:
             return None
-        with open(path) as f:
-            result = json.load(f)
         saved = result["settings"]
         for key, value in self.settings(ex, pretrained).items():
             if saved.get(key) != value:

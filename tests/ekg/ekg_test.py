@@ -570,6 +570,18 @@ class PretrainedTest(tf.test.TestCase):
         with self.assertRaisesRegex(pretrained.PretrainedError, "no such"):
             pretrained.resolve("/nonexistent/run")
 
+    def test_damaged_workdir_config_is_one_line(self):
+        workdir = os.path.join(self.get_temp_dir(), "damaged")
+        os.makedirs(os.path.join(workdir, "checkpoints"))
+        config_path = os.path.join(workdir, "config.json")
+        with open(config_path, "w") as f:
+            f.write('{"model": {"name": ')
+        with self.assertRaises(cfg.ConfigError) as e:
+            pretrained.resolve(workdir)
+        message = str(e.exception)
+        self.assertNotIn("\n", message)
+        self.assertStartsWith(message, f"{config_path}: unreadable (")
+
 
 if __name__ == "__main__":
     tf.test.main()

@@ -36,7 +36,6 @@ Differences from the reference are listed in `tfgraft/ekg/__init__.py`.
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -56,6 +55,7 @@ from tfgraft.ekg import subnet as subnet_lib
 from tfgraft.ekg import trainer as ekg_trainer
 from tfgraft.training import evaluation
 from tfgraft.training import loop
+from tfgraft.training import workdir as workdir_lib
 
 
 class BankHook(loop.Hook):
@@ -359,8 +359,7 @@ def searched_config(workdir, model):
         raise errors.EKGError(
             f"{path}: missing; the run's search has not finished"
         )
-    with open(path) as f:
-        widths = json.load(f)["channel_config"]
+    widths = workdir_lib.read_json(path)["channel_config"]
     # result.json keeps bare widths; record this run's topology.
     return models.ChannelConfig(model.name, widths).with_topology(
         *models.resolve_topology(model.name, model.preset, model.shortcut)

@@ -15,7 +15,6 @@ Which tensors a layer-level graft blends follows the reference scripts
 (`resolve_scope`).
 """
 
-import json
 import os
 import statistics
 import time
@@ -30,6 +29,7 @@ from tfgraft.grafting.grafting_model import difflr_scales
 from tfgraft.models import common as model_common
 from tfgraft.training import console
 from tfgraft.training import loop
+from tfgraft.training import workdir as workdir_lib
 
 
 def resolve_scope(scope, model_name):
@@ -147,8 +147,7 @@ class Grafting(experiment.Method):
         # a resumed run still reports the true start.
         path = os.path.join(ex.workdir, "graft_start.json")
         if int(trainer.global_step.numpy()) > 0 and os.path.exists(path):
-            with open(path) as f:
-                return json.load(f)
+            return workdir_lib.read_json(path)
         stats = self._net_stats()
         if ex.is_chief:
             io.atomic_write_json(path, stats)
