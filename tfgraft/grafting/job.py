@@ -169,7 +169,7 @@ class Grafting(experiment.Method):
         epoch_seconds = [h["seconds"] for h in history]
         extras = {
             "grafting": {
-                "num_nets": g.num_nets,
+                "num_nets": self.num_nets,
                 "criterion": g.criterion,
                 "level": g.level,
                 "scope": self.grafter.scope,
