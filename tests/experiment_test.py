@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfgraft import config as cfg
 from tfgraft import experiment as job_lib
 from tfgraft.grafting import job as graft_job
+from tfgraft.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,6 +84,29 @@ class SteadyImagesPerSecTest(tf.test.TestCase):
 
 
 @pytest.mark.large
+class RestoreItemsTest(tf.test.TestCase):
+    def test_written_and_managed_checkpoints_and_one_line_errors(self):
+        source = {"a": tf.Variable([1.0, 2.0]), "b": tf.Variable(3.0)}
+        written = tf.train.Checkpoint(**source).write(
+            os.path.join(self.get_temp_dir(), "written")
+        )
+        managed = tf.train.CheckpointManager(
+            tf.train.Checkpoint(**source),
+            os.path.join(self.get_temp_dir(), "managed"),
+            1,
+        ).save()
+        for path in (written, managed):
+            target = {"a": tf.Variable([0.0, 0.0]), "b": tf.Variable(0.0)}
+            job_lib.restore_items(path, target)
+            self.assertAllEqual(target["a"], [1.0, 2.0])
+            self.assertEqual(float(target["b"]), 3.0)
+        with self.assertRaises(loop.CheckpointError) as e:
+            job_lib.restore_items(written, {"c": tf.Variable(0.0)})
+        message = str(e.exception)
+        self.assertNotIn("\n", message)
+        self.assertStartsWith(message, f"{written}: cannot restore c (")
+
+
 class BaselineJobTest(tf.test.TestCase):
     def test_workdir_contract_and_export_round_trip(self):
         workdir = self.create_tempdir().full_path

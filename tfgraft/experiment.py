@@ -157,17 +157,18 @@ def plain_net(config, info, channel_config, name, index=0, **options):
 def restore_items(path, items):
     """Restores `items` (name -> trackable) from checkpoint `path`.
 
-    A checkpoint that lacks one of them or cannot be read is a one-line
-    `CheckpointError` naming it.
+    `path` may come from `CheckpointManager.save` or `Checkpoint.write`
+    (`read` restores the items only, not a save counter). A checkpoint that
+    lacks one of them or cannot be read is a one-line `CheckpointError`
+    naming it.
     """
     try:
-        status = tf.train.Checkpoint(**items).restore(path)
+        status = tf.train.Checkpoint(**items).read(path)
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
-        lines = str(e).strip().splitlines() or [type(e).__name__]
         raise loop.CheckpointError(
-            f"{path}: cannot restore {', '.join(items)} ({lines[0]})"
+            f"{path}: cannot restore {', '.join(items)} ({io.first_line(e)})"
         ) from None
 
 

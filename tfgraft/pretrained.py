@@ -154,8 +154,9 @@ def load(path, net, model_name):
     except PretrainedError:
         raise
     except (ValueError, AssertionError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0] if str(e) else type(e).__name__
-        _fail(path, f"does not match --model={model_name}: {first}")
+        _fail(
+            path, f"does not match --model={model_name}: {io.first_line(e)}"
+        )
     return location
 
 
@@ -311,10 +312,10 @@ class PruningJob(experiment.Pipeline):
 
     def restore_phase(self, ex, **items):
         """Restores `items` (name -> trackable) from the phase's
-        checkpoint."""
-        path = os.path.join(ex.workdir, self.phase_dir, "checkpoint")
-        status = tf.train.Checkpoint(**items).read(path)
-        status.assert_existing_objects_matched()
+        checkpoint (`experiment.restore_items`: one line if it cannot)."""
+        experiment.restore_items(
+            os.path.join(ex.workdir, self.phase_dir, "checkpoint"), items
+        )
 
     def save_phase(self, ex, result, channel_config, config_path, **items):
         """Writes (the chief) the phase's checkpoint of `items`, the pruned
