@@ -780,9 +780,11 @@ def resume_kind(dotted):
     section_type = section_types().get(section)
     if section_type is None:
         return RECIPE
-    fields = {field.name: field for field in dataclasses.fields(section_type)}
-    knob = spec(fields[name]) if name in fields else None
-    return (knob and knob.resume) or section_type.resume
+    try:
+        declared = spec(field_of(dotted)).resume
+    except KeyError:  # a field added later
+        declared = None
+    return declared or section_type.resume
 
 
 def argument_flag(argument):
