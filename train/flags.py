@@ -488,13 +488,13 @@ def _exit_interrupted(workdir):
     sys.exit(130)
 
 
-def define_job(name):
+def define_job(name, flag_values=FLAGS):
     """Defines the flag groups `JOBS` lists for the job `name`.
 
     A training entry point calls it at import, so `--helpfull` and the
     flagfile checks see the job's flags before `run_job`.
     """
-    define(*JOB_GROUPS[name])
+    define(*JOB_GROUPS[name], flag_values=flag_values)
 
 
 def run_job(name):

@@ -530,7 +530,7 @@ def _make_inputs(tmp):
 def _recorded_run(workdir, entry):
     """Writes the config.json/job.json a run of `entry` on _TINY records."""
     fv = flags.FlagValues()
-    flags_lib.define(*flags_lib.JOB_GROUPS[entry], flag_values=fv)
+    flags_lib.define_job(entry, flag_values=fv)
     fv([entry, f"--workdir={workdir}", *_TINY])
     job = _job_class(entry)(flags_lib.job_config(fv))
     os.makedirs(workdir)
@@ -549,7 +549,7 @@ def run_in_process(entry, argv):
     err = io.StringIO()
     if entry in _JOBS:
         fv = flags.FlagValues()
-        flags_lib.define(*flags_lib.JOB_GROUPS[entry], flag_values=fv)
+        flags_lib.define_job(entry, flag_values=fv)
         flags.mark_flags_as_required(["workdir"], flag_values=fv)
         main = flags_lib.job_main(_job_class(entry), fv)
         saver = contextlib.nullcontext()

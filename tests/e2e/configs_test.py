@@ -29,7 +29,7 @@ def _job_of(path):
 
 def _parse(path, job, args=None):
     fv = flags.FlagValues()
-    flags_lib.define(*flags_lib.JOB_GROUPS[job], flag_values=fv)
+    flags_lib.define_job(job, flag_values=fv)
     if args is None:
         args = [f"--flagfile={os.path.relpath(path, ROOT)}"]
     cwd = os.getcwd()

@@ -82,7 +82,7 @@ class L1PruneConfigTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_paper_recipe(self):
         fv = flags.FlagValues()
-        flags_lib.define(*flags_lib.JOB_GROUPS["l1prune"], flag_values=fv)
+        flags_lib.define_job("l1prune", flag_values=fv)
         cwd = os.getcwd()
         os.chdir(ROOT)
         try:

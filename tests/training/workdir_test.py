@@ -126,7 +126,7 @@ class FieldKindTest(parameterized.TestCase):
     def test_every_field_names_a_flag_of_its_job(self, job):
         # Mismatch messages name flags; each field must map to a real one.
         fv = flags.FlagValues()
-        flags_lib.define(*flags_lib.JOB_GROUPS[job], flag_values=fv)
+        flags_lib.define_job(job, flag_values=fv)
         fv(["prog", "--workdir=/x"])
         config = flags_lib.job_config(fv).to_dict()
         for section, fields in config.items():
